@@ -1,0 +1,1 @@
+//! The coordinator: plans a run, publishes jobs, aggregates results

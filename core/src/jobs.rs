@@ -1,0 +1,159 @@
+//! The job and result types that flow coordinator → queue → workers → store → coordinator.
+//! The in-process `herd run` and the distributed roles exchange exactly these values.
+
+use serde::{Deserialize, Serialize};
+
+/// How a generator turns an instruction into the text its model sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PromptTemplate {
+    /// The bare instruction, no template at all (the zero-shot baseline).
+    Raw,
+    /// The Alpaca instruction-tuning template (`data/prompts/alpaca_sft.prompt`).
+    AlpacaSft,
+    /// The course's zero-shot system prompt (`data/prompts/zero_shot_system_prompt.prompt`).
+    ZeroShotSystem,
+    /// The model's own chat template (tokenizer_config.json or GGUF metadata).
+    Chat,
+}
+
+impl PromptTemplate {
+    pub const ALL: [PromptTemplate; 4] =
+        [PromptTemplate::Raw, PromptTemplate::AlpacaSft, PromptTemplate::ZeroShotSystem, PromptTemplate::Chat];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PromptTemplate::Raw => "raw",
+            PromptTemplate::AlpacaSft => "alpaca_sft",
+            PromptTemplate::ZeroShotSystem => "zero_shot_system",
+            PromptTemplate::Chat => "chat",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == name)
+    }
+}
+
+/// One model under evaluation, as the user configured it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct GeneratorSpec {
+    /// The `generator` name written into `model_outputs.json`.
+    pub name: String,
+    /// A GGUF file, a Hugging Face model folder, or the name of a built-in default model.
+    pub model: String,
+    pub template: PromptTemplate,
+    pub max_new_tokens: usize,
+    /// Generation stops before the first occurrence of any of these strings.
+    pub stop: Vec<String>,
+}
+
+/// Generate one answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerationJob {
+    pub run_id: String,
+    pub generator: GeneratorSpec,
+    /// Eval-set position of the instruction.
+    pub index: usize,
+    pub instruction: String,
+    pub dataset: String,
+}
+
+/// Why generation of one sequence ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// The model produced its end-of-sequence token.
+    Eos,
+    /// A stop string appeared; it is not part of the output.
+    Stop,
+    /// `max_new_tokens` was reached.
+    Length,
+}
+
+/// One generated answer, with what it cost.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerationResult {
+    pub run_id: String,
+    pub generator: String,
+    pub index: usize,
+    pub instruction: String,
+    pub dataset: String,
+    pub output: String,
+    pub prompt_tokens: usize,
+    pub output_tokens: usize,
+    /// Wall time from the sequence's admission to its last token.
+    pub seconds: f64,
+    pub finish_reason: FinishReason,
+    /// Which worker produced it (host/process id), for diagnosis only.
+    pub worker: String,
+}
+
+/// How the judge reads its verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JudgeMode {
+    /// Greedy generation parsed as alpaca_eval's `ranking_parser` does.
+    Ranking,
+    /// One forward pass: preference = 1 + P(model_2 ranked first), read from the logits.
+    Logprob,
+}
+
+impl JudgeMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JudgeMode::Ranking => "ranking",
+            JudgeMode::Logprob => "logprob",
+        }
+    }
+}
+
+/// The annotator model and how it is asked.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct JudgeSpec {
+    /// The `annotator` name written into `annotations.json`.
+    pub name: String,
+    pub model: String,
+    pub mode: JudgeMode,
+    /// New tokens for ranking mode (alpaca_eval's config: 100).
+    pub max_new_tokens: usize,
+    /// Prompt + answer must fit this many tokens (alpaca_eval's config: 7000); longer
+    /// outputs are truncated with a marker.
+    pub max_context_tokens: usize,
+}
+
+/// Compare one model answer with the reference answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JudgeJob {
+    pub run_id: String,
+    pub judge: JudgeSpec,
+    pub generator: String,
+    pub index: usize,
+    pub instruction: String,
+    pub dataset: String,
+    /// `output_1`: the reference answer.
+    pub reference_output: String,
+    /// `output_2`: the answer under evaluation.
+    pub model_output: String,
+}
+
+/// The judge's verdict, already mapped back to alpaca_eval's orientation
+/// (1.0 = reference wins, 2.0 = model wins).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JudgeResult {
+    pub run_id: String,
+    pub judge: String,
+    pub generator: String,
+    pub index: usize,
+    /// `None` when the ranking could not be parsed.
+    pub preference: Option<f64>,
+    /// What the judge said (ranking mode) or the two probabilities (logprob mode).
+    pub raw_completion: String,
+    /// Whether the outputs were shown to the judge in swapped order.
+    pub is_switched: bool,
+    /// Whether either output was truncated to fit the judge's context.
+    pub truncated: bool,
+    pub prompt_tokens: usize,
+    pub seconds: f64,
+    pub worker: String,
+}

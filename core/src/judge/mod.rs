@@ -1,0 +1,1 @@
+pub mod prompt; pub mod ranking_parser; pub mod swap;

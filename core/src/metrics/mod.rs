@@ -1,0 +1,1 @@
+pub mod win_rate; pub mod length_controlled;

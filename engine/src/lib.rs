@@ -1,0 +1,1 @@
+//! LLM inference on candle: model loading, tokenization, batched greedy decoding

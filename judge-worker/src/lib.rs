@@ -1,0 +1,1 @@
+//! The judge worker: turns judge jobs into preferences

@@ -1,0 +1,1 @@
+//! Job transport: an in-process queue and RabbitMQ

@@ -1,0 +1,1 @@
+//! leaderboard.csv and the self-contained HTML report

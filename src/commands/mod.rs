@@ -1,0 +1,3 @@
+pub mod coordinator;
+pub mod judge_worker;
+pub mod worker;

@@ -1,0 +1,45 @@
+//! `herd`: AlpacaEval at cluster scale. One binary, one subcommand per file in `commands/`.
+
+mod commands;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "herd", version, about = "AlpacaEval at cluster scale")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the generation worker role (distributed mode).
+    Worker(commands::worker::Args),
+    /// Run the judge worker role (distributed mode).
+    JudgeWorker(commands::judge_worker::Args),
+    /// Run the coordinator role (distributed mode).
+    Coordinator(commands::coordinator::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HERD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Worker(args) => commands::worker::run(args),
+        Command::JudgeWorker(args) => commands::judge_worker::run(args),
+        Command::Coordinator(args) => commands::coordinator::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("herd: error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Result storage: a local folder or S3-compatible object storage

@@ -1,0 +1,1 @@
+//! The generation worker: turns generation jobs into answers
