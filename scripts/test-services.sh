@@ -1,6 +1,67 @@
 #!/usr/bin/env bash
 # Installs (when missing) and starts the services and models herd's tests use.
-# Safe to run repeatedly: what is already installed or running is left alone.
+# Safe to run repeatedly: what is already installed or running is left alone, so a
+# second run on a ready machine takes about a second. Runs as root on Debian 12 in CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-echo "== test services: nothing needed yet"
+
+apt_updated=0
+apt_install() {
+  if [ "$apt_updated" = 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# --- RabbitMQ: one node for all tests on 127.0.0.1:5672 (guest/guest works on loopback).
+# Tests isolate themselves with unique queue names and delete their queues afterwards.
+echo "== test services: RabbitMQ"
+if ! command -v rabbitmq-server >/dev/null; then
+  apt_install rabbitmq-server
+  # The Debian package starts the node through systemd where there is one; elsewhere
+  # (containers) it is started below.
+fi
+rabbit_answers() { (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; }
+if ! rabbit_answers && ! rabbitmqctl -q ping >/dev/null 2>&1; then
+  # Not running at all (a container has no init to start the package's service).
+  rabbitmq-server -detached || true
+fi
+# await_startup waits for a booting node; it fails at once while the node's distribution
+# port is not up yet, hence the retry loop around it.
+rabbit_ready=0
+for _ in $(seq 1 90); do
+  if rabbitmqctl -q await_startup --timeout 60 >/dev/null 2>&1 && rabbit_answers; then
+    rabbit_ready=1
+    break
+  fi
+  sleep 1
+done
+if [ "$rabbit_ready" != 1 ]; then
+  echo "RabbitMQ did not become ready on 127.0.0.1:5672" >&2
+  rabbitmqctl status >&2 || true
+  exit 1
+fi
+
+# --- S3-protocol server: s3s-fs, started by each test on a free port (store/tests) so
+# a test can stop and restart it; only the binary is installed here.
+# Why s3s-fs and not Garage: s3s-fs honours conditional puts (If-None-Match/If-Match,
+# object_store's PutMode::Create/Update); Garage 2.5 ignores them and silently
+# overwrites, and takes ~7 min to build. What s3s-fs lacks: it is a single-process
+# folder-backed server for tests — no auth beyond one key pair, no replication, and its
+# conditional put is check-then-write (not atomic under concurrent writers).
+# Pinned: 0.15+ needs a newer rustc than the workspace's minimum.
+echo "== test services: s3s-fs"
+if ! command -v s3s-fs >/dev/null && [ ! -x "$HOME/.cargo/bin/s3s-fs" ]; then
+  cargo install --locked s3s-fs@0.14.1 --features binary
+fi
+
+# --- Prometheus: tests start their own instance with a generated config on a free port;
+# the Debian package's own service is not needed.
+echo "== test services: Prometheus"
+if ! command -v prometheus >/dev/null; then
+  apt_install prometheus
+  # The package may start a system instance on :9090; tests do not use it.
+fi
+
+echo "== test services: ready"

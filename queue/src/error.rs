@@ -1,0 +1,54 @@
+use std::time::Duration;
+
+/// What can go wrong with the job transport. Messages name the queue and the broker
+/// (user, host and port; never the password).
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The broker rejected the login: retrying cannot help, so this fails at once.
+    #[error("RabbitMQ refused the credentials for user {user} at {host}:{port}")]
+    AccessRefused { user: String, host: String, port: u16 },
+
+    /// The broker stayed unreachable for longer than the reconnect deadline.
+    #[error("RabbitMQ at {endpoint} stayed unreachable for {waited:?} (reconnect deadline); last error: {last_error}")]
+    Unreachable { endpoint: String, waited: Duration, last_error: String },
+
+    #[error("invalid AMQP URL {url}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+
+    #[error("cannot read the TLS CA file {path}: {source}")]
+    TlsCaFile { path: String, source: std::io::Error },
+
+    /// A broker operation on one queue failed with an error that reconnecting does not fix
+    /// (for example a queue declared elsewhere with other arguments).
+    #[error("{operation} on queue {queue} at {endpoint} failed: {message}")]
+    Broker { endpoint: String, queue: String, operation: &'static str, message: String },
+
+    #[error("queue {queue} does not exist")]
+    NotFound { queue: String },
+
+    /// A job could not be serialised for publishing.
+    #[error("cannot serialise a job for queue {queue}: {source}")]
+    Serialize { queue: String, source: serde_json::Error },
+
+    /// Not fatal: a message on `queue` was not a valid job; it is already in the run's
+    /// dead-letter queue with this reason, and the consumer goes on.
+    #[error("a message on queue {queue} is not a valid job and was dead-lettered: {reason}")]
+    Malformed { queue: String, reason: String },
+
+    /// The delivery's channel closed before the ack/nack reached the broker; the broker
+    /// redelivers the job (results are stored under idempotent keys, so that is harmless).
+    #[error("the delivery from queue {queue} can no longer be settled (its channel closed); the broker will redeliver it")]
+    StaleDelivery { queue: String },
+
+    /// The in-process queue was shut down.
+    #[error("the in-process queue is closed")]
+    Closed,
+}
+
+impl QueueError {
+    /// Whether a consumer stream ends after this error. `Malformed` and `StaleDelivery`
+    /// are reports; everything else means the caller must stop or reconnect itself.
+    pub fn is_fatal(&self) -> bool {
+        !matches!(self, QueueError::Malformed { .. } | QueueError::StaleDelivery { .. })
+    }
+}

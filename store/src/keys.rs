@@ -1,0 +1,59 @@
+//! Where results live in the store. A result's key depends only on what it is, so a job
+//! that runs twice writes the same key twice (and the second write changes nothing).
+
+/// `runs/<run>/outputs/<generator>/<index>.json`: one generated answer.
+pub fn output(run: &str, generator: &str, index: usize) -> String {
+    format!("{}{index}.json", outputs_prefix(run, generator))
+}
+
+/// `runs/<run>/annotations/<judge>/<generator>/<index>.json`: one verdict.
+pub fn annotation(run: &str, judge: &str, generator: &str, index: usize) -> String {
+    format!("{}{index}.json", annotations_prefix(run, judge, generator))
+}
+
+/// The folder of a generator's outputs, ending in `/`.
+pub fn outputs_prefix(run: &str, generator: &str) -> String {
+    format!("runs/{}/outputs/{}/", segment(run), segment(generator))
+}
+
+/// The folder of one judge's verdicts on one generator, ending in `/`.
+pub fn annotations_prefix(run: &str, judge: &str, generator: &str) -> String {
+    format!("runs/{}/annotations/{}/{}/", segment(run), segment(judge), segment(generator))
+}
+
+/// The eval-set index of a result key (`…/<index>.json`).
+pub fn index_of(key: &str) -> Option<usize> {
+    key.rsplit('/').next()?.strip_suffix(".json")?.parse().ok()
+}
+
+/// A name as one path segment: `/` and anything unusual become `_`, so a model called
+/// `org/model` cannot reach into another folder.
+pub fn segment(name: &str) -> String {
+    let cleaned: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' })
+        .collect();
+    match cleaned.as_str() {
+        "" | "." | ".." => cleaned.replace('.', "_") + "_",
+        _ => cleaned,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_keys_follow_the_documented_layout() {
+        assert_eq!(output("r1", "smol", 7), "runs/r1/outputs/smol/7.json");
+        assert_eq!(annotation("r1", "llama", "smol", 7), "runs/r1/annotations/llama/smol/7.json");
+        assert_eq!(index_of(&output("r1", "smol", 804)), Some(804));
+    }
+
+    #[test]
+    fn names_cannot_escape_their_folder() {
+        assert_eq!(output("r", "org/model", 1), "runs/r/outputs/org_model/1.json");
+        assert_eq!(output("..", "m", 1), "runs/___/outputs/m/1.json");
+        assert_eq!(segment(""), "_");
+    }
+}
