@@ -1,1 +1,24 @@
 //! LLM inference on candle: model loading, tokenization, batched greedy decoding
+
+pub mod attention;
+pub mod config;
+pub mod error;
+pub mod generate;
+pub mod kv_cache;
+pub mod linear;
+pub mod llama;
+pub mod model;
+pub mod prompt;
+pub mod scoring;
+pub mod source;
+pub mod token_codec;
+pub mod weights;
+
+pub use config::{Architecture, ModelConfig, RopeScaling};
+pub use error::{EngineError, Result};
+pub use generate::{BatchOptions, GenerationOutput, GenerationRequest, GenerationStats};
+pub use model::{LoadOptions, Model};
+pub use prompt::{ChatMessage, ChatTemplate};
+pub use scoring::{NextTokenScores, ScoringOptions};
+pub use source::{ModelSource, DEFAULT_MODEL};
+pub use weights::WeightFormat;

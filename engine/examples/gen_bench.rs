@@ -1,0 +1,174 @@
+//! Generation and prefill throughput on the AlpacaEval workload, as a table.
+//!
+//! Generation: the first N eval-set instructions in the model's chat template, greedy,
+//! `--max-new` tokens each with EOS ignored (the llama.cpp comparison workload), for each
+//! batch size. Prefill: ~900-token prompts scored (logits only), for each step budget.
+//! Every cell is the median of `--reps` runs; variants are interleaved within a run so
+//! load from other processes hits them alike.
+//!
+//! cargo run --release -p herd-engine --example gen_bench -- [--model M] [--prompts 48]
+//!   [--max-new 128] [--batch-sizes 1,8,16,32] [--budgets 256,512] [--reps 3] [--weights dense|quantized]
+
+use std::time::Instant;
+
+use herd_core::jobs::PromptTemplate;
+use herd_engine::{BatchOptions, GenerationRequest, LoadOptions, Model, ScoringOptions, WeightFormat, DEFAULT_MODEL};
+
+struct Args {
+    model: String,
+    prompts: usize,
+    max_new: usize,
+    batch_sizes: Vec<usize>,
+    budgets: Vec<usize>,
+    prefill_len: usize,
+    reps: usize,
+    weights: WeightFormat,
+    skip_prefill: bool,
+    skip_generation: bool,
+}
+
+fn parse_args() -> Args {
+    let mut a = Args {
+        model: DEFAULT_MODEL.into(),
+        prompts: 48,
+        max_new: 128,
+        batch_sizes: vec![1, 8, 16, 24, 48],
+        budgets: vec![256, 512],
+        prefill_len: 900,
+        reps: 3,
+        weights: WeightFormat::Auto,
+        skip_prefill: false,
+        skip_generation: false,
+    };
+    let list = |s: String| s.split(',').map(|x| x.trim().parse().expect("a number")).collect::<Vec<usize>>();
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--model" => a.model = value(),
+            "--prompts" => a.prompts = value().parse().unwrap(),
+            "--max-new" => a.max_new = value().parse().unwrap(),
+            "--batch-sizes" => a.batch_sizes = list(value()),
+            "--budgets" => a.budgets = list(value()),
+            "--prefill-len" => a.prefill_len = value().parse().unwrap(),
+            "--reps" => a.reps = value().parse().unwrap(),
+            "--weights" => {
+                a.weights = match value().as_str() {
+                    "dense" => WeightFormat::Dense,
+                    "quantized" => WeightFormat::Quantized,
+                    _ => WeightFormat::Auto,
+                }
+            }
+            "--no-prefill" => a.skip_prefill = true,
+            "--no-generation" => a.skip_generation = true,
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    a
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn main() {
+    let args = parse_args();
+    let eval_set: serde_json::Value =
+        serde_json::from_str(include_str!("../../data/eval_set.json")).expect("eval set parses");
+    let instructions: Vec<String> = eval_set
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["instruction"].as_str().unwrap().to_string())
+        .collect();
+
+    let t = Instant::now();
+    let model = Model::load(&args.model, &LoadOptions { weight_format: args.weights }).expect("model loads");
+    println!(
+        "model {} loaded in {:.2}s (weights {:?}); RAYON_NUM_THREADS={}",
+        args.model,
+        t.elapsed().as_secs_f64(),
+        args.weights,
+        std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "unset".into())
+    );
+
+    if !args.skip_generation {
+        let prompts: Vec<Vec<u32>> = instructions[..args.prompts]
+            .iter()
+            .map(|i| model.prompt_tokens(PromptTemplate::Chat, i).unwrap())
+            .collect();
+        let prompt_total: usize = prompts.iter().map(Vec::len).sum();
+        println!(
+            "\ngeneration: {} prompts ({} prompt tokens, mean {:.0}), {} new tokens each, EOS ignored, median of {}",
+            prompts.len(),
+            prompt_total,
+            prompt_total as f64 / prompts.len() as f64,
+            args.max_new,
+            args.reps
+        );
+        let mut results: Vec<Vec<(f64, f64)>> = vec![Vec::new(); args.batch_sizes.len()];
+        for _ in 0..args.reps {
+            for (b, &batch) in args.batch_sizes.iter().enumerate() {
+                let requests: Vec<GenerationRequest> = prompts
+                    .iter()
+                    .enumerate()
+                    .map(|(id, p)| GenerationRequest { id, prompt_tokens: p.clone(), max_new_tokens: args.max_new, stop: vec![] })
+                    .collect();
+                let options = BatchOptions { max_batch_size: batch, max_step_tokens: 512, ignore_eos: true };
+                let mut first_token = Vec::new();
+                let stats = model.generate(requests, &options, |o| first_token.push(o.first_token_seconds)).unwrap();
+                results[b].push((stats.output_tokens as f64 / stats.seconds, median(first_token)));
+            }
+        }
+        println!("{:>6} {:>16} {:>18}", "batch", "output tok/s", "median TTFT (s)");
+        for (b, &batch) in args.batch_sizes.iter().enumerate() {
+            let tps = median(results[b].iter().map(|r| r.0).collect());
+            let ttft = median(results[b].iter().map(|r| r.1).collect());
+            println!("{batch:>6} {tps:>16.1} {ttft:>18.3}");
+        }
+    }
+
+    if !args.skip_prefill {
+        // ~prefill_len-token prompts: consecutive instructions, chat-formatted, cut to length.
+        let mut prompts = Vec::new();
+        let mut start = 100;
+        while prompts.len() < 4 {
+            let mut text = String::new();
+            let mut tokens = Vec::new();
+            while tokens.len() < args.prefill_len {
+                text.push_str(&instructions[start % instructions.len()]);
+                text.push('\n');
+                start += 1;
+                tokens = model.prompt_tokens(PromptTemplate::Chat, &text).unwrap();
+            }
+            tokens.truncate(args.prefill_len);
+            prompts.push(tokens);
+        }
+        let total: usize = prompts.iter().map(Vec::len).sum();
+        println!("\nprefill: {} prompts of {} tokens (logits only), median of {}", prompts.len(), args.prefill_len, args.reps);
+        let mut results: Vec<Vec<f64>> = vec![Vec::new(); args.budgets.len()];
+        for _ in 0..args.reps {
+            for (b, &budget) in args.budgets.iter().enumerate() {
+                let t = Instant::now();
+                model.next_token_logits(&prompts, &ScoringOptions { max_step_tokens: budget }).unwrap();
+                results[b].push(total as f64 / t.elapsed().as_secs_f64());
+            }
+        }
+        println!("{:>12} {:>16}", "step tokens", "prefill tok/s");
+        for (b, &budget) in args.budgets.iter().enumerate() {
+            println!("{budget:>12} {:>16.1}", median(results[b].clone()));
+        }
+    }
+    println!("\npeak RSS {:.0} MiB", peak_rss_mib());
+}

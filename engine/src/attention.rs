@@ -1,0 +1,174 @@
+//! Causal attention of new queries over a sequence's cached keys and values.
+//!
+//! [`attend`] is the tensor-op version (any device, any number of new tokens). Decoding on
+//! CPU asks one query per sequence of many short sequences, where per-op overhead would
+//! dominate; [`decode_attention_cpu`] does that case for the whole batch in one loop over
+//! the caches' memory. (On GPUs a paged / flash-attention kernel takes this place.)
+
+use candle_core::{DType, Device, Storage, Tensor};
+
+use crate::error::Result;
+
+/// Causal attention of `t` new queries (`[t, heads, d]`, pre-scaled) over a cache
+/// (`[kv_heads, len, d]` each, the new positions last). Query heads sharing a KV head are
+/// stacked as rows of one matmul instead of repeating K and V.
+/// `mask` is [`causal_mask`] for `t > 1`.
+pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, num_heads: usize, num_kv_heads: usize, mask: Option<&Tensor>) -> Result<Tensor> {
+    let (t, h, d) = q.dims3()?;
+    debug_assert_eq!(h, num_heads);
+    let len = k.dim(1)?;
+    let kvh = num_kv_heads;
+    let group = h / kvh;
+    let q = q.reshape((t, kvh, group, d))?.permute((1, 2, 0, 3))?.contiguous()?.reshape((kvh, group * t, d))?;
+    let scores = q.matmul(&k.t()?)?;
+    let scores = match mask {
+        Some(mask) if t > 1 => scores.reshape((kvh, group, t, len))?.broadcast_add(mask)?.reshape((kvh, group * t, len))?,
+        _ => scores,
+    };
+    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+    let out = probs.matmul(v)?; // [kvh, group * t, d]
+    Ok(out.reshape((kvh, group, t, d))?.permute((2, 0, 1, 3))?.reshape((t, h * d))?)
+}
+
+/// `[t, len]`: 0 where query `i` (at position `len - t + i`) may look, -inf after it.
+pub fn causal_mask(t: usize, len: usize, dtype: DType, device: &Device) -> Result<Tensor> {
+    let first = len - t;
+    let mask: Vec<f32> =
+        (0..t).flat_map(|i| (0..len).map(move |j| if j > first + i { f32::NEG_INFINITY } else { 0.0 })).collect();
+    Ok(Tensor::from_vec(mask, (t, len), device)?.to_dtype(dtype)?)
+}
+
+/// Whether [`decode_attention_cpu`] can serve these tensors.
+pub fn decode_kernel_applies(q: &Tensor) -> bool {
+    matches!(q.device(), Device::Cpu) && q.dtype() == DType::F32
+}
+
+/// Attention of one new query per sequence: `q` is `[sequences, heads, d]` (pre-scaled),
+/// `kv[s]` the cache views of sequence `s` (`[kv_heads, len_s, d]`, rows contiguous).
+/// Returns `[sequences, heads * d]`.
+pub fn decode_attention_cpu(q: &Tensor, kv: &[(Tensor, Tensor)], num_kv_heads: usize) -> Result<Tensor> {
+    let (n, h, d) = q.dims3()?;
+    let group = h / num_kv_heads;
+    let q_data = q.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+    let mut out = vec![0f32; n * h * d];
+    let mut scores: Vec<f32> = Vec::new();
+    for (s, (k, v)) in kv.iter().enumerate() {
+        let len = k.dim(1)?;
+        let (k_storage, k_layout) = k.storage_and_layout();
+        let (v_storage, v_layout) = v.storage_and_layout();
+        let (Storage::Cpu(k_cpu), Storage::Cpu(v_cpu)) = (&*k_storage, &*v_storage) else {
+            return Err(candle_core::Error::Msg("decode_attention_cpu needs CPU tensors".into()).into());
+        };
+        let (k_all, v_all) = (k_cpu.as_slice::<f32>()?, v_cpu.as_slice::<f32>()?);
+        for (layout, name) in [(k_layout, "k"), (v_layout, "v")] {
+            if layout.stride()[1] != d || layout.stride()[2] != 1 {
+                let reason = format!("decode_attention_cpu: {name} rows are not contiguous ({:?})", layout.stride());
+                return Err(candle_core::Error::Msg(reason).into());
+            }
+        }
+        scores.resize(group * len, 0.0);
+        for g in 0..num_kv_heads {
+            let k_head = &k_all[k_layout.start_offset() + g * k_layout.stride()[0]..][..len * d];
+            let v_head = &v_all[v_layout.start_offset() + g * v_layout.stride()[0]..][..len * d];
+            let q_group = &q_data[(s * h + g * group) * d..][..group * d];
+            let out_group = &mut out[(s * h + g * group) * d..][..group * d];
+            attend_one_group(q_group, k_head, v_head, d, &mut scores, out_group);
+        }
+    }
+    Ok(Tensor::from_vec(out, (n, h * d), q.device())?)
+}
+
+/// The query heads of one KV head: scores, softmax, weighted sum of values.
+fn attend_one_group(q: &[f32], k: &[f32], v: &[f32], d: usize, scores: &mut [f32], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has the features the function is compiled for.
+            unsafe { attend_one_group_avx2(q, k, v, d, scores, out) };
+            return;
+        }
+    }
+    attend_one_group_portable(q, k, v, d, scores, out);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn attend_one_group_avx2(q: &[f32], k: &[f32], v: &[f32], d: usize, scores: &mut [f32], out: &mut [f32]) {
+    attend_one_group_portable(q, k, v, d, scores, out)
+}
+
+#[inline(always)]
+fn attend_one_group_portable(q: &[f32], k: &[f32], v: &[f32], d: usize, scores: &mut [f32], out: &mut [f32]) {
+    let group = q.len() / d;
+    let len = k.len() / d;
+    for (k_row, p) in k.chunks_exact(d).zip(0..len) {
+        for j in 0..group {
+            scores[j * len + p] = dot(&q[j * d..(j + 1) * d], k_row);
+        }
+    }
+    for j in 0..group {
+        let row = &mut scores[j * len..(j + 1) * len];
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0.0;
+        for x in row.iter_mut() {
+            *x = (*x - max).exp();
+            sum += *x;
+        }
+        let inv = 1.0 / sum;
+        for x in row.iter_mut() {
+            *x *= inv;
+        }
+    }
+    out.fill(0.0);
+    for (v_row, p) in v.chunks_exact(d).zip(0..len) {
+        for j in 0..group {
+            let w = scores[j * len + p];
+            for (o, &x) in out[j * d..(j + 1) * d].iter_mut().zip(v_row) {
+                *o += w * x;
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    // Eight independent lanes so the compiler keeps them in one vector register.
+    let mut acc = [0f32; 8];
+    let chunks = a.len() / 8;
+    for c in 0..chunks {
+        for l in 0..8 {
+            acc[l] += a[c * 8 + l] * b[c * 8 + l];
+        }
+    }
+    let mut sum: f32 = acc.iter().sum();
+    for i in chunks * 8..a.len() {
+        sum += a[i] * b[i];
+    }
+    sum
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decode_kernel_matches_tensor_ops() -> Result<()> {
+        let dev = Device::Cpu;
+        let (h, kvh, d) = (6, 2, 16);
+        let mut kv = Vec::new();
+        let mut expected = Vec::new();
+        let q = Tensor::randn(0f32, 1.0, (3, h, d), &dev)?;
+        for (s, len) in [5usize, 1, 17].into_iter().enumerate() {
+            // A view into a larger buffer, as the cache hands out.
+            let k = Tensor::randn(0f32, 1.0, (kvh, len + 8, d), &dev)?.narrow(1, 0, len)?;
+            let v = Tensor::randn(0f32, 1.0, (kvh, len + 8, d), &dev)?.narrow(1, 0, len)?;
+            expected.push(attend(&q.narrow(0, s, 1)?, &k, &v, h, kvh, None)?);
+            kv.push((k, v));
+        }
+        let expected = Tensor::cat(&expected, 0)?;
+        let got = decode_attention_cpu(&q, &kv, kvh)?;
+        let diff = (got - expected)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-5, "max diff {diff}");
+        Ok(())
+    }
+}

@@ -1,0 +1,51 @@
+//! The engine's one error type. Every variant names the file, model or request it is about,
+//! so the binary can print it once, as is.
+
+use std::path::PathBuf;
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("model {path}: no such file or folder")]
+    ModelNotFound { path: PathBuf },
+
+    #[error("model folder {dir}: no config.json (expected a Hugging Face model folder or a .gguf file)")]
+    MissingConfig { dir: PathBuf },
+
+    #[error("model folder {dir}: no weights (model.safetensors, or shards listed in model.safetensors.index.json)")]
+    MissingWeights { dir: PathBuf },
+
+    #[error("model folder {dir}: no tokenizer.json")]
+    MissingTokenizer { dir: PathBuf },
+
+    #[error("model {path}: unsupported architecture {architecture:?} (supported: llama, qwen2)")]
+    UnsupportedArchitecture { path: PathBuf, architecture: String },
+
+    #[error("model {path}: not a readable GGUF file: {reason}")]
+    BadGguf { path: PathBuf, reason: String },
+
+    #[error("model {path}: invalid config: {reason}")]
+    BadConfig { path: PathBuf, reason: String },
+
+    #[error("model {path}: weight {tensor}: {reason}")]
+    BadWeights { path: PathBuf, tensor: String, reason: String },
+
+    #[error("model {path}: tokenizer: {reason}")]
+    Tokenizer { path: PathBuf, reason: String },
+
+    #[error("model {model}: chat template: {reason}")]
+    ChatTemplate { model: String, reason: String },
+
+    #[error("built-in model {name}: could not fetch it into {cache}: {reason}")]
+    Fetch { name: String, cache: PathBuf, reason: String },
+
+    #[error("request {request}: {reason}")]
+    BadRequest { request: usize, reason: String },
+
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+
+    #[error("tensor computation: {0}")]
+    Candle(#[from] candle_core::Error),
+}

@@ -1,0 +1,253 @@
+//! The Llama decoder (also Qwen2: the same blocks with Q/K/V biases), one struct per block.
+//!
+//! A forward pass takes a *packed* batch: the new tokens of several sequences laid end to
+//! end (`[tokens, hidden]`, no padding), each sequence with its own positions and cache.
+//! Projections and the MLP run once over all tokens; only attention looks at sequence
+//! boundaries. Prefill chunks and single decode tokens mix freely in one pass.
+
+use candle_core::quantized::QTensor;
+use candle_core::{DType, Device, Tensor, D};
+use std::sync::Arc;
+
+use crate::attention;
+use crate::config::ModelConfig;
+use crate::error::Result;
+use crate::kv_cache::SequenceCache;
+use crate::linear::Linear;
+
+/// Token embeddings, dense or left in GGUF blocks.
+#[derive(Debug, Clone)]
+pub enum Embedding {
+    Dense(Tensor),
+    Quantized(Arc<QTensor>),
+}
+
+impl Embedding {
+    /// `ids`: `[tokens]` u32 → `[tokens, hidden]`.
+    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Embedding::Dense(w) => w.index_select(ids, 0)?,
+            Embedding::Quantized(q) => q.embedding(ids)?,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    pub weight: Tensor,
+    pub eps: f32,
+}
+
+impl RmsNorm {
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(candle_nn::ops::rms_norm(x, &self.weight, self.eps)?)
+    }
+}
+
+/// Rotary position embedding in the "half" (GPT-NeoX) layout; GGUF Llama weights are
+/// un-permuted at load time to match it.
+#[derive(Debug, Clone)]
+pub struct RotaryEmbedding {
+    inv_freqs: Vec<f64>,
+}
+
+impl RotaryEmbedding {
+    pub fn new(config: &ModelConfig) -> Self {
+        Self { inv_freqs: config.rope_inv_freqs() }
+    }
+
+    /// cos and sin tables, `[positions, head_dim / 2]` each.
+    pub fn tables(&self, positions: &[usize], dtype: DType, device: &Device) -> Result<(Tensor, Tensor)> {
+        let half = self.inv_freqs.len();
+        let mut cos = Vec::with_capacity(positions.len() * half);
+        let mut sin = Vec::with_capacity(positions.len() * half);
+        for &p in positions {
+            for &f in &self.inv_freqs {
+                let angle = p as f64 * f;
+                cos.push(angle.cos() as f32);
+                sin.push(angle.sin() as f32);
+            }
+        }
+        let shape = (positions.len(), half);
+        Ok((
+            Tensor::from_vec(cos, shape, device)?.to_dtype(dtype)?,
+            Tensor::from_vec(sin, shape, device)?.to_dtype(dtype)?,
+        ))
+    }
+}
+
+/// Where each sequence's tokens sit in a packed batch.
+#[derive(Debug, Clone)]
+pub struct PackedBatch {
+    /// `(first row, token count)` per sequence.
+    pub spans: Vec<(usize, usize)>,
+    /// Absolute position of every token.
+    pub positions: Vec<usize>,
+}
+
+/// Per-pass tensors shared by all layers.
+struct PassContext<'a> {
+    batch: &'a PackedBatch,
+    cos: Tensor,
+    sin: Tensor,
+    /// Causal mask per span of more than one token (the same in every layer).
+    masks: Vec<Option<Tensor>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Attention {
+    /// Q, K and V stacked: one matmul.
+    pub qkv: Linear,
+    pub o: Linear,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+}
+
+impl Attention {
+    fn forward(&self, x: &Tensor, layer: usize, ctx: &PassContext, caches: &mut [&mut SequenceCache]) -> Result<Tensor> {
+        let tokens = x.dim(0)?;
+        let (h, kvh, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let qkv = self.qkv.forward(x)?;
+        let q = qkv.narrow(1, 0, h * d)?.reshape((1, tokens, h, d))?;
+        let k = qkv.narrow(1, h * d, kvh * d)?.reshape((1, tokens, kvh, d))?;
+        let v = qkv.narrow(1, (h + kvh) * d, kvh * d)?.reshape((tokens, kvh, d))?;
+        let q = candle_nn::rotary_emb::rope_thd(&q.contiguous()?, &ctx.cos, &ctx.sin)?;
+        let q = (q.squeeze(0)? * (1.0 / (d as f64).sqrt()))?;
+        let k = candle_nn::rotary_emb::rope_thd(&k.contiguous()?, &ctx.cos, &ctx.sin)?.squeeze(0)?;
+        let v = v.contiguous()?;
+
+        // Single-token spans go through the batched decode kernel, longer ones through
+        // tensor ops; outputs are reassembled in span order.
+        let use_kernel = attention::decode_kernel_applies(&q);
+        let mut single_rows = Vec::new();
+        let mut single_kv = Vec::new();
+        let mut parts: Vec<Option<Tensor>> = Vec::with_capacity(caches.len());
+        for (cache, &(start, t)) in caches.iter_mut().zip(&ctx.batch.spans) {
+            let (k_all, v_all) = cache.append(layer, &k.narrow(0, start, t)?, &v.narrow(0, start, t)?)?;
+            if t == 1 && use_kernel {
+                single_rows.push(start as u32);
+                single_kv.push((k_all, v_all));
+                parts.push(None);
+            } else {
+                let mask = ctx.masks[parts.len()].as_ref();
+                parts.push(Some(attention::attend(&q.narrow(0, start, t)?, &k_all, &v_all, h, kvh, mask)?));
+            }
+        }
+        let singles = if single_rows.is_empty() {
+            None
+        } else if single_rows.len() == tokens {
+            Some(attention::decode_attention_cpu(&q, &single_kv, kvh)?)
+        } else {
+            let rows = Tensor::new(single_rows.as_slice(), q.device())?;
+            Some(attention::decode_attention_cpu(&q.index_select(&rows, 0)?, &single_kv, kvh)?)
+        };
+        let attended = match singles {
+            Some(all) if single_rows.len() == tokens => all,
+            singles => {
+                let mut next_single = 0;
+                let mut outputs = Vec::with_capacity(parts.len());
+                for part in parts {
+                    outputs.push(match part {
+                        Some(t) => t,
+                        None => {
+                            next_single += 1;
+                            singles.as_ref().expect("kernel output").narrow(0, next_single - 1, 1)?
+                        }
+                    });
+                }
+                Tensor::cat(&outputs, 0)?
+            }
+        };
+        self.o.forward(&attended)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Mlp {
+    /// Gate and up projections stacked: one matmul.
+    pub gate_up: Linear,
+    pub down: Linear,
+    pub intermediate_size: usize,
+}
+
+impl Mlp {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let gate_up = self.gate_up.forward(x)?;
+        let gate = gate_up.narrow(1, 0, self.intermediate_size)?;
+        let up = gate_up.narrow(1, self.intermediate_size, self.intermediate_size)?;
+        self.down.forward(&(candle_nn::ops::silu(&gate)? * up)?)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DecoderBlock {
+    pub input_norm: RmsNorm,
+    pub attention: Attention,
+    pub post_attention_norm: RmsNorm,
+    pub mlp: Mlp,
+}
+
+impl DecoderBlock {
+    fn forward(&self, x: &Tensor, layer: usize, ctx: &PassContext, caches: &mut [&mut SequenceCache]) -> Result<Tensor> {
+        let x = (x + self.attention.forward(&self.input_norm.forward(x)?, layer, ctx, caches)?)?;
+        let x = (&x + self.mlp.forward(&self.post_attention_norm.forward(&x)?)?)?;
+        Ok(x)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Llama {
+    pub config: ModelConfig,
+    pub embedding: Embedding,
+    pub blocks: Vec<DecoderBlock>,
+    pub norm: RmsNorm,
+    pub lm_head: Linear,
+    pub rotary: RotaryEmbedding,
+    pub dtype: DType,
+    pub device: Device,
+}
+
+impl Llama {
+    /// A fresh, empty cache for one sequence.
+    pub fn new_cache(&self) -> SequenceCache {
+        SequenceCache::new(self.config.num_layers, self.config.num_kv_heads, self.config.head_dim, self.dtype, &self.device)
+    }
+
+    /// Runs the new tokens of several sequences (`tokens[i]` continues `caches[i]`) and
+    /// returns the logits of each sequence's last new token, `[sequences, vocab]` in f32.
+    pub fn forward(&self, tokens: &[&[u32]], caches: &mut [&mut SequenceCache]) -> Result<Tensor> {
+        assert_eq!(tokens.len(), caches.len(), "one cache per sequence");
+        let mut spans = Vec::with_capacity(tokens.len());
+        let mut positions = Vec::new();
+        let mut flat = Vec::new();
+        for (seq, cache) in tokens.iter().zip(caches.iter()) {
+            spans.push((flat.len(), seq.len()));
+            positions.extend(cache.len()..cache.len() + seq.len());
+            flat.extend_from_slice(seq);
+        }
+        let batch = PackedBatch { spans, positions };
+        let (cos, sin) = self.rotary.tables(&batch.positions, self.dtype, &self.device)?;
+        let mut masks = Vec::with_capacity(batch.spans.len());
+        for (&(_, t), cache) in batch.spans.iter().zip(caches.iter()) {
+            masks.push(if t > 1 { Some(attention::causal_mask(t, cache.len() + t, self.dtype, &self.device)?) } else { None });
+        }
+        let ctx = PassContext { batch: &batch, cos, sin, masks };
+
+        let ids = Tensor::new(flat.as_slice(), &self.device)?;
+        let mut x = self.embedding.forward(&ids)?.to_dtype(self.dtype)?;
+        for (layer, block) in self.blocks.iter().enumerate() {
+            x = block.forward(&x, layer, &ctx, caches)?;
+        }
+        // Only the last position of each sequence needs the (large) vocabulary projection.
+        let last: Vec<u32> = batch.spans.iter().map(|&(start, t)| (start + t - 1) as u32).collect();
+        let last = x.index_select(&Tensor::new(last.as_slice(), &self.device)?, 0)?;
+        let logits = self.lm_head.forward(&self.norm.forward(&last)?)?;
+        Ok(logits.to_dtype(DType::F32)?)
+    }
+
+    /// Index of the largest logit per row (greedy decoding).
+    pub fn argmax(logits: &Tensor) -> Result<Vec<u32>> {
+        Ok(logits.argmax(D::Minus1)?.to_vec1::<u32>()?)
+    }
+}

@@ -1,0 +1,433 @@
+//! Reads a [`Llama`] out of a GGUF file or a Hugging Face safetensors folder.
+//!
+//! Tensors are asked for by their Hugging Face names; GGUF names are derived from them.
+//! Everything is checked before the first tensor is materialised, so a bad file fails fast
+//! with the file and tensor named.
+
+use std::borrow::Cow;
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::quantized::{gguf_file, GgmlDType, QStorage, QTensor};
+use candle_core::safetensors::MmapedSafetensors;
+use candle_core::{DType, Device, Tensor};
+
+use crate::config::{Architecture, ModelConfig, RopeScaling};
+use crate::error::{EngineError, Result};
+use crate::linear::Linear;
+use crate::llama::{Attention, DecoderBlock, Embedding, Llama, Mlp, RmsNorm, RotaryEmbedding};
+
+/// How weights are held in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WeightFormat {
+    /// Dense f32 when the whole model fits in [`AUTO_DENSE_LIMIT_BYTES`], else quantized.
+    #[default]
+    Auto,
+    /// Dequantize everything to the compute dtype once at load (fastest on CPU for
+    /// batched decoding: the matmuls become gemm calls).
+    Dense,
+    /// Keep GGUF blocks and multiply by them directly (least memory). Safetensors weights
+    /// are always dense.
+    Quantized,
+}
+
+/// Models whose dense f32 weights stay under this are dequantized by [`WeightFormat::Auto`].
+pub const AUTO_DENSE_LIMIT_BYTES: u64 = 3 << 30;
+
+enum Source {
+    Gguf { file: BufReader<File>, content: gguf_file::Content },
+    Safetensors(MmapedSafetensors),
+}
+
+pub(crate) struct WeightReader {
+    path: PathBuf,
+    source: Source,
+    dense: bool,
+    /// GGUF Llama files store Q/K rows interleaved for llama.cpp's rotary layout.
+    unpermute_qk: bool,
+    dtype: DType,
+    device: Device,
+}
+
+/// Opens a GGUF file and reads its header: config and all tensor metadata.
+pub(crate) fn read_gguf_header(path: &Path) -> Result<(gguf_file::Content, BufReader<File>)> {
+    let file = File::open(path).map_err(|source| EngineError::Io { path: path.into(), source })?;
+    let mut file = BufReader::new(file);
+    let content = gguf_file::Content::read(&mut file)
+        .map_err(|e| EngineError::BadGguf { path: path.into(), reason: e.to_string() })?;
+    Ok((content, file))
+}
+
+impl WeightReader {
+    pub(crate) fn gguf(
+        path: &Path,
+        content: gguf_file::Content,
+        file: BufReader<File>,
+        config: &ModelConfig,
+        format: WeightFormat,
+    ) -> Result<Self> {
+        // The header is in hand: check the data it points to is all there before reading any.
+        let file_len = file.get_ref().metadata().map_err(|source| EngineError::Io { path: path.into(), source })?.len();
+        for (name, info) in &content.tensor_infos {
+            let elems = info.shape.elem_count();
+            let bytes = elems / info.ggml_dtype.block_size() * info.ggml_dtype.type_size();
+            let end = content.tensor_data_offset + info.offset + bytes as u64;
+            if end > file_len {
+                return Err(EngineError::BadGguf {
+                    path: path.into(),
+                    reason: format!("tensor {name} ends at byte {end}, past the end of the file ({file_len} bytes)"),
+                });
+            }
+        }
+        let dense = match format {
+            WeightFormat::Dense => true,
+            WeightFormat::Quantized => false,
+            WeightFormat::Auto => {
+                let elems: usize = content.tensor_infos.values().map(|i| i.shape.elem_count()).sum();
+                (elems as u64) * 4 <= AUTO_DENSE_LIMIT_BYTES
+            }
+        };
+        Ok(Self {
+            path: path.into(),
+            source: Source::Gguf { file, content },
+            dense,
+            unpermute_qk: config.architecture == Architecture::Llama,
+            dtype: DType::F32,
+            device: Device::Cpu,
+        })
+    }
+
+    pub(crate) fn safetensors(dir: &Path, files: &[PathBuf]) -> Result<Self> {
+        // SAFETY: the files are memory-mapped read-only; herd does not modify model files
+        // while it runs.
+        let st = unsafe { MmapedSafetensors::multi(files) }.map_err(|e| EngineError::BadWeights {
+            path: dir.into(),
+            tensor: "<header>".into(),
+            reason: e.to_string(),
+        })?;
+        Ok(Self { path: dir.into(), source: Source::Safetensors(st), dense: true, unpermute_qk: false, dtype: DType::F32, device: Device::Cpu })
+    }
+
+    fn bad(&self, tensor: &str, reason: impl Into<String>) -> EngineError {
+        EngineError::BadWeights { path: self.path.clone(), tensor: tensor.into(), reason: reason.into() }
+    }
+
+    fn contains(&self, hf_name: &str) -> bool {
+        match &self.source {
+            Source::Gguf { content, .. } => content.tensor_infos.contains_key(&gguf_name(hf_name)),
+            Source::Safetensors(st) => st.get(hf_name).is_ok(),
+        }
+    }
+
+    /// A tensor as stored: GGUF blocks, or dense for safetensors.
+    fn raw(&mut self, hf_name: &str) -> Result<RawWeight> {
+        match &mut self.source {
+            Source::Gguf { file, content } => {
+                let name = gguf_name(hf_name);
+                let q = content
+                    .tensor(file, &name, &Device::Cpu)
+                    .map_err(|e| EngineError::BadWeights { path: self.path.clone(), tensor: name.clone(), reason: e.to_string() })?;
+                Ok(RawWeight::Quantized(q))
+            }
+            Source::Safetensors(st) => {
+                let t = st
+                    .load(hf_name, &Device::Cpu)
+                    .map_err(|e| EngineError::BadWeights { path: self.path.clone(), tensor: hf_name.into(), reason: e.to_string() })?;
+                Ok(RawWeight::Dense(t))
+            }
+        }
+    }
+
+    fn dense_tensor(&mut self, hf_name: &str) -> Result<Tensor> {
+        let t = match self.raw(hf_name)? {
+            RawWeight::Dense(t) => t,
+            RawWeight::Quantized(q) => q.dequantize(&Device::Cpu)?,
+        };
+        Ok(t.to_dtype(self.dtype)?.to_device(&self.device)?)
+    }
+
+    fn vector(&mut self, hf_name: &str, len: usize) -> Result<Tensor> {
+        let t = self.dense_tensor(hf_name)?;
+        if t.dims() != [len] {
+            return Err(self.bad(hf_name, format!("shape {:?}, expected [{len}]", t.dims())));
+        }
+        Ok(t)
+    }
+
+    /// Several `[out_i, in]` projections stacked into one layer (Q/K/V, gate/up).
+    /// `rope_heads` names the parts whose rows carry rotary pairs (Q, K).
+    fn stacked_linear(&mut self, parts: &[(&str, usize, Option<usize>)], in_features: usize, bias: bool) -> Result<Linear> {
+        let mut raws = Vec::with_capacity(parts.len());
+        for &(name, out, rope_heads) in parts {
+            let weight_name = format!("{name}.weight");
+            let raw = self.raw(&weight_name)?;
+            let dims = raw.dims();
+            if dims != [out, in_features] {
+                return Err(self.bad(&weight_name, format!("shape {dims:?}, expected [{out}, {in_features}]")));
+            }
+            let raw = match rope_heads {
+                Some(heads) if self.unpermute_qk => raw.unpermute_rotary_rows(heads)?,
+                _ => raw,
+            };
+            raws.push(raw);
+        }
+        let bias = if bias {
+            let mut biases = Vec::with_capacity(parts.len());
+            for &(name, out, rope_heads) in parts {
+                let b = self.vector(&format!("{name}.bias"), out)?;
+                let b = match rope_heads {
+                    Some(heads) if self.unpermute_qk => unpermute_rotary_dense(&b.unsqueeze(1)?, heads)?.squeeze(1)?,
+                    _ => b,
+                };
+                biases.push(b);
+            }
+            Some(Tensor::cat(&biases, 0)?)
+        } else {
+            None
+        };
+        let same_quant = raws.iter().all(|r| matches!(r, RawWeight::Quantized(q) if q.dtype() == raws_dtype(&raws)));
+        if !self.dense && same_quant && !matches!(raws_dtype(&raws), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16) {
+            let q = concat_quantized_rows(&raws)?;
+            return Linear::quantized(Arc::new(q), bias);
+        }
+        let mut dense = Vec::with_capacity(raws.len());
+        for raw in raws {
+            dense.push(raw.into_dense()?.to_dtype(self.dtype)?.to_device(&self.device)?);
+        }
+        Linear::dense(&Tensor::cat(&dense, 0)?, bias)
+    }
+
+    fn embedding(&mut self, config: &ModelConfig) -> Result<Embedding> {
+        let name = "model.embed_tokens.weight";
+        let raw = self.raw(name)?;
+        if raw.dims() != [config.vocab_size, config.hidden_size] {
+            return Err(self.bad(name, format!("shape {:?}, expected [{}, {}]", raw.dims(), config.vocab_size, config.hidden_size)));
+        }
+        Ok(match raw {
+            RawWeight::Quantized(q) if !self.dense && !matches!(q.dtype(), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16) => {
+                Embedding::Quantized(Arc::new(q))
+            }
+            raw => Embedding::Dense(raw.into_dense()?.to_dtype(self.dtype)?.to_device(&self.device)?),
+        })
+    }
+
+    /// GGUF Llama 3 files keep llama3 rope scaling as a tensor of per-frequency divisors.
+    fn rope_freq_factors(&mut self, config: &mut ModelConfig) -> Result<()> {
+        if let RopeScaling::FreqFactors(f) = &config.rope_scaling {
+            if f.is_empty() {
+                let factors = match &mut self.source {
+                    Source::Gguf { file, content } => content
+                        .tensor(file, "rope_freqs.weight", &Device::Cpu)
+                        .and_then(|q| q.dequantize(&Device::Cpu))
+                        .and_then(|t| t.flatten_all()?.to_vec1::<f32>())
+                        .map_err(|e| self.bad_gguf(format!("rope_freqs.weight: {e}")))?,
+                    Source::Safetensors(_) => Vec::new(),
+                };
+                if factors.len() != config.head_dim / 2 {
+                    return Err(self.bad_gguf(format!("rope_freqs.weight has {} values, expected {}", factors.len(), config.head_dim / 2)));
+                }
+                config.rope_scaling = RopeScaling::FreqFactors(factors);
+            }
+        }
+        Ok(())
+    }
+
+    fn bad_gguf(&self, reason: String) -> EngineError {
+        EngineError::BadGguf { path: self.path.clone(), reason }
+    }
+
+    /// Builds the whole model.
+    pub(crate) fn load_llama(mut self, mut config: ModelConfig) -> Result<Llama> {
+        self.rope_freq_factors(&mut config)?;
+        let c = &config;
+        let (hidden, h, kvh, d) = (c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim);
+        let eps = c.rms_norm_eps as f32;
+        let embedding = self.embedding(c)?;
+        let mut blocks = Vec::with_capacity(c.num_layers);
+        for i in 0..c.num_layers {
+            let p = format!("model.layers.{i}");
+            let qkv = self.stacked_linear(
+                &[
+                    (&format!("{p}.self_attn.q_proj"), h * d, Some(h)),
+                    (&format!("{p}.self_attn.k_proj"), kvh * d, Some(kvh)),
+                    (&format!("{p}.self_attn.v_proj"), kvh * d, None),
+                ],
+                hidden,
+                c.qkv_bias,
+            )?;
+            let o = self.stacked_linear(&[(&format!("{p}.self_attn.o_proj"), hidden, None)], h * d, false)?;
+            let gate_up = self.stacked_linear(
+                &[(&format!("{p}.mlp.gate_proj"), c.intermediate_size, None), (&format!("{p}.mlp.up_proj"), c.intermediate_size, None)],
+                hidden,
+                false,
+            )?;
+            let down = self.stacked_linear(&[(&format!("{p}.mlp.down_proj"), hidden, None)], c.intermediate_size, false)?;
+            blocks.push(DecoderBlock {
+                input_norm: RmsNorm { weight: self.vector(&format!("{p}.input_layernorm.weight"), hidden)?, eps },
+                attention: Attention { qkv, o, num_heads: h, num_kv_heads: kvh, head_dim: d },
+                post_attention_norm: RmsNorm { weight: self.vector(&format!("{p}.post_attention_layernorm.weight"), hidden)?, eps },
+                mlp: Mlp { gate_up, down, intermediate_size: c.intermediate_size },
+            });
+        }
+        let norm = RmsNorm { weight: self.vector("model.norm.weight", hidden)?, eps };
+        let lm_head = if c.tie_word_embeddings || !self.contains("lm_head.weight") {
+            match &embedding {
+                Embedding::Dense(w) => Linear::dense(w, None)?,
+                Embedding::Quantized(q) => Linear::quantized(q.clone(), None)?,
+            }
+        } else {
+            self.stacked_linear(&[("lm_head", c.vocab_size, None)], hidden, false)?
+        };
+        Ok(Llama {
+            rotary: RotaryEmbedding::new(c),
+            config,
+            embedding,
+            blocks,
+            norm,
+            lm_head,
+            dtype: self.dtype,
+            device: self.device.clone(),
+        })
+    }
+}
+
+enum RawWeight {
+    Dense(Tensor),
+    Quantized(QTensor),
+}
+
+impl RawWeight {
+    fn dims(&self) -> Vec<usize> {
+        match self {
+            RawWeight::Dense(t) => t.dims().to_vec(),
+            RawWeight::Quantized(q) => q.shape().dims().to_vec(),
+        }
+    }
+
+    fn into_dense(self) -> Result<Tensor> {
+        Ok(match self {
+            RawWeight::Dense(t) => t,
+            RawWeight::Quantized(q) => q.dequantize(&Device::Cpu)?,
+        })
+    }
+
+    /// llama.cpp's converter interleaves each head's rotary halves (row `2i + c` holds
+    /// half `c`, pair `i`); this restores the Hugging Face order (row `c·d/2 + i`).
+    fn unpermute_rotary_rows(self, heads: usize) -> Result<Self> {
+        Ok(match self {
+            RawWeight::Dense(t) => RawWeight::Dense(unpermute_rotary_dense(&t, heads)?),
+            RawWeight::Quantized(q) => {
+                let (rows, _) = q.shape().dims2()?;
+                let d = rows / heads;
+                let order: Vec<usize> = (0..heads)
+                    .flat_map(|h| (0..2).flat_map(move |c| (0..d / 2).map(move |i| h * d + 2 * i + c)))
+                    .collect();
+                RawWeight::Quantized(gather_quantized_rows(&q, &order)?)
+            }
+        })
+    }
+}
+
+fn raws_dtype(raws: &[RawWeight]) -> GgmlDType {
+    match raws.first() {
+        Some(RawWeight::Quantized(q)) => q.dtype(),
+        _ => GgmlDType::F32,
+    }
+}
+
+fn unpermute_rotary_dense(t: &Tensor, heads: usize) -> Result<Tensor> {
+    let (rows, cols) = t.dims2()?;
+    let d = rows / heads;
+    Ok(t.reshape((heads, d / 2, 2, cols))?.transpose(1, 2)?.contiguous()?.reshape((rows, cols))?)
+}
+
+/// Quantized rows are whole blocks (the row length is a multiple of the block size), so
+/// rows can be moved as bytes.
+fn gather_quantized_rows(q: &QTensor, order: &[usize]) -> Result<QTensor> {
+    let (rows, cols) = q.shape().dims2()?;
+    let data = q.data()?;
+    let row_bytes = data.len() / rows;
+    let mut out = Vec::with_capacity(data.len());
+    for &r in order {
+        out.extend_from_slice(&data[r * row_bytes..(r + 1) * row_bytes]);
+    }
+    let storage = QStorage::from_data(Cow::Owned(out), &Device::Cpu, q.dtype())?;
+    Ok(QTensor::new(storage, (order.len(), cols))?)
+}
+
+fn concat_quantized_rows(raws: &[RawWeight]) -> Result<QTensor> {
+    let mut out = Vec::new();
+    let (mut rows, mut cols, mut dtype) = (0, 0, GgmlDType::F32);
+    for raw in raws {
+        if let RawWeight::Quantized(q) = raw {
+            let (r, c) = q.shape().dims2()?;
+            out.extend_from_slice(&q.data()?);
+            rows += r;
+            cols = c;
+            dtype = q.dtype();
+        }
+    }
+    let storage = QStorage::from_data(Cow::Owned(out), &Device::Cpu, dtype)?;
+    Ok(QTensor::new(storage, (rows, cols))?)
+}
+
+/// llama.cpp's tensor names for the Hugging Face ones.
+fn gguf_name(hf_name: &str) -> String {
+    let top = match hf_name {
+        "model.embed_tokens.weight" => Some("token_embd.weight"),
+        "model.norm.weight" => Some("output_norm.weight"),
+        "lm_head.weight" => Some("output.weight"),
+        _ => None,
+    };
+    if let Some(name) = top {
+        return name.into();
+    }
+    let Some(rest) = hf_name.strip_prefix("model.layers.") else { return hf_name.into() };
+    let (layer, rest) = rest.split_once('.').unwrap_or((rest, ""));
+    let (module, suffix) = rest.rsplit_once('.').unwrap_or((rest, ""));
+    let module = match module {
+        "self_attn.q_proj" => "attn_q",
+        "self_attn.k_proj" => "attn_k",
+        "self_attn.v_proj" => "attn_v",
+        "self_attn.o_proj" => "attn_output",
+        "mlp.gate_proj" => "ffn_gate",
+        "mlp.up_proj" => "ffn_up",
+        "mlp.down_proj" => "ffn_down",
+        "input_layernorm" => "attn_norm",
+        "post_attention_layernorm" => "ffn_norm",
+        other => other,
+    };
+    format!("blk.{layer}.{module}.{suffix}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hugging_face_names_map_to_llama_cpp_names() {
+        assert_eq!(gguf_name("model.layers.12.self_attn.k_proj.weight"), "blk.12.attn_k.weight");
+        assert_eq!(gguf_name("model.layers.0.self_attn.q_proj.bias"), "blk.0.attn_q.bias");
+        assert_eq!(gguf_name("model.layers.3.post_attention_layernorm.weight"), "blk.3.ffn_norm.weight");
+        assert_eq!(gguf_name("model.embed_tokens.weight"), "token_embd.weight");
+        assert_eq!(gguf_name("lm_head.weight"), "output.weight");
+    }
+
+    #[test]
+    fn rotary_unpermute_of_quantized_rows_matches_dense() -> Result<()> {
+        // 2 heads of dim 8, 64 columns (two Q8_0 blocks per row).
+        let t = Tensor::arange(0f32, 16.0 * 64.0, &Device::Cpu)?.reshape((16, 64))?;
+        let dense = unpermute_rotary_dense(&t, 2)?;
+        let q = QTensor::quantize(&t, GgmlDType::Q8_0)?;
+        let RawWeight::Quantized(q) = RawWeight::Quantized(q).unpermute_rotary_rows(2)? else { unreachable!() };
+        let back = q.dequantize(&Device::Cpu)?;
+        let expected = QTensor::quantize(&dense, GgmlDType::Q8_0)?.dequantize(&Device::Cpu)?;
+        let diff = (back - expected)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert_eq!(diff, 0.0);
+        // Row 1 of head 0 in HF order is pair 1, first half: GGUF row 2.
+        assert_eq!(dense.get(1)?.get(0)?.to_scalar::<f32>()?, 2.0 * 64.0);
+        Ok(())
+    }
+}

@@ -1,0 +1,151 @@
+//! The default model (SmolLM2-135M-Instruct, Q4_1 GGUF): templates, deterministic batched
+//! greedy generation, stopping, and next-token scores.
+
+use std::sync::OnceLock;
+
+use herd_core::jobs::{FinishReason, PromptTemplate};
+use herd_engine::{BatchOptions, ChatMessage, GenerationOutput, GenerationRequest, LoadOptions, Model, ScoringOptions, DEFAULT_MODEL};
+
+fn model() -> &'static Model {
+    static MODEL: OnceLock<Model> = OnceLock::new();
+    MODEL.get_or_init(|| Model::load(DEFAULT_MODEL, &LoadOptions::default()).expect("default model loads"))
+}
+
+const INSTRUCTIONS: [&str; 6] = [
+    "What are the names of some famous actors that started their careers on Broadway?",
+    "How did US states get their names?",
+    "Hi, my sister and her girlfriends want me to play kickball with them. Can you explain me the rules of kickball?",
+    "What is some cool music from the 1920s?",
+    "How do I wrap a present neatly?",
+    "Write a haiku about autumn leaves falling on a quiet pond, and then explain the imagery you chose in two sentences.",
+];
+
+fn requests(max_new_tokens: usize, stop: &[&str]) -> Vec<GenerationRequest> {
+    INSTRUCTIONS
+        .iter()
+        .enumerate()
+        .map(|(id, i)| GenerationRequest {
+            id,
+            prompt_tokens: model().prompt_tokens(PromptTemplate::Chat, i).unwrap(),
+            max_new_tokens,
+            stop: stop.iter().map(|s| s.to_string()).collect(),
+        })
+        .collect()
+}
+
+fn tokens(outputs: &[GenerationOutput]) -> Vec<Vec<u32>> {
+    outputs.iter().map(|o| o.tokens.clone()).collect()
+}
+
+#[test]
+fn chat_prompt_is_smollm2_chatml_with_its_default_system_turn() {
+    let text = model().render_prompt(PromptTemplate::Chat, "Name a color.").unwrap();
+    assert_eq!(
+        text,
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nName a color.<|im_end|>\n<|im_start|>assistant\n"
+    );
+    let ids = model().prompt_tokens(PromptTemplate::Chat, "Name a color.").unwrap();
+    assert_eq!(ids[0], 1, "<|im_start|> is one special token");
+    assert_eq!(*ids.last().unwrap(), 198, "ends with the newline after 'assistant'");
+    let judge = model()
+        .render_chat(&[ChatMessage::new("system", "You rank answers."), ChatMessage::new("user", "Which is better?")], true)
+        .unwrap();
+    assert!(judge.starts_with("<|im_start|>system\nYou rank answers.<|im_end|>\n<|im_start|>user\nWhich is better?<|im_end|>\n"));
+    assert_eq!(model().tokenizer.end_of_generation_ids(), &[0, 2]);
+}
+
+#[test]
+fn fixed_templates_tokenize_without_special_tokens() {
+    let ids = model().prompt_tokens(PromptTemplate::AlpacaSft, "Name a color.").unwrap();
+    let text = model().tokenizer.decode(&ids).unwrap();
+    assert!(text.ends_with("### Instruction:\nName a color.\n\n### Response:\n"), "{text:?}");
+    let raw = model().prompt_tokens(PromptTemplate::Raw, "Hello world").unwrap();
+    assert_eq!(model().tokenizer.decode(&raw).unwrap(), "Hello world");
+}
+
+#[test]
+fn greedy_generation_is_deterministic_and_does_not_depend_on_batching() {
+    let batched = BatchOptions { max_batch_size: 6, max_step_tokens: 512, ignore_eos: true };
+    let first = model().generate_all(requests(40, &[]), &batched).unwrap();
+    let again = model().generate_all(requests(40, &[]), &batched).unwrap();
+    assert_eq!(tokens(&first), tokens(&again), "same batch, same output");
+
+    // One at a time, and a batch of 4 with a 64-token step budget (chunked prefills mixed
+    // with decodes): the same tokens.
+    let alone = model().generate_all(requests(40, &[]), &BatchOptions { max_batch_size: 1, max_step_tokens: 512, ignore_eos: true }).unwrap();
+    let chunked = model().generate_all(requests(40, &[]), &BatchOptions { max_batch_size: 4, max_step_tokens: 64, ignore_eos: true }).unwrap();
+    for (i, ((a, b), c)) in first.iter().zip(&alone).zip(&chunked).enumerate() {
+        assert_eq!(a.tokens, b.tokens, "request {i}: batched vs alone\n{:?}\n{:?}", a.text, b.text);
+        assert_eq!(a.tokens, c.tokens, "request {i}: batched vs chunked prefill\n{:?}\n{:?}", a.text, c.text);
+        assert_eq!(a.output_tokens, 40);
+        assert_eq!(a.finish_reason, FinishReason::Length);
+        assert!(!a.text.trim().is_empty());
+    }
+}
+
+#[test]
+fn generation_stops_at_end_of_generation_token() {
+    let request = GenerationRequest {
+        id: 7,
+        prompt_tokens: model().prompt_tokens(PromptTemplate::Chat, "Reply with just the word yes.").unwrap(),
+        max_new_tokens: 200,
+        stop: vec![],
+    };
+    let out = model().generate_all(vec![request], &BatchOptions::default()).unwrap().remove(0);
+    assert_eq!(out.finish_reason, FinishReason::Eos, "{:?}", out.text);
+    assert!(out.output_tokens < 200);
+    assert!(model().tokenizer.end_of_generation_ids().contains(out.tokens.last().unwrap()));
+    assert!(!out.text.contains("<|im_end|>"));
+    assert_eq!(out.id, 7);
+}
+
+#[test]
+fn generation_stops_before_a_stop_string_even_across_tokens() {
+    let free = model().generate_all(requests(60, &[]), &BatchOptions { ignore_eos: true, ..Default::default() }).unwrap();
+    let text = &free[2].text;
+    // A stop string that starts inside one token and ends in a later one: the middle of
+    // the answer, spanning a space.
+    let start = text.char_indices().nth(text.chars().count() / 2).unwrap().0;
+    let space = start + text[start..].find(' ').expect("a space in the answer");
+    let stop: String = text[space - 2..space + 3].to_string();
+    let cut = text.find(&stop).unwrap();
+    let stopped = model().generate_all(requests(60, &[stop.as_str(), "never appears ~~~"]), &BatchOptions { ignore_eos: true, ..Default::default() }).unwrap();
+    assert_eq!(stopped[2].finish_reason, FinishReason::Stop);
+    assert_eq!(stopped[2].text, text[..cut], "stop {stop:?}");
+    assert!(stopped[2].output_tokens < 60);
+    assert_eq!(&stopped[2].tokens[..], &free[2].tokens[..stopped[2].output_tokens]);
+}
+
+#[test]
+fn generation_stops_at_max_new_tokens() {
+    let out = model().generate_all(requests(5, &[]), &BatchOptions { ignore_eos: true, ..Default::default() }).unwrap();
+    for o in out {
+        assert_eq!(o.output_tokens, 5);
+        assert_eq!(o.tokens.len(), 5);
+        assert_eq!(o.finish_reason, FinishReason::Length);
+        assert!(o.prompt_tokens > 20);
+        assert!(o.seconds >= o.first_token_seconds && o.first_token_seconds > 0.0);
+    }
+}
+
+#[test]
+fn next_token_scores_agree_with_the_first_generated_token() {
+    let prompts: Vec<Vec<u32>> = requests(1, &[]).into_iter().map(|r| r.prompt_tokens).collect();
+    let generated = model().generate_all(requests(1, &[]), &BatchOptions { ignore_eos: true, ..Default::default() }).unwrap();
+    let candidates = [model().tokenizer.token_id("1").unwrap(), model().tokenizer.token_id("2").unwrap()];
+    // A 100-token budget makes several prompts span passes.
+    let scores = model().next_token_logprobs(&prompts, &candidates, &ScoringOptions { max_step_tokens: 100 }).unwrap();
+    for ((s, g), p) in scores.iter().zip(&generated).zip(&prompts) {
+        assert_eq!(s.top_token, g.tokens[0]);
+        assert_eq!(s.prompt_tokens, p.len());
+        assert!(s.top_logprob <= 0.0 && s.top_logprob > -5.0);
+        for &lp in &s.candidate_logprobs {
+            assert!(lp < s.top_logprob || s.top_token == candidates[0] || s.top_token == candidates[1]);
+            assert!(lp.is_finite());
+        }
+    }
+    let whole = model().next_token_logits(&prompts[..1], &ScoringOptions::default()).unwrap();
+    let chunked = model().next_token_logits(&prompts[..1], &ScoringOptions { max_step_tokens: 7 }).unwrap();
+    let diff = whole[0].iter().zip(&chunked[0]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(diff < 1e-3, "chunked prefill changes logits by {diff}");
+}
