@@ -154,6 +154,7 @@ impl JobQueue for MemoryQueue {
 
     async fn delete(&self, queue: &QueueName) -> Result<(), QueueError> {
         self.shared.lock().queues.remove(queue);
+        self.shared.changed.notify_waiters();
         Ok(())
     }
 }
@@ -175,10 +176,12 @@ impl MemoryConsumer {
             changed.as_mut().enable();
             {
                 let mut state = self.shared.lock();
-                if state.closed {
+                // Closed, or the queue was deleted under the consumer (as RabbitMQ cancels it).
+                let closed = state.closed;
+                let Some(queue) = state.queues.get_mut(&self.queue).filter(|_| !closed) else {
                     return None;
-                }
-                let message = state.queues.get_mut(&self.queue).and_then(|q| q.ready.pop_front());
+                };
+                let message = queue.ready.pop_front();
                 if let Some(message) = message {
                     return Some(RawDelivery {
                         payload: message.payload.clone(),
@@ -335,6 +338,17 @@ mod tests {
         let dead = next_within(&mut dlq).await.unwrap();
         assert_eq!(dead.job, "not a number");
         assert!(dead.dead_letter_info.unwrap().reason.starts_with("malformed message"));
+    }
+
+    #[tokio::test]
+    async fn deleting_a_queue_ends_its_consumers() {
+        let queue = MemoryQueue::default();
+        let mut c = queue.consume::<u32>(&q(), 1).await.unwrap();
+        let waiter = tokio::spawn(async move { c.next().await.is_none() });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        queue.delete(&q()).await.unwrap();
+        assert!(tokio::time::timeout(Duration::from_secs(1), waiter).await.unwrap().unwrap());
+        assert!(matches!(queue.stats(&q()).await, Err(QueueError::NotFound { .. })));
     }
 
     #[tokio::test]
