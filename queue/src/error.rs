@@ -37,7 +37,9 @@ pub enum QueueError {
 
     /// The delivery's channel closed before the ack/nack reached the broker; the broker
     /// redelivers the job (results are stored under idempotent keys, so that is harmless).
-    #[error("the delivery from queue {queue} can no longer be settled (its channel closed); the broker will redeliver it")]
+    #[error(
+        "the delivery from queue {queue} can no longer be settled (its channel closed); the broker will redeliver it"
+    )]
     StaleDelivery { queue: String },
 
     /// The in-process queue was shut down.

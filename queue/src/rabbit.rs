@@ -37,8 +37,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
 use lapin::tcp::OwnedTLSConfig;
@@ -186,10 +186,10 @@ impl RabbitQueue {
     /// deadline). Refused credentials fail at once with [`QueueError::AccessRefused`].
     pub async fn connect(config: RabbitConfig) -> Result<Self, QueueError> {
         let endpoint_hint = redact_url(&config.url);
-        let mut uri: AMQPUri = config
-            .url
-            .parse()
-            .map_err(|reason: String| QueueError::InvalidUrl { url: endpoint_hint.clone(), reason: redact_reason(&reason, &config) })?;
+        let mut uri: AMQPUri = config.url.parse().map_err(|reason: String| QueueError::InvalidUrl {
+            url: endpoint_hint.clone(),
+            reason: redact_reason(&reason, &config),
+        })?;
         if let Some(password) = &config.password {
             uri.authority.userinfo.password = password.clone();
         }
@@ -383,9 +383,8 @@ impl RabbitQueue {
         payloads: &[Vec<u8>],
         headers: Option<FieldTable>,
     ) -> Result<(), QueueError> {
-        let mut properties = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type("application/json".into());
+        let mut properties =
+            BasicProperties::default().with_delivery_mode(2).with_content_type("application/json".into());
         if let Some(headers) = headers {
             properties = properties.with_headers(headers);
         }
@@ -496,8 +495,13 @@ impl JobQueue for RabbitQueue {
         queue: &QueueName,
         prefetch: u16,
     ) -> Result<JobConsumer<T>, QueueError> {
-        let mut consumer =
-            RabbitConsumer { queue: self.clone(), name: queue.clone(), prefetch: prefetch.max(1), session: None, failed: false };
+        let mut consumer = RabbitConsumer {
+            queue: self.clone(),
+            name: queue.clone(),
+            prefetch: prefetch.max(1),
+            session: None,
+            failed: false,
+        };
         // Open now, so that a wrong queue or broker shows up here rather than at `next`.
         consumer.session = Some(consumer.open_session(&mut self.backoff()).await?);
         Ok(JobConsumer { queue: queue.clone(), inner: ConsumerInner::Rabbit(consumer), _job: PhantomData })

@@ -208,7 +208,11 @@ async fn wrong_password_fails_fast_with_a_clear_message_without_the_password() {
         ..RabbitConfig::new("amqp://guest@127.0.0.1:5672/%2f")
     };
     let err = RabbitQueue::connect(config).await.unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}: refused credentials must not be retried", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}: refused credentials must not be retried",
+        started.elapsed()
+    );
     assert!(matches!(err, QueueError::AccessRefused { .. }), "{err:?}");
     let message = err.to_string();
     assert_eq!(message, "RabbitMQ refused the credentials for user guest at 127.0.0.1:5672");

@@ -58,7 +58,12 @@ impl StoreConfig {
 
     /// The secrets, to scrub them from any message that might quote them.
     pub(crate) fn secrets(&self) -> Vec<String> {
-        [&self.s3_secret_access_key, &self.s3_session_token].into_iter().flatten().filter(|s| !s.is_empty()).cloned().collect()
+        [&self.s3_secret_access_key, &self.s3_session_token]
+            .into_iter()
+            .flatten()
+            .filter(|s| !s.is_empty())
+            .cloned()
+            .collect()
     }
 }
 
@@ -89,8 +94,11 @@ fn fill(slot: &mut Option<String>, variables: &[&str]) -> Result<(), StoreError>
         }
         let file_variable = format!("{variable}_FILE");
         if let Some(path) = std::env::var(&file_variable).ok().filter(|v| !v.is_empty()) {
-            let value = std::fs::read_to_string(&path)
-                .map_err(|source| StoreError::CredentialFile { variable: file_variable, path, source })?;
+            let value = std::fs::read_to_string(&path).map_err(|source| StoreError::CredentialFile {
+                variable: file_variable,
+                path,
+                source,
+            })?;
             *slot = Some(value.trim().to_string());
             return Ok(());
         }

@@ -29,10 +29,8 @@ pub fn index_of(key: &str) -> Option<usize> {
 /// A name as one path segment: `/` and anything unusual become `_`, so a model called
 /// `org/model` cannot reach into another folder.
 pub fn segment(name: &str) -> String {
-    let cleaned: String = name
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' })
-        .collect();
+    let cleaned: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' }).collect();
     match cleaned.as_str() {
         "" | "." | ".." => cleaned.replace('.', "_") + "_",
         _ => cleaned,

@@ -77,9 +77,10 @@ impl ResultStore {
                     Some(e) => format!("{} at {}", redact_url(&config.url), redact_url(e)),
                     None => redact_url(&config.url),
                 };
-                let s3 = s3_builder(config, &bucket)
-                    .build()
-                    .map_err(|e| StoreError::Open { store: description.clone(), message: scrub(&e.to_string(), &secrets) })?;
+                let s3 = s3_builder(config, &bucket).build().map_err(|e| StoreError::Open {
+                    store: description.clone(),
+                    message: scrub(&e.to_string(), &secrets),
+                })?;
                 let store: Arc<dyn ObjectStore> =
                     if prefix.is_empty() { Arc::new(s3) } else { Arc::new(PrefixStore::new(s3, prefix.as_str())) };
                 (store, description)
@@ -125,7 +126,9 @@ impl ResultStore {
             .await;
         match result {
             Ok(()) => Ok(Stored::New),
-            Err(StoreError::Operation { message, .. }) if message.starts_with(ALREADY_EXISTS) => Ok(Stored::AlreadyThere),
+            Err(StoreError::Operation { message, .. }) if message.starts_with(ALREADY_EXISTS) => {
+                Ok(Stored::AlreadyThere)
+            }
             Err(e) => Err(e),
         }
     }
@@ -146,9 +149,11 @@ impl ResultStore {
             })
             .await?;
         let Some(bytes) = bytes else { return Ok(None) };
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|source| StoreError::Decode { store: self.description.clone(), key: key.to_string(), source })
+        serde_json::from_slice(&bytes).map(Some).map_err(|source| StoreError::Decode {
+            store: self.description.clone(),
+            key: key.to_string(),
+            source,
+        })
     }
 
     /// Whether `key` holds a document.
@@ -273,7 +278,11 @@ const ALREADY_EXISTS: &str = "already exists";
 fn s3_builder(config: &StoreConfig, bucket: &str) -> AmazonS3Builder {
     // object_store's own retries are kept short; `retrying` owns the long deadline.
     let retry = RetryConfig {
-        backoff: BackoffConfig { init_backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(2), base: 2.0 },
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+            base: 2.0,
+        },
         max_retries: 2,
         retry_timeout: Duration::from_secs(10),
     };

@@ -80,24 +80,107 @@ impl Metrics {
         let registry = Registry::new();
         let r = &registry;
         Ok(Self {
-            jobs_published: counter(r, "herd_jobs_published_total", "Jobs published to a queue (confirmed by the broker).", &["run", "queue"])?,
-            jobs_completed: counter(r, "herd_jobs_completed_total", "Jobs acknowledged after their result was stored.", &["run", "role", "queue"])?,
-            jobs_failed: counter(r, "herd_jobs_failed_total", "Jobs given back to their queue after a failure.", &["run", "role", "queue"])?,
-            jobs_redelivered: counter(r, "herd_jobs_redelivered_total", "Deliveries the broker marked as redelivered.", &["run", "role", "queue"])?,
-            jobs_dead_lettered: counter(r, "herd_jobs_dead_lettered_total", "Jobs sent to the run's dead-letter queue.", &["run", "role", "queue"])?,
-            examples_generated: counter(r, "herd_examples_generated_total", "Answers generated and stored.", &["run", "generator"])?,
-            output_tokens: counter(r, "herd_output_tokens_total", "Tokens generated in stored answers.", &["run", "generator"])?,
-            prompt_tokens: counter(r, "herd_prompt_tokens_total", "Prompt tokens of generated answers.", &["run", "generator"])?,
-            judge_prompt_tokens: counter(r, "herd_judge_prompt_tokens_total", "Prompt tokens read by the judge.", &["run", "judge"])?,
+            jobs_published: counter(
+                r,
+                "herd_jobs_published_total",
+                "Jobs published to a queue (confirmed by the broker).",
+                &["run", "queue"],
+            )?,
+            jobs_completed: counter(
+                r,
+                "herd_jobs_completed_total",
+                "Jobs acknowledged after their result was stored.",
+                &["run", "role", "queue"],
+            )?,
+            jobs_failed: counter(
+                r,
+                "herd_jobs_failed_total",
+                "Jobs given back to their queue after a failure.",
+                &["run", "role", "queue"],
+            )?,
+            jobs_redelivered: counter(
+                r,
+                "herd_jobs_redelivered_total",
+                "Deliveries the broker marked as redelivered.",
+                &["run", "role", "queue"],
+            )?,
+            jobs_dead_lettered: counter(
+                r,
+                "herd_jobs_dead_lettered_total",
+                "Jobs sent to the run's dead-letter queue.",
+                &["run", "role", "queue"],
+            )?,
+            examples_generated: counter(
+                r,
+                "herd_examples_generated_total",
+                "Answers generated and stored.",
+                &["run", "generator"],
+            )?,
+            output_tokens: counter(
+                r,
+                "herd_output_tokens_total",
+                "Tokens generated in stored answers.",
+                &["run", "generator"],
+            )?,
+            prompt_tokens: counter(
+                r,
+                "herd_prompt_tokens_total",
+                "Prompt tokens of generated answers.",
+                &["run", "generator"],
+            )?,
+            judge_prompt_tokens: counter(
+                r,
+                "herd_judge_prompt_tokens_total",
+                "Prompt tokens read by the judge.",
+                &["run", "judge"],
+            )?,
             annotations: counter(r, "herd_annotations_total", "Verdicts stored.", &["run", "judge", "generator"])?,
-            generation_seconds: histogram(r, "herd_generation_duration_seconds", "Seconds from admission to the last token of one answer.", &["run", "generator"], GENERATION_SECONDS_BUCKETS)?,
-            judge_seconds: histogram(r, "herd_judge_duration_seconds", "Seconds to judge one answer.", &["run", "judge"], JUDGE_SECONDS_BUCKETS)?,
-            batch_size: histogram(r, "herd_batch_size", "Sequences in one inference batch.", &["role", "model"], BATCH_SIZE_BUCKETS)?,
-            queue_depth: gauge(r, "herd_queue_depth", "Jobs ready in a queue (not counting unacknowledged ones).", &["run", "queue"])?,
+            generation_seconds: histogram(
+                r,
+                "herd_generation_duration_seconds",
+                "Seconds from admission to the last token of one answer.",
+                &["run", "generator"],
+                GENERATION_SECONDS_BUCKETS,
+            )?,
+            judge_seconds: histogram(
+                r,
+                "herd_judge_duration_seconds",
+                "Seconds to judge one answer.",
+                &["run", "judge"],
+                JUDGE_SECONDS_BUCKETS,
+            )?,
+            batch_size: histogram(
+                r,
+                "herd_batch_size",
+                "Sequences in one inference batch.",
+                &["role", "model"],
+                BATCH_SIZE_BUCKETS,
+            )?,
+            queue_depth: gauge(
+                r,
+                "herd_queue_depth",
+                "Jobs ready in a queue (not counting unacknowledged ones).",
+                &["run", "queue"],
+            )?,
             queue_consumers: gauge(r, "herd_queue_consumers", "Consumers attached to a queue.", &["run", "queue"])?,
-            run_jobs_done: gauge(r, "herd_run_jobs_done", "Jobs of a run's phase whose result is stored.", &["run", "phase"])?,
-            run_jobs_expected: gauge(r, "herd_run_jobs_expected", "Jobs a run's phase needs in all.", &["run", "phase"])?,
-            worker_info: gauge(r, "herd_worker_info", "Constant 1, labelled with what this process is.", &["role", "model", "worker", "version"])?,
+            run_jobs_done: gauge(
+                r,
+                "herd_run_jobs_done",
+                "Jobs of a run's phase whose result is stored.",
+                &["run", "phase"],
+            )?,
+            run_jobs_expected: gauge(
+                r,
+                "herd_run_jobs_expected",
+                "Jobs a run's phase needs in all.",
+                &["run", "phase"],
+            )?,
+            worker_info: gauge(
+                r,
+                "herd_worker_info",
+                "Constant 1, labelled with what this process is.",
+                &["role", "model", "worker", "version"],
+            )?,
             registry,
         })
     }
@@ -126,7 +209,13 @@ fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Result<IntGau
     register(r, name, IntGaugeVec::new(Opts::new(name, help), labels))
 }
 
-fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str], buckets: &[f64]) -> Result<HistogramVec, TelemetryError> {
+fn histogram(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: &[f64],
+) -> Result<HistogramVec, TelemetryError> {
     register(r, name, HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), labels))
 }
 

@@ -114,9 +114,7 @@ async fn answer(mut stream: TcpStream, registry: &Registry, health: &Health) {
     let (method, target) = (request_line.next().unwrap_or(""), request_line.next().unwrap_or(""));
     let path = target.split('?').next().unwrap_or("");
     let (status, content_type, body) = match (method, path) {
-        ("GET" | "HEAD", "/metrics") => {
-            ("200 OK", "text/plain; version=0.0.4; charset=utf-8", crate::render(registry))
-        }
+        ("GET" | "HEAD", "/metrics") => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", crate::render(registry)),
         ("GET" | "HEAD", "/healthz") if health.is_healthy() => ("200 OK", "text/plain", "ok\n".to_string()),
         ("GET" | "HEAD", "/healthz") => ("503 Service Unavailable", "text/plain", "unhealthy\n".to_string()),
         ("GET" | "HEAD", _) => ("404 Not Found", "text/plain", "not found: try /metrics or /healthz\n".to_string()),
