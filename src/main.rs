@@ -19,6 +19,8 @@ enum Command {
     JudgeWorker(commands::judge_worker::Args),
     /// Run the coordinator role (distributed mode).
     Coordinator(commands::coordinator::Args),
+    /// Sample the examples the judge held against the model, as Markdown.
+    Errors(commands::errors::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -34,6 +36,7 @@ fn main() -> std::process::ExitCode {
         Command::Worker(args) => commands::worker::run(args),
         Command::JudgeWorker(args) => commands::judge_worker::run(args),
         Command::Coordinator(args) => commands::coordinator::run(args),
+        Command::Errors(args) => commands::errors::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -12,3 +12,4 @@ pub mod formats;
 pub mod jobs;
 pub mod judge;
 pub mod metrics;
+pub mod throughput;

@@ -1,3 +1,4 @@
 pub mod coordinator;
+pub mod errors;
 pub mod judge_worker;
 pub mod worker;

@@ -1,7 +1,16 @@
-//! alpaca_eval's `model_outputs.json`: a JSON array of `{instruction, output, generator, dataset}`.
+//! alpaca_eval's `model_outputs.json`: a JSON array of `{dataset, instruction, output, generator}`.
+
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+use super::records::{column_order, parse_records, read_bytes, render_records, write_bytes, Record};
+use super::{check_instructions, FormatError, FormatWarning, InstructionPreview, WarningKind};
+use crate::eval_set::EvalSet;
+
+/// alpaca_eval's column order (its `results/*/model_outputs.json`).
+const COLUMNS: [&str; 4] = ["dataset", "instruction", "output", "generator"];
 
 /// One answer of a model to one eval-set instruction.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -13,4 +22,72 @@ pub struct ModelOutput {
     /// Fields beyond alpaca_eval's four (herd adds token counts and timing); kept as they are.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+impl ModelOutput {
+    fn from_record(mut record: Record<'_>) -> Result<Self, FormatError> {
+        let instruction = record.take_string("instruction")?;
+        let output = record.take_string("output")?;
+        let generator = record.take_string("generator")?;
+        let dataset = record.take_string("dataset")?;
+        Ok(Self { instruction, output, generator, dataset, extra: record.into_extra() })
+    }
+
+    fn to_record(&self) -> Map<String, Value> {
+        let mut record = Map::new();
+        record.insert("dataset".into(), Value::String(self.dataset.clone()));
+        record.insert("instruction".into(), Value::String(self.instruction.clone()));
+        record.insert("output".into(), Value::String(self.output.clone()));
+        record.insert("generator".into(), Value::String(self.generator.clone()));
+        for (key, value) in &self.extra {
+            record.entry(key.clone()).or_insert_with(|| value.clone());
+        }
+        record
+    }
+}
+
+/// Reads `model_outputs.json` or `.json.gz`: every row must have the four string fields.
+pub fn read_model_outputs(path: impl AsRef<Path>) -> Result<Vec<ModelOutput>, FormatError> {
+    let path = path.as_ref();
+    parse_model_outputs(path, &read_bytes(path)?)
+}
+
+/// Parses the text of a `model_outputs.json`; `path` only names it in errors.
+pub fn parse_model_outputs(path: &Path, json: &[u8]) -> Result<Vec<ModelOutput>, FormatError> {
+    parse_records(path, json)?
+        .into_iter()
+        .enumerate()
+        .map(|(row, fields)| ModelOutput::from_record(Record::new(path, row, fields)))
+        .collect()
+}
+
+/// The text `write_model_outputs` writes.
+pub fn render_model_outputs(outputs: &[ModelOutput]) -> String {
+    let records: Vec<Map<String, Value>> = outputs.iter().map(ModelOutput::to_record).collect();
+    render_records(&column_order(&COLUMNS, &COLUMNS, &records), &records)
+}
+
+/// Writes pandas-style JSON (gzipped when the name ends in `.gz`).
+pub fn write_model_outputs(path: impl AsRef<Path>, outputs: &[ModelOutput]) -> Result<(), FormatError> {
+    write_bytes(path.as_ref(), render_model_outputs(outputs).as_bytes())
+}
+
+/// Checks parsed rows against the eval set: an unknown or repeated instruction is an
+/// error; empty outputs and missing instructions are warnings.
+pub fn validate_model_outputs(
+    path: &Path,
+    outputs: &[ModelOutput],
+    eval_set: &EvalSet,
+) -> Result<Vec<FormatWarning>, FormatError> {
+    let mut warnings = check_instructions(path, outputs.iter().map(|o| o.instruction.as_str()), eval_set)?;
+    for (row, output) in outputs.iter().enumerate() {
+        if output.output.is_empty() {
+            warnings.push(FormatWarning {
+                path: path.to_path_buf(),
+                row: Some(row),
+                kind: WarningKind::EmptyOutput { field: "output", instruction: InstructionPreview::of(&output.instruction) },
+            });
+        }
+    }
+    Ok(warnings)
 }

@@ -1,0 +1,122 @@
+//! How fast one generator produced its answers: the `throughput.json` a run writes beside
+//! each generator's `model_outputs.json`, and the report reads.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::jobs::{FinishReason, GenerationResult};
+
+/// One generator's throughput over a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GeneratorThroughput {
+    pub generator: String,
+    /// Answers generated.
+    pub examples: usize,
+    pub prompt_tokens: u64,
+    pub output_tokens: u64,
+    /// From the first job's start to the last answer, across all workers.
+    pub wall_seconds: f64,
+    pub examples_per_second: f64,
+    pub output_tokens_per_second: f64,
+    /// Mean over answers of each answer's own time (admission to last token).
+    pub mean_seconds_per_example: f64,
+    /// Answers that ended because they reached `max_new_tokens`.
+    pub stopped_at_max_tokens: usize,
+    /// Distinct workers that produced answers.
+    pub workers: usize,
+}
+
+impl GeneratorThroughput {
+    /// Summarises the results of one generator, given the wall time they took together.
+    pub fn from_results(generator: &str, results: &[GenerationResult], wall_seconds: f64) -> Self {
+        let examples = results.len();
+        let prompt_tokens = results.iter().map(|r| r.prompt_tokens as u64).sum();
+        let output_tokens: u64 = results.iter().map(|r| r.output_tokens as u64).sum();
+        let total_seconds: f64 = results.iter().map(|r| r.seconds).sum();
+        let mut workers: Vec<&str> = results.iter().map(|r| r.worker.as_str()).collect();
+        workers.sort_unstable();
+        workers.dedup();
+        let per_second = |count: f64| if wall_seconds > 0.0 { count / wall_seconds } else { 0.0 };
+        Self {
+            generator: generator.to_string(),
+            examples,
+            prompt_tokens,
+            output_tokens,
+            wall_seconds,
+            examples_per_second: per_second(examples as f64),
+            output_tokens_per_second: per_second(output_tokens as f64),
+            mean_seconds_per_example: if examples > 0 { total_seconds / examples as f64 } else { 0.0 },
+            stopped_at_max_tokens: results.iter().filter(|r| r.finish_reason == FinishReason::Length).count(),
+            workers: workers.len(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ThroughputFileError {
+    #[error("{}: cannot {action}: {source}", path.display())]
+    Io { path: std::path::PathBuf, action: &'static str, source: std::io::Error },
+    #[error("{}: not a throughput summary: {source}", path.display())]
+    Json { path: std::path::PathBuf, source: serde_json::Error },
+}
+
+pub fn read_throughput(path: impl AsRef<Path>) -> Result<GeneratorThroughput, ThroughputFileError> {
+    let path = path.as_ref();
+    let text = std::fs::read(path)
+        .map_err(|source| ThroughputFileError::Io { path: path.to_path_buf(), action: "read", source })?;
+    serde_json::from_slice(&text).map_err(|source| ThroughputFileError::Json { path: path.to_path_buf(), source })
+}
+
+pub fn write_throughput(path: impl AsRef<Path>, throughput: &GeneratorThroughput) -> Result<(), ThroughputFileError> {
+    let path = path.as_ref();
+    let mut text = serde_json::to_string_pretty(throughput).expect("a throughput summary serialises");
+    text.push('\n');
+    std::fs::write(path, text)
+        .map_err(|source| ThroughputFileError::Io { path: path.to_path_buf(), action: "write", source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(index: usize, output_tokens: usize, seconds: f64, finish_reason: FinishReason, worker: &str) -> GenerationResult {
+        GenerationResult {
+            run_id: "r".into(),
+            generator: "g".into(),
+            index,
+            instruction: format!("i{index}"),
+            dataset: "d".into(),
+            output: "o".into(),
+            prompt_tokens: 10,
+            output_tokens,
+            seconds,
+            finish_reason,
+            worker: worker.into(),
+        }
+    }
+
+    #[test]
+    fn summary_divides_totals_by_wall_time_and_counts_length_stops() {
+        let results = [
+            result(0, 100, 2.0, FinishReason::Eos, "w1"),
+            result(1, 300, 4.0, FinishReason::Length, "w2"),
+            result(2, 200, 3.0, FinishReason::Stop, "w1"),
+        ];
+        let t = GeneratorThroughput::from_results("g", &results, 4.0);
+        assert_eq!((t.examples, t.prompt_tokens, t.output_tokens), (3, 30, 600));
+        assert_eq!(t.examples_per_second, 0.75);
+        assert_eq!(t.output_tokens_per_second, 150.0);
+        assert_eq!(t.mean_seconds_per_example, 3.0);
+        assert_eq!((t.stopped_at_max_tokens, t.workers), (1, 2));
+    }
+
+    #[test]
+    fn throughput_file_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("throughput.json");
+        let t = GeneratorThroughput::from_results("g", &[result(0, 7, 0.5, FinishReason::Eos, "w")], 0.5);
+        write_throughput(&path, &t).unwrap();
+        assert_eq!(read_throughput(&path).unwrap(), t);
+    }
+}
