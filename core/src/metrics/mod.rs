@@ -143,3 +143,108 @@ fn average_length(annotations: &[Annotation]) -> u64 {
     let lengths: Vec<f64> = annotations.iter().map(|a| a.output_2.chars().count() as f64).collect();
     numeric::mean(&lengths) as u64
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The eval set judged against a model that answers with a prefix of the reference:
+    /// the shorter the prefix, the more the judge prefers the reference.
+    fn truncating_model() -> Vec<Annotation> {
+        EvalSet::embedded()
+            .rows()
+            .iter()
+            .enumerate()
+            .map(|(i, row)| {
+                let keep = [0.2, 0.5, 0.9, 1.0][i % 4];
+                let n = (row.output.chars().count() as f64 * keep) as usize;
+                Annotation {
+                    instruction: row.instruction.clone(),
+                    output_1: row.output.clone(),
+                    generator_1: row.generator.clone(),
+                    dataset: row.dataset.clone(),
+                    output_2: row.output.chars().take(n).collect(),
+                    generator_2: "truncator".into(),
+                    annotator: "test".into(),
+                    preference: Some(1.0 + keep * 0.6 + if i % 7 == 0 { 0.3 } else { 0.0 }),
+                    raw_completion: None,
+                    time_per_example: None,
+                    price_per_example: None,
+                    extra: Default::default(),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn unparsed_and_out_of_range_preferences_are_reported_and_never_fatal() {
+        let mut rows = truncating_model();
+        rows[3].preference = None;
+        rows[10].preference = None;
+        rows[20].preference = Some(2.5);
+        rows[30].preference = Some(0.0);
+        let report = compute_metrics(&rows, &MetricsOptions::default()).unwrap();
+        let screening = &report.diagnostics.preferences;
+        assert_eq!(screening.unparsed_rows, vec![3, 10]);
+        assert_eq!(screening.out_of_range, vec![DroppedPreference { row: 20, preference: Some(2.5) }]);
+        assert_eq!(report.metrics.n_total, 805 - 3);
+        assert!(report.metrics.n_draws >= 1, "0 counts as a draw");
+        let lc = report.metrics.length_controlled_winrate.expect("LC despite the bad rows");
+        // Controlling for length credits the truncating model with more than its raw wins.
+        assert!(lc > report.metrics.win_rate, "LC {lc} vs win rate {}", report.metrics.win_rate);
+        assert!(report.diagnostics.chosen_c().is_some());
+    }
+
+    #[test]
+    fn an_instruction_outside_the_eval_set_costs_the_lc_figure_only() {
+        let mut rows = truncating_model();
+        rows[5].instruction.push_str(" (edited)");
+        let report = compute_metrics(&rows, &MetricsOptions::default()).unwrap();
+        assert_eq!(report.metrics.length_controlled_winrate, None);
+        assert_eq!(report.metrics.lc_standard_error, None);
+        let why = report.diagnostics.length_controlled_unavailable.as_deref().unwrap();
+        assert!(why.contains("row 5"), "{why}");
+        assert!(report.metrics.win_rate.is_finite());
+        assert_eq!(report.diagnostics.first_row_out_of_eval_order, Some(5));
+        // alpaca_eval's positional lookup does not look at the instruction.
+        let positional = MetricsOptions { difficulty_lookup: DifficultyLookup::Positional, ..Default::default() };
+        assert!(compute_metrics(&rows, &positional).unwrap().metrics.length_controlled_winrate.is_some());
+    }
+
+    #[test]
+    fn a_file_mixing_models_gets_a_win_rate_but_no_lc() {
+        let mut rows = truncating_model();
+        rows[0].generator_2 = "another".into();
+        let report = compute_metrics(&rows, &MetricsOptions::default()).unwrap();
+        assert!(report.diagnostics.length_controlled_unavailable.as_deref().unwrap().contains("another, truncator"));
+        assert_eq!(report.metrics.n_total, 805);
+    }
+
+    #[test]
+    fn no_annotations_is_an_error() {
+        assert_eq!(compute_metrics(&[], &MetricsOptions::default()), Err(MetricsError::NoAnnotations));
+    }
+
+    #[test]
+    fn metrics_serialise_as_the_ten_leaderboard_keys_in_order() {
+        let report = compute_metrics(&truncating_model(), &MetricsOptions::default()).unwrap();
+        let json = serde_json::to_value(&report.metrics).unwrap();
+        let keys: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "win_rate",
+                "standard_error",
+                "n_wins",
+                "n_wins_base",
+                "n_draws",
+                "n_total",
+                "discrete_win_rate",
+                "avg_length",
+                "length_controlled_winrate",
+                "lc_standard_error"
+            ]
+        );
+        assert!(json["n_wins"].is_u64() && json["avg_length"].is_u64());
+    }
+}
