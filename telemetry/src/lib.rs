@@ -6,6 +6,7 @@
 
 mod server;
 
+use herd_core::jobs::{GenerationResult, JudgeResult};
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
 pub use server::{Health, MetricsServer};
@@ -190,6 +191,28 @@ impl Metrics {
         &self.registry
     }
 
+    /// One stored answer: its generator's examples, tokens and latency.
+    pub fn record_output(&self, result: &GenerationResult) {
+        let labels = [result.run_id.as_str(), result.generator.as_str()];
+        self.examples_generated.with_label_values(&labels).inc();
+        self.output_tokens.with_label_values(&labels).inc_by(result.output_tokens as u64);
+        self.prompt_tokens.with_label_values(&labels).inc_by(result.prompt_tokens as u64);
+        self.generation_seconds.with_label_values(&labels).observe(result.seconds);
+    }
+
+    /// One stored verdict: the judge's prompt tokens, latency and verdict count.
+    pub fn record_annotation(&self, result: &JudgeResult) {
+        let labels = [result.run_id.as_str(), result.judge.as_str()];
+        self.judge_prompt_tokens.with_label_values(&labels).inc_by(result.prompt_tokens as u64);
+        self.judge_seconds.with_label_values(&labels).observe(result.seconds);
+        self.annotations.with_label_values(&[&result.run_id, &result.judge, &result.generator]).inc();
+    }
+
+    /// Sets `herd_worker_info{role, model, worker, version}` to 1 (version: this build's).
+    pub fn set_worker_info(&self, role: &str, model: &str, worker: &str) {
+        self.worker_info.with_label_values(&[role, model, worker, env!("CARGO_PKG_VERSION")]).set(1);
+    }
+
     /// Everything registered, in the Prometheus text exposition format.
     pub fn render(&self) -> String {
         render(&self.registry)
@@ -248,6 +271,33 @@ mod tests {
             assert_eq!(name.ends_with("_total"), is_counter, "{name}: only counters end in _total");
         }
         assert!(metrics.render().contains("herd_run_jobs_expected{phase=\"generation\",run=\"r\"} 805"));
+    }
+
+    #[test]
+    fn recording_a_result_feeds_the_rate_counters_and_latency() {
+        let metrics = Metrics::new().unwrap();
+        let output = GenerationResult {
+            run_id: "r".into(),
+            generator: "g".into(),
+            index: 0,
+            instruction: "i".into(),
+            dataset: "d".into(),
+            output: "o".into(),
+            prompt_tokens: 10,
+            output_tokens: 25,
+            seconds: 3.0,
+            finish_reason: herd_core::jobs::FinishReason::Eos,
+            worker: "w".into(),
+        };
+        metrics.record_output(&output);
+        metrics.record_output(&output);
+        assert_eq!(metrics.examples_generated.with_label_values(&["r", "g"]).get(), 2);
+        assert_eq!(metrics.output_tokens.with_label_values(&["r", "g"]).get(), 50);
+        assert_eq!(metrics.generation_seconds.with_label_values(&["r", "g"]).get_sample_count(), 2);
+        metrics.set_worker_info("worker", "g", "host-1");
+        assert!(metrics
+            .render()
+            .contains("herd_worker_info{model=\"g\",role=\"worker\",version=\"0.1.0\",worker=\"host-1\"} 1"));
     }
 
     #[test]
