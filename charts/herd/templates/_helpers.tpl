@@ -1,0 +1,305 @@
+{{/*
+Helpers of the herd chart.
+
+The chart keeps to a subset of Helm's template language that tests/chart.rs renders
+without a helm binary: no `range … else`, no variable re-assignment (`$x = …`), maps are
+ranged over through `keys | sortAlpha`, optional lists are ranged over inside `with` (that
+renderer refuses to range over a missing value), numbers are printed through `int`.
+*/}}
+
+{{/* Chart name, at most 63 characters. */}}
+{{- define "herd.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* `<release>-<chart>` unless the release name already holds the chart name. */}}
+{{- define "herd.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Labels every object carries. */}}
+{{- define "herd.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "herd.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+herd.dev/run: {{ .Values.run.id | quote }}
+{{- end -}}
+
+{{/* Labels that select the release's pods. */}}
+{{- define "herd.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "herd.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* ServiceAccount name. */}}
+{{- define "herd.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "herd.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Image reference; argument: dict with "image" (cpu or cuda values) and "root". */}}
+{{- define "herd.image" -}}
+{{- printf "%s:%s" .image.repository (default .root.Chart.AppVersion .image.tag) -}}
+{{- end -}}
+
+{{/* Names of the Secrets. */}}
+{{- define "herd.amqpSecretName" -}}
+{{- default (printf "%s-amqp" (include "herd.fullname" .)) .Values.amqp.existingSecret -}}
+{{- end -}}
+{{- define "herd.storageSecretName" -}}
+{{- default (printf "%s-storage" (include "herd.fullname" .)) .Values.storage.existingSecret -}}
+{{- end -}}
+{{/* Whether any S3 key pair is configured (existing Secret or values). */}}
+{{- define "herd.storageHasKeys" -}}
+{{- if or .Values.storage.existingSecret .Values.storage.accessKeyId -}}true{{- end -}}
+{{- end -}}
+
+{{/* AMQP URL without password (what HERD_AMQP_URL holds in file mode). */}}
+{{- define "herd.amqpUrl" -}}
+{{- with .Values.amqp.inCluster -}}
+{{- if .enabled -}}
+{{- printf "amqp://%s@%s.%s.svc:%d/%s" .username .serviceName (default $.Release.Namespace .namespace) (.port | int) .vhost -}}
+{{- else -}}
+{{- $.Values.amqp.url -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Management API URL without credentials (KEDA). */}}
+{{- define "herd.amqpManagementUrl" -}}
+{{- with .Values.amqp.inCluster -}}
+{{- if .enabled -}}
+{{- printf "http://%s.%s.svc:%d/%s" .serviceName (default $.Release.Namespace .namespace) (.managementPort | int) .vhost -}}
+{{- else -}}
+{{- $.Values.amqp.managementUrl -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* A URL with `user:password@` put in place of any user info; argument: dict url, root. */}}
+{{- define "herd.withCredentials" -}}
+{{- /* urlquery is Go's QueryEscape: a space becomes "+", which user info would keep as a
+plus; a literal "+" is escaped to %2B, so every "+" left was a space. */ -}}
+{{- $user := urlquery .root.Values.amqp.username | replace "+" "%20" -}}
+{{- $password := urlquery .root.Values.amqp.password | replace "+" "%20" -}}
+{{- $userinfo := printf "%s:%s@" $user $password -}}
+{{- regexReplaceAll "^([a-z]+://)([^@/]*@)?" .url (printf "${1}%s" $userinfo) -}}
+{{- end -}}
+
+{{/* S3 store URL (HERD_STORE). */}}
+{{- define "herd.storeUrl" -}}
+{{- if .Values.storage.prefix -}}
+{{- printf "s3://%s/%s" .Values.storage.bucket (trimSuffix "/" .Values.storage.prefix) -}}
+{{- else -}}
+{{- printf "s3://%s" .Values.storage.bucket -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Queue names as herd's queue crate declares them (queue/src/names.rs): a character
+other than a letter, digit, '-' or '_' is written as '_'; run ids are DNS labels already,
+generator and judge names may hold dots. Argument of the first: dict root and generator. */}}
+{{- define "herd.generationQueue" -}}
+{{- printf "herd.%s.gen.%s" .root.Values.run.id (replace "." "_" .generator) -}}
+{{- end -}}
+{{- define "herd.judgeQueue" -}}
+{{- printf "herd.%s.judge.%s" .Values.run.id (replace "." "_" .Values.judge.name) -}}
+{{- end -}}
+
+{{/* Pod security context shared by every pod. */}}
+{{- define "herd.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .Values.security.runAsUser | int }}
+runAsGroup: {{ .Values.security.runAsGroup | int }}
+fsGroup: {{ .Values.security.runAsGroup | int }}
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* Container security context shared by every container. */}}
+{{- define "herd.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+capabilities:
+  drop:
+    - ALL
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* Environment every role shares: run, logging, metrics, broker, storage. */}}
+{{- define "herd.commonEnv" -}}
+- name: HERD_RUN_ID
+  value: {{ .Values.run.id | quote }}
+- name: HERD_LOG
+  value: {{ .Values.run.logLevel | quote }}
+- name: HERD_METRICS_ADDR
+  value: {{ printf "0.0.0.0:%d" (.Values.metrics.port | int) | quote }}
+{{- if eq .Values.amqp.credentialsAs "env" }}
+- name: HERD_AMQP_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "herd.amqpSecretName" . }}
+      key: {{ .Values.amqp.secretKeys.url }}
+{{- else }}
+- name: HERD_AMQP_URL
+  value: {{ include "herd.amqpUrl" . | quote }}
+- name: HERD_AMQP_PASSWORD_FILE
+  value: /etc/herd/amqp/password
+{{- end }}
+- name: HERD_STORE
+  value: {{ include "herd.storeUrl" . | quote }}
+- name: AWS_REGION
+  value: {{ .Values.storage.region | quote }}
+{{- with .Values.storage.endpoint }}
+- name: AWS_ENDPOINT_URL
+  value: {{ . | quote }}
+{{- if hasPrefix "http://" . }}
+- name: AWS_ALLOW_HTTP
+  value: "true"
+{{- end }}
+{{- end }}
+- name: AWS_VIRTUAL_HOSTED_STYLE_REQUEST
+  value: {{ ternary "false" "true" .Values.storage.pathStyle | quote }}
+{{- if include "herd.storageHasKeys" . }}
+- name: AWS_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "herd.storageSecretName" . }}
+      key: {{ .Values.storage.secretKeys.accessKeyId }}
+- name: AWS_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "herd.storageSecretName" . }}
+      key: {{ .Values.storage.secretKeys.secretAccessKey }}
+{{- end }}
+- name: XDG_CACHE_HOME
+  value: /var/cache/herd
+{{- end -}}
+
+{{/* Volume mounts every container shares. */}}
+{{- define "herd.commonVolumeMounts" -}}
+- name: tmp
+  mountPath: /tmp
+- name: cache
+  mountPath: /var/cache/herd
+{{- if ne .Values.amqp.credentialsAs "env" }}
+- name: amqp-credentials
+  mountPath: /etc/herd/amqp
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/* Volumes every pod shares. */}}
+{{- define "herd.commonVolumes" -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: {{ .Values.security.tmpSizeLimit }}
+- name: cache
+  emptyDir:
+    sizeLimit: {{ .Values.security.cacheSizeLimit }}
+{{- if ne .Values.amqp.credentialsAs "env" }}
+- name: amqp-credentials
+  secret:
+    secretName: {{ include "herd.amqpSecretName" . }}
+    defaultMode: 288 # 0440: owner and group may read
+    items:
+      - key: {{ .Values.amqp.secretKeys.password }}
+        path: password
+{{- end }}
+{{- end -}}
+
+{{/* Model volume mount; argument: dict "volume" (modelVolume values). */}}
+{{- define "herd.modelVolumeMount" -}}
+{{- if ne .volume.type "none" -}}
+- name: models
+  mountPath: {{ .volume.mountPath }}
+  readOnly: true
+  {{- with .volume.subPath }}
+  subPath: {{ . }}
+  {{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* Model volume; argument: dict "volume" (modelVolume values). */}}
+{{- define "herd.modelVolume" -}}
+{{- if eq .volume.type "pvc" -}}
+- name: models
+  persistentVolumeClaim:
+    claimName: {{ .volume.claimName }}
+    readOnly: true
+{{- else if eq .volume.type "hostPath" -}}
+- name: models
+  hostPath:
+    path: {{ .volume.hostPath }}
+    type: Directory
+{{- end }}
+{{- end -}}
+
+{{/* Probes on /healthz of the metrics port; argument: dict root and startupFailureThreshold. */}}
+{{- define "herd.probes" -}}
+{{- $p := .root.Values.probes -}}
+startupProbe:
+  httpGet:
+    path: /healthz
+    port: metrics
+  periodSeconds: {{ $p.startup.periodSeconds | int }}
+  timeoutSeconds: {{ $p.startup.timeoutSeconds | int }}
+  failureThreshold: {{ default $p.startup.failureThreshold .startupFailureThreshold | int }}
+livenessProbe:
+  httpGet:
+    path: /healthz
+    port: metrics
+  periodSeconds: {{ $p.liveness.periodSeconds | int }}
+  timeoutSeconds: {{ $p.liveness.timeoutSeconds | int }}
+  failureThreshold: {{ $p.liveness.failureThreshold | int }}
+readinessProbe:
+  httpGet:
+    path: /healthz
+    port: metrics
+  periodSeconds: {{ $p.readiness.periodSeconds | int }}
+  timeoutSeconds: {{ $p.readiness.timeoutSeconds | int }}
+  failureThreshold: {{ $p.readiness.failureThreshold | int }}
+{{- end -}}
+
+{{/* Resources with a GPU count added; argument: dict resources and gpus. */}}
+{{- define "herd.resources" -}}
+{{- $gpus := .gpus | int -}}
+{{- if or .resources.requests $gpus }}
+requests:
+  {{- with .resources.requests }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+  {{- if $gpus }}
+  nvidia.com/gpu: {{ $gpus }}
+  {{- end }}
+{{- end }}
+{{- if or .resources.limits $gpus }}
+limits:
+  {{- with .resources.limits }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+  {{- if $gpus }}
+  nvidia.com/gpu: {{ $gpus }}
+  {{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* Name of a generator's worker Deployment; argument: dict root and name. Dots in a
+generator name (llama-3.1-8b) become '-' so the name stays a DNS label. */}}
+{{- define "herd.generatorWorkerName" -}}
+{{- printf "%s-gen-%s" (include "herd.fullname" .root) (replace "." "-" .name) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
