@@ -19,6 +19,8 @@ enum Command {
     JudgeWorker(commands::judge_worker::Args),
     /// Run the coordinator role (distributed mode).
     Coordinator(commands::coordinator::Args),
+    /// alpaca_eval's metrics (win rate, length-controlled win rate) of an annotations file.
+    Metrics(commands::metrics::Args),
     /// Sample the examples the judge held against the model, as Markdown.
     Errors(commands::errors::Args),
 }
@@ -36,6 +38,7 @@ fn main() -> std::process::ExitCode {
         Command::Worker(args) => commands::worker::run(args),
         Command::JudgeWorker(args) => commands::judge_worker::run(args),
         Command::Coordinator(args) => commands::coordinator::run(args),
+        Command::Metrics(args) => commands::metrics::run(args),
         Command::Errors(args) => commands::errors::run(args),
     };
     match result {

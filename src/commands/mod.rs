@@ -1,4 +1,5 @@
 pub mod coordinator;
 pub mod errors;
 pub mod judge_worker;
+pub mod metrics;
 pub mod worker;
