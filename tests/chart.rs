@@ -405,6 +405,9 @@ fn keda_scales_each_worker_on_its_queue_counting_unacked_messages() {
         assert!(trigger["metadata"]["value"].is_string());
         assert!(trigger["metadata"].get("host").is_none(), "no credentials in metadata");
         assert_eq!(trigger["authenticationRef"]["name"], auth_name);
+        let scale_down = &so["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"];
+        assert_eq!(scale_down["stabilizationWindowSeconds"], 600);
+        assert_eq!(scale_down["policies"][0]["value"], 1, "one worker at a time");
         queues.insert(trigger["metadata"]["queueName"].as_str().unwrap().to_string());
     }
     let expected: BTreeSet<String> = [
@@ -490,6 +493,19 @@ fn renders_what_helm_renders_when_a_helm_binary_is_available() {
         }
         assert_eq!(rendered.notes().trim_end(), helm_notes.trim_end(), "{case}: NOTES differ from helm's");
     }
+}
+
+#[test]
+fn the_readme_example_installs() {
+    let readme = std::fs::read_to_string(root().join("charts/herd/README.md")).unwrap();
+    let block = regex::Regex::new(r"(?s)```yaml\n(run:.*?)```").unwrap();
+    let example = block.captures(&readme).expect("charts/herd/README.md has an example values file");
+    let chart = chart();
+    let values = chart.values(&[yaml_to_json(&example[1])]);
+    let errors = schema_errors(&values);
+    assert!(errors.is_empty(), "the README's example is rejected: {errors:#?}");
+    let manifests = chart.render(&values, RELEASE, NAMESPACE).unwrap().manifests();
+    validate_manifests(&manifests);
 }
 
 fn bad_values_cases() -> Vec<(&'static str, Json)> {
