@@ -12,6 +12,7 @@ pub mod prompt;
 pub mod scoring;
 pub mod source;
 pub mod token_codec;
+pub mod tokenizer;
 pub mod weights;
 
 pub use config::{Architecture, ModelConfig, RopeScaling};
