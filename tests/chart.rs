@@ -342,7 +342,7 @@ fn credentials_come_from_secrets_never_from_args_or_plain_env() {
 }
 
 #[test]
-fn amqp_password_is_a_mounted_file_or_an_env_from_a_secret() {
+fn credentials_are_mounted_files_or_env_from_a_secret() {
     let chart = chart();
     // File mode (the default): the password key is mounted, the URL carries no password.
     let values = chart.values(&[]);
@@ -365,6 +365,20 @@ fn amqp_password_is_a_mounted_file_or_an_env_from_a_secret() {
         let env = env_map(containers(w)[0]);
         assert_eq!(env["HERD_AMQP_URL"]["valueFrom"]["secretKeyRef"]["key"], "url");
         assert!(!env.contains_key("HERD_AMQP_PASSWORD_FILE"));
+    }
+    // S3 keys as mounted files, read through the store's *_FILE variables.
+    let values = chart.values(&[values_file("gpu-values.yaml"), json!({"storage": {"credentialsAs": "file"}})]);
+    assert!(schema_errors(&values).is_empty());
+    let manifests = chart.render(&values, RELEASE, NAMESPACE).unwrap().manifests();
+    validate_manifests(&manifests);
+    for w in workloads(&manifests) {
+        let c = containers(w)[0];
+        let env = env_map(c);
+        assert_eq!(env["AWS_SECRET_ACCESS_KEY_FILE"]["value"], "/etc/herd/s3/secret-access-key");
+        assert!(!env.contains_key("AWS_SECRET_ACCESS_KEY"));
+        let vol = w["spec"]["template"]["spec"]["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "s3-credentials").unwrap();
+        assert_eq!(vol["secret"]["secretName"], "eval-herd-storage");
+        assert!(c["volumeMounts"].as_array().unwrap().iter().any(|m| m["mountPath"] == "/etc/herd/s3"));
     }
     // In-cluster broker: URLs point at its Service.
     let values = chart.values(&[json!({"amqp": {"inCluster": {"enabled": true, "serviceName": "mq", "namespace": "infra"}}})]);
@@ -463,7 +477,13 @@ fn renders_what_helm_renders_when_a_helm_binary_is_available() {
     let cases: Vec<(&str, Vec<Json>)> = vec![
         ("default values", vec![]),
         ("gpu-values.yaml", vec![values_file("gpu-values.yaml")]),
-        ("env credentials and an in-cluster broker", vec![json!({"amqp": {"credentialsAs": "env", "inCluster": {"enabled": true}}})]),
+        (
+            "gpu-values.yaml, credentials from env and files, an in-cluster broker",
+            vec![
+                values_file("gpu-values.yaml"),
+                json!({"amqp": {"credentialsAs": "env", "inCluster": {"enabled": true}}, "storage": {"credentialsAs": "file", "pathStyle": false}}),
+            ],
+        ),
     ];
     for (case, overrides) in cases {
         let mut args: Vec<String> = vec!["install".into(), RELEASE.into(), root().join("charts/herd").display().to_string(), "-n".into(), NAMESPACE.into(), "--dry-run=client".into()];

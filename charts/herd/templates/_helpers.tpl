@@ -172,9 +172,17 @@ seccompProfile:
   value: "true"
 {{- end }}
 {{- end }}
+{{- if not .Values.storage.pathStyle }}
 - name: AWS_VIRTUAL_HOSTED_STYLE_REQUEST
-  value: {{ ternary "false" "true" .Values.storage.pathStyle | quote }}
+  value: "true"
+{{- end }}
 {{- if include "herd.storageHasKeys" . }}
+{{- if eq .Values.storage.credentialsAs "file" }}
+- name: AWS_ACCESS_KEY_ID_FILE
+  value: /etc/herd/s3/access-key-id
+- name: AWS_SECRET_ACCESS_KEY_FILE
+  value: /etc/herd/s3/secret-access-key
+{{- else }}
 - name: AWS_ACCESS_KEY_ID
   valueFrom:
     secretKeyRef:
@@ -185,6 +193,7 @@ seccompProfile:
     secretKeyRef:
       name: {{ include "herd.storageSecretName" . }}
       key: {{ .Values.storage.secretKeys.secretAccessKey }}
+{{- end }}
 {{- end }}
 - name: XDG_CACHE_HOME
   value: /var/cache/herd
@@ -199,6 +208,11 @@ seccompProfile:
 {{- if ne .Values.amqp.credentialsAs "env" }}
 - name: amqp-credentials
   mountPath: /etc/herd/amqp
+  readOnly: true
+{{- end }}
+{{- if and (include "herd.storageHasKeys" .) (eq .Values.storage.credentialsAs "file") }}
+- name: s3-credentials
+  mountPath: /etc/herd/s3
   readOnly: true
 {{- end }}
 {{- end -}}
@@ -219,6 +233,17 @@ seccompProfile:
     items:
       - key: {{ .Values.amqp.secretKeys.password }}
         path: password
+{{- end }}
+{{- if and (include "herd.storageHasKeys" .) (eq .Values.storage.credentialsAs "file") }}
+- name: s3-credentials
+  secret:
+    secretName: {{ include "herd.storageSecretName" . }}
+    defaultMode: 288
+    items:
+      - key: {{ .Values.storage.secretKeys.accessKeyId }}
+        path: access-key-id
+      - key: {{ .Values.storage.secretKeys.secretAccessKey }}
+        path: secret-access-key
 {{- end }}
 {{- end -}}
 
