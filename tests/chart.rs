@@ -528,6 +528,33 @@ fn the_readme_example_installs() {
     validate_manifests(&manifests);
 }
 
+/// The image the chart runs: built as `herd`, run by user 10001 (the chart's runAsUser)
+/// with `herd` as the entrypoint; the CUDA image runs on the runtime image matching its
+/// devel image. (The images are not built here: there is no Docker engine.)
+#[test]
+fn dockerfiles_build_herd_and_run_it_as_the_charts_non_root_user() {
+    let values = chart().values(&[]);
+    let uid = values["security"]["runAsUser"].as_i64().unwrap();
+    for (file, features) in [("docker/Dockerfile.cpu", ""), ("docker/Dockerfile.cuda", "--features cuda,nccl")] {
+        let text = std::fs::read_to_string(root().join(file)).unwrap();
+        let froms: Vec<&str> = text.lines().filter(|l| l.starts_with("FROM ")).collect();
+        assert_eq!(froms.len(), 2, "{file}: a build stage and a runtime stage");
+        assert!(text.contains("cargo build --release"), "{file}");
+        assert!(text.contains(features), "{file}: builds with {features}");
+        assert!(text.contains(&format!("USER {uid}:{uid}")), "{file}: runs as {uid}");
+        assert!(text.contains(&format!("--uid {uid}")), "{file}: creates user {uid}");
+        assert!(text.contains(r#"ENTRYPOINT ["/usr/local/bin/herd"]"#), "{file}");
+        assert!(text.contains(&format!("EXPOSE {}", values["metrics"]["port"])), "{file}: the metrics port");
+    }
+    let cpu = std::fs::read_to_string(root().join("docker/Dockerfile.cpu")).unwrap();
+    assert!(cpu.contains("FROM rust:1.95-bookworm AS build") && cpu.contains("FROM debian:bookworm-slim"));
+    let cuda = std::fs::read_to_string(root().join("docker/Dockerfile.cuda")).unwrap();
+    assert!(cuda.contains("ARG CUDA_COMPUTE_CAP=90"));
+    assert!(cuda.contains("FROM nvidia/cuda:${CUDA_VERSION}-devel-${UBUNTU} AS build"));
+    assert!(cuda.contains("FROM nvidia/cuda:${CUDA_VERSION}-runtime-${UBUNTU}"));
+    assert!(cuda.contains("libnccl2"), "NCCL in the runtime image");
+}
+
 fn bad_values_cases() -> Vec<(&'static str, Json)> {
     vec![
         ("unknown judge mode", json!({"judge": {"mode": "pairwise"}})),
