@@ -23,6 +23,8 @@ enum Command {
     Metrics(commands::metrics::Args),
     /// Sample the examples the judge held against the model, as Markdown.
     Errors(commands::errors::Args),
+    /// leaderboard.csv, report.html and errors.md from run folders or annotations files.
+    Report(commands::report::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -40,6 +42,7 @@ fn main() -> std::process::ExitCode {
         Command::Coordinator(args) => commands::coordinator::run(args),
         Command::Metrics(args) => commands::metrics::run(args),
         Command::Errors(args) => commands::errors::run(args),
+        Command::Report(args) => commands::report::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -106,7 +106,9 @@ pub fn render_markdown(source: &str, annotations: &[Annotation], sample: &ErrorS
         sample.dispreferred
     ));
     md.push_str(&format!("- seed: {}\n\n", sample.seed));
-    if sample.took_all() {
+    if sample.dispreferred == 0 {
+        md.push_str("No row is dispreferred: the judge never preferred the reference.\n");
+    } else if sample.took_all() {
         md.push_str(&format!(
             "Only {} dispreferred rows exist (asked for {}): all of them are shown.\n\n",
             sample.dispreferred, sample.requested
@@ -232,6 +234,10 @@ mod tests {
             assert!(md.contains(&rows[row].output_2), "model output of row {row}");
         }
         // alpaca_eval's weighted judge stores an object: it is shown as JSON.
-        assert!(md.contains("**Judge's raw output** (JSON)\n\n```json\n{"), "{}", md.chars().take(2000).collect::<String>());
+        assert!(
+            md.contains("**Judge's raw output** (JSON)\n\n```json\n{"),
+            "{}",
+            md.chars().take(2000).collect::<String>()
+        );
     }
 }

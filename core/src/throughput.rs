@@ -63,8 +63,11 @@ pub enum ThroughputFileError {
 
 pub fn read_throughput(path: impl AsRef<Path>) -> Result<GeneratorThroughput, ThroughputFileError> {
     let path = path.as_ref();
-    let text = std::fs::read(path)
-        .map_err(|source| ThroughputFileError::Io { path: path.to_path_buf(), action: "read", source })?;
+    let text = std::fs::read(path).map_err(|source| ThroughputFileError::Io {
+        path: path.to_path_buf(),
+        action: "read",
+        source,
+    })?;
     serde_json::from_slice(&text).map_err(|source| ThroughputFileError::Json { path: path.to_path_buf(), source })
 }
 
@@ -72,15 +75,24 @@ pub fn write_throughput(path: impl AsRef<Path>, throughput: &GeneratorThroughput
     let path = path.as_ref();
     let mut text = serde_json::to_string_pretty(throughput).expect("a throughput summary serialises");
     text.push('\n');
-    std::fs::write(path, text)
-        .map_err(|source| ThroughputFileError::Io { path: path.to_path_buf(), action: "write", source })
+    std::fs::write(path, text).map_err(|source| ThroughputFileError::Io {
+        path: path.to_path_buf(),
+        action: "write",
+        source,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn result(index: usize, output_tokens: usize, seconds: f64, finish_reason: FinishReason, worker: &str) -> GenerationResult {
+    fn result(
+        index: usize,
+        output_tokens: usize,
+        seconds: f64,
+        finish_reason: FinishReason,
+        worker: &str,
+    ) -> GenerationResult {
         GenerationResult {
             run_id: "r".into(),
             generator: "g".into(),

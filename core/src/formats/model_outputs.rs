@@ -85,7 +85,10 @@ pub fn validate_model_outputs(
             warnings.push(FormatWarning {
                 path: path.to_path_buf(),
                 row: Some(row),
-                kind: WarningKind::EmptyOutput { field: "output", instruction: InstructionPreview::of(&output.instruction) },
+                kind: WarningKind::EmptyOutput {
+                    field: "output",
+                    instruction: InstructionPreview::of(&output.instruction),
+                },
             });
         }
     }

@@ -46,9 +46,7 @@ pub(crate) fn write_bytes(path: &Path, bytes: &[u8]) -> Result<(), FormatError> 
 pub(crate) fn parse_records(path: &Path, bytes: &[u8]) -> Result<Vec<Map<String, Value>>, FormatError> {
     let mut values = Vec::new();
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let parsed = deserializer
-        .deserialize_seq(ArrayOfValues { values: &mut values })
-        .and_then(|()| deserializer.end());
+    let parsed = deserializer.deserialize_seq(ArrayOfValues { values: &mut values }).and_then(|()| deserializer.end());
     if let Err(err) = parsed {
         let row = (!values.is_empty() || err.is_syntax() || err.is_eof()).then_some(values.len());
         return Err(FormatError::MalformedJson {
@@ -167,7 +165,10 @@ impl<'a> Record<'a> {
         match value {
             Value::Null => Ok(None),
             Value::Number(n) => Ok(n.as_f64()),
-            other => Err(self.error(field, FieldProblem::WrongType { expected: "a number or null", found: json_type(&other) })),
+            other => {
+                Err(self
+                    .error(field, FieldProblem::WrongType { expected: "a number or null", found: json_type(&other) }))
+            }
         }
     }
 
@@ -187,11 +188,8 @@ impl<'a> Record<'a> {
 /// the others when some row has them), then the remaining columns in first-seen order.
 pub(crate) fn column_order(known: &[&str], always: &[&str], rows: &[Map<String, Value>]) -> Vec<String> {
     let present: HashSet<&str> = rows.iter().flat_map(|r| r.keys().map(String::as_str)).collect();
-    let mut columns: Vec<String> = known
-        .iter()
-        .filter(|c| always.contains(c) || present.contains(*c))
-        .map(|c| c.to_string())
-        .collect();
+    let mut columns: Vec<String> =
+        known.iter().filter(|c| always.contains(c) || present.contains(*c)).map(|c| c.to_string()).collect();
     let mut seen: HashSet<String> = columns.iter().cloned().collect();
     for row in rows {
         for key in row.keys() {
@@ -288,7 +286,11 @@ fn json_float(x: f64) -> String {
         return python_float_repr(x);
     }
     let text = x.to_string();
-    if text.contains('.') { text } else { format!("{text}.0") }
+    if text.contains('.') {
+        text
+    } else {
+        format!("{text}.0")
+    }
 }
 
 /// A JSON string as pandas (ujson, `ensure_ascii`) writes it: `/` escaped, everything
@@ -332,8 +334,7 @@ mod tests {
 
     #[test]
     fn nested_values_are_indented_one_level_per_depth() {
-        let row: Map<String, Value> =
-            serde_json::from_str(r#"{"a":1.0,"b":{"c":[77],"d":[]},"e":null}"#).unwrap();
+        let row: Map<String, Value> = serde_json::from_str(r#"{"a":1.0,"b":{"c":[77],"d":[]},"e":null}"#).unwrap();
         let text = render_records(&["a".into(), "b".into(), "e".into()], &[row]);
         let expected = "[\n  {\n    \"a\":1.0,\n    \"b\":{\n      \"c\":[\n        77\n      ],\n      \"d\":[]\n    },\n    \"e\":null\n  }\n]";
         assert_eq!(text, expected);

@@ -245,7 +245,10 @@ fn an_instruction_outside_the_eval_set_is_an_error_only_when_validating() {
     let text = render_model_outputs(&rows);
     let parsed = parse_model_outputs(Path::new("mine.json"), text.as_bytes()).unwrap();
     let err = validate_model_outputs(Path::new("mine.json"), &parsed, &eval_set).unwrap_err();
-    assert_mentions(&message(err), &["mine.json", "row 3", "\"Write a haiku about queues.\"", "`instruction`", "not in the eval set"]);
+    assert_mentions(
+        &message(err),
+        &["mine.json", "row 3", "\"Write a haiku about queues.\"", "`instruction`", "not in the eval set"],
+    );
 }
 
 #[test]
@@ -269,14 +272,20 @@ fn empty_outputs_and_unparsed_preferences_are_warnings_not_errors() {
     let text: Vec<String> = warnings.iter().map(ToString::to_string).collect();
     assert_eq!(warnings.len(), 3, "{text:#?}");
     assert_eq!(warnings.iter().filter_map(|w| w.row).collect::<Vec<_>>(), vec![7, 9]);
-    assert_mentions(&text.join("\n"), &["v.json", "row 7", "`output_2`: empty output", "row 9", "`preference`: null", "row 21"]);
+    assert_mentions(
+        &text.join("\n"),
+        &["v.json", "row 7", "`output_2`: empty output", "row 9", "`preference`: null", "row 21"],
+    );
 
     let mut outputs = read_model_outputs(shared().join("alpaca_eval/reference_gpt4_turbo.json")).unwrap();
     outputs[0].output.clear();
     outputs.pop();
     let warnings = validate_model_outputs(Path::new("m.json"), &outputs, &eval_set).unwrap();
     let text: Vec<String> = warnings.iter().map(ToString::to_string).collect();
-    assert_mentions(&text.join("\n"), &["row 0", "`output`: empty output", "1 of the 805 eval-set instructions have no row (positions 804)"]);
+    assert_mentions(
+        &text.join("\n"),
+        &["row 0", "`output`: empty output", "1 of the 805 eval-set instructions have no row (positions 804)"],
+    );
 }
 
 #[test]

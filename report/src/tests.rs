@@ -1,0 +1,140 @@
+use std::path::{Path, PathBuf};
+
+use herd_core::error_analysis::is_dispreferred;
+use herd_core::formats::leaderboard::COLUMNS;
+use herd_core::formats::{read_annotations, read_leaderboard, write_annotations};
+use herd_core::throughput::{write_throughput, GeneratorThroughput};
+
+use super::*;
+
+fn oracle(model: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/data/oracle/results")
+        .join(model)
+        .join("weighted_alpaca_eval_gpt4_turbo/annotations.json.gz")
+}
+
+fn fast_options() -> ReportOptions {
+    ReportOptions { error_samples: 3, seed: 11, ..ReportOptions::default() }
+}
+
+#[test]
+fn report_over_two_oracle_files_ranks_both_and_writes_every_file() {
+    let report = build_report(&[oracle("alpaca-7b"), oracle("claude-2.1")], &fast_options()).unwrap();
+    // alpaca_eval's order: higher length-controlled win rate first.
+    let names: Vec<&str> = report.generators.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(names, ["claude-2.1", "alpaca-7b"]);
+
+    let html = report.html();
+    for name in names {
+        assert!(html.contains(&format!("<td class=\"name\" title=\"{}", oracle(name).display())), "{name} row");
+    }
+    assert!(html.contains("<svg") && !html.contains("<script"));
+    for external in ["<link", "<img", "<iframe", "<object", "@import", "url("] {
+        assert!(!html.contains(external), "no external assets: found {external}");
+    }
+
+    for g in &report.generators {
+        assert_eq!(g.errors.rows.len(), 3);
+        assert!(g.errors.rows.iter().all(|&row| is_dispreferred(g.annotations[row].preference)));
+        assert_eq!(g.datasets.iter().map(|d| d.n_total).sum::<usize>(), g.metrics.metrics.n_total);
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let written = report.files().write_to(dir.path()).unwrap();
+    for expected in ["leaderboard.csv", "report.html", "claude-2.1/errors.md", "alpaca-7b/errors.md"] {
+        assert!(written.contains(&dir.path().join(expected)), "{expected} in {written:?}");
+    }
+    let csv = std::fs::read_to_string(dir.path().join("leaderboard.csv")).unwrap();
+    assert_eq!(csv.lines().next().unwrap(), format!(",{}", COLUMNS.join(",")));
+    let rows = read_leaderboard(dir.path().join("leaderboard.csv")).unwrap();
+    assert_eq!(rows, report.leaderboard);
+    assert_eq!((rows[0].generator.as_str(), rows[0].n_total, rows[0].mode.as_str()), ("claude-2.1", 805, "community"));
+}
+
+#[test]
+fn model_text_and_names_are_html_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rows = read_annotations(oracle("falcon-7b-instruct")).unwrap();
+    for row in &mut rows {
+        row.generator_2 = "evil<b>\"model\"".into();
+        row.preference = Some(1.0);
+    }
+    rows[0].output_2 = "<script>alert('x')</script> & <img src=x onerror=1>".into();
+    rows[0].raw_completion = Some(serde_json::Value::String("</pre><h1>judge</h1>".into()));
+    let run = dir.path().join("run");
+    let generator_dir = run.join("evil");
+    std::fs::create_dir_all(&generator_dir).unwrap();
+    write_annotations(generator_dir.join("annotations.json"), &rows).unwrap();
+
+    // Every row is dispreferred and 805 are asked for: row 0 is certainly shown.
+    let options = ReportOptions { error_samples: 805, ..fast_options() };
+    let report = build_report(&[generator_dir.join("annotations.json")], &options).unwrap();
+    let html = report.html();
+    assert!(!html.contains("<script>alert"), "raw script tag in the page");
+    assert!(!html.contains("<img src=x"));
+    assert!(!html.contains("</pre><h1>judge"));
+    assert!(html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &lt;img src=x onerror=1&gt;"));
+    assert!(html.contains("&lt;/pre&gt;&lt;h1&gt;judge&lt;/h1&gt;"));
+    assert!(html.contains("evil&lt;b&gt;&quot;model&quot;"));
+    assert!(!html.contains("evil<b>"));
+    // A file's generator names its errors.md folder, made safe.
+    let files = report.files();
+    assert!(
+        files.files.iter().any(|(path, _)| path == Path::new("evil_b__model_/errors.md")),
+        "{:?}",
+        files.files.iter().map(|f| &f.0).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_run_folder_with_throughput_shows_speed_and_keeps_generators_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    // NullModel's rows say generator_2 = "example": in a run, the folder names the generator.
+    for model in ["gemma-7b-it", "vicuna-13b", "NullModel"] {
+        let folder = run.join(model);
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::copy(oracle(model), folder.join("annotations.json.gz")).unwrap();
+    }
+    let throughput = GeneratorThroughput {
+        generator: "vicuna-13b".into(),
+        examples: 805,
+        prompt_tokens: 60_000,
+        output_tokens: 250_000,
+        wall_seconds: 1234.5,
+        examples_per_second: 0.652,
+        output_tokens_per_second: 202.5,
+        mean_seconds_per_example: 9.5,
+        stopped_at_max_tokens: 12,
+        workers: 2,
+    };
+    write_throughput(run.join("vicuna-13b/throughput.json"), &throughput).unwrap();
+    let report = build_report(&[run], &fast_options()).unwrap();
+    let names: Vec<&str> = report.generators.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(names, ["NullModel", "gemma-7b-it", "vicuna-13b"]);
+    let paths: Vec<PathBuf> = report.generators.iter().map(GeneratorReport::errors_path).collect();
+    assert_eq!(paths, ["NullModel/errors.md", "gemma-7b-it/errors.md", "vicuna-13b/errors.md"].map(PathBuf::from));
+    let vicuna = &report.generators[2];
+    assert_eq!(vicuna.throughput.as_ref(), Some(&throughput));
+    let html = report.html();
+    assert!(html.contains("<td>0.65</td><td>202.5</td><td>20 min 35 s</td>"), "throughput cells");
+    assert!(html.contains("<th>examples/s</th>"));
+}
+
+#[test]
+fn the_same_generator_twice_gets_distinct_names() {
+    let report = build_report(&[oracle("phi-2"), oracle("phi-2")], &fast_options()).unwrap();
+    let names: Vec<&str> = report.generators.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(names, ["phi-2", "phi-2 (2)"]);
+    // phi-2 lacks two eval-set instructions: the report says so.
+    assert!(report.html().contains("2 of the 805 eval-set instructions have no row"));
+}
+
+#[test]
+fn no_inputs_or_an_empty_folder_is_an_error() {
+    assert!(matches!(build_report(&[], &fast_options()), Err(ReportError::NoInputs)));
+    let dir = tempfile::tempdir().unwrap();
+    let err = build_report(&[dir.path().to_path_buf()], &fast_options()).unwrap_err();
+    assert!(err.to_string().contains("no annotations.json"), "{err}");
+}
