@@ -74,7 +74,8 @@ fn a_calibration_folder_is_used_and_named() {
     .unwrap();
     let file = annotations("falcon-7b-instruct");
     let embedded = herd_metrics(&["--annotations", file.to_str().unwrap(), "--json"]);
-    let official = herd_metrics(&["--annotations", file.to_str().unwrap(), "--calibration", dir.path().to_str().unwrap()]);
+    let official =
+        herd_metrics(&["--annotations", file.to_str().unwrap(), "--calibration", dir.path().to_str().unwrap()]);
     let summary = String::from_utf8(official.stdout).unwrap();
     assert!(summary.contains(&format!("official files from {}", dir.path().display())), "{summary}");
     let json: serde_json::Value = serde_json::from_slice(&embedded.stdout).unwrap();

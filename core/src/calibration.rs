@@ -106,7 +106,10 @@ impl Calibration {
     }
 
     /// A `df_gamed.csv` and an `instruction_difficulty.csv` under any names.
-    pub fn from_files(df_gamed: impl AsRef<Path>, instruction_difficulty: impl AsRef<Path>) -> Result<Self, CalibrationError> {
+    pub fn from_files(
+        df_gamed: impl AsRef<Path>,
+        instruction_difficulty: impl AsRef<Path>,
+    ) -> Result<Self, CalibrationError> {
         let read = |path: &Path| {
             std::fs::read_to_string(path).map_err(|source| CalibrationError::Io { path: path.to_path_buf(), source })
         };
@@ -165,7 +168,10 @@ impl Calibration {
 }
 
 fn column(path: &Path, headers: &csv::StringRecord, name: &'static str) -> Result<usize, CalibrationError> {
-    headers.iter().position(|h| h == name).ok_or_else(|| CalibrationError::MissingColumn { path: path.to_path_buf(), column: name })
+    headers
+        .iter()
+        .position(|h| h == name)
+        .ok_or_else(|| CalibrationError::MissingColumn { path: path.to_path_buf(), column: name })
 }
 
 fn records(path: &Path, text: &str) -> Result<(csv::StringRecord, Vec<csv::StringRecord>), CalibrationError> {
@@ -300,7 +306,8 @@ mod tests {
              m,0.25,1,0.5,-1.5,False\nm,,0,0.1,2.0,False\nm2,0.5,1,0.2,-1.5,False\n",
         )
         .unwrap();
-        std::fs::write(dir.path().join(INSTRUCTION_DIFFICULTY_FILE), "index,instruction_difficulty\n0,2.0\n1,-1.5\n").unwrap();
+        std::fs::write(dir.path().join(INSTRUCTION_DIFFICULTY_FILE), "index,instruction_difficulty\n0,2.0\n1,-1.5\n")
+            .unwrap();
         let calibration = Calibration::from_dir(dir.path()).unwrap();
         assert_eq!(calibration.source(), &CalibrationSource::Directory(dir.path().to_path_buf()));
         assert_eq!(calibration.gamed_rows()[1].preference, None);

@@ -64,7 +64,10 @@ fn annotations(model: &str) -> Vec<Annotation> {
 
 fn reconstructed_calibration() -> Calibration {
     let dir = oracle_dir().join("../alpaca_eval");
-    Calibration::from_files(dir.join("df_gamed_reconstructed.csv"), dir.join("instruction_difficulty_reconstructed.csv"))
+    Calibration::from_files(
+        dir.join("df_gamed_reconstructed.csv"),
+        dir.join("instruction_difficulty_reconstructed.csv"),
+    )
     .expect("the reconstructed calibration in shared/")
 }
 
@@ -84,7 +87,10 @@ fn alpaca_eval_lookup(model: &str) -> DifficultyLookup {
 }
 
 fn assert_close(model: &str, what: &str, ours: f64, expected: f64, tolerance: f64) {
-    assert!((ours - expected).abs() <= tolerance, "{model}: {what} = {ours}, alpaca_eval {expected} (|Δ| > {tolerance})");
+    assert!(
+        (ours - expected).abs() <= tolerance,
+        "{model}: {what} = {ours}, alpaca_eval {expected} (|Δ| > {tolerance})"
+    );
 }
 
 #[test]
@@ -115,9 +121,10 @@ fn length_controlled_win_rate_matches_alpaca_eval_on_every_oracle_file() {
     for expected in expected_rows() {
         let model = expected.model();
         let report = metrics(model, &annotations(model), alpaca_eval_lookup(model), GlmVariant::LengthControlledV1);
-        let lc = report.metrics.length_controlled_winrate.unwrap_or_else(|| {
-            panic!("{model}: no LC: {:?}", report.diagnostics.length_controlled_unavailable)
-        });
+        let lc = report
+            .metrics
+            .length_controlled_winrate
+            .unwrap_or_else(|| panic!("{model}: no LC: {:?}", report.diagnostics.length_controlled_unavailable));
         let se = report.metrics.lc_standard_error.unwrap();
         assert_close(model, "length_controlled_winrate", lc, expected.float("length_controlled_winrate"), LC_TOLERANCE);
         assert_close(model, "lc_standard_error", se, expected.float("lc_standard_error"), LC_TOLERANCE);
@@ -147,7 +154,12 @@ fn glm_weights_match_alpaca_evals_fitted_coefficients() {
 
 #[test]
 fn baseline_against_itself_is_fifty_with_no_error_and_no_fit() {
-    let report = metrics("gpt4_1106_preview", &annotations("gpt4_1106_preview"), DifficultyLookup::ByInstruction, GlmVariant::LengthControlledV1);
+    let report = metrics(
+        "gpt4_1106_preview",
+        &annotations("gpt4_1106_preview"),
+        DifficultyLookup::ByInstruction,
+        GlmVariant::LengthControlledV1,
+    );
     assert_eq!(report.metrics.length_controlled_winrate, Some(50.0));
     assert_eq!(report.metrics.lc_standard_error, Some(0.0));
     assert_eq!(report.diagnostics.chosen_c(), None);
@@ -159,7 +171,13 @@ fn unregularised_glm_matches_alpaca_evals_noreg_variant() {
         let model = expected.model();
         let report = metrics(model, &annotations(model), alpaca_eval_lookup(model), GlmVariant::LengthControlledNoreg);
         let lc = report.metrics.length_controlled_winrate.expect("an LC figure");
-        assert_close(model, "length_controlled_winrate_noreg", lc, expected.float("length_controlled_winrate_noreg"), LC_TOLERANCE);
+        assert_close(
+            model,
+            "length_controlled_winrate_noreg",
+            lc,
+            expected.float("length_controlled_winrate_noreg"),
+            LC_TOLERANCE,
+        );
         let se = report.metrics.lc_standard_error.unwrap();
         assert_close(model, "lc_standard_error_noreg", se, expected.float("lc_standard_error_noreg"), LC_TOLERANCE);
     }
@@ -173,10 +191,16 @@ fn difficulty_by_instruction_equals_positional_for_full_files_and_differs_for_ph
         let by_instruction = metrics(model, &rows, DifficultyLookup::ByInstruction, GlmVariant::LengthControlledV1);
         let positional = metrics(model, &rows, DifficultyLookup::Positional, GlmVariant::LengthControlledV1);
         if model == FILE_WITH_GAPS {
-            let (a, b) = (by_instruction.metrics.length_controlled_winrate.unwrap(), positional.metrics.length_controlled_winrate.unwrap());
+            let (a, b) = (
+                by_instruction.metrics.length_controlled_winrate.unwrap(),
+                positional.metrics.length_controlled_winrate.unwrap(),
+            );
             assert!((a - b).abs() > 1e-9, "{model}: the lookups should disagree after the gap ({a} vs {b})");
             // And only the positional one is alpaca_eval's.
-            assert!((b - expected.float("length_controlled_winrate")).abs() < (a - expected.float("length_controlled_winrate")).abs());
+            assert!(
+                (b - expected.float("length_controlled_winrate")).abs()
+                    < (a - expected.float("length_controlled_winrate")).abs()
+            );
         } else {
             assert_eq!(rows.len(), 805);
             assert_eq!(by_instruction.metrics, positional.metrics, "{model}: full files in eval order");

@@ -42,8 +42,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let options = MetricsOptions {
         calibration,
-        difficulty_lookup: if args.positional_difficulty { DifficultyLookup::Positional } else { DifficultyLookup::ByInstruction },
-        glm: if args.glm == "length_controlled_noreg" { GlmVariant::LengthControlledNoreg } else { GlmVariant::LengthControlledV1 },
+        difficulty_lookup: if args.positional_difficulty {
+            DifficultyLookup::Positional
+        } else {
+            DifficultyLookup::ByInstruction
+        },
+        glm: if args.glm == "length_controlled_noreg" {
+            GlmVariant::LengthControlledNoreg
+        } else {
+            GlmVariant::LengthControlledV1
+        },
     };
     let report = compute_metrics(&annotations, &options).with_context(|| args.annotations.display().to_string())?;
     if args.json {
@@ -72,7 +80,12 @@ fn summary(args: &Args, report: &MetricsReport) -> String {
         percent(m.length_controlled_winrate),
         percent(m.lc_standard_error)
     );
-    let _ = writeln!(out, "  win rate                    {} ± {}", percent(Some(m.win_rate)), percent(Some(m.standard_error)));
+    let _ = writeln!(
+        out,
+        "  win rate                    {} ± {}",
+        percent(Some(m.win_rate)),
+        percent(Some(m.standard_error))
+    );
     let _ = writeln!(out, "  discrete win rate           {}", percent(Some(m.discrete_win_rate)));
     let _ = writeln!(
         out,
@@ -125,8 +138,12 @@ fn diagnostics(report: &MetricsReport) -> String {
     }
     if let Some(row) = d.first_row_out_of_eval_order {
         let note = match d.difficulty_lookup {
-            DifficultyLookup::Positional => "from there on rows get another instruction's difficulty, as in alpaca_eval",
-            DifficultyLookup::ByInstruction => "alpaca_eval's positional lookup would misalign difficulties from there on",
+            DifficultyLookup::Positional => {
+                "from there on rows get another instruction's difficulty, as in alpaca_eval"
+            }
+            DifficultyLookup::ByInstruction => {
+                "alpaca_eval's positional lookup would misalign difficulties from there on"
+            }
         };
         let _ = writeln!(out, "herd metrics: row {row} is not the eval-set instruction at that position; {note}");
     }

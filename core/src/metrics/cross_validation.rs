@@ -142,7 +142,10 @@ impl<'a> DuplicatedRows<'a> {
 }
 
 /// alpaca_eval's `fit_LogisticRegressionCV(..., is_ytrue_proba=True, n_splits)`.
-pub fn fit_soft_label_logistic_cv(rows: &[SoftLabelRow], n_splits: usize) -> Result<CrossValidatedFit, CrossValidationError> {
+pub fn fit_soft_label_logistic_cv(
+    rows: &[SoftLabelRow],
+    n_splits: usize,
+) -> Result<CrossValidatedFit, CrossValidationError> {
     if rows.len() < n_splits {
         return Err(CrossValidationError::TooFewGroups { groups: rows.len(), splits: n_splits });
     }

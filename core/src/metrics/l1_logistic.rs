@@ -170,7 +170,10 @@ impl<'p> NewtonGlmnet<'p> {
             .columns
             .iter()
             .map(|column| {
-                column.iter().filter(|&&(i, _)| problem.labels[i] < 0.0).fold(0.0, |acc, &(i, v)| acc + problem.costs[i] * v)
+                column
+                    .iter()
+                    .filter(|&&(i, _)| problem.labels[i] < 0.0)
+                    .fold(0.0, |acc, &(i, v)| acc + problem.costs[i] * v)
             })
             .collect();
         let l = problem.n_instances();
@@ -376,17 +379,17 @@ impl<'p> NewtonGlmnet<'p> {
         let l = problem.n_instances();
         let mut predicted = 0.0;
         let mut trial_norm = 0.0;
-        for j in 0..self.w.len() {
-            predicted += gradient[j] * (self.trial[j] - self.w[j]);
-            if self.trial[j] != 0.0 {
-                trial_norm += self.trial[j].abs();
+        for ((&g, &trial), &w) in gradient.iter().zip(&self.trial).zip(&self.w) {
+            predicted += g * (trial - w);
+            if trial != 0.0 {
+                trial_norm += trial.abs();
             }
         }
         predicted += trial_norm - *w_norm;
         let mut negative_shift = 0.0;
-        for i in 0..l {
-            if problem.labels[i] < 0.0 {
-                negative_shift += problem.costs[i] * direction_margin[i];
+        for ((&label, &cost), &d) in problem.labels.iter().zip(&problem.costs).zip(&direction_margin) {
+            if label < 0.0 {
+                negative_shift += cost * d;
             }
         }
 
@@ -459,11 +462,10 @@ mod tests {
                 (truth + 0.3 * (uniform() - 0.5)).clamp(0.0, 1.0)
             })
             .collect();
-        let instances = rows
-            .iter()
-            .zip(&probs)
-            .map(|(x, &p)| Instance { features: x, positive: true, weight: p })
-            .chain(rows.iter().zip(&probs).map(|(x, &p)| Instance { features: x, positive: false, weight: 1.0 - p }));
+        let instances =
+            rows.iter().zip(&probs).map(|(x, &p)| Instance { features: x, positive: true, weight: p }).chain(
+                rows.iter().zip(&probs).map(|(x, &p)| Instance { features: x, positive: false, weight: 1.0 - p }),
+            );
         L1LogisticProblem::new(instances, 3, c)
     }
 

@@ -97,6 +97,8 @@ pub struct LengthControlledFit {
 pub enum LengthControlledUnavailable {
     #[error("the file has no rows")]
     NoRows,
+    #[error("no row has a parsed preference, so there is nothing to fit")]
+    NoJudgedRows,
     #[error("the file mixes models under evaluation ({0}); the GLM fits one model")]
     SeveralModels(String),
     #[error(
@@ -134,12 +136,20 @@ impl LengthControlledGlm<'_> {
             return Ok(baseline_against_itself(annotations));
         }
 
+        // alpaca_eval would fit the gamed rows alone and report their model; herd
+        // reports nothing rather than a number that says nothing about this model.
+        if annotations.iter().all(|a| draw_as_one_and_a_half(a.preference).is_none()) {
+            return Err(LengthControlledUnavailable::NoJudgedRows);
+        }
         let difficulties = self.difficulties(annotations)?;
         let std_delta_len = standardised_length_differences(annotations)?;
         let rows = self.training_rows(annotations, &difficulties, &std_delta_len);
         let fit = fit_soft_label_logistic_cv(&rows, N_SPLITS)?;
-        let weights =
-            GlmWeights { tanh_std_delta_len: fit.weights[0], instruction_difficulty: fit.weights[1], not_gamed_baseline: fit.weights[2] };
+        let weights = GlmWeights {
+            tanh_std_delta_len: fit.weights[0],
+            instruction_difficulty: fit.weights[1],
+            not_gamed_baseline: fit.weights[2],
+        };
 
         // The model's predicted preference with the length term switched off.
         let predicted: Vec<f64> = difficulties
@@ -189,7 +199,12 @@ impl LengthControlledGlm<'_> {
     /// The gamed-baseline rows (for `length_controlled_v1`), then the file's rows; rows
     /// without a preference are left out, as alpaca_eval drops NaN preferences before
     /// fitting. (Out-of-range preferences stay in, as they do in alpaca_eval.)
-    fn training_rows(&self, annotations: &[Annotation], difficulties: &[f64], std_delta_len: &[f64]) -> Vec<SoftLabelRow> {
+    fn training_rows(
+        &self,
+        annotations: &[Annotation],
+        difficulties: &[f64],
+        std_delta_len: &[f64],
+    ) -> Vec<SoftLabelRow> {
         let gamed: &[_] = match self.variant {
             GlmVariant::LengthControlledV1 => self.calibration.gamed_rows(),
             GlmVariant::LengthControlledNoreg => &[],
@@ -198,13 +213,15 @@ impl LengthControlledGlm<'_> {
         let gamed_rows = gamed.iter().filter_map(|g| {
             let probability = g.preference?;
             let weight = if g.not_gamed_baseline { 1.0 } else { gamed_weight };
-            let features = vec![g.std_delta_len.tanh(), g.instruction_difficulty, if g.not_gamed_baseline { 1.0 } else { 0.0 }];
+            let features =
+                vec![g.std_delta_len.tanh(), g.instruction_difficulty, if g.not_gamed_baseline { 1.0 } else { 0.0 }];
             Some(SoftLabelRow { features, probability, weight })
         });
-        let own_rows = annotations.iter().zip(difficulties).zip(std_delta_len).filter_map(|((annotation, &difficulty), &s)| {
-            let probability = draw_as_one_and_a_half(annotation.preference)? - 1.0;
-            Some(SoftLabelRow { features: vec![s.tanh(), difficulty, 1.0], probability, weight: 1.0 })
-        });
+        let own_rows =
+            annotations.iter().zip(difficulties).zip(std_delta_len).filter_map(|((annotation, &difficulty), &s)| {
+                let probability = draw_as_one_and_a_half(annotation.preference)? - 1.0;
+                Some(SoftLabelRow { features: vec![s.tanh(), difficulty, 1.0], probability, weight: 1.0 })
+            });
         gamed_rows.chain(own_rows).collect()
     }
 }
@@ -222,7 +239,8 @@ fn standardised_length_differences(annotations: &[Annotation]) -> Result<Vec<f64
 
 /// alpaca_eval's special case: every judged row predicts 0.5, all weights are zero.
 fn baseline_against_itself(annotations: &[Annotation]) -> LengthControlledFit {
-    let predicted: Vec<f64> = annotations.iter().filter(|a| draw_as_one_and_a_half(a.preference).is_some()).map(|_| 0.5).collect();
+    let predicted: Vec<f64> =
+        annotations.iter().filter(|a| draw_as_one_and_a_half(a.preference).is_some()).map(|_| 0.5).collect();
     LengthControlledFit {
         winrate: mean(&predicted) * 100.0,
         standard_error: standard_error_of_mean(&predicted) * 100.0,

@@ -54,7 +54,11 @@ pub struct MetricsOptions {
 impl Default for MetricsOptions {
     /// The embedded calibration, difficulty by instruction, `length_controlled_v1`.
     fn default() -> Self {
-        Self { calibration: Calibration::embedded(), difficulty_lookup: DifficultyLookup::default(), glm: GlmVariant::default() }
+        Self {
+            calibration: Calibration::embedded(),
+            difficulty_lookup: DifficultyLookup::default(),
+            glm: GlmVariant::default(),
+        }
     }
 }
 
@@ -107,7 +111,11 @@ pub fn compute_metrics(annotations: &[Annotation], options: &MetricsOptions) -> 
     }
     let preferences: Vec<Option<f64>> = annotations.iter().map(|a| a.preference).collect();
     let stats = head_to_head(&preferences);
-    let glm = LengthControlledGlm { calibration: &options.calibration, lookup: options.difficulty_lookup, variant: options.glm };
+    let glm = LengthControlledGlm {
+        calibration: &options.calibration,
+        lookup: options.difficulty_lookup,
+        variant: options.glm,
+    };
     let length_controlled = glm.evaluate(annotations);
     let metrics = Metrics {
         win_rate: stats.win_rate,
@@ -218,6 +226,28 @@ mod tests {
         let report = compute_metrics(&rows, &MetricsOptions::default()).unwrap();
         assert!(report.diagnostics.length_controlled_unavailable.as_deref().unwrap().contains("another, truncator"));
         assert_eq!(report.metrics.n_total, 805);
+    }
+
+    #[test]
+    fn a_file_with_no_parsed_preference_has_no_rates_but_is_not_an_error() {
+        let mut rows = truncating_model();
+        for row in &mut rows {
+            row.preference = None;
+        }
+        let report = compute_metrics(&rows, &MetricsOptions::default()).unwrap();
+        assert_eq!(report.diagnostics.preferences.n_unparsed(), 805);
+        assert_eq!(report.metrics.n_total, 0);
+        assert!(report.metrics.win_rate.is_nan());
+        assert_eq!(report.metrics.length_controlled_winrate, None);
+        assert!(report
+            .diagnostics
+            .length_controlled_unavailable
+            .as_deref()
+            .unwrap()
+            .contains("no row has a parsed preference"));
+        assert!(report.metrics.avg_length > 0);
+        let json = serde_json::to_value(&report.metrics).unwrap();
+        assert!(json["win_rate"].is_null() && json["length_controlled_winrate"].is_null());
     }
 
     #[test]

@@ -50,7 +50,7 @@ impl PreferenceScreening {
 pub(crate) fn draw_as_one_and_a_half(preference: Option<f64>) -> Option<f64> {
     match preference {
         Some(p) if p.is_nan() => None,
-        Some(p) if p == 0.0 => Some(1.5),
+        Some(0.0) => Some(1.5),
         other => other,
     }
 }

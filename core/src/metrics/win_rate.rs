@@ -70,8 +70,8 @@ mod tests {
         assert_eq!((stats.n_wins, stats.n_wins_base, stats.n_draws), (1, 1, 2));
         // Discrete: 2, 1, draw, draw → (1 + 0 + 0.5 + 0.5) / 4; 2.6 rounds to 3, dropped.
         assert!((stats.discrete_win_rate - 50.0).abs() < 1e-12);
-        let sem = (((0.9f64 - 0.525).powi(2) + (0.2f64 - 0.525).powi(2) + 2.0 * (0.5f64 - 0.525).powi(2)) / 3.0).sqrt()
-            / 2.0;
+        let sem =
+            (((0.9f64 - 0.525).powi(2) + (0.2f64 - 0.525).powi(2) + 2.0 * (0.5f64 - 0.525).powi(2)) / 3.0).sqrt() / 2.0;
         assert!((stats.standard_error - 100.0 * sem).abs() < 1e-12);
     }
 
