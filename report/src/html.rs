@@ -333,9 +333,9 @@ fn error_samples(page: &mut String, report: &Report) {
             );
             match a.raw_completion_text() {
                 Some(raw) => {
-                    let _ = write!(
+                    let _ = writeln!(
                         page,
-                        "<details class=\"raw\"><summary>Judge's raw output ({} characters)</summary><pre>{}</pre></details>\n",
+                        "<details class=\"raw\"><summary>Judge's raw output ({} characters)</summary><pre>{}</pre></details>",
                         char_length(&raw),
                         escape(&raw)
                     );
