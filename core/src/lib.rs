@@ -11,5 +11,6 @@ pub mod eval_set;
 pub mod formats;
 pub mod jobs;
 pub mod judge;
+mod mersenne_twister;
 pub mod metrics;
 pub mod throughput;

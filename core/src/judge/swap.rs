@@ -15,6 +15,8 @@
 
 use sha2::{Digest, Sha512};
 
+use crate::mersenne_twister::Mt19937;
+
 /// The column alpaca_eval stores the decision in; also the first part of its seed string.
 pub const SWITCH_COLUMN: &str = "is_switched_outputs";
 
@@ -83,14 +85,10 @@ impl SwapDecision {
     }
 }
 
-const N: usize = 624;
-const M: usize = 397;
-
 /// CPython's `random.Random`: MT19937 with CPython's seeding and `random()`.
 #[derive(Clone)]
 pub struct PythonRandom {
-    mt: [u32; N],
-    index: usize,
+    mt: Mt19937,
 }
 
 impl PythonRandom {
@@ -118,73 +116,12 @@ impl PythonRandom {
         if key.is_empty() {
             key.push(0);
         }
-        let mut rng = Self { mt: [0; N], index: N };
-        rng.init_by_array(&key);
-        rng
-    }
-
-    fn init_genrand(&mut self, seed: u32) {
-        self.mt[0] = seed;
-        for i in 1..N {
-            let prev = self.mt[i - 1];
-            self.mt[i] = 1_812_433_253u32.wrapping_mul(prev ^ (prev >> 30)).wrapping_add(i as u32);
-        }
-        self.index = N;
-    }
-
-    fn init_by_array(&mut self, key: &[u32]) {
-        self.init_genrand(19_650_218);
-        let (mut i, mut j) = (1usize, 0usize);
-        for _ in 0..N.max(key.len()) {
-            let prev = self.mt[i - 1];
-            self.mt[i] = (self.mt[i] ^ (prev ^ (prev >> 30)).wrapping_mul(1_664_525))
-                .wrapping_add(key[j])
-                .wrapping_add(j as u32);
-            i += 1;
-            j += 1;
-            if i >= N {
-                self.mt[0] = self.mt[N - 1];
-                i = 1;
-            }
-            if j >= key.len() {
-                j = 0;
-            }
-        }
-        for _ in 0..N - 1 {
-            let prev = self.mt[i - 1];
-            self.mt[i] = (self.mt[i] ^ (prev ^ (prev >> 30)).wrapping_mul(1_566_083_941)).wrapping_sub(i as u32);
-            i += 1;
-            if i >= N {
-                self.mt[0] = self.mt[N - 1];
-                i = 1;
-            }
-        }
-        self.mt[0] = 0x8000_0000;
-    }
-
-    fn twist(&mut self) {
-        const UPPER: u32 = 0x8000_0000;
-        const LOWER: u32 = 0x7fff_ffff;
-        const MATRIX_A: u32 = 0x9908_b0df;
-        for k in 0..N {
-            let y = (self.mt[k] & UPPER) | (self.mt[(k + 1) % N] & LOWER);
-            let mag = if y & 1 == 1 { MATRIX_A } else { 0 };
-            self.mt[k] = self.mt[(k + M) % N] ^ (y >> 1) ^ mag;
-        }
-        self.index = 0;
+        Self { mt: Mt19937::from_key(&key) }
     }
 
     /// The next raw 32-bit output (`getrandbits(32)`).
     pub fn next_u32(&mut self) -> u32 {
-        if self.index >= N {
-            self.twist();
-        }
-        let mut y = self.mt[self.index];
-        self.index += 1;
-        y ^= y >> 11;
-        y ^= (y << 7) & 0x9d2c_5680;
-        y ^= (y << 15) & 0xefc6_0000;
-        y ^ (y >> 18)
+        self.mt.next_u32()
     }
 
     /// `random.random()`: 53 random bits in [0, 1).

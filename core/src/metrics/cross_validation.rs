@@ -10,7 +10,7 @@
 //!   model is refit on all rows with it.
 
 use super::l1_logistic::{Instance, L1LogisticProblem};
-use super::mersenne_twister::LiblinearSeeds;
+use crate::mersenne_twister::LiblinearSeeds;
 use super::numeric::{expit, mean};
 
 /// scikit-learn's defaults that the LC fit keeps.

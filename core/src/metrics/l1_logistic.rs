@@ -13,7 +13,7 @@
 //! inner tolerance that shrinks by 4 after a one-pass inner solve, the coordinate shuffle
 //! drawn from a `mt19937` seeded per fit.
 
-use super::mersenne_twister::Mt19937;
+use crate::mersenne_twister::Mt19937;
 
 /// Curvature added to every diagonal Hessian entry (liblinear's `nu`).
 const HESSIAN_FLOOR: f64 = 1e-12;

@@ -11,7 +11,6 @@
 mod cross_validation;
 mod l1_logistic;
 pub mod length_controlled;
-mod mersenne_twister;
 mod numeric;
 pub mod preferences;
 pub mod win_rate;

@@ -1,8 +1,8 @@
-//! The 32-bit Mersenne Twister (MT19937) and the two ways scikit-learn draws from it on
-//! the LC metric's path: numpy's legacy `RandomState(seed).randint(2**31 - 1)` picks a
-//! seed for every liblinear call, and liblinear shuffles its coordinates with a
-//! Lemire-style bounded draw from a `std::mt19937` seeded with it. Reproducing both
-//! makes herd's coordinate-descent order, and so its stopping point, liblinear's.
+//! The 32-bit Mersenne Twister (MT19937), the one generator behind every random choice
+//! herd must reproduce bit for bit: CPython's `random.Random` (alpaca_eval's output-order
+//! swap, seeded with `init_by_array`), numpy's legacy `RandomState` and C++'s
+//! `std::mt19937` (scikit-learn's liblinear calls on the LC metric's path, seeded with
+//! `init_genrand`).
 
 const STATE_WORDS: usize = 624;
 const SHIFT_WORDS: usize = 397;
@@ -10,7 +10,7 @@ const MATRIX_A: u32 = 0x9908_b0df;
 const UPPER_MASK: u32 = 0x8000_0000;
 const LOWER_MASK: u32 = 0x7fff_ffff;
 
-/// MT19937 seeded as `init_genrand` (numpy's `RandomState(int)`, C++'s `mt19937(seed)`).
+/// MT19937 state and output.
 #[derive(Clone)]
 pub(crate) struct Mt19937 {
     state: [u32; STATE_WORDS],
@@ -18,6 +18,7 @@ pub(crate) struct Mt19937 {
 }
 
 impl Mt19937 {
+    /// Seeded as `init_genrand` (numpy's `RandomState(int)`, C++'s `mt19937(seed)`).
     pub(crate) fn new(seed: u32) -> Self {
         let mut state = [0u32; STATE_WORDS];
         state[0] = seed;
@@ -26,6 +27,38 @@ impl Mt19937 {
             state[i] = 1_812_433_253u32.wrapping_mul(prev ^ (prev >> 30)).wrapping_add(i as u32);
         }
         Self { state, next: STATE_WORDS }
+    }
+
+    /// Seeded as `init_by_array` (CPython's `random.seed` with an int or str key: the key is
+    /// the seed integer's 32-bit words, least significant first).
+    pub(crate) fn from_key(key: &[u32]) -> Self {
+        let mut generator = Self::new(19_650_218);
+        let mt = &mut generator.state;
+        let (mut i, mut j) = (1usize, 0usize);
+        for _ in 0..STATE_WORDS.max(key.len()) {
+            let prev = mt[i - 1];
+            mt[i] = (mt[i] ^ (prev ^ (prev >> 30)).wrapping_mul(1_664_525)).wrapping_add(key[j]).wrapping_add(j as u32);
+            i += 1;
+            j += 1;
+            if i >= STATE_WORDS {
+                mt[0] = mt[STATE_WORDS - 1];
+                i = 1;
+            }
+            if j >= key.len() {
+                j = 0;
+            }
+        }
+        for _ in 0..STATE_WORDS - 1 {
+            let prev = mt[i - 1];
+            mt[i] = (mt[i] ^ (prev ^ (prev >> 30)).wrapping_mul(1_566_083_941)).wrapping_sub(i as u32);
+            i += 1;
+            if i >= STATE_WORDS {
+                mt[0] = mt[STATE_WORDS - 1];
+                i = 1;
+            }
+        }
+        mt[0] = 0x8000_0000;
+        generator
     }
 
     fn twist(&mut self) {
