@@ -23,6 +23,7 @@ fn byte_to_char() -> [char; 256] {
 
 /// Reading byte-level vocabulary entries back as bytes.
 pub(crate) struct ByteLevelAlphabet {
+    byte_to_char: [char; 256],
     /// Indexed by code point; every char of the alphabet is below U+0144.
     char_to_byte: Vec<Option<u8>>,
 }
@@ -37,7 +38,14 @@ impl ByteLevelAlphabet {
         for (b, &c) in table.iter().enumerate() {
             char_to_byte[c as usize] = Some(b as u8);
         }
-        Self { char_to_byte }
+        Self {
+            byte_to_char: table,
+            char_to_byte,
+        }
+    }
+
+    pub(crate) fn char_of(&self, byte: u8) -> char {
+        self.byte_to_char[byte as usize]
     }
 
     pub(crate) fn byte_of(&self, c: char) -> Option<u8> {

@@ -7,6 +7,7 @@ use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::models::bpe::{Vocab, BPE};
 use tokenizers::{AddedToken, Tokenizer};
 
+use super::bpe::ByteLevelBpe;
 use super::byte_level::BYTE_LEVEL;
 use super::special::SpecialToken;
 use super::{
@@ -100,6 +101,7 @@ pub fn tokenizer_from_gguf(content: &Content) -> Result<HerdTokenizer, Tokenizer
     end_of_generation.extend(named_fim_stops);
 
     let merges = parse_merges(meta.strings("tokenizer.ggml.merges")?)?;
+    let fast = ByteLevelBpe::new(family, &token_texts, &merges);
     let vocab: Vocab = token_texts
         .iter()
         .enumerate()
@@ -170,6 +172,7 @@ pub fn tokenizer_from_gguf(content: &Content) -> Result<HerdTokenizer, Tokenizer
 
     HerdTokenizer::from_parts(TokenizerParts {
         inner,
+        fast: Some(fast),
         token_texts,
         kinds,
         normal_pieces,

@@ -139,6 +139,7 @@ impl HerdTokenizer {
         inner.set_encode_special_tokens(true);
         HerdTokenizer::from_parts(TokenizerParts {
             inner,
+            fast: None,
             token_texts,
             kinds,
             normal_pieces,

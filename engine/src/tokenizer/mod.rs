@@ -3,18 +3,24 @@
 //! One type, [`HerdTokenizer`], is built either from a GGUF file's metadata
 //! ([`tokenizer_from_gguf`]) or from a Hugging Face folder
 //! ([`HerdTokenizer::from_hf_dir`]). Encoding follows llama.cpp: special tokens are cut
-//! out of the text first (see `special`), each remaining piece goes through a
-//! `tokenizers::Tokenizer` (pre-tokenizer regexes + byte-level BPE). Decoding works on
-//! bytes: every token has the byte string llama.cpp's `token_to_piece` gives it, and
-//! [`StreamDecoder`] turns a stream of tokens into text without ever splitting a
-//! multi-byte character.
+//! out of the text first (`special`), then each remaining piece is split into words and
+//! byte-level BPE merges them. For GGUF vocabularies the words come from hand-written
+//! matchers of llama.cpp's regexes (`word_split`, Unicode 15.1 like llama.cpp) and the
+//! merges from `bpe`; a `tokenizers::Tokenizer` with the same regexes is kept as the
+//! exportable `tokenizer.json` and is what Hugging Face folders encode with. Decoding
+//! works on bytes: every token has the byte string llama.cpp's `token_to_piece` gives
+//! it, and [`StreamDecoder`] turns a stream of tokens into text without ever splitting
+//! a multi-byte character.
 
+mod bpe;
 mod byte_level;
 mod gguf;
 mod hf;
 mod pre_tokenizer;
 mod special;
 mod stream;
+mod unicode_15_1;
+mod word_split;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -25,6 +31,7 @@ pub use pre_tokenizer::{
 };
 pub use stream::StreamDecoder;
 
+use bpe::ByteLevelBpe;
 use special::{Fragment, SpecialToken, SpecialTokenSplitter};
 
 /// What a vocabulary entry is, as GGUF's `tokenizer.ggml.token_type` says.
@@ -89,6 +96,8 @@ pub enum TokenizerError {
 pub(crate) struct TokenizerParts {
     /// Turns text without special tokens into ids; its own added tokens are not used.
     pub inner: tokenizers::Tokenizer,
+    /// A faster encoder of the same ids, when the pre-tokenizer is one of llama.cpp's.
+    pub fast: Option<ByteLevelBpe>,
     /// Vocabulary text of every id.
     pub token_texts: Vec<String>,
     pub kinds: Vec<TokenKind>,
@@ -110,6 +119,7 @@ pub(crate) struct TokenizerParts {
 #[derive(Debug, Clone)]
 pub struct HerdTokenizer {
     inner: tokenizers::Tokenizer,
+    fast: Option<ByteLevelBpe>,
     special: SpecialTokenSplitter,
     token_texts: Vec<String>,
     kinds: Vec<TokenKind>,
@@ -180,6 +190,7 @@ impl HerdTokenizer {
         end_of_generation.dedup();
         Ok(Self {
             inner: parts.inner,
+            fast: parts.fast,
             special: SpecialTokenSplitter::new(parts.special_tokens),
             token_texts: parts.token_texts,
             kinds: parts.kinds,
@@ -214,6 +225,9 @@ impl HerdTokenizer {
         for fragment in self.special.split(text, parse_special) {
             match fragment {
                 Fragment::Token(id) => ids.push(id),
+                Fragment::Text(piece) if self.fast.is_some() => {
+                    self.fast.as_ref().expect("checked").encode(piece, &mut ids)
+                }
                 Fragment::Text(piece) => {
                     let encoding = self.inner.encode_fast(piece, false).map_err(|e| {
                         TokenizerError::Encode {
