@@ -44,7 +44,7 @@ type IdPairMap<V> = HashMap<u64, V, BuildHasherDefault<IdPairHasher>>;
 type WordMap = HashMap<Vec<u8>, u32, BuildHasherDefault<IdPairHasher>>;
 
 fn pair_key(left: u32, right: u32) -> u64 {
-    (left as u64) << 32 | right as u64
+    ((left as u64) << 32) | right as u64
 }
 
 const NO_TOKEN: u32 = u32::MAX;
