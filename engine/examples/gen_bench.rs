@@ -25,6 +25,8 @@ struct Args {
     weights: WeightFormat,
     skip_prefill: bool,
     skip_generation: bool,
+    /// Also run every cell with gemm for all products (the small-m kernel off).
+    compare_gemm: bool,
 }
 
 fn parse_args() -> Args {
@@ -39,6 +41,7 @@ fn parse_args() -> Args {
         weights: WeightFormat::Auto,
         skip_prefill: false,
         skip_generation: false,
+        compare_gemm: false,
     };
     let list = |s: String| s.split(',').map(|x| x.trim().parse().expect("a number")).collect::<Vec<usize>>();
     let mut it = std::env::args().skip(1);
@@ -61,6 +64,7 @@ fn parse_args() -> Args {
             }
             "--no-prefill" => a.skip_prefill = true,
             "--no-generation" => a.skip_generation = true,
+            "--compare-gemm" => a.compare_gemm = true,
             other => panic!("unknown flag {other}"),
         }
     }
@@ -70,6 +74,15 @@ fn parse_args() -> Args {
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
+}
+
+/// CPU seconds this process has used (user + system), from /proc/self/stat.
+fn process_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum());
+    ticks / 100.0
 }
 
 fn peak_rss_mib() -> f64 {
@@ -117,9 +130,12 @@ fn main() {
             args.max_new,
             args.reps
         );
-        let mut results: Vec<Vec<(f64, f64)>> = vec![Vec::new(); args.batch_sizes.len()];
+        let variants: &[bool] = if args.compare_gemm { &[true, false] } else { &[true] };
+        let cells: Vec<(usize, bool)> = args.batch_sizes.iter().flat_map(|&b| variants.iter().map(move |&v| (b, v))).collect();
+        let mut results: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); cells.len()];
         for _ in 0..args.reps {
-            for (b, &batch) in args.batch_sizes.iter().enumerate() {
+            for (b, &(batch, kernel)) in cells.iter().enumerate() {
+                herd_engine::cpu_kernels::set_enabled(kernel);
                 let requests: Vec<GenerationRequest> = prompts
                     .iter()
                     .enumerate()
@@ -127,16 +143,20 @@ fn main() {
                     .collect();
                 let options = BatchOptions { max_batch_size: batch, max_step_tokens: 512, ignore_eos: true };
                 let mut first_token = Vec::new();
+                let cpu = process_cpu_seconds();
                 let stats = model.generate(requests, &options, |o| first_token.push(o.first_token_seconds)).unwrap();
-                results[b].push((stats.output_tokens as f64 / stats.seconds, median(first_token)));
+                let cpu = process_cpu_seconds() - cpu;
+                results[b].push((stats.output_tokens as f64 / stats.seconds, median(first_token), stats.output_tokens as f64 / cpu));
             }
         }
-        println!("{:>6} {:>16} {:>18}", "batch", "output tok/s", "median TTFT (s)");
-        for (b, &batch) in args.batch_sizes.iter().enumerate() {
+        println!("{:>6} {:>14} {:>16} {:>18} {:>18}", "batch", "small-m kernel", "output tok/s", "median TTFT (s)", "tok per CPU-s");
+        for (b, &(batch, kernel)) in cells.iter().enumerate() {
             let tps = median(results[b].iter().map(|r| r.0).collect());
             let ttft = median(results[b].iter().map(|r| r.1).collect());
-            println!("{batch:>6} {tps:>16.1} {ttft:>18.3}");
+            let per_cpu = median(results[b].iter().map(|r| r.2).collect());
+            println!("{batch:>6} {:>14} {tps:>16.1} {ttft:>18.3} {per_cpu:>18.1}", if kernel { "on" } else { "off" });
         }
+        herd_engine::cpu_kernels::set_enabled(true);
     }
 
     if !args.skip_prefill {
@@ -157,17 +177,21 @@ fn main() {
         }
         let total: usize = prompts.iter().map(Vec::len).sum();
         println!("\nprefill: {} prompts of {} tokens (logits only), median of {}", prompts.len(), args.prefill_len, args.reps);
-        let mut results: Vec<Vec<f64>> = vec![Vec::new(); args.budgets.len()];
+        let mut results: Vec<Vec<(f64, f64)>> = vec![Vec::new(); args.budgets.len()];
         for _ in 0..args.reps {
             for (b, &budget) in args.budgets.iter().enumerate() {
                 let t = Instant::now();
+                let cpu = process_cpu_seconds();
                 model.next_token_logits(&prompts, &ScoringOptions { max_step_tokens: budget }).unwrap();
-                results[b].push(total as f64 / t.elapsed().as_secs_f64());
+                let cpu = process_cpu_seconds() - cpu;
+                results[b].push((total as f64 / t.elapsed().as_secs_f64(), total as f64 / cpu));
             }
         }
-        println!("{:>12} {:>16}", "step tokens", "prefill tok/s");
+        println!("{:>12} {:>16} {:>18}", "step tokens", "prefill tok/s", "tok per CPU-s");
         for (b, &budget) in args.budgets.iter().enumerate() {
-            println!("{budget:>12} {:>16.1}", median(results[b].clone()));
+            let tps = median(results[b].iter().map(|r| r.0).collect());
+            let per_cpu = median(results[b].iter().map(|r| r.1).collect());
+            println!("{budget:>12} {tps:>16.1} {per_cpu:>18.1}");
         }
     }
     println!("\npeak RSS {:.0} MiB", peak_rss_mib());

@@ -6,6 +6,7 @@
 //! the caches' memory. (On GPUs a paged / flash-attention kernel takes this place.)
 
 use candle_core::{DType, Device, Storage, Tensor};
+use rayon::prelude::*;
 
 use crate::error::Result;
 
@@ -51,30 +52,32 @@ pub fn decode_attention_cpu(q: &Tensor, kv: &[(Tensor, Tensor)], num_kv_heads: u
     let group = h / num_kv_heads;
     let q_data = q.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
     let mut out = vec![0f32; n * h * d];
-    let mut scores: Vec<f32> = Vec::new();
-    for (s, (k, v)) in kv.iter().enumerate() {
-        let len = k.dim(1)?;
-        let (k_storage, k_layout) = k.storage_and_layout();
-        let (v_storage, v_layout) = v.storage_and_layout();
-        let (Storage::Cpu(k_cpu), Storage::Cpu(v_cpu)) = (&*k_storage, &*v_storage) else {
-            return Err(candle_core::Error::Msg("decode_attention_cpu needs CPU tensors".into()).into());
-        };
-        let (k_all, v_all) = (k_cpu.as_slice::<f32>()?, v_cpu.as_slice::<f32>()?);
-        for (layout, name) in [(k_layout, "k"), (v_layout, "v")] {
-            if layout.stride()[1] != d || layout.stride()[2] != 1 {
-                let reason = format!("decode_attention_cpu: {name} rows are not contiguous ({:?})", layout.stride());
+    // Validate layouts up front; the parallel loop below only reads.
+    for (k, v) in kv {
+        for (t, name) in [(k, "k"), (v, "v")] {
+            let stride = t.stride();
+            if !matches!(t.device(), Device::Cpu) || t.dtype() != DType::F32 || stride[1] != d || stride[2] != 1 {
+                let reason = format!("decode_attention_cpu: {name} must be f32 on CPU with contiguous rows ({stride:?})");
                 return Err(candle_core::Error::Msg(reason).into());
             }
         }
-        scores.resize(group * len, 0.0);
+    }
+    out.par_chunks_mut(h * d).zip(kv.par_iter()).enumerate().try_for_each(|(s, (out_seq, (k, v)))| -> Result<()> {
+        let len = k.dim(1)?;
+        let (k_storage, k_layout) = k.storage_and_layout();
+        let (v_storage, v_layout) = v.storage_and_layout();
+        let (Storage::Cpu(k_cpu), Storage::Cpu(v_cpu)) = (&*k_storage, &*v_storage) else { unreachable!("checked above") };
+        let (k_all, v_all) = (k_cpu.as_slice::<f32>()?, v_cpu.as_slice::<f32>()?);
+        let mut scores = vec![0f32; group * len];
         for g in 0..num_kv_heads {
             let k_head = &k_all[k_layout.start_offset() + g * k_layout.stride()[0]..][..len * d];
             let v_head = &v_all[v_layout.start_offset() + g * v_layout.stride()[0]..][..len * d];
             let q_group = &q_data[(s * h + g * group) * d..][..group * d];
-            let out_group = &mut out[(s * h + g * group) * d..][..group * d];
+            let out_group = &mut out_seq[g * group * d..][..group * d];
             attend_one_group(q_group, k_head, v_head, d, &mut scores, out_group);
         }
-    }
+        Ok(())
+    })?;
     Ok(Tensor::from_vec(out, (n, h * d), q.device())?)
 }
 

@@ -2,6 +2,7 @@
 
 pub mod attention;
 pub mod config;
+pub mod cpu_kernels;
 pub mod error;
 pub mod generate;
 pub mod kv_cache;

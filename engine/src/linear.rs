@@ -10,6 +10,7 @@ use std::sync::Arc;
 use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{Module, Tensor};
 
+use crate::cpu_kernels;
 use crate::error::Result;
 
 #[derive(Debug, Clone)]
@@ -59,6 +60,7 @@ impl Linear {
     /// `x`: `[tokens, in]` → `[tokens, out]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = match &self.weight {
+            LinearWeight::Dense(w) if cpu_kernels::applies(x, w) => cpu_kernels::matmul_xwt(x, w)?,
             LinearWeight::Dense(w) => x.matmul(&w.t()?)?,
             LinearWeight::Quantized(q) => q.forward(x)?,
         };

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use crate::attention;
 use crate::config::ModelConfig;
+use crate::cpu_kernels;
 use crate::error::Result;
 use crate::kv_cache::SequenceCache;
 use crate::linear::Linear;
@@ -174,6 +175,9 @@ pub struct Mlp {
 impl Mlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let gate_up = self.gate_up.forward(x)?;
+        if let Some(hidden) = cpu_kernels::swiglu(&gate_up, self.intermediate_size)? {
+            return self.down.forward(&hidden);
+        }
         let gate = gate_up.narrow(1, 0, self.intermediate_size)?;
         let up = gate_up.narrow(1, self.intermediate_size, self.intermediate_size)?;
         self.down.forward(&(candle_nn::ops::silu(&gate)? * up)?)

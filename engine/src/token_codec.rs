@@ -1,19 +1,19 @@
 //! The seam between the engine and a tokenizer: text ↔ token ids, the special tokens that
 //! end generation, and the chat template that ships with the model.
 //!
-//! Hugging Face folders use their `tokenizer.json`. GGUF files build a byte-level BPE from
-//! the `tokenizer.ggml.*` metadata (through candle); `crate::tokenizer` (llama.cpp-identical)
-//! replaces that path when it lands.
+//! GGUF files and byte-level BPE Hugging Face folders (GPT-2, Llama 3, Qwen, SmolLM) use
+//! [`HerdTokenizer`], which tokenizes exactly as llama.cpp does. Other Hugging Face
+//! tokenizers (word-level, SentencePiece-style) fall back to the `tokenizers` crate as is.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
 use candle_core::quantized::gguf_file;
-use candle_core::quantized::tokenizer::TokenizerFromGguf;
 use serde_json::Value;
 use tokenizers::Tokenizer;
 
 use crate::error::{EngineError, Result};
+use crate::tokenizer::{tokenizer_from_gguf, HerdTokenizer, TokenizerError};
 
 /// Tokens that end a turn in common chat formats; any that exist in a vocabulary stop
 /// generation, as llama.cpp does with its end-of-generation set.
@@ -29,10 +29,14 @@ const END_OF_GENERATION_TOKENS: &[&str] = &[
 ];
 
 #[derive(Debug, Clone)]
+enum Inner {
+    LlamaCpp(Box<HerdTokenizer>),
+    HuggingFace(Box<Tokenizer>),
+}
+
+#[derive(Debug, Clone)]
 pub struct TokenCodec {
-    inner: Tokenizer,
-    /// GGUF tokenizers prepend BOS themselves when `add_special` is asked for.
-    manual_bos: Option<u32>,
+    inner: Inner,
     end_of_generation: Vec<u32>,
     bos_token: Option<String>,
     eos_token: Option<String>,
@@ -47,6 +51,10 @@ impl TokenCodec {
         let tokenizer_json = dir.join("tokenizer.json");
         if !tokenizer_json.is_file() {
             return Err(EngineError::MissingTokenizer { dir: dir.into() });
+        }
+        if is_byte_level(&tokenizer_json) {
+            let herd = HerdTokenizer::from_hf_dir(dir).map_err(|e| bad(e.to_string()))?;
+            return Ok(Self::from_herd(herd));
         }
         let inner = Tokenizer::from_file(&tokenizer_json).map_err(|e| bad(format!("tokenizer.json: {e}")))?;
         let read_json = |name: &str| -> Result<Option<Value>> {
@@ -100,76 +108,54 @@ impl TokenCodec {
         if let Some(id) = eos_token.as_deref().and_then(|t| inner.token_to_id(t)) {
             eos_ids.insert(id);
         }
-        let mut codec = Self { inner, manual_bos: None, end_of_generation: Vec::new(), bos_token, eos_token, chat_template };
-        codec.end_of_generation = codec.with_named_end_tokens(eos_ids);
-        Ok(codec)
+        eos_ids.extend(END_OF_GENERATION_TOKENS.iter().filter_map(|t| inner.token_to_id(t)));
+        Ok(Self {
+            inner: Inner::HuggingFace(Box::new(inner)),
+            end_of_generation: eos_ids.into_iter().collect(),
+            bos_token,
+            eos_token,
+            chat_template,
+        })
+    }
+
+    fn from_herd(herd: HerdTokenizer) -> Self {
+        let text = |id: Option<u32>| id.and_then(|id| herd.token_text(id)).map(String::from);
+        Self {
+            end_of_generation: herd.end_of_generation_ids().to_vec(),
+            bos_token: text(herd.bos_id()),
+            eos_token: text(herd.eos_id()),
+            chat_template: herd.chat_template().map(String::from),
+            inner: Inner::LlamaCpp(Box::new(herd)),
+        }
     }
 
     /// From GGUF metadata (`tokenizer.ggml.*`, `tokenizer.chat_template`).
     pub fn from_gguf(path: &Path, content: &gguf_file::Content) -> Result<Self> {
-        let bad = |reason: String| EngineError::Tokenizer { path: path.into(), reason };
-        let md = &content.metadata;
-        let get_u32 = |k: &str| md.get(k).and_then(|v| v.to_u64().ok()).map(|v| v as u32);
-        let get_bool = |k: &str| md.get(k).and_then(|v| v.to_bool().ok());
-        let mut inner = Tokenizer::from_gguf(content).map_err(|e| bad(e.to_string()))?;
-        let pre = md.get("tokenizer.ggml.pre").and_then(|v| v.to_string().ok()).cloned().unwrap_or_default();
-        if !matches!(pre.as_str(), "qwen2" | "llama3" | "smaug-bpe" | "lfm2") {
-            // GPT-2 style vocabularies (SmolLM, StarCoder): byte-level, no prefix space.
-            use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-            inner.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
-            inner.with_post_processor(None::<tokenizers::processors::PostProcessorWrapper>);
-        }
-        let tokens = md.get("tokenizer.ggml.tokens").and_then(|v| v.to_vec().ok());
-        let token_at = |id: Option<u32>| -> Option<String> {
-            let id = id? as usize;
-            tokens.and_then(|t| t.get(id)).and_then(|v| v.to_string().ok()).cloned()
-        };
-        let bos_id = get_u32("tokenizer.ggml.bos_token_id");
-        let eos_id = get_u32("tokenizer.ggml.eos_token_id");
-        let mut eos_ids: BTreeSet<u32> = eos_id.into_iter().collect();
-        eos_ids.extend(get_u32("tokenizer.ggml.eot_token_id"));
-        eos_ids.extend(get_u32("tokenizer.ggml.eom_token_id"));
-        let chat_template = md.get("tokenizer.chat_template").and_then(|v| v.to_string().ok()).cloned();
-        let add_bos = get_bool("tokenizer.ggml.add_bos_token").unwrap_or(false);
-        let mut codec = Self {
-            inner,
-            manual_bos: if add_bos { bos_id } else { None },
-            end_of_generation: Vec::new(),
-            bos_token: token_at(bos_id),
-            eos_token: token_at(eos_id),
-            chat_template,
-        };
-        codec.end_of_generation = codec.with_named_end_tokens(eos_ids);
-        Ok(codec)
-    }
-
-    fn with_named_end_tokens(&self, mut ids: BTreeSet<u32>) -> Vec<u32> {
-        ids.extend(END_OF_GENERATION_TOKENS.iter().filter_map(|t| self.inner.token_to_id(t)));
-        ids.into_iter().collect()
+        let herd = tokenizer_from_gguf(content).map_err(|e| EngineError::Tokenizer { path: path.into(), reason: e.to_string() })?;
+        Ok(Self::from_herd(herd))
     }
 
     /// Token ids of `text`. Special tokens written in the text (`<|im_start|>`) are parsed as
     /// such; `add_special` adds what the model expects around a plain prompt (BOS).
     pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
-        let enc = self.inner.encode(text, add_special).map_err(|e| EngineError::Tokenizer {
-            path: "<tokenizer>".into(),
-            reason: format!("encoding: {e}"),
-        })?;
-        let mut ids = Vec::with_capacity(enc.len() + 1);
-        if add_special {
-            if let Some(bos) = self.manual_bos {
-                if enc.get_ids().first() != Some(&bos) {
-                    ids.push(bos);
-                }
-            }
+        match &self.inner {
+            Inner::LlamaCpp(t) => t.encode(text, true, add_special).map_err(codec_error),
+            Inner::HuggingFace(t) => Ok(t
+                .encode(text, add_special)
+                .map_err(|e| EngineError::Tokenizer { path: "<tokenizer>".into(), reason: format!("encoding: {e}") })?
+                .get_ids()
+                .to_vec()),
         }
-        ids.extend_from_slice(enc.get_ids());
-        Ok(ids)
     }
 
     /// Text of `ids`, special tokens left out.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.inner.decode(ids, true).map_err(|e| EngineError::Tokenizer { path: "<tokenizer>".into(), reason: format!("decoding: {e}") })
+        match &self.inner {
+            Inner::LlamaCpp(t) => t.decode(ids, false).map_err(codec_error),
+            Inner::HuggingFace(t) => t
+                .decode(ids, true)
+                .map_err(|e| EngineError::Tokenizer { path: "<tokenizer>".into(), reason: format!("decoding: {e}") }),
+        }
     }
 
     /// Ids that end generation (EOS and the end-of-turn tokens of the vocabulary).
@@ -177,12 +163,20 @@ impl TokenCodec {
         &self.end_of_generation
     }
 
+    /// The id of a token written as its vocabulary text (`<|im_end|>`, `1`).
     pub fn token_id(&self, token: &str) -> Option<u32> {
-        self.inner.token_to_id(token)
+        match &self.inner {
+            Inner::LlamaCpp(t) => t.special_token_id(token).or_else(|| t.hf_tokenizer().token_to_id(token)),
+            Inner::HuggingFace(t) => t.token_to_id(token),
+        }
     }
 
-    pub fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
+    /// The llama.cpp-identical tokenizer, when this model uses one.
+    pub fn llama_cpp_tokenizer(&self) -> Option<&HerdTokenizer> {
+        match &self.inner {
+            Inner::LlamaCpp(t) => Some(t),
+            Inner::HuggingFace(_) => None,
+        }
     }
 
     pub fn bos_token(&self) -> Option<&str> {
@@ -196,4 +190,16 @@ impl TokenCodec {
     pub fn chat_template(&self) -> Option<&str> {
         self.chat_template.as_deref()
     }
+}
+
+fn codec_error(e: TokenizerError) -> EngineError {
+    EngineError::Tokenizer { path: "<tokenizer>".into(), reason: e.to_string() }
+}
+
+/// Whether a tokenizer.json decodes byte-level (GPT-2 style BPE).
+fn is_byte_level(tokenizer_json: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(tokenizer_json) else { return false };
+    let Ok(json) = serde_json::from_str::<Value>(&text) else { return false };
+    let decoder = &json["decoder"];
+    decoder["type"] == "ByteLevel" || decoder["decoders"].as_array().is_some_and(|d| d.iter().any(|d| d["type"] == "ByteLevel"))
 }

@@ -51,7 +51,11 @@ fn chat_prompt_is_smollm2_chatml_with_its_default_system_turn() {
         .render_chat(&[ChatMessage::new("system", "You rank answers."), ChatMessage::new("user", "Which is better?")], true)
         .unwrap();
     assert!(judge.starts_with("<|im_start|>system\nYou rank answers.<|im_end|>\n<|im_start|>user\nWhich is better?<|im_end|>\n"));
-    assert_eq!(model().tokenizer.end_of_generation_ids(), &[0, 2]);
+    // <|endoftext|> and <|im_end|> (EOS), plus what llama.cpp also counts as end of
+    // generation in this vocabulary (FIM tokens).
+    let eog = model().tokenizer.end_of_generation_ids();
+    assert!(eog.contains(&0) && eog.contains(&2), "{eog:?}");
+    assert!(!eog.contains(&1), "<|im_start|> does not end generation");
 }
 
 #[test]
