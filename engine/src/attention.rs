@@ -8,6 +8,7 @@
 use candle_core::{DType, Device, Storage, Tensor};
 use rayon::prelude::*;
 
+use crate::cpu_kernels::CausalSoftmax;
 use crate::error::Result;
 
 /// Causal attention of `t` new queries (`[t, heads, d]`, pre-scaled) over a cache
@@ -22,11 +23,15 @@ pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, num_heads: usize, num_kv_heads
     let group = h / kvh;
     let q = q.reshape((t, kvh, group, d))?.permute((1, 2, 0, 3))?.contiguous()?.reshape((kvh, group * t, d))?;
     let scores = q.matmul(&k.t()?)?;
-    let scores = match mask {
-        Some(mask) if t > 1 => scores.reshape((kvh, group, t, len))?.broadcast_add(mask)?.reshape((kvh, group * t, len))?,
-        _ => scores,
+    let probs = if t > 1 && decode_kernel_applies(&scores) {
+        scores.apply_op1_no_bwd(&CausalSoftmax { queries: t })?
+    } else {
+        let scores = match mask {
+            Some(mask) if t > 1 => scores.reshape((kvh, group, t, len))?.broadcast_add(mask)?.reshape((kvh, group * t, len))?,
+            _ => scores,
+        };
+        candle_nn::ops::softmax_last_dim(&scores)?
     };
-    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
     let out = probs.matmul(v)?; // [kvh, group * t, d]
     Ok(out.reshape((kvh, group, t, d))?.permute((2, 0, 1, 3))?.reshape((t, h * d))?)
 }

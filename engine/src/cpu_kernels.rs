@@ -155,6 +155,45 @@ mod avx2 {
         }
     }
 
+    /// `dst = exp(src - max)`, returning the sum.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn exp_shifted(src: &[f32], max: f32, dst: &mut [f32]) -> f32 {
+        let n = src.len();
+        let m = _mm256_set1_ps(max);
+        let mut acc = _mm256_setzero_ps();
+        let mut i = 0;
+        while i + 8 <= n {
+            let e = exp_ps(_mm256_sub_ps(_mm256_loadu_ps(src.as_ptr().add(i)), m));
+            _mm256_storeu_ps(dst.as_mut_ptr().add(i), e);
+            acc = _mm256_add_ps(acc, e);
+            i += 8;
+        }
+        let mut sum = hsum(acc);
+        while i < n {
+            let e = (src[i] - max).exp();
+            dst[i] = e;
+            sum += e;
+            i += 1;
+        }
+        sum
+    }
+
+    /// e^x for x ≤ 0 (softmax arguments): 2^(x·log2 e) split into integer and fraction,
+    /// the fraction by a degree-6 polynomial (relative error ~1e-7).
+    #[inline(always)]
+    unsafe fn exp_ps(x: __m256) -> __m256 {
+        let x = _mm256_max_ps(x, _mm256_set1_ps(-87.0));
+        let t = _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E));
+        let n = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        let f = _mm256_sub_ps(t, n);
+        let mut p = _mm256_set1_ps(1.540_353_1e-4);
+        for c in [1.333_355_8e-3, 9.618_129e-3, 5.550_357e-2, 2.402_265e-1, 6.931_472e-1, 1.0] {
+            p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(c));
+        }
+        let bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+        _mm256_mul_ps(p, _mm256_castsi256_ps(bits))
+    }
+
     #[inline(always)]
     unsafe fn hsum(v: __m256) -> f32 {
         let lo = _mm256_castps256_ps128(v);
@@ -190,9 +229,73 @@ pub fn swiglu(gate_up: &Tensor, intermediate: usize) -> Result<Option<Tensor>> {
     Ok(Some(Tensor::from_vec(out, (tokens, intermediate), gate_up.device())?))
 }
 
+/// Softmax over the last dimension of attention scores `[.., rows, len]` whose rows cycle
+/// through `t` queries at positions `len - t .. len` (query-major blocks of `t` rows):
+/// row `r` sees keys `0..=len - t + r % t`, the rest get probability 0. The mask is
+/// implicit (no `[t, len]` tensor, no add), and exp is vectorized.
+#[derive(Debug, Clone, Copy)]
+pub struct CausalSoftmax {
+    pub queries: usize,
+}
+
+impl candle_core::CustomOp1 for CausalSoftmax {
+    fn name(&self) -> &'static str {
+        "causal-softmax"
+    }
+
+    fn cpu_fwd(&self, storage: &candle_core::CpuStorage, layout: &candle_core::Layout) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let Some((start, end)) = layout.contiguous_offsets() else { candle_core::bail!("causal-softmax: input must be contiguous") };
+        let src = &storage.as_slice::<f32>()?[start..end];
+        let len = *layout.dims().last().unwrap_or(&1);
+        let t = self.queries;
+        if t == 0 || t > len || (src.len() / len) % t != 0 {
+            candle_core::bail!("causal-softmax: {} rows of {len} do not cycle through {t} queries", src.len() / len)
+        }
+        let mut dst = vec![0f32; src.len()];
+        dst.par_chunks_mut(len).zip(src.par_chunks(len)).enumerate().with_min_len(16).for_each(|(r, (out, row))| {
+            let valid = len - t + r % t + 1;
+            softmax_prefix(&row[..valid], &mut out[..valid]);
+        });
+        Ok((candle_core::CpuStorage::F32(dst), layout.shape().clone()))
+    }
+}
+
+fn softmax_prefix(src: &[f32], dst: &mut [f32]) {
+    let max = src.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has the features.
+            let sum = unsafe { avx2::exp_shifted(src, max, dst) };
+            let inv = 1.0 / sum;
+            dst.iter_mut().for_each(|v| *v *= inv);
+            return;
+        }
+    }
+    let mut sum = 0.0;
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d = (s - max).exp();
+        sum += *d;
+    }
+    let inv = 1.0 / sum;
+    dst.iter_mut().for_each(|v| *v *= inv);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn causal_softmax_matches_mask_and_softmax() -> Result<()> {
+        let (heads, t, len) = (3, 5, 12);
+        let scores = (Tensor::randn(0f32, 4.0, (heads, 2 * t, len), &Device::Cpu)? - 30.0)?;
+        let mask = crate::attention::causal_mask(t, len, DType::F32, &Device::Cpu)?;
+        let expected = candle_nn::ops::softmax_last_dim(&scores.reshape((heads, 2, t, len))?.broadcast_add(&mask)?)?.reshape((heads, 2 * t, len))?;
+        let got = scores.apply_op1_no_bwd(&CausalSoftmax { queries: t })?;
+        let diff = (got - expected)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-6, "{diff}");
+        Ok(())
+    }
 
     #[test]
     fn swiglu_matches_candle_ops() -> Result<()> {

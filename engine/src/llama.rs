@@ -234,7 +234,9 @@ impl Llama {
         let (cos, sin) = self.rotary.tables(&batch.positions, self.dtype, &self.device)?;
         let mut masks = Vec::with_capacity(batch.spans.len());
         for (&(_, t), cache) in batch.spans.iter().zip(caches.iter()) {
-            masks.push(if t > 1 { Some(attention::causal_mask(t, cache.len() + t, self.dtype, &self.device)?) } else { None });
+            // The CPU kernel applies the causal mask implicitly.
+            let needs_mask = t > 1 && !attention::decode_kernel_applies(&cos);
+            masks.push(if needs_mask { Some(attention::causal_mask(t, cache.len() + t, self.dtype, &self.device)?) } else { None });
         }
         let ctx = PassContext { batch: &batch, cos, sin, masks };
 
