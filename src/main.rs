@@ -13,6 +13,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Generate answers, judge them against the reference and write the run folder, in one process.
+    Run(commands::run::Args),
+    /// Judge existing model_outputs.json files against the reference and write the run folder.
+    Evaluate(commands::evaluate::Args),
     /// Run the generation worker role (distributed mode).
     Worker(commands::worker::Args),
     /// Run the judge worker role (distributed mode).
@@ -37,6 +41,8 @@ fn main() -> std::process::ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run(args) => commands::run::run(args),
+        Command::Evaluate(args) => commands::evaluate::run(args),
         Command::Worker(args) => commands::worker::run(args),
         Command::JudgeWorker(args) => commands::judge_worker::run(args),
         Command::Coordinator(args) => commands::coordinator::run(args),

@@ -1,6 +1,8 @@
 //! The job and result types that flow coordinator → queue → workers → store → coordinator.
 //! The in-process `herd run` and the distributed roles exchange exactly these values.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// How a generator turns an instruction into the text its model sees.
@@ -156,4 +158,50 @@ pub struct JudgeResult {
     pub prompt_tokens: usize,
     pub seconds: f64,
     pub worker: String,
+}
+
+/// The two phases of a run, as workers report their activity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Generation,
+    Judging,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Generation => "generation",
+            Phase::Judging => "judging",
+        }
+    }
+}
+
+/// What one worker process did in one run and phase, per generator. Workers store it next to
+/// their results; the coordinator merges the spans of every worker into each generator's
+/// wall time per phase (`throughput.json`), so timings survive restarts and add up across
+/// machines without any result carrying a timestamp.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerActivity {
+    pub run_id: String,
+    pub phase: Phase,
+    /// Unique per worker process (host, process id, start time).
+    pub worker: String,
+    /// By generator name.
+    pub generators: BTreeMap<String, ActivitySpan>,
+}
+
+/// One worker's work on one generator's jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ActivitySpan {
+    /// Unix seconds when the first batch holding this generator's jobs started.
+    pub started_at: f64,
+    /// Unix seconds when the last of its results was stored.
+    pub finished_at: f64,
+    /// Results stored.
+    pub jobs: usize,
+    /// Of those, verdicts taken from the judge cache (judging only).
+    pub cached: usize,
+    /// Output tokens generated (generation) or prompt tokens read (judging).
+    pub tokens: u64,
 }

@@ -21,6 +21,30 @@ pub fn annotations_prefix(run: &str, judge: &str, generator: &str) -> String {
     format!("runs/{}/annotations/{}/{}/", segment(run), segment(judge), segment(generator))
 }
 
+/// `runs/<run>/activity/<phase>/<worker>.json`: what one worker process did in one phase
+/// (`herd_core::jobs::WorkerActivity`), rewritten as it goes; the coordinator turns these
+/// into wall times.
+pub fn activity(run: &str, phase: &str, worker: &str) -> String {
+    format!("{}{}.json", activity_prefix(run, phase), segment(worker))
+}
+
+/// The folder of one phase's worker activity records, ending in `/`.
+pub fn activity_prefix(run: &str, phase: &str) -> String {
+    format!("runs/{}/activity/{}/", segment(run), segment(phase))
+}
+
+/// `runs/<run>/plan/<name>.json`: what the run was started with (a generator's or the
+/// judge's settings), so a resumed run can refuse settings that differ.
+pub fn plan(run: &str, name: &str) -> String {
+    format!("runs/{}/plan/{}.json", segment(run), segment(name))
+}
+
+/// `cache/judgements/<hash>.json`: a verdict by content hash, shared by every run and
+/// worker that uses the store (outside `runs/`).
+pub fn judge_cache(hash: &str) -> String {
+    format!("cache/judgements/{}.json", segment(hash))
+}
+
 /// The eval-set index of a result key (`…/<index>.json`).
 pub fn index_of(key: &str) -> Option<usize> {
     key.rsplit('/').next()?.strip_suffix(".json")?.parse().ok()
@@ -46,6 +70,9 @@ mod tests {
         assert_eq!(output("r1", "smol", 7), "runs/r1/outputs/smol/7.json");
         assert_eq!(annotation("r1", "llama", "smol", 7), "runs/r1/annotations/llama/smol/7.json");
         assert_eq!(index_of(&output("r1", "smol", 804)), Some(804));
+        assert_eq!(activity("r1", "generation", "host-1"), "runs/r1/activity/generation/host-1.json");
+        assert_eq!(plan("r1", "judge"), "runs/r1/plan/judge.json");
+        assert_eq!(judge_cache("ab12"), "cache/judgements/ab12.json");
     }
 
     #[test]

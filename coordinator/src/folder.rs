@@ -1,0 +1,192 @@
+//! The run folder, written from the store once every verdict is in:
+//!
+//! ```text
+//! <out>/
+//!   leaderboard.csv            alpaca_eval's leaderboard, one row per generator
+//!   report.html                the self-contained report
+//!   <generator>/
+//!     model_outputs.json       alpaca_eval format, eval-set order (+ token counts, finish reason)
+//!     annotations.json         alpaca_eval format: output_1 = reference, output_2 = the model
+//!     throughput.json          examples/s, output tokens/s, wall time per phase (generated only)
+//!     errors.md                10 dispreferred examples, seed 0
+//! ```
+//!
+//! Everything but `throughput.json` depends only on the answers and verdicts: no timestamps,
+//! no worker names, no per-example timings (alpaca_eval's `time_per_example` is left out),
+//! so the same models and settings give byte-identical files. Timings are in
+//! `throughput.json`, computed from the workers' activity records in the store, so writing
+//! the folder again without new work gives the same bytes there too.
+
+use std::path::{Path, PathBuf};
+
+use futures::{StreamExt, TryStreamExt};
+use herd_core::eval_set::EvalSet;
+use herd_core::formats::{write_annotations, write_model_outputs, Annotation, LeaderboardRow, ModelOutput};
+use herd_core::jobs::{GenerationResult, JudgeJob, JudgeResult, Phase};
+use herd_core::judge::annotation_from;
+use herd_report::{build_report, folder_name, ReportOptions};
+use herd_store::{keys, ResultStore, StoreError};
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use crate::throughput::{merge_activity, read_activity, PhaseActivity, RunThroughput};
+use crate::{CoordinatorError, RunPlan};
+
+/// Documents read from the store at once.
+const READ_CONCURRENCY: usize = 32;
+
+/// One generator's results, as the run's summary shows them.
+#[derive(Debug, Clone)]
+pub struct GeneratorSummary {
+    pub name: String,
+    pub folder: PathBuf,
+    pub examples: usize,
+    /// Verdicts without a preference (unparsable rankings), not counted by the win rate.
+    pub unparsed: usize,
+    /// Its leaderboard row: win rate ± SE, LC win rate ± SE.
+    pub leaderboard: Option<LeaderboardRow>,
+    /// For generators this run generated.
+    pub throughput: Option<RunThroughput>,
+}
+
+/// What a finished run wrote.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub out: PathBuf,
+    pub report: PathBuf,
+    pub leaderboard: PathBuf,
+    /// In plan order.
+    pub generators: Vec<GeneratorSummary>,
+    /// The judge phase over all generators.
+    pub judging: PhaseActivity,
+}
+
+/// Writes the run folder (see the module docs) from the store.
+pub async fn write_run_folder(
+    store: &ResultStore,
+    plan: &RunPlan,
+    eval_set: &EvalSet,
+    out: &Path,
+) -> Result<RunSummary, CoordinatorError> {
+    let run = plan.run_id.as_str();
+    let generation_activity = read_activity(store, run, Phase::Generation).await?;
+    let judging_activity = read_activity(store, run, Phase::Judging).await?;
+    let mut generators = Vec::new();
+    for generator in &plan.generators {
+        let folder = out.join(folder_name(&generator.name));
+        std::fs::create_dir_all(&folder).map_err(|source| CoordinatorError::Io {
+            path: folder.clone(),
+            action: "create",
+            source,
+        })?;
+        let output_keys = generator.indices.iter().map(|&i| keys::output(run, &generator.name, i));
+        let outputs: Vec<GenerationResult> = read_all(store, output_keys).await?;
+        let verdict_keys =
+            generator.indices.iter().map(|&i| keys::annotation(run, &plan.judge.name, &generator.name, i));
+        let verdicts: Vec<JudgeResult> = read_all(store, verdict_keys).await?;
+
+        let rows: Vec<ModelOutput> =
+            outputs.iter().map(|o| model_output_row(o, &generator.name, generator.spec.is_some())).collect();
+        write_model_outputs(folder.join("model_outputs.json"), &rows)?;
+
+        let annotations: Vec<Annotation> = outputs
+            .iter()
+            .zip(&verdicts)
+            .map(|(output, verdict)| {
+                let row = &eval_set.rows()[output.index];
+                let job = JudgeJob {
+                    run_id: run.to_string(),
+                    judge: plan.judge.clone(),
+                    generator: generator.name.clone(),
+                    index: output.index,
+                    instruction: row.instruction.clone(),
+                    dataset: row.dataset.clone(),
+                    reference_output: row.output.clone(),
+                    model_output: output.output.clone(),
+                };
+                let mut annotation = annotation_from(&job, verdict);
+                // A timing: it would make the file differ between identical runs.
+                annotation.time_per_example = None;
+                annotation
+            })
+            .collect();
+        write_annotations(folder.join("annotations.json"), &annotations)?;
+
+        let throughput = match generator.spec {
+            Some(_) => {
+                let t = RunThroughput::new(
+                    &generator.name,
+                    &outputs,
+                    merge_activity(&generation_activity, Some(&generator.name)),
+                    merge_activity(&judging_activity, Some(&generator.name)),
+                );
+                t.write(&folder.join("throughput.json"))?;
+                Some(t)
+            }
+            None => None,
+        };
+        generators.push(GeneratorSummary {
+            name: generator.name.clone(),
+            folder,
+            examples: annotations.len(),
+            unparsed: annotations.iter().filter(|a| a.preference.is_none()).count(),
+            leaderboard: None,
+            throughput,
+        });
+    }
+
+    let folders: Vec<PathBuf> = generators.iter().map(|g| g.folder.clone()).collect();
+    let report = build_report(&folders, &ReportOptions::default())?;
+    report.files().write_to(out)?;
+    for summary in &mut generators {
+        summary.leaderboard = report.leaderboard.iter().find(|row| row.generator == summary.name).cloned();
+    }
+    Ok(RunSummary {
+        out: out.to_path_buf(),
+        report: out.join("report.html"),
+        leaderboard: out.join("leaderboard.csv"),
+        generators,
+        judging: merge_activity(&judging_activity, None),
+    })
+}
+
+/// A stored answer as a `model_outputs.json` row; generated answers carry their token
+/// counts and finish reason after alpaca_eval's four columns.
+fn model_output_row(output: &GenerationResult, generator: &str, generated: bool) -> ModelOutput {
+    let mut extra = Map::new();
+    if generated {
+        extra.insert("prompt_tokens".into(), Value::from(output.prompt_tokens));
+        extra.insert("output_tokens".into(), Value::from(output.output_tokens));
+        extra.insert("finish_reason".into(), serde_json::to_value(output.finish_reason).expect("serialises"));
+    }
+    ModelOutput {
+        instruction: output.instruction.clone(),
+        output: output.output.clone(),
+        generator: generator.to_string(),
+        dataset: output.dataset.clone(),
+        extra,
+    }
+}
+
+/// Every document at `keys`, in order; a missing one is an error naming its key.
+async fn read_all<T: DeserializeOwned>(
+    store: &ResultStore,
+    keys: impl Iterator<Item = String>,
+) -> Result<Vec<T>, CoordinatorError> {
+    futures::stream::iter(keys)
+        .map(|key| async move {
+            match store.get_json::<T>(&key).await {
+                Ok(Some(doc)) => Ok(doc),
+                Ok(None) => Err(CoordinatorError::Store(StoreError::Operation {
+                    store: store.description().to_string(),
+                    key,
+                    operation: "get",
+                    message: "missing: the run is not complete".into(),
+                })),
+                Err(e) => Err(e.into()),
+            }
+        })
+        .buffered(READ_CONCURRENCY)
+        .try_collect()
+        .await
+}

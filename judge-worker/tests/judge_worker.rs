@@ -1,0 +1,155 @@
+//! The judge worker on the default model (SmolLM2-135M-Instruct as judge): its verdicts are
+//! poor but real.
+
+use std::time::Duration;
+
+use herd_core::eval_set::EvalSet;
+use herd_core::jobs::{JudgeJob, JudgeMode, JudgeResult, JudgeSpec};
+use herd_core::judge::{JudgeTokenizer, PreparedJudgment, SwapDecision, LOGPROB_ANSWER_PREFIX};
+use herd_engine::DEFAULT_MODEL;
+use herd_judge_worker::{JudgeCache, JudgeCacheKey, JudgeFormat, JudgeModel, JudgeWorker, LogprobCandidates};
+use herd_queue::{JobQueue, MemoryQueue};
+use herd_store::{keys, ResultStore};
+use herd_telemetry::Metrics;
+use herd_worker::ModelCache;
+
+fn jobs(run: &str, mode: JudgeMode, max_new_tokens: usize, indices: &[usize]) -> Vec<JudgeJob> {
+    let set = EvalSet::embedded();
+    let judge = JudgeSpec {
+        name: format!("smol-{}", mode.as_str()),
+        model: DEFAULT_MODEL.into(),
+        mode,
+        max_new_tokens,
+        max_context_tokens: 7000,
+    };
+    indices
+        .iter()
+        .map(|&index| {
+            let row = &set.rows()[index];
+            JudgeJob {
+                run_id: run.into(),
+                judge: judge.clone(),
+                generator: "gen".into(),
+                index,
+                instruction: row.instruction.clone(),
+                dataset: row.dataset.clone(),
+                reference_output: row.output.clone(),
+                model_output: format!("A short answer to: {}", row.instruction),
+            }
+        })
+        .collect()
+}
+
+async fn judge_all(
+    run: &str,
+    jobs: &[JudgeJob],
+    store: &ResultStore,
+    cache: &JudgeCache,
+    models: &ModelCache,
+) -> herd_judge_worker::JudgeWorkerStats {
+    let queue = MemoryQueue::default();
+    let worker = JudgeWorker::new(run, &jobs[0].judge.name, "test-judge");
+    queue.publish(&worker.queue_name(), jobs).await.unwrap();
+    let prefix = keys::annotations_prefix(run, &jobs[0].judge.name, "gen");
+    let (n, watched) = (jobs.len(), store.clone());
+    let done = async move {
+        while watched.list(&prefix).await.unwrap().len() < n {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let metrics = Metrics::new().unwrap();
+    let stats =
+        tokio::time::timeout(Duration::from_secs(240), worker.run(&queue, store, cache, models, &metrics, done))
+            .await
+            .expect("the judge finishes")
+            .unwrap();
+    assert_eq!(queue.stats(&worker.queue_name()).await.unwrap().messages, 0);
+    stats
+}
+
+#[tokio::test]
+async fn the_default_model_judges_in_its_chat_format_and_logprob_mode_fits_its_tokenizer() {
+    let models = ModelCache::default();
+    let model = models.get(DEFAULT_MODEL).await.unwrap();
+    let judge = JudgeModel::new(&model);
+    assert_eq!(judge.format, JudgeFormat::ChatTemplate);
+    let candidates = LogprobCandidates::for_model(&model).unwrap();
+    assert_eq!(candidates.prefix, model.tokenizer.encode(LOGPROB_ANSWER_PREFIX, false).unwrap());
+    assert_ne!(candidates.candidates[0], candidates.candidates[1]);
+
+    let job = &jobs("p", JudgeMode::Logprob, 100, &[0])[0];
+    let prepared = PreparedJudgment::prepare(job, &judge);
+    let tokens = judge.prompt_tokens(&prepared.prompt).unwrap();
+    assert_eq!(prepared.prompt_tokens, tokens.len());
+    let text = model.tokenizer.decode(&tokens).unwrap();
+    assert!(text.contains("You are a helpful assistant that ranks models"), "{text}");
+    assert!(text.ends_with("assistant\n"), "the answer follows the generation prompt: {text:?}");
+    assert_eq!(judge.truncate_to_tokens("one two three four", 2), "one two");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logprob_verdicts_are_stored_in_alpaca_evals_orientation_and_cached() {
+    let (dir, cache_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let store = ResultStore::local(dir.path()).unwrap();
+    let cache = JudgeCache::new(ResultStore::local(cache_dir.path()).unwrap());
+    let models = ModelCache::default();
+    let first_jobs = jobs("r1", JudgeMode::Logprob, 100, &[0, 1, 2]);
+    let stats = judge_all("r1", &first_jobs, &store, &cache, &models).await;
+    assert_eq!((stats.judged, stats.cached, stats.unparsed), (3, 0, 0));
+
+    for job in &first_jobs {
+        let result: JudgeResult =
+            store.get_json(&keys::annotation("r1", &job.judge.name, "gen", job.index)).await.unwrap().unwrap();
+        let p = result.preference.expect("logprob mode always gives a verdict");
+        assert!((1.0..=2.0).contains(&p), "{p}");
+        assert_eq!(result.is_switched, SwapDecision::for_instruction(&job.instruction).is_switched());
+        let raw: serde_json::Value = serde_json::from_str(&result.raw_completion).unwrap();
+        let (p1, p2) = (raw["p_model_1_first"].as_f64().unwrap(), raw["p_model_2_first"].as_f64().unwrap());
+        // The raw probabilities are in the order shown; the preference is mapped back.
+        let shown = 1.0 + p2 / (p1 + p2);
+        let expected = if result.is_switched { 3.0 - shown } else { shown };
+        assert!((p - expected).abs() < 1e-9, "{p} vs {expected}");
+    }
+    assert_eq!(std::fs::read_dir(cache_dir.path().join("cache/judgements")).unwrap().count(), 3);
+
+    // Another run with the same cache: no judge call, and the judge model is never loaded.
+    let fresh_models = ModelCache::default();
+    let again_dir = tempfile::tempdir().unwrap();
+    let again_store = ResultStore::local(again_dir.path()).unwrap();
+    let again =
+        judge_all("r2", &jobs("r2", JudgeMode::Logprob, 100, &[0, 1, 2]), &again_store, &cache, &fresh_models).await;
+    assert_eq!((again.judged, again.cached), (0, 3));
+    assert!(!fresh_models.is_loaded(DEFAULT_MODEL));
+    for job in &first_jobs {
+        let first: JudgeResult =
+            store.get_json(&keys::annotation("r1", &job.judge.name, "gen", job.index)).await.unwrap().unwrap();
+        let second: JudgeResult =
+            again_store.get_json(&keys::annotation("r2", &job.judge.name, "gen", job.index)).await.unwrap().unwrap();
+        assert_eq!((first.preference, &first.raw_completion), (second.preference, &second.raw_completion));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unparsable_ranking_is_stored_as_null_with_its_text_and_not_cached() {
+    let (dir, cache_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let store = ResultStore::local(dir.path()).unwrap();
+    let cache = JudgeCache::new(ResultStore::local(cache_dir.path()).unwrap());
+    let models = ModelCache::default();
+    // Three new tokens cannot hold a whole ranking list: the parser must fail.
+    let ranking = jobs("r3", JudgeMode::Ranking, 3, &[4]);
+    let stats = judge_all("r3", &ranking, &store, &cache, &models).await;
+    assert_eq!((stats.judged, stats.unparsed, stats.cached), (1, 1, 0));
+    let result: JudgeResult =
+        store.get_json(&keys::annotation("r3", &ranking[0].judge.name, "gen", 4)).await.unwrap().unwrap();
+    assert_eq!(result.preference, None);
+    assert!(!result.raw_completion.is_empty(), "the judge's text is kept");
+    assert!(store.list("cache/").await.unwrap().is_empty());
+    let key = JudgeCacheKey::new(&ranking[0], &herd_judge_worker::model_identity(DEFAULT_MODEL).unwrap());
+    assert_eq!(cache.get(&key).await.unwrap(), None, "a failed verdict is not cached");
+
+    // Judged again next time.
+    let again_dir = tempfile::tempdir().unwrap();
+    let again_store = ResultStore::local(again_dir.path()).unwrap();
+    let again = judge_all("r4", &jobs("r4", JudgeMode::Ranking, 3, &[4]), &again_store, &cache, &models).await;
+    assert_eq!((again.judged, again.cached), (1, 0));
+}

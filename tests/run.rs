@@ -1,0 +1,177 @@
+//! `herd run` end to end through the binary, on the default model (SmolLM2-135M-Instruct as
+//! generator and judge), on the first instructions of the eval set. Settings are small
+//! (few new tokens, a short judge context) to keep CI time low on two cores.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use herd_core::eval_set::{EvalSet, REFERENCE_GENERATOR};
+use herd_core::formats::{read_annotations, read_leaderboard, read_model_outputs, validate_model_outputs};
+use herd_core::judge::SwapDecision;
+use herd_core::metrics::{compute_metrics, MetricsOptions};
+
+const GENERATOR: &str = "smollm2-135m-instruct";
+const BASELINE: &str = "smollm2-135m-instruct-raw";
+
+fn herd(judge_cache: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_herd"));
+    command.env("HERD_JUDGE_CACHE", judge_cache).env_remove("HERD_LOG");
+    command
+}
+
+fn run_args(out: &Path, limit: usize, max_new_tokens: usize) -> Vec<String> {
+    [
+        "run",
+        "--limit",
+        &limit.to_string(),
+        "--max-new-tokens",
+        &max_new_tokens.to_string(),
+        "--judge-max-context",
+        "600",
+        "--out",
+        &out.to_string_lossy(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn succeed(output: Output) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "herd failed: {}\nstdout:\n{stdout}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// Every file of the run folder outside the store, by path relative to it.
+fn run_files(out: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    fn walk(dir: &Path, root: &Path, files: &mut BTreeMap<PathBuf, Vec<u8>>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                if path.file_name().unwrap() != "store" {
+                    walk(&path, root, files);
+                }
+            } else {
+                files.insert(path.strip_prefix(root).unwrap().to_path_buf(), std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    let mut files = BTreeMap::new();
+    walk(out, out, &mut files);
+    files
+}
+
+#[test]
+fn a_run_writes_every_file_and_running_it_again_does_no_work_and_changes_no_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, cache) = (dir.path().join("smoke"), dir.path().join("judge-cache"));
+    let mut args = run_args(&out, 3, 12);
+    args.push("--baseline".into());
+    let started = Instant::now();
+    let stdout = succeed(herd(&cache).args(&args).output().unwrap());
+    eprintln!("first run: {:.1} s", started.elapsed().as_secs_f64());
+    assert!(stdout.contains("generated 6 answers (0 already stored)"), "{stdout}");
+    assert!(stdout.contains("judged 6 verdicts (0 from the judge cache, 0 already stored)"), "{stdout}");
+    assert!(stdout.contains(&format!("report: {}", out.join("report.html").display())), "{stdout}");
+
+    let files = run_files(&out);
+    for generator in [GENERATOR, BASELINE] {
+        for name in ["model_outputs.json", "annotations.json", "throughput.json", "errors.md"] {
+            assert!(files.contains_key(&Path::new(generator).join(name)), "{generator}/{name} in {:?}", files.keys());
+        }
+    }
+    assert!(files.contains_key(Path::new("leaderboard.csv")) && files.contains_key(Path::new("report.html")));
+
+    let eval_set = EvalSet::embedded();
+    for generator in [GENERATOR, BASELINE] {
+        let folder = out.join(generator);
+        let outputs = read_model_outputs(folder.join("model_outputs.json")).unwrap();
+        let warnings = validate_model_outputs(&folder.join("model_outputs.json"), &outputs, &eval_set).unwrap();
+        assert!(warnings.iter().all(|w| w.to_string().contains("have no row") || w.to_string().contains("empty")));
+        assert_eq!(outputs.len(), 3);
+        for (index, row) in outputs.iter().enumerate() {
+            assert_eq!(row.instruction, eval_set.rows()[index].instruction, "eval-set order");
+            assert_eq!(row.generator, generator);
+            assert!(row.extra["output_tokens"].as_u64().unwrap() <= 12);
+        }
+
+        let annotations = read_annotations(folder.join("annotations.json")).unwrap();
+        assert_eq!(annotations.len(), 3);
+        for ((index, a), output) in annotations.iter().enumerate().zip(&outputs) {
+            let reference = &eval_set.rows()[index];
+            assert_eq!((a.output_1.as_str(), a.generator_1.as_str()), (reference.output.as_str(), REFERENCE_GENERATOR));
+            assert_eq!((a.output_2.as_str(), a.generator_2.as_str()), (output.output.as_str(), generator));
+            let switched = SwapDecision::for_instruction(&a.instruction).is_switched();
+            assert_eq!(a.extra["is_switched_outputs"], switched, "row {index}");
+            assert_eq!(a.extra["judge_mode"], "logprob");
+            let p = a.preference.expect("logprob verdicts are never unparsed");
+            assert!((1.0..=2.0).contains(&p), "{p}");
+            assert!(a.time_per_example.is_none(), "no timings in annotations.json");
+        }
+        // The leaderboard holds alpaca_eval's metrics of these annotations.
+        let metrics = compute_metrics(&annotations, &MetricsOptions::default()).unwrap().metrics;
+        let leaderboard = read_leaderboard(out.join("leaderboard.csv")).unwrap();
+        let row = leaderboard.iter().find(|r| r.generator == generator).unwrap();
+        assert_eq!((row.win_rate, row.n_total), (metrics.win_rate, 3));
+        assert_eq!(row.length_controlled_winrate, metrics.length_controlled_winrate);
+
+        let throughput: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(folder.join("throughput.json")).unwrap()).unwrap();
+        assert_eq!(throughput["examples"], 3);
+        assert!(throughput["examples_per_second"].as_f64().unwrap() > 0.0, "{throughput}");
+        assert!(throughput["phases"]["generation_seconds"].as_f64().unwrap() > 0.0, "{throughput}");
+        assert!(throughput["phases"]["judging_seconds"].as_f64().unwrap() > 0.0, "{throughput}");
+        assert_eq!(throughput["phases"]["verdicts"], 3);
+    }
+    let errors = String::from_utf8_lossy(&files[&Path::new(GENERATOR).join("errors.md")]).into_owned();
+    assert!(errors.contains(GENERATOR) || errors.contains("dispreferred"), "{errors}");
+
+    // The same command again: everything is in the store, nothing is generated or judged,
+    // and every file comes out byte for byte the same.
+    let started = Instant::now();
+    let again = succeed(herd(&cache).args(&args).output().unwrap());
+    eprintln!("second run: {:.1} s", started.elapsed().as_secs_f64());
+    assert!(again.contains("generated 0 answers (6 already stored)"), "{again}");
+    assert!(again.contains("judged 0 verdicts (0 from the judge cache, 6 already stored)"), "{again}");
+    assert_eq!(run_files(&out), files, "a second run rewrites the same bytes");
+}
+
+#[test]
+fn a_killed_run_resumes_and_does_only_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, cache) = (dir.path().join("resumed"), dir.path().join("judge-cache"));
+    let mut args = run_args(&out, 3, 40);
+    args.extend(["--batch-size".to_string(), "1".to_string()]);
+    let outputs = out.join("store/runs/resumed/outputs").join(GENERATOR);
+
+    let mut child = herd(&cache).args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let landed = loop {
+        let n = std::fs::read_dir(&outputs).map(|d| d.count()).unwrap_or(0);
+        if n >= 1 {
+            break n;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "herd ended before it was killed");
+        assert!(Instant::now() < deadline, "no answer landed");
+        std::thread::sleep(Duration::from_millis(25));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let landed = landed.max(std::fs::read_dir(&outputs).unwrap().count());
+    assert!(landed < 3, "killed after the first answer, before the last");
+    assert!(!out.join(GENERATOR).join("annotations.json").exists(), "the run folder is written only at the end");
+
+    let stdout = succeed(herd(&cache).args(&args).output().unwrap());
+    assert!(stdout.contains(&format!("generated {} answers ({landed} already stored)", 3 - landed)), "{stdout}");
+    assert!(stdout.contains("judged 3 verdicts"), "{stdout}");
+    let rows = read_model_outputs(out.join(GENERATOR).join("model_outputs.json")).unwrap();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(read_annotations(out.join(GENERATOR).join("annotations.json")).unwrap().len(), 3);
+}
