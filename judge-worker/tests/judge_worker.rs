@@ -1,5 +1,5 @@
 //! The judge worker on the default model (SmolLM2-135M-Instruct as judge): its verdicts are
-//! poor but real.
+//! poor but real. Rows with short reference answers keep the prompts (and CI time) small.
 
 use std::time::Duration;
 
@@ -13,6 +13,7 @@ use herd_store::{keys, ResultStore};
 use herd_telemetry::Metrics;
 use herd_worker::ModelCache;
 
+/// Judge jobs on eval-set rows (199, 370, 597 and 662 have references of a few words).
 fn jobs(run: &str, mode: JudgeMode, max_new_tokens: usize, indices: &[usize]) -> Vec<JudgeJob> {
     let set = EvalSet::embedded();
     let judge = JudgeSpec {
@@ -93,7 +94,7 @@ async fn logprob_verdicts_are_stored_in_alpaca_evals_orientation_and_cached() {
     let store = ResultStore::local(dir.path()).unwrap();
     let cache = JudgeCache::new(ResultStore::local(cache_dir.path()).unwrap());
     let models = ModelCache::default();
-    let first_jobs = jobs("r1", JudgeMode::Logprob, 100, &[0, 1, 2]);
+    let first_jobs = jobs("r1", JudgeMode::Logprob, 100, &[199, 370, 597]);
     let stats = judge_all("r1", &first_jobs, &store, &cache, &models).await;
     assert_eq!((stats.judged, stats.cached, stats.unparsed), (3, 0, 0));
 
@@ -117,7 +118,7 @@ async fn logprob_verdicts_are_stored_in_alpaca_evals_orientation_and_cached() {
     let again_dir = tempfile::tempdir().unwrap();
     let again_store = ResultStore::local(again_dir.path()).unwrap();
     let again =
-        judge_all("r2", &jobs("r2", JudgeMode::Logprob, 100, &[0, 1, 2]), &again_store, &cache, &fresh_models).await;
+        judge_all("r2", &jobs("r2", JudgeMode::Logprob, 100, &[199, 370, 597]), &again_store, &cache, &fresh_models).await;
     assert_eq!((again.judged, again.cached), (0, 3));
     assert!(!fresh_models.is_loaded(DEFAULT_MODEL));
     for job in &first_jobs {
@@ -136,11 +137,11 @@ async fn an_unparsable_ranking_is_stored_as_null_with_its_text_and_not_cached() 
     let cache = JudgeCache::new(ResultStore::local(cache_dir.path()).unwrap());
     let models = ModelCache::default();
     // Three new tokens cannot hold a whole ranking list: the parser must fail.
-    let ranking = jobs("r3", JudgeMode::Ranking, 3, &[4]);
+    let ranking = jobs("r3", JudgeMode::Ranking, 3, &[662]);
     let stats = judge_all("r3", &ranking, &store, &cache, &models).await;
     assert_eq!((stats.judged, stats.unparsed, stats.cached), (1, 1, 0));
     let result: JudgeResult =
-        store.get_json(&keys::annotation("r3", &ranking[0].judge.name, "gen", 4)).await.unwrap().unwrap();
+        store.get_json(&keys::annotation("r3", &ranking[0].judge.name, "gen", 662)).await.unwrap().unwrap();
     assert_eq!(result.preference, None);
     assert!(!result.raw_completion.is_empty(), "the judge's text is kept");
     assert!(store.list("cache/").await.unwrap().is_empty());
@@ -150,6 +151,6 @@ async fn an_unparsable_ranking_is_stored_as_null_with_its_text_and_not_cached() 
     // Judged again next time.
     let again_dir = tempfile::tempdir().unwrap();
     let again_store = ResultStore::local(again_dir.path()).unwrap();
-    let again = judge_all("r4", &jobs("r4", JudgeMode::Ranking, 3, &[4]), &again_store, &cache, &models).await;
+    let again = judge_all("r4", &jobs("r4", JudgeMode::Ranking, 3, &[662]), &again_store, &cache, &models).await;
     assert_eq!((again.judged, again.cached), (1, 0));
 }
