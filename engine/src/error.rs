@@ -43,6 +43,18 @@ pub enum EngineError {
     #[error("request {request}: {reason}")]
     BadRequest { request: usize, reason: String },
 
+    #[error("device {device}: {reason}")]
+    Device { device: String, reason: String },
+
+    #[error("model {path}: tensor parallelism {degree}: {reason}")]
+    TensorParallel { path: PathBuf, degree: usize, reason: String },
+
+    #[error("model {path} does not fit on {device}: {reason}")]
+    DoesNotFit { path: PathBuf, device: String, reason: String },
+
+    #[error("key/value cache full: {positions} positions asked for, {free_blocks} free blocks of {block_size}")]
+    KvCacheFull { positions: usize, free_blocks: usize, block_size: usize },
+
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
 

@@ -14,6 +14,7 @@ use crate::error::{EngineError, Result};
 use crate::kv_cache::SequenceCache;
 use crate::llama::Llama;
 use crate::model::Model;
+use crate::network::Network;
 use crate::token_codec::TokenCodec;
 
 /// One sequence to generate.
@@ -96,8 +97,15 @@ impl Model {
             if r.prompt_tokens.is_empty() {
                 return Err(EngineError::BadRequest { request: r.id, reason: "empty prompt".into() });
             }
-            if let Some(&bad) = r.prompt_tokens.iter().find(|&&t| t as usize >= self.network.config.vocab_size) {
+            if let Some(&bad) = r.prompt_tokens.iter().find(|&&t| t as usize >= self.config().vocab_size) {
                 return Err(EngineError::BadRequest { request: r.id, reason: format!("token id {bad} is outside the vocabulary") });
+            }
+            if let Some(capacity) = self.network.kv_capacity() {
+                let needed = r.prompt_tokens.len() + r.max_new_tokens;
+                if needed > capacity {
+                    let reason = format!("{needed} positions (prompt and max_new_tokens) exceed the key/value cache ({capacity})");
+                    return Err(EngineError::BadRequest { request: r.id, reason });
+                }
             }
         }
         let started = Instant::now();
@@ -110,10 +118,20 @@ impl Model {
 
         loop {
             while active.len() < max_batch {
-                let Some(request) = waiting.pop_front() else { break };
+                let Some(request) = waiting.front() else { break };
+                // Paged caches reserve the whole length now; while the cache is full the
+                // request waits for running sequences to end.
+                let prompt = request.prompt_tokens.len();
+                let Some(cache) = self.network.new_cache(prompt + request.max_new_tokens, prompt + request.max_new_tokens.min(512)) else {
+                    if active.is_empty() {
+                        // Another caller holds the cache; its sequences will end.
+                        std::thread::sleep(std::time::Duration::from_millis(2));
+                        continue;
+                    }
+                    break;
+                };
+                let request = waiting.pop_front().expect("peeked above");
                 stats.prompt_tokens += request.prompt_tokens.len();
-                let mut cache = self.network.new_cache();
-                cache.reserve(request.prompt_tokens.len() + request.max_new_tokens.min(512));
                 let mut seq = ActiveSequence {
                     text: IncrementalText::new(&request.stop),
                     request,
@@ -210,7 +228,7 @@ impl Model {
 }
 
 /// One forward pass over the fed sequences; returns the greedy next token of each.
-fn forward_step(network: &Llama, active: &mut [ActiveSequence], fed: &[(usize, usize)]) -> Result<Vec<u32>> {
+fn forward_step(network: &Network, active: &mut [ActiveSequence], fed: &[(usize, usize)]) -> Result<Vec<u32>> {
     let mut tokens: Vec<&[u32]> = Vec::with_capacity(fed.len());
     let mut caches: Vec<&mut SequenceCache> = Vec::with_capacity(fed.len());
     let mut fed_iter = fed.iter().peekable();

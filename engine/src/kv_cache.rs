@@ -1,14 +1,36 @@
 //! Per-sequence key/value cache.
 //!
-//! Each layer keeps K and V as `[kv_heads, capacity, head_dim]` buffers that grow by
-//! doubling; new positions are written in place (no `Tensor::cat` per step) and attention
-//! reads a `[kv_heads, len, head_dim]` view. A paged GPU cache (block tables shared by all
-//! sequences) replaces this type without touching the model code, which only calls
-//! [`SequenceCache::append`] and [`SequenceCache::len`].
+//! Two kinds, one per forward path. [`ContiguousCache`] (the CPU path): each layer keeps K
+//! and V as `[kv_heads, capacity, head_dim]` buffers that grow by doubling; new positions are
+//! written in place (no `Tensor::cat` per step) and attention reads a `[kv_heads, len,
+//! head_dim]` view. [`PagedSequence`] (GPUs, tensor parallelism): the sequence's block table
+//! in a cache that all sequences share (`paged_cache`).
 
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::Result;
+pub use crate::paged_cache::PagedSequence;
+
+/// The cache of one sequence, of the kind its model's forward path uses.
+#[derive(Debug)]
+pub enum SequenceCache {
+    Contiguous(ContiguousCache),
+    Paged(PagedSequence),
+}
+
+impl SequenceCache {
+    /// Positions cached so far (the position of the next token).
+    pub fn len(&self) -> usize {
+        match self {
+            SequenceCache::Contiguous(c) => c.len(),
+            SequenceCache::Paged(p) => p.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
 
 /// Positions are allocated in multiples of this, so short growth steps do not reallocate.
 const CAPACITY_QUANTUM: usize = 64;
@@ -20,9 +42,9 @@ struct LayerCache {
     len: usize,
 }
 
-/// The cache of one sequence, all layers.
+/// The contiguous cache of one sequence, all layers.
 #[derive(Debug)]
-pub struct SequenceCache {
+pub struct ContiguousCache {
     layers: Vec<Option<LayerCache>>,
     kv_heads: usize,
     head_dim: usize,
@@ -32,7 +54,7 @@ pub struct SequenceCache {
     reserve: usize,
 }
 
-impl SequenceCache {
+impl ContiguousCache {
     pub fn new(num_layers: usize, kv_heads: usize, head_dim: usize, dtype: DType, device: &Device) -> Self {
         Self {
             layers: (0..num_layers).map(|_| None).collect(),

@@ -1,9 +1,9 @@
 //! The one linear-layer abstraction every projection goes through: `y = x·Wᵀ (+ b)`.
 //!
-//! Weights are either dense (f32 now; bf16/f16 on GPUs later) or left in their GGUF
+//! Weights are either dense (f32 on the CPU, bf16 on GPUs) or left in their GGUF
 //! quantized blocks. Tensor parallelism slots in here: a column-parallel layer is a
 //! [`Linear`] holding a slice of W's rows, a row-parallel one a slice of its columns plus
-//! an all-reduce after `forward`.
+//! an all-reduce after the product ([`Linear::row_parallel`]).
 
 use std::sync::Arc;
 
@@ -12,6 +12,7 @@ use candle_core::{Module, Tensor};
 
 use crate::cpu_kernels;
 use crate::error::Result;
+use crate::tensor_parallel::AllReduce;
 
 #[derive(Debug, Clone)]
 enum LinearWeight {
@@ -28,6 +29,8 @@ pub struct Linear {
     bias: Option<Tensor>,
     in_features: usize,
     out_features: usize,
+    /// Row-parallel layers sum the ranks' partial products before the bias.
+    all_reduce: Option<Arc<dyn AllReduce>>,
 }
 
 impl Linear {
@@ -35,14 +38,21 @@ impl Linear {
     pub fn dense(weight: &Tensor, bias: Option<Tensor>) -> Result<Self> {
         let (out_features, in_features) = weight.dims2()?;
         let weight = LinearWeight::Dense(weight.contiguous()?);
-        Ok(Self { weight, bias, in_features, out_features })
+        Ok(Self { weight, bias, in_features, out_features, all_reduce: None })
     }
 
     /// A layer that multiplies by GGUF blocks directly (`[out, in]` quantized).
     pub fn quantized(weight: Arc<QTensor>, bias: Option<Tensor>) -> Result<Self> {
         let (out_features, in_features) = weight.shape().dims2()?;
         let weight = LinearWeight::Quantized(QMatMul::from_arc(weight)?);
-        Ok(Self { weight, bias, in_features, out_features })
+        Ok(Self { weight, bias, in_features, out_features, all_reduce: None })
+    }
+
+    /// This layer as one rank's slice of a row-parallel layer: its weight holds a slice of
+    /// the input columns, and the ranks' partial outputs are summed by `all_reduce`.
+    pub fn row_parallel(mut self, all_reduce: Arc<dyn AllReduce>) -> Self {
+        self.all_reduce = Some(all_reduce);
+        self
     }
 
     pub fn in_features(&self) -> usize {
@@ -63,6 +73,10 @@ impl Linear {
             LinearWeight::Dense(w) if cpu_kernels::applies(x, w) => cpu_kernels::matmul_xwt(x, w)?,
             LinearWeight::Dense(w) => x.matmul(&w.t()?)?,
             LinearWeight::Quantized(q) => q.forward(x)?,
+        };
+        let y = match &self.all_reduce {
+            Some(all_reduce) => all_reduce.sum(&y)?,
+            None => y,
         };
         Ok(match &self.bias {
             Some(b) => y.broadcast_add(b)?,

@@ -4,6 +4,10 @@
 //! end (`[tokens, hidden]`, no padding), each sequence with its own positions and cache.
 //! Projections and the MLP run once over all tokens; only attention looks at sequence
 //! boundaries. Prefill chunks and single decode tokens mix freely in one pass.
+//!
+//! Two attention paths share the blocks: [`Llama::forward`] over per-sequence contiguous
+//! caches (the CPU path), and [`Llama::forward_paged`] over the paged cache (GPUs and tensor
+//! parallelism), where all decode rows of a pass go through one batched kernel per layer.
 
 use candle_core::quantized::QTensor;
 use candle_core::{DType, Device, Tensor, D};
@@ -13,8 +17,10 @@ use crate::attention;
 use crate::config::ModelConfig;
 use crate::cpu_kernels;
 use crate::error::Result;
-use crate::kv_cache::SequenceCache;
+use crate::kv_cache::ContiguousCache;
 use crate::linear::Linear;
+use crate::paged_cache::{PagedBatch, PagedKvCache};
+use crate::paged_ops::{self, DecodeAttention, GatherKv, HeadLayout, RopeQkv, StoreKv, SwiGluGpu};
 
 /// Token embeddings, dense or left in GGUF blocks.
 #[derive(Debug, Clone)]
@@ -55,6 +61,12 @@ pub struct RotaryEmbedding {
 impl RotaryEmbedding {
     pub fn new(config: &ModelConfig) -> Self {
         Self { inv_freqs: config.rope_inv_freqs() }
+    }
+
+    /// The inverse frequencies as an f32 tensor (the paged path rotates inside its kernel).
+    pub fn inv_freq_tensor(&self, device: &Device) -> Result<Tensor> {
+        let f: Vec<f32> = self.inv_freqs.iter().map(|&f| f as f32).collect();
+        Ok(Tensor::from_vec(f, self.inv_freqs.len(), device)?)
     }
 
     /// cos and sin tables, `[positions, head_dim / 2]` each.
@@ -106,7 +118,7 @@ pub struct Attention {
 }
 
 impl Attention {
-    fn forward(&self, x: &Tensor, layer: usize, ctx: &PassContext, caches: &mut [&mut SequenceCache]) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, layer: usize, ctx: &PassContext, caches: &mut [&mut ContiguousCache]) -> Result<Tensor> {
         let tokens = x.dim(0)?;
         let (h, kvh, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let qkv = self.qkv.forward(x)?;
@@ -162,6 +174,50 @@ impl Attention {
         };
         self.o.forward(&attended)
     }
+
+    fn layout(&self) -> HeadLayout {
+        HeadLayout { heads: self.num_heads, kv_heads: self.num_kv_heads, head_dim: self.head_dim }
+    }
+
+    /// Attention over the paged cache: rotate, store the new keys and values, then the
+    /// decode rows in one kernel and each prompt chunk over its gathered context.
+    fn forward_paged(&self, x: &Tensor, cache: &Tensor, ctx: &PagedContext) -> Result<Tensor> {
+        let layout = self.layout();
+        let qkv = self.qkv.forward(x)?;
+        let q_scale = (1.0 / (self.head_dim as f64).sqrt()) as f32;
+        let qkv = qkv.apply_op3_no_bwd(&ctx.positions, &ctx.inv_freq, &RopeQkv { layout, q_scale })?;
+        cache.inplace_op3(&qkv, &ctx.slots, &StoreKv { layout, block_size: ctx.block_size })?;
+        let mut parts = Vec::with_capacity(1 + ctx.batch.spans.len());
+        if ctx.batch.decode_rows > 0 {
+            let op = DecodeAttention {
+                layout,
+                block_size: ctx.block_size,
+                rows: ctx.batch.decode_rows,
+                meta_stride: ctx.batch.meta_stride,
+                max_context: ctx.batch.max_decode_context,
+            };
+            parts.push(qkv.apply_op3_no_bwd(cache, &ctx.decode_meta, &op)?);
+        }
+        for (span, table) in ctx.batch.spans.iter().zip(&ctx.span_tables) {
+            let q = qkv.narrow(0, span.start, span.tokens)?.narrow(1, 0, self.num_heads)?;
+            let kv = cache.apply_op2_no_bwd(table, &GatherKv { layout, block_size: ctx.block_size, len: span.context })?;
+            parts.push(paged_ops::prefill_attention(&q, &kv.get(0)?, &kv.get(1)?, layout)?);
+        }
+        let attended = if parts.len() == 1 { parts.pop().expect("one part") } else { Tensor::cat(&parts, 0)? };
+        self.o.forward(&attended)
+    }
+}
+
+/// Per-pass tensors of the paged path, shared by all layers.
+struct PagedContext<'a> {
+    batch: &'a PagedBatch,
+    block_size: usize,
+    positions: Tensor,
+    slots: Tensor,
+    inv_freq: Tensor,
+    decode_meta: Tensor,
+    span_tables: Vec<Tensor>,
+    layout: HeadLayout,
 }
 
 #[derive(Debug, Clone)]
@@ -182,6 +238,20 @@ impl Mlp {
         let up = gate_up.narrow(1, self.intermediate_size, self.intermediate_size)?;
         self.down.forward(&(candle_nn::ops::silu(&gate)? * up)?)
     }
+
+    /// [`Mlp::forward`] with the fused GPU SwiGLU kernel where it applies.
+    fn forward_paged(&self, x: &Tensor, layout: HeadLayout) -> Result<Tensor> {
+        let gate_up = self.gate_up.forward(x)?;
+        if paged_ops::on_gpu(&gate_up) {
+            return self.down.forward(&gate_up.apply_op1_no_bwd(&SwiGluGpu { layout, intermediate: self.intermediate_size })?);
+        }
+        if let Some(hidden) = cpu_kernels::swiglu(&gate_up, self.intermediate_size)? {
+            return self.down.forward(&hidden);
+        }
+        let gate = gate_up.narrow(1, 0, self.intermediate_size)?;
+        let up = gate_up.narrow(1, self.intermediate_size, self.intermediate_size)?;
+        self.down.forward(&(candle_nn::ops::silu(&gate)? * up)?)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -193,9 +263,15 @@ pub struct DecoderBlock {
 }
 
 impl DecoderBlock {
-    fn forward(&self, x: &Tensor, layer: usize, ctx: &PassContext, caches: &mut [&mut SequenceCache]) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, layer: usize, ctx: &PassContext, caches: &mut [&mut ContiguousCache]) -> Result<Tensor> {
         let x = (x + self.attention.forward(&self.input_norm.forward(x)?, layer, ctx, caches)?)?;
         let x = (&x + self.mlp.forward(&self.post_attention_norm.forward(&x)?)?)?;
+        Ok(x)
+    }
+
+    fn forward_paged(&self, x: &Tensor, cache: &Tensor, ctx: &PagedContext) -> Result<Tensor> {
+        let x = (x + self.attention.forward_paged(&self.input_norm.forward(x)?, cache, ctx)?)?;
+        let x = (&x + self.mlp.forward_paged(&self.post_attention_norm.forward(&x)?, ctx.layout)?)?;
         Ok(x)
     }
 }
@@ -214,13 +290,19 @@ pub struct Llama {
 
 impl Llama {
     /// A fresh, empty cache for one sequence.
-    pub fn new_cache(&self) -> SequenceCache {
-        SequenceCache::new(self.config.num_layers, self.config.num_kv_heads, self.config.head_dim, self.dtype, &self.device)
+    pub fn new_cache(&self) -> ContiguousCache {
+        let kv_heads = self.blocks.first().map_or(self.config.num_kv_heads, |b| b.attention.num_kv_heads);
+        ContiguousCache::new(self.config.num_layers, kv_heads, self.config.head_dim, self.dtype, &self.device)
+    }
+
+    /// Key/value heads held by this model (a tensor-parallel rank holds a slice).
+    pub fn local_kv_heads(&self) -> usize {
+        self.blocks.first().map_or(self.config.num_kv_heads, |b| b.attention.num_kv_heads)
     }
 
     /// Runs the new tokens of several sequences (`tokens[i]` continues `caches[i]`) and
     /// returns the logits of each sequence's last new token, `[sequences, vocab]` in f32.
-    pub fn forward(&self, tokens: &[&[u32]], caches: &mut [&mut SequenceCache]) -> Result<Tensor> {
+    pub fn forward(&self, tokens: &[&[u32]], caches: &mut [&mut ContiguousCache]) -> Result<Tensor> {
         assert_eq!(tokens.len(), caches.len(), "one cache per sequence");
         let mut spans = Vec::with_capacity(tokens.len());
         let mut positions = Vec::new();
@@ -248,6 +330,35 @@ impl Llama {
         // Only the last position of each sequence needs the (large) vocabulary projection.
         let last: Vec<u32> = batch.spans.iter().map(|&(start, t)| (start + t - 1) as u32).collect();
         let last = x.index_select(&Tensor::new(last.as_slice(), &self.device)?, 0)?;
+        let logits = self.lm_head.forward(&self.norm.forward(&last)?)?;
+        Ok(logits.to_dtype(DType::F32)?)
+    }
+
+    /// [`Llama::forward`] over the paged cache: `batch` says which tokens go where; returns
+    /// the logits of each sequence's last new token, `[sequences, vocab]` in f32.
+    pub fn forward_paged(&self, batch: &PagedBatch, cache: &PagedKvCache) -> Result<Tensor> {
+        let dev = &self.device;
+        let attention = &self.blocks.first().expect("a model has layers").attention;
+        let ctx = PagedContext {
+            batch,
+            block_size: cache.block_size,
+            positions: Tensor::new(batch.positions.as_slice(), dev)?,
+            slots: Tensor::new(batch.slots.as_slice(), dev)?,
+            inv_freq: self.rotary.inv_freq_tensor(dev)?,
+            decode_meta: if batch.decode_rows > 0 {
+                Tensor::from_slice(&batch.decode_meta, (batch.decode_rows, batch.meta_stride), dev)?
+            } else {
+                Tensor::zeros(1, DType::U32, dev)?
+            },
+            span_tables: batch.spans.iter().map(|s| Tensor::new(s.table.as_slice(), dev)).collect::<candle_core::Result<_>>()?,
+            layout: attention.layout(),
+        };
+        let ids = Tensor::new(batch.tokens.as_slice(), dev)?;
+        let mut x = self.embedding.forward(&ids)?.to_dtype(self.dtype)?;
+        for (block, layer_cache) in self.blocks.iter().zip(&cache.layers) {
+            x = block.forward_paged(&x, layer_cache, &ctx)?;
+        }
+        let last = x.index_select(&Tensor::new(batch.last_rows.as_slice(), dev)?, 0)?;
         let logits = self.lm_head.forward(&self.norm.forward(&last)?)?;
         Ok(logits.to_dtype(DType::F32)?)
     }

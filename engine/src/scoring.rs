@@ -49,7 +49,7 @@ impl Model {
 
     /// Log-probabilities of `candidates` as the token after each prompt, in prompt order.
     pub fn next_token_logprobs(&self, prompts: &[Vec<u32>], candidates: &[u32], options: &ScoringOptions) -> Result<Vec<NextTokenScores>> {
-        let vocab = self.network.config.vocab_size;
+        let vocab = self.config().vocab_size;
         if let Some(&bad) = candidates.iter().find(|&&c| c as usize >= vocab) {
             return Err(EngineError::BadRequest { request: 0, reason: format!("candidate token {bad} is outside the vocabulary ({vocab})") });
         }
@@ -70,7 +70,8 @@ impl Model {
 
     /// Prefills every prompt and calls `on_done(index, last_logits, seconds)` once per prompt.
     fn prefill_last_logits(&self, prompts: &[Vec<u32>], options: &ScoringOptions, mut on_done: impl FnMut(usize, &[f32], f64)) -> Result<()> {
-        let vocab = self.network.config.vocab_size;
+        let vocab = self.config().vocab_size;
+        let capacity = self.network.kv_capacity();
         for (i, p) in prompts.iter().enumerate() {
             if p.is_empty() {
                 return Err(EngineError::BadRequest { request: i, reason: "empty prompt".into() });
@@ -78,17 +79,29 @@ impl Model {
             if let Some(&bad) = p.iter().find(|&&t| t as usize >= vocab) {
                 return Err(EngineError::BadRequest { request: i, reason: format!("token id {bad} is outside the vocabulary") });
             }
+            if let Some(capacity) = capacity.filter(|&c| p.len() > c) {
+                let reason = format!("{} prompt tokens exceed the key/value cache ({capacity})", p.len());
+                return Err(EngineError::BadRequest { request: i, reason });
+            }
         }
         let budget = options.max_step_tokens.max(1);
         // (prompt index, tokens done, cache, first pass time)
         let mut in_flight: Vec<(usize, usize, SequenceCache, Instant)> = Vec::new();
         let mut next_prompt = 0;
         while next_prompt < prompts.len() || !in_flight.is_empty() {
-            // Admit prompts while the budget has room for their next chunk.
+            // Admit prompts while the budget has room for their next chunk (and, paged, the
+            // cache for the whole prompt).
             let mut planned: usize = in_flight.iter().map(|(i, done, ..)| prompts[*i].len() - done).sum();
             while next_prompt < prompts.len() && planned < budget {
-                let mut cache = self.network.new_cache();
-                cache.reserve(prompts[next_prompt].len());
+                let len = prompts[next_prompt].len();
+                let Some(cache) = self.network.new_cache(len, len) else {
+                    if in_flight.is_empty() {
+                        // Another caller holds the cache; its sequences will end.
+                        std::thread::sleep(std::time::Duration::from_millis(2));
+                        continue;
+                    }
+                    break;
+                };
                 in_flight.push((next_prompt, 0, cache, Instant::now()));
                 planned += prompts[next_prompt].len();
                 next_prompt += 1;

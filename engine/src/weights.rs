@@ -7,6 +7,7 @@
 use std::borrow::Cow;
 use std::fs::File;
 use std::io::BufReader;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -18,6 +19,22 @@ use crate::config::{Architecture, ModelConfig, RopeScaling};
 use crate::error::{EngineError, Result};
 use crate::linear::Linear;
 use crate::llama::{Attention, DecoderBlock, Embedding, Llama, Mlp, RmsNorm, RotaryEmbedding};
+use crate::tensor_parallel::Shard;
+
+/// One projection of a stacked layer: its tensor name (without `.weight`), its rows, the
+/// heads whose rotary pairs its rows hold (Q, K), and the rows this rank keeps.
+struct Part<'a> {
+    name: &'a str,
+    out: usize,
+    rope_heads: Option<usize>,
+    keep: Range<usize>,
+}
+
+impl<'a> Part<'a> {
+    fn whole(name: &'a str, out: usize, rope_heads: Option<usize>) -> Self {
+        Self { name, out, rope_heads, keep: 0..out }
+    }
+}
 
 /// How weights are held in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -110,6 +127,13 @@ impl WeightReader {
         Ok(Self { path: dir.into(), source: Source::Safetensors(st), dense: true, unpermute_qk: false, dtype: DType::F32, device: Device::Cpu })
     }
 
+    /// Loads tensors as `dtype` onto `device` (the CPU's f32 otherwise).
+    pub(crate) fn on(mut self, dtype: DType, device: Device) -> Self {
+        self.dtype = dtype;
+        self.device = device;
+        self
+    }
+
     fn bad(&self, tensor: &str, reason: impl Into<String>) -> EngineError {
         EngineError::BadWeights { path: self.path.clone(), tensor: tensor.into(), reason: reason.into() }
     }
@@ -156,18 +180,19 @@ impl WeightReader {
         Ok(t)
     }
 
-    /// Several `[out_i, in]` projections stacked into one layer (Q/K/V, gate/up).
-    /// `rope_heads` names the parts whose rows carry rotary pairs (Q, K).
-    fn stacked_linear(&mut self, parts: &[(&str, usize, Option<usize>)], in_features: usize, bias: bool) -> Result<Linear> {
+    /// Several `[out_i, in]` projections stacked into one layer (Q/K/V, gate/up), each cut
+    /// to the rows its part keeps and to the columns `keep_cols` (tensor parallelism).
+    fn stacked_linear(&mut self, parts: &[Part], in_features: usize, bias: bool, keep_cols: Range<usize>) -> Result<Linear> {
+        let whole = keep_cols == (0..in_features) && parts.iter().all(|p| p.keep == (0..p.out));
         let mut raws = Vec::with_capacity(parts.len());
-        for &(name, out, rope_heads) in parts {
-            let weight_name = format!("{name}.weight");
+        for part in parts {
+            let weight_name = format!("{}.weight", part.name);
             let raw = self.raw(&weight_name)?;
             let dims = raw.dims();
-            if dims != [out, in_features] {
-                return Err(self.bad(&weight_name, format!("shape {dims:?}, expected [{out}, {in_features}]")));
+            if dims != [part.out, in_features] {
+                return Err(self.bad(&weight_name, format!("shape {dims:?}, expected [{}, {in_features}]", part.out)));
             }
-            let raw = match rope_heads {
+            let raw = match part.rope_heads {
                 Some(heads) if self.unpermute_qk => raw.unpermute_rotary_rows(heads)?,
                 _ => raw,
             };
@@ -175,26 +200,29 @@ impl WeightReader {
         }
         let bias = if bias {
             let mut biases = Vec::with_capacity(parts.len());
-            for &(name, out, rope_heads) in parts {
-                let b = self.vector(&format!("{name}.bias"), out)?;
-                let b = match rope_heads {
+            for part in parts {
+                let b = self.vector(&format!("{}.bias", part.name), part.out)?;
+                let b = match part.rope_heads {
                     Some(heads) if self.unpermute_qk => unpermute_rotary_dense(&b.unsqueeze(1)?, heads)?.squeeze(1)?,
                     _ => b,
                 };
-                biases.push(b);
+                biases.push(b.narrow(0, part.keep.start, part.keep.len())?);
             }
             Some(Tensor::cat(&biases, 0)?)
         } else {
             None
         };
         let same_quant = raws.iter().all(|r| matches!(r, RawWeight::Quantized(q) if q.dtype() == raws_dtype(&raws)));
-        if !self.dense && same_quant && !matches!(raws_dtype(&raws), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16) {
+        if whole && !self.dense && same_quant && !matches!(raws_dtype(&raws), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16) {
             let q = concat_quantized_rows(&raws)?;
             return Linear::quantized(Arc::new(q), bias);
         }
         let mut dense = Vec::with_capacity(raws.len());
-        for raw in raws {
-            dense.push(raw.into_dense()?.to_dtype(self.dtype)?.to_device(&self.device)?);
+        for (raw, part) in raws.into_iter().zip(parts) {
+            let t = raw.into_dense()?;
+            let t = if whole { t } else { t.narrow(0, part.keep.start, part.keep.len())?.narrow(1, keep_cols.start, keep_cols.len())? };
+            // Cut and converted on the CPU, so only this rank's slice travels to the device.
+            dense.push(t.to_dtype(self.dtype)?.contiguous()?.to_device(&self.device)?);
         }
         Linear::dense(&Tensor::cat(&dense, 0)?, bias)
     }
@@ -238,37 +266,55 @@ impl WeightReader {
         EngineError::BadGguf { path: self.path.clone(), reason }
     }
 
-    /// Builds the whole model.
-    pub(crate) fn load_llama(mut self, mut config: ModelConfig) -> Result<Llama> {
+    /// Builds the whole model, or one tensor-parallel rank's slice of it (`shard`: whole
+    /// heads of Q/K/V and O, a slice of the MLP; the rest replicated).
+    pub(crate) fn load_llama(mut self, mut config: ModelConfig, shard: Option<&Shard>) -> Result<Llama> {
         self.rope_freq_factors(&mut config)?;
+        if shard.is_some() {
+            self.dense = true;
+        }
         let c = &config;
-        let (hidden, h, kvh, d) = (c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim);
+        let (hidden, h, kvh, d, inter) = (c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim, c.intermediate_size);
+        let keep = |total: usize| shard.map_or(0..total, |s| s.range(total));
+        let (heads, kv_heads, units) = (keep(h), keep(kvh), keep(inter));
+        let scaled = |r: &Range<usize>| r.start * d..r.end * d;
         let eps = c.rms_norm_eps as f32;
         let embedding = self.embedding(c)?;
         let mut blocks = Vec::with_capacity(c.num_layers);
         for i in 0..c.num_layers {
             let p = format!("model.layers.{i}");
+            let (q_name, k_name, v_name) = (format!("{p}.self_attn.q_proj"), format!("{p}.self_attn.k_proj"), format!("{p}.self_attn.v_proj"));
             let qkv = self.stacked_linear(
                 &[
-                    (&format!("{p}.self_attn.q_proj"), h * d, Some(h)),
-                    (&format!("{p}.self_attn.k_proj"), kvh * d, Some(kvh)),
-                    (&format!("{p}.self_attn.v_proj"), kvh * d, None),
+                    Part { name: &q_name, out: h * d, rope_heads: Some(h), keep: scaled(&heads) },
+                    Part { name: &k_name, out: kvh * d, rope_heads: Some(kvh), keep: scaled(&kv_heads) },
+                    Part { name: &v_name, out: kvh * d, rope_heads: None, keep: scaled(&kv_heads) },
                 ],
                 hidden,
                 c.qkv_bias,
+                0..hidden,
             )?;
-            let o = self.stacked_linear(&[(&format!("{p}.self_attn.o_proj"), hidden, None)], h * d, false)?;
+            let o = self.stacked_linear(&[Part::whole(&format!("{p}.self_attn.o_proj"), hidden, None)], h * d, false, scaled(&heads))?;
+            let (gate_name, up_name) = (format!("{p}.mlp.gate_proj"), format!("{p}.mlp.up_proj"));
             let gate_up = self.stacked_linear(
-                &[(&format!("{p}.mlp.gate_proj"), c.intermediate_size, None), (&format!("{p}.mlp.up_proj"), c.intermediate_size, None)],
+                &[
+                    Part { name: &gate_name, out: inter, rope_heads: None, keep: units.clone() },
+                    Part { name: &up_name, out: inter, rope_heads: None, keep: units.clone() },
+                ],
                 hidden,
                 false,
+                0..hidden,
             )?;
-            let down = self.stacked_linear(&[(&format!("{p}.mlp.down_proj"), hidden, None)], c.intermediate_size, false)?;
+            let down = self.stacked_linear(&[Part::whole(&format!("{p}.mlp.down_proj"), hidden, None)], inter, false, units.clone())?;
+            let (o, down) = match shard {
+                Some(s) => (o.row_parallel(s.all_reduce.clone()), down.row_parallel(s.all_reduce.clone())),
+                None => (o, down),
+            };
             blocks.push(DecoderBlock {
                 input_norm: RmsNorm { weight: self.vector(&format!("{p}.input_layernorm.weight"), hidden)?, eps },
-                attention: Attention { qkv, o, num_heads: h, num_kv_heads: kvh, head_dim: d },
+                attention: Attention { qkv, o, num_heads: heads.len(), num_kv_heads: kv_heads.len(), head_dim: d },
                 post_attention_norm: RmsNorm { weight: self.vector(&format!("{p}.post_attention_layernorm.weight"), hidden)?, eps },
-                mlp: Mlp { gate_up, down, intermediate_size: c.intermediate_size },
+                mlp: Mlp { gate_up, down, intermediate_size: units.len() },
             });
         }
         let norm = RmsNorm { weight: self.vector("model.norm.weight", hidden)?, eps };
@@ -278,7 +324,7 @@ impl WeightReader {
                 Embedding::Quantized(q) => Linear::quantized(q.clone(), None)?,
             }
         } else {
-            self.stacked_linear(&[("lm_head", c.vocab_size, None)], hidden, false)?
+            self.stacked_linear(&[Part::whole("lm_head", c.vocab_size, None)], hidden, false, 0..hidden)?
         };
         Ok(Llama {
             rotary: RotaryEmbedding::new(c),
