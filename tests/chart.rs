@@ -452,11 +452,17 @@ fn dashboard_configmap_ships_the_dashboard_for_the_grafana_sidecar() {
     assert_eq!(shipped, read_json(&root().join("charts/herd/dashboards/herd.json")));
 }
 
-/// A helm binary to compare with: $HERD_HELM, else `helm` on PATH.
+/// A helm binary to compare with: $HERD_HELM, else the one scripts/test-services.sh installs
+/// (`$HERD_TOOLS_DIR/helm`, `~/.cache/herd/tools/helm` by default), else `helm` on PATH.
 fn helm_binary() -> Option<PathBuf> {
-    let candidate = std::env::var_os("HERD_HELM").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("helm"));
-    let works = Command::new(&candidate).arg("version").output().map(|o| o.status.success()).unwrap_or(false);
-    works.then_some(candidate)
+    let installed = std::env::var_os("HERD_TOOLS_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/herd/tools")))
+        .map(|dir| dir.join("helm"));
+    let candidates = std::env::var_os("HERD_HELM").map(PathBuf::from).into_iter().chain(installed);
+    candidates
+        .chain([PathBuf::from("helm")])
+        .find(|candidate| Command::new(candidate).arg("version").output().map(|o| o.status.success()).unwrap_or(false))
 }
 
 fn by_kind_and_name(manifests: Vec<Json>) -> BTreeMap<(String, String), Json> {
@@ -469,7 +475,10 @@ fn by_kind_and_name(manifests: Vec<Json>) -> BTreeMap<(String, String), Json> {
 #[test]
 fn renders_what_helm_renders_when_a_helm_binary_is_available() {
     let Some(helm) = helm_binary() else {
-        eprintln!("no helm binary (set HERD_HELM or put helm on PATH): the renderer was not compared with helm");
+        eprintln!(
+            "no helm binary (run scripts/test-services.sh, set HERD_HELM or put helm on PATH): \
+             the renderer was not compared with helm"
+        );
         return;
     };
     let chart = chart();
