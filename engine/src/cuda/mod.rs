@@ -3,10 +3,9 @@
 //! the decode kernel), then launched on the device's stream. Each `launch_*` function is
 //! the GPU half of an op in `paged_ops`.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 
-use candle_core::cuda_backend::cudarc::driver::{CudaView, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::cudarc::driver::{CudaFunction, CudaView, LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
 use candle_core::cuda_backend::{CudaDType, CudaDevice, WrapErr};
 use candle_core::{CudaStorage, Layout, Result};
@@ -41,7 +40,7 @@ type PtxKey = (KernelShape, (i32, i32));
 static PTX: Mutex<Vec<(PtxKey, String)>> = Mutex::new(Vec::new());
 
 /// Compiles (once per shape and GPU generation) and loads a kernel.
-fn function(dev: &CudaDevice, shape: KernelShape, name: &str) -> Result<candle_core::cuda_backend::CudaFunc> {
+fn function(dev: &CudaDevice, shape: KernelShape, name: &str) -> Result<CudaFunction> {
     let stream = dev.cuda_stream();
     let cc = stream.context().compute_capability().w()?;
     let key = (shape, cc);
@@ -57,7 +56,7 @@ fn function(dev: &CudaDevice, shape: KernelShape, name: &str) -> Result<candle_c
     }
     let ptx = &cache.iter().find(|(k, _)| *k == key).expect("compiled above").1;
     let module = format!("herd_d{}_g{}_sm{}{}", shape.head_dim, shape.group, cc.0, cc.1);
-    dev.get_or_load_custom_func(name, &module, ptx)
+    Ok(dev.get_or_load_custom_func(name, &module, ptx)?.into_cuda_function())
 }
 
 /// A contiguous tensor's elements.
@@ -93,7 +92,8 @@ pub fn launch_rope_qkv(
     let mut out = unsafe { dev.alloc::<bf16>(tokens * (heads + 2 * kv_heads) * d)? };
     let func = function(&dev, shape, "herd_rope_qkv")?;
     let (h, kvh, d_i) = (heads as i32, kv_heads as i32, d as i32);
-    let mut b = func.builder();
+    let stream = dev.cuda_stream();
+    let mut b = stream.launch_builder(&func);
     b.arg(&src).arg(&pos).arg(&freq).arg(&mut out).arg(&h).arg(&kvh).arg(&d_i).arg(&q_scale);
     let cfg = LaunchConfig { grid_dim: (tokens as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: (d * 4) as u32 };
     // SAFETY: argument types and order match the kernel's signature.
@@ -118,7 +118,8 @@ pub fn launch_store_kv(
     let func = function(&dev, shape, "herd_store_kv")?;
     let dst = cache.as_cuda_slice_mut::<bf16>()?;
     let (h, kvh, d, bs) = (heads as i32, kv_heads as i32, shape.head_dim as i32, block_size as i32);
-    let mut b = func.builder();
+    let stream = dev.cuda_stream();
+    let mut b = stream.launch_builder(&func);
     b.arg(&src).arg(&slots).arg(dst).arg(&h).arg(&kvh).arg(&d).arg(&bs);
     let cfg = LaunchConfig { grid_dim: (tokens as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
     // SAFETY: argument types and order match the kernel's signature; slots lie in the cache.
@@ -157,7 +158,8 @@ pub fn launch_decode_attention(
     let mut part_ml = unsafe { dev.alloc::<f32>(if scratch { rows * heads * parts * 2 } else { 1 })? };
     let func = function(&dev, shape, "herd_decode_attention")?;
     let (ms, kvh, bs, ps) = (meta_stride as i32, kv_heads as i32, block_size as i32, partition as i32);
-    let mut b = func.builder();
+    let stream = dev.cuda_stream();
+    let mut b = stream.launch_builder(&func);
     b.arg(&q).arg(&q_row_stride).arg(&kv).arg(&meta).arg(&ms).arg(&kvh).arg(&bs).arg(&ps);
     b.arg(&mut out).arg(&mut part_out).arg(&mut part_ml);
     let cfg = LaunchConfig { grid_dim: (kv_heads as u32, rows as u32, parts as u32), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
@@ -166,7 +168,7 @@ pub fn launch_decode_attention(
     if scratch {
         let func = function(&dev, shape, "herd_decode_combine")?;
         let (h, p) = (heads as i32, parts as i32);
-        let mut b = func.builder();
+        let mut b = stream.launch_builder(&func);
         b.arg(&part_out).arg(&part_ml).arg(&meta).arg(&ms).arg(&h).arg(&p).arg(&ps).arg(&mut out);
         let cfg = LaunchConfig { grid_dim: (heads as u32, rows as u32, 1), block_dim: (d as u32, 1, 1), shared_mem_bytes: 0 };
         // SAFETY: as above.
@@ -192,7 +194,8 @@ pub fn launch_gather_kv(
     let mut out = unsafe { dev.alloc::<bf16>(2 * kv_heads * len * d)? };
     let func = function(&dev, shape, "herd_gather_kv")?;
     let (l, kvh, d_i, bs) = (len as i32, kv_heads as i32, d as i32, block_size as i32);
-    let mut b = func.builder();
+    let stream = dev.cuda_stream();
+    let mut b = stream.launch_builder(&func);
     b.arg(&kv).arg(&table).arg(&l).arg(&kvh).arg(&d_i).arg(&bs).arg(&mut out);
     let x = blocks_for(len * d / 8, 256).min(1024);
     let cfg = LaunchConfig { grid_dim: (x, kv_heads as u32, 2), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
@@ -212,7 +215,8 @@ pub fn launch_causal_softmax(shape: KernelShape, scores: (&CudaStorage, &Layout)
     let mut out = unsafe { dev.alloc::<bf16>(rows * len)? };
     let func = function(&dev, shape, "herd_causal_softmax")?;
     let (l, q) = (len as i32, queries as i32);
-    let mut b = func.builder();
+    let stream = dev.cuda_stream();
+    let mut b = stream.launch_builder(&func);
     b.arg(&src).arg(&mut out).arg(&l).arg(&q);
     let cfg = LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
     // SAFETY: argument types and order match the kernel's signature.
@@ -229,7 +233,8 @@ pub fn launch_swiglu(shape: KernelShape, gate_up: (&CudaStorage, &Layout), token
     let mut out = unsafe { dev.alloc::<bf16>(total)? };
     let func = function(&dev, shape, "herd_swiglu")?;
     let (i, n) = (intermediate as i32, total);
-    let mut b = func.builder();
+    let stream = dev.cuda_stream();
+    let mut b = stream.launch_builder(&func);
     b.arg(&src).arg(&mut out).arg(&i).arg(&n);
     let cfg = LaunchConfig { grid_dim: (blocks_for(total, 256).min(132 * 16), 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
     // SAFETY: argument types and order match the kernel's signature.
