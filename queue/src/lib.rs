@@ -73,6 +73,11 @@ pub trait JobQueue: Clone + Send + Sync + 'static {
 
     /// Deletes `queue` with whatever it holds (cleanup after a run).
     fn delete(&self, queue: &QueueName) -> impl Future<Output = Result<(), QueueError>> + Send;
+
+    /// Drops the jobs waiting in `queue` (not those delivered and unsettled) and returns how
+    /// many. A restarting coordinator purges before it publishes what the store lacks, so
+    /// the jobs its previous life published are not queued twice.
+    fn purge(&self, queue: &QueueName) -> impl Future<Output = Result<u32, QueueError>> + Send;
 }
 
 /// What a queue holds, as a passive declare reports it.
@@ -277,6 +282,13 @@ impl JobQueue for AnyQueue {
         match self {
             AnyQueue::Memory(q) => q.delete(queue).await,
             AnyQueue::Rabbit(q) => q.delete(queue).await,
+        }
+    }
+
+    async fn purge(&self, queue: &QueueName) -> Result<u32, QueueError> {
+        match self {
+            AnyQueue::Memory(q) => q.purge(queue).await,
+            AnyQueue::Rabbit(q) => q.purge(queue).await,
         }
     }
 }

@@ -157,6 +157,14 @@ impl JobQueue for MemoryQueue {
         self.shared.changed.notify_waiters();
         Ok(())
     }
+
+    async fn purge(&self, queue: &QueueName) -> Result<u32, QueueError> {
+        let mut state = self.shared.lock();
+        let q = state.queues.get_mut(queue).ok_or_else(|| QueueError::NotFound { queue: queue.to_string() })?;
+        let purged = u32::try_from(q.ready.len()).unwrap_or(u32::MAX);
+        q.ready.clear();
+        Ok(purged)
+    }
 }
 
 pub(crate) struct MemoryConsumer {
@@ -349,6 +357,19 @@ mod tests {
         queue.delete(&q()).await.unwrap();
         assert!(tokio::time::timeout(Duration::from_secs(1), waiter).await.unwrap().unwrap());
         assert!(matches!(queue.stats(&q()).await, Err(QueueError::NotFound { .. })));
+    }
+
+    #[tokio::test]
+    async fn purge_drops_waiting_jobs_but_not_delivered_ones() {
+        let queue = MemoryQueue::default();
+        queue.publish(&q(), &[1u32, 2, 3]).await.unwrap();
+        let mut c = queue.consume::<u32>(&q(), 1).await.unwrap();
+        let held = next_within(&mut c).await.unwrap();
+        assert_eq!(queue.purge(&q()).await.unwrap(), 2);
+        assert_eq!(queue.stats(&q()).await.unwrap().messages, 0);
+        drop(held);
+        assert_eq!(next_within(&mut c).await.unwrap().job, 1, "the delivered job comes back after a purge");
+        assert!(matches!(queue.purge(&QueueName::generation("r", "none")).await, Err(QueueError::NotFound { .. })));
     }
 
     #[tokio::test]

@@ -38,7 +38,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
+    QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
 };
 use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
 use lapin::tcp::OwnedTLSConfig;
@@ -525,6 +525,13 @@ impl JobQueue for RabbitQueue {
             link.declared.remove(queue);
         }
         Ok(())
+    }
+
+    async fn purge(&self, queue: &QueueName) -> Result<u32, QueueError> {
+        self.on_channel(queue, "purge", |channel| async move {
+            channel.queue_purge(queue.as_str().into(), QueuePurgeOptions::default()).await
+        })
+        .await
     }
 }
 

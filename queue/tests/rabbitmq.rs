@@ -199,6 +199,25 @@ async fn stats_count_ready_jobs_and_consumers_and_missing_queues_are_named() {
 }
 
 #[tokio::test]
+async fn purge_drops_ready_jobs_and_a_held_one_comes_back() {
+    let queue = connect(5).await;
+    let run = unique_run("purge");
+    let q = QueueName::generation(&run, "smol");
+    queue.publish(&q, &[1u32, 2, 3]).await.unwrap();
+    let mut consumer = queue.consume::<u32>(&q, 1).await.unwrap();
+    let held = next_within(&mut consumer, WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(queue.purge(&q).await.unwrap(), 2);
+    assert_eq!(queue.stats(&q).await.unwrap().messages, 0);
+    held.nack().await.unwrap();
+    let back = next_within(&mut consumer, WAIT).await.unwrap();
+    assert_eq!((back.job, back.redelivered), (1, true), "the delivered job survives the purge");
+    back.ack().await.unwrap();
+    consumer.close().await;
+    cleanup(&queue, &[q]).await;
+}
+
+#[tokio::test]
 async fn wrong_password_fails_fast_with_a_clear_message_without_the_password() {
     require_rabbitmq();
     let started = Instant::now();
