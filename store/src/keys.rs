@@ -39,6 +39,19 @@ pub fn plan(run: &str, name: &str) -> String {
     format!("runs/{}/plan/{}.json", segment(run), segment(name))
 }
 
+/// `runs/<run>/report/`: the run folder the coordinator writes when the run is complete
+/// (`leaderboard.csv`, `report.html`, `<generator>/model_outputs.json`, …), ending in `/`.
+pub fn report_prefix(run: &str) -> String {
+    format!("runs/{}/report/", segment(run))
+}
+
+/// `runs/<run>/report/<file>`: one file of the run folder; `file` is its path inside the
+/// folder with `/` between parts, each part kept inside its folder.
+pub fn report_file(run: &str, file: &str) -> String {
+    let parts: Vec<String> = file.split('/').filter(|p| !p.is_empty()).map(segment).collect();
+    format!("{}{}", report_prefix(run), parts.join("/"))
+}
+
 /// `cache/judgements/<hash>.json`: a verdict by content hash, shared by every run and
 /// worker that uses the store (outside `runs/`).
 pub fn judge_cache(hash: &str) -> String {
@@ -73,6 +86,8 @@ mod tests {
         assert_eq!(activity("r1", "generation", "host-1"), "runs/r1/activity/generation/host-1.json");
         assert_eq!(plan("r1", "judge"), "runs/r1/plan/judge.json");
         assert_eq!(judge_cache("ab12"), "cache/judgements/ab12.json");
+        assert_eq!(report_file("r1", "smol/model_outputs.json"), "runs/r1/report/smol/model_outputs.json");
+        assert_eq!(report_file("r1", "../x/leaderboard.csv"), "runs/r1/report/___/x/leaderboard.csv");
     }
 
     #[test]

@@ -133,6 +133,34 @@ impl ResultStore {
         }
     }
 
+    /// Writes raw `bytes` at `key`, replacing what is there (files such as a run's report).
+    pub async fn put_bytes(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+        let path = self.path(key)?;
+        let payload = PutPayload::from(bytes);
+        self.retrying("put", key, || {
+            let payload = payload.clone();
+            let path = path.clone();
+            async move { self.store.put(&path, payload).await.map(|_| ()) }
+        })
+        .await
+    }
+
+    /// The bytes at `key`, or `None` when there are none.
+    pub async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let path = self.path(key)?;
+        self.retrying("get", key, || {
+            let path = path.clone();
+            async move {
+                match self.store.get(&path).await {
+                    Ok(result) => result.bytes().await.map(|b| Some(b.to_vec())),
+                    Err(object_store::Error::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            }
+        })
+        .await
+    }
+
     /// The document at `key`, or `None` when there is none.
     pub async fn get_json<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
         let path = self.path(key)?;
@@ -339,6 +367,15 @@ mod tests {
         assert_eq!(store.put_json_once("runs/r/outputs/m/1.json", &2).await.unwrap(), Stored::AlreadyThere);
         assert_eq!(store.get_json::<i32>("runs/r/outputs/m/1.json").await.unwrap(), Some(1));
         assert_eq!(store.get_json::<i32>("runs/r/outputs/m/2.json").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn bytes_round_trip_and_overwrite() {
+        let store = ResultStore::open(&StoreConfig::new("memory://")).unwrap();
+        store.put_bytes("runs/r/report/leaderboard.csv", b"a,b\n".to_vec()).await.unwrap();
+        store.put_bytes("runs/r/report/leaderboard.csv", b"c,d\n".to_vec()).await.unwrap();
+        assert_eq!(store.get_bytes("runs/r/report/leaderboard.csv").await.unwrap(), Some(b"c,d\n".to_vec()));
+        assert_eq!(store.get_bytes("runs/r/report/none.csv").await.unwrap(), None);
     }
 
     #[tokio::test]
