@@ -6,12 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herd_core::jobs::{JudgeJob, JudgeResult, Phase};
+use herd_core::judge::SwapDecision;
 use herd_engine::{BatchOptions, Model};
 use herd_queue::{Delivery, JobQueue, QueueName};
 use herd_store::{keys, ResultStore};
 use herd_telemetry::Metrics;
 use herd_worker::{
     next_batch, settle, spawn_feeder, unix_now, ActivityRecorder, EngineThread, ModelCache, WorkerError,
+    NOOP_BENCHMARK_MODEL,
 };
 use tokio::sync::mpsc;
 
@@ -117,6 +119,23 @@ struct Miss {
     identity: String,
 }
 
+/// The benchmark-only judge's verdict: a tie, at once, never cached.
+fn noop_verdict(job: &JudgeJob, worker: &str) -> JudgeResult {
+    JudgeResult {
+        run_id: job.run_id.clone(),
+        judge: job.judge.name.clone(),
+        generator: job.generator.clone(),
+        index: job.index,
+        preference: Some(1.5),
+        raw_completion: NOOP_BENCHMARK_MODEL.to_string(),
+        is_switched: SwapDecision::for_instruction(&job.instruction).is_switched(),
+        truncated: false,
+        prompt_tokens: 0,
+        seconds: 0.0,
+        worker: worker.to_string(),
+    }
+}
+
 struct Pass<'a> {
     worker: &'a JudgeWorker,
     queue: String,
@@ -149,6 +168,11 @@ impl Pass<'_> {
                 self.stats.already_stored += 1;
                 self.metrics.jobs_completed.with_label_values(&self.labels()).inc();
                 settle(delivery.ack().await)?;
+                continue;
+            }
+            if job.judge.model == NOOP_BENCHMARK_MODEL {
+                let result = noop_verdict(job, &self.worker.worker);
+                self.store(delivery, result, batch_started, false).await?;
                 continue;
             }
             let identity = match self.identities.get(&job.judge.model).await {

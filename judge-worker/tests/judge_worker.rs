@@ -154,3 +154,22 @@ async fn an_unparsable_ranking_is_stored_as_null_with_its_text_and_not_cached() 
     let again = judge_all("r4", &jobs("r4", JudgeMode::Ranking, 3, &[662]), &again_store, &cache, &models).await;
     assert_eq!((again.judged, again.cached), (1, 0));
 }
+
+#[tokio::test]
+async fn the_benchmark_noop_judge_ties_at_once_without_a_model_or_the_cache() {
+    let store = ResultStore::open(&herd_store::StoreConfig::new("memory://")).unwrap();
+    let cache = JudgeCache::new(store.clone());
+    let models = ModelCache::default();
+    let mut noop = jobs("r-noop", JudgeMode::Logprob, 100, &[0, 1, 2]);
+    for job in &mut noop {
+        job.judge.model = herd_worker::NOOP_BENCHMARK_MODEL.into();
+    }
+    let stats = judge_all("r-noop", &noop, &store, &cache, &models).await;
+    assert_eq!((stats.judged, stats.cached), (3, 0));
+    assert!(!models.is_loaded(herd_worker::NOOP_BENCHMARK_MODEL));
+    assert!(store.list("cache/").await.unwrap().is_empty(), "noop verdicts are never cached");
+    let key = keys::annotation("r-noop", &noop[1].judge.name, "gen", 1);
+    let verdict: JudgeResult = store.get_json(&key).await.unwrap().unwrap();
+    assert_eq!(verdict.preference, Some(1.5));
+    assert_eq!(verdict.is_switched, SwapDecision::for_instruction(&noop[1].instruction).is_switched());
+}

@@ -5,14 +5,17 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use herd_core::jobs::{GenerationJob, GenerationResult, Phase};
+use herd_core::jobs::{FinishReason, GenerationJob, GenerationResult, Phase};
 use herd_engine::{BatchOptions, GenerationRequest, Model};
 use herd_queue::{Delivery, JobQueue, QueueName};
 use herd_store::{keys, ResultStore};
 use herd_telemetry::Metrics;
 use tokio::sync::mpsc;
 
-use crate::{next_batch, settle, spawn_feeder, unix_now, ActivityRecorder, EngineThread, ModelCache, WorkerError};
+use crate::{
+    next_batch, settle, spawn_feeder, unix_now, ActivityRecorder, EngineThread, ModelCache, WorkerError,
+    NOOP_BENCHMARK_MODEL,
+};
 
 const ROLE: &str = "worker";
 
@@ -142,6 +145,10 @@ impl Pass<'_> {
             by_model.entry(job.generator.model.clone()).or_default().push(delivery);
         }
         for (model, group) in by_model {
+            if model == NOOP_BENCHMARK_MODEL {
+                self.answer_empty(group).await?;
+                continue;
+            }
             match self.models.get(&model).await {
                 Ok(loaded) => self.generate(&model, loaded, group).await?,
                 Err(unavailable) => {
@@ -150,6 +157,35 @@ impl Pass<'_> {
                     }
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// The benchmark-only model: an empty answer per job, stored and acked like any other.
+    async fn answer_empty(&mut self, group: Vec<Delivery<GenerationJob>>) -> Result<(), WorkerError> {
+        let batch_started = unix_now();
+        self.metrics.batch_size.with_label_values(&[ROLE, NOOP_BENCHMARK_MODEL]).observe(group.len() as f64);
+        for delivery in group {
+            let job = &delivery.job;
+            let result = GenerationResult {
+                run_id: job.run_id.clone(),
+                generator: job.generator.name.clone(),
+                index: job.index,
+                instruction: job.instruction.clone(),
+                dataset: job.dataset.clone(),
+                output: String::new(),
+                prompt_tokens: 0,
+                output_tokens: 0,
+                seconds: 0.0,
+                finish_reason: FinishReason::Eos,
+                worker: self.worker.worker.clone(),
+            };
+            self.store.put_output(&result).await?;
+            self.metrics.record_output(&result);
+            self.metrics.jobs_completed.with_label_values(&self.labels()).inc();
+            self.activity.record(&result.generator, batch_started, 0, false);
+            self.stats.generated += 1;
+            settle(delivery.ack().await)?;
         }
         Ok(())
     }

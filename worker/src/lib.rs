@@ -30,6 +30,11 @@ pub use error::WorkerError;
 pub use generation::{GenerationWorker, GenerationWorkerStats};
 pub use models::{ModelCache, ModelUnavailable};
 
+/// A benchmark-only model name: a worker answers its jobs at once with an empty answer
+/// (a judge worker with a tie), without loading anything, so that a run measures what the
+/// queue, the store and the loops cost per job (`bench/scale`). Never a default.
+pub const NOOP_BENCHMARK_MODEL: &str = "bench-noop";
+
 /// This process's name in results and activity records: host, process id and start time,
 /// so a restarted worker is told apart from its previous life.
 pub fn worker_id() -> String {

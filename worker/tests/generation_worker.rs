@@ -122,3 +122,22 @@ async fn a_job_whose_model_cannot_load_is_dead_lettered_with_the_reason() {
     assert_eq!(info.queue, worker.queue_name().as_str());
     assert!(store.list("runs/r2/outputs/").await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn the_benchmark_noop_model_answers_empty_at_once_without_loading_a_model() {
+    let store = ResultStore::open(&herd_store::StoreConfig::new("memory://")).unwrap();
+    let queue = MemoryQueue::default();
+    let metrics = Metrics::new().unwrap();
+    let models = ModelCache::default();
+    let worker = GenerationWorker::new("r-noop", "smol", "test-worker");
+    queue.publish(&worker.queue_name(), &jobs("r-noop", herd_worker::NOOP_BENCHMARK_MODEL, 5, 12)).await.unwrap();
+    let done = stored(store.clone(), keys::outputs_prefix("r-noop", "smol"), 5);
+    let stats = tokio::time::timeout(Duration::from_secs(10), worker.run(&queue, &store, &models, &metrics, done))
+        .await
+        .expect("the worker finishes")
+        .unwrap();
+    assert_eq!(stats.generated, 5);
+    assert!(!models.is_loaded(herd_worker::NOOP_BENCHMARK_MODEL));
+    let result: GenerationResult = store.get_json(&keys::output("r-noop", "smol", 4)).await.unwrap().unwrap();
+    assert_eq!((result.output.as_str(), result.output_tokens), ("", 0));
+}
