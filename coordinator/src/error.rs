@@ -23,6 +23,10 @@ pub enum CoordinatorError {
     /// A job can never succeed, so the run cannot complete.
     #[error("a job was dead-lettered from {queue} ({job}): {reason}")]
     DeadLettered { queue: String, job: String, reason: String },
+    /// Every generator was dropped from the run because jobs of each were dead-lettered
+    /// (`DeadLetterPolicy::DropGenerator`).
+    #[error("every generator was dropped from the run because of dead-lettered jobs; the first: {first}")]
+    EveryGeneratorDropped { first: String },
     /// An imported generator (herd evaluate) lacks an answer the plan expects.
     #[error("generator {generator} has no answer for eval-set instruction {index} in run {run}")]
     MissingOutput { run: String, generator: String, index: usize },

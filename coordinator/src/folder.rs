@@ -59,6 +59,8 @@ pub struct RunSummary {
     pub generators: Vec<GeneratorSummary>,
     /// The judge phase over all generators.
     pub judging: PhaseActivity,
+    /// Every file written, relative to `out` (`/` between parts), in writing order.
+    pub files: Vec<String>,
 }
 
 /// Writes the run folder (see the module docs) from the store.
@@ -72,8 +74,10 @@ pub async fn write_run_folder(
     let generation_activity = read_activity(store, run, Phase::Generation).await?;
     let judging_activity = read_activity(store, run, Phase::Judging).await?;
     let mut generators = Vec::new();
+    let mut files = Vec::new();
     for generator in &plan.generators {
-        let folder = out.join(folder_name(&generator.name));
+        let folder_part = folder_name(&generator.name);
+        let folder = out.join(&folder_part);
         std::fs::create_dir_all(&folder).map_err(|source| CoordinatorError::Io {
             path: folder.clone(),
             action: "create",
@@ -88,6 +92,7 @@ pub async fn write_run_folder(
         let rows: Vec<ModelOutput> =
             outputs.iter().map(|o| model_output_row(o, &generator.name, generator.spec.is_some())).collect();
         write_model_outputs(folder.join("model_outputs.json"), &rows)?;
+        files.push(format!("{folder_part}/model_outputs.json"));
 
         let annotations: Vec<Annotation> = outputs
             .iter()
@@ -111,6 +116,7 @@ pub async fn write_run_folder(
             })
             .collect();
         write_annotations(folder.join("annotations.json"), &annotations)?;
+        files.push(format!("{folder_part}/annotations.json"));
 
         let throughput = match generator.spec {
             Some(_) => {
@@ -121,6 +127,7 @@ pub async fn write_run_folder(
                     merge_activity(&judging_activity, Some(&generator.name)),
                 );
                 t.write(&folder.join("throughput.json"))?;
+                files.push(format!("{folder_part}/throughput.json"));
                 Some(t)
             }
             None => None,
@@ -137,7 +144,9 @@ pub async fn write_run_folder(
 
     let folders: Vec<PathBuf> = generators.iter().map(|g| g.folder.clone()).collect();
     let report = build_report(&folders, &ReportOptions::default())?;
-    report.files().write_to(out)?;
+    let report_files = report.files();
+    report_files.write_to(out)?;
+    files.extend(report_files.files.iter().map(|(relative, _)| slash_path(relative)));
     for summary in &mut generators {
         summary.leaderboard = report.leaderboard.iter().find(|row| row.generator == summary.name).cloned();
     }
@@ -147,7 +156,25 @@ pub async fn write_run_folder(
         leaderboard: out.join("leaderboard.csv"),
         generators,
         judging: merge_activity(&judging_activity, None),
+        files,
     })
+}
+
+/// Copies the files of a written run folder into the store under `runs/<run>/report/`
+/// (same relative paths, same bytes), so that a distributed run's results live where its
+/// answers and verdicts do. Returns how many files were stored.
+pub async fn store_run_folder(store: &ResultStore, run: &str, summary: &RunSummary) -> Result<usize, CoordinatorError> {
+    for file in &summary.files {
+        let path = summary.out.join(file);
+        let bytes = std::fs::read(&path).map_err(|source| CoordinatorError::Io { path, action: "read", source })?;
+        store.put_bytes(&keys::report_file(run, file), bytes).await?;
+    }
+    Ok(summary.files.len())
+}
+
+/// A relative path with `/` between its parts, whatever the platform.
+fn slash_path(relative: &Path) -> String {
+    relative.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
 }
 
 /// A stored answer as a `model_outputs.json` row; generated answers carry their token

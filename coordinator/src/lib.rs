@@ -23,5 +23,5 @@ pub use error::CoordinatorError;
 pub use folder::{GeneratorSummary, RunSummary};
 pub use plan::{PlannedGenerator, RunPlan};
 pub use progress::{GeneratorProgress, RunProgress};
-pub use run::Coordinator;
+pub use run::{Coordinator, DeadLetterPolicy, DroppedGenerator};
 pub use throughput::{PhaseTimes, RunThroughput};

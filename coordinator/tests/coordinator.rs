@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use herd_coordinator::{Coordinator, CoordinatorError, RunPlan, RunProgress};
+use herd_coordinator::{Coordinator, CoordinatorError, DeadLetterPolicy, RunPlan, RunProgress};
 use herd_core::eval_set::EvalSet;
 use herd_core::formats::{read_annotations, read_model_outputs};
 use herd_core::jobs::{
@@ -171,4 +171,134 @@ async fn a_run_continued_with_other_settings_is_refused() {
     let mut other = Coordinator::new(queue, store, Metrics::new().unwrap(), plan(2, 64)).unwrap();
     let err = other.start().await.unwrap_err().to_string();
     assert!(err.contains("generator gen") && err.contains("\"max_new_tokens\":8") && err.contains("64"), "{err}");
+}
+
+#[tokio::test]
+async fn a_restarted_coordinator_purges_the_jobs_its_previous_life_queued() {
+    let (queue, store) = (MemoryQueue::default(), memory_store());
+    let mut first = Coordinator::new(queue.clone(), store.clone(), Metrics::new().unwrap(), plan(4, 8)).unwrap();
+    first.start().await.unwrap();
+    let gen_queue = QueueName::generation("r", "gen");
+    assert_eq!(ready(&queue, &gen_queue).await, 4);
+    put_output(&store, 0).await;
+    let mut second = Coordinator::new(queue.clone(), store.clone(), Metrics::new().unwrap(), plan(4, 8)).unwrap();
+    second.start().await.unwrap();
+    assert_eq!(ready(&queue, &gen_queue).await, 3, "the three missing answers, each queued once");
+    assert_eq!(ready(&queue, &QueueName::judge("r", "judge")).await, 1, "the verdict on answer 0, once");
+}
+
+#[tokio::test]
+async fn with_drop_generator_a_dead_lettered_job_drops_its_generator_and_the_others_finish() {
+    let (queue, store) = (MemoryQueue::default(), memory_store());
+    let bad = GeneratorSpec { name: "bad".into(), model: "/no/such.gguf".into(), ..spec(8) };
+    let plan = RunPlan::first_n("r", vec![spec(8), bad], judge(), Some(2), &EvalSet::embedded());
+    let metrics = Metrics::new().unwrap();
+    let mut coordinator = Coordinator::new(queue.clone(), store.clone(), metrics.clone(), plan).unwrap();
+    coordinator.poll_interval = Duration::from_millis(10);
+    coordinator.dead_letter_policy = DeadLetterPolicy::DropGenerator;
+    coordinator.start().await.unwrap();
+
+    // Not jobs of this run's plan: a malformed message and a job of another spec.
+    let gen_queue = QueueName::generation("r", "gen");
+    queue.publish(&gen_queue, &[serde_json::json!({"not": "a job"})]).await.unwrap();
+    let mut gen_jobs = queue.consume::<serde_json::Value>(&gen_queue, 8).await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        seen.push(gen_jobs.next().await.unwrap().unwrap());
+    }
+    let malformed = seen.pop().unwrap();
+    malformed.dead_letter("malformed message: missing field `run_id`").await.unwrap();
+    let mut stray: GenerationJob = serde_json::from_value(seen[0].job.clone()).unwrap();
+    stray.generator.model = "/elsewhere.gguf".into();
+    queue.publish(&gen_queue, &[stray]).await.unwrap();
+    let stray = gen_jobs.next().await.unwrap().unwrap();
+    stray.dead_letter("model /elsewhere.gguf cannot be loaded: no such file").await.unwrap();
+    drop(seen);
+    // A job of the plan that can never succeed.
+    let mut bad_jobs = queue.consume::<GenerationJob>(&QueueName::generation("r", "bad"), 8).await.unwrap();
+    let poisoned = bad_jobs.next().await.unwrap().unwrap();
+    poisoned.dead_letter("model /no/such.gguf cannot be loaded: no such file").await.unwrap();
+
+    let (sender, _receiver) = watch::channel(RunProgress::default());
+    let watching = tokio::spawn(async move { coordinator.watch(&sender).await.map(|p| (p, coordinator)) });
+    for index in 0..2 {
+        put_output(&store, index).await;
+        put_verdict(&store, index, Some(1.5)).await;
+    }
+    let (progress, coordinator) =
+        tokio::time::timeout(Duration::from_secs(5), watching).await.expect("the run ends").unwrap().unwrap();
+    assert!(progress.generator("gen").unwrap().is_complete());
+    let dropped = coordinator.dropped();
+    assert_eq!(dropped.keys().collect::<Vec<_>>(), vec!["bad"], "only the plan's own job drops a generator");
+    assert!(dropped["bad"].first.contains("cannot be loaded") && dropped["bad"].first.contains("herd.r.gen.bad"));
+    let counted = |queue: &str| metrics.jobs_dead_lettered.with_label_values(&["r", "coordinator", queue]).get();
+    assert_eq!(counted("herd.r.gen.gen"), 2, "the two stray messages are counted");
+    assert_eq!(counted("herd.r.gen.bad"), 1);
+
+    let dir = tempfile::tempdir().unwrap();
+    let summary = coordinator.finish(dir.path()).await.unwrap();
+    assert_eq!(summary.generators.iter().map(|g| g.name.as_str()).collect::<Vec<_>>(), vec!["gen"]);
+    assert!(!dir.path().join("bad").exists());
+}
+
+#[tokio::test]
+async fn with_drop_generator_a_run_whose_every_generator_is_dropped_fails() {
+    let (queue, store) = (MemoryQueue::default(), memory_store());
+    let mut coordinator = Coordinator::new(queue.clone(), store, Metrics::new().unwrap(), plan(1, 8)).unwrap();
+    coordinator.poll_interval = Duration::from_millis(10);
+    coordinator.dead_letter_policy = DeadLetterPolicy::DropGenerator;
+    coordinator.start().await.unwrap();
+    let mut jobs = queue.consume::<GenerationJob>(&QueueName::generation("r", "gen"), 1).await.unwrap();
+    jobs.next().await.unwrap().unwrap().dead_letter("model m cannot be loaded").await.unwrap();
+    let (sender, _receiver) = watch::channel(RunProgress::default());
+    let err = tokio::time::timeout(Duration::from_secs(5), coordinator.watch(&sender)).await.unwrap().unwrap_err();
+    assert!(matches!(err, CoordinatorError::EveryGeneratorDropped { .. }), "{err}");
+    assert!(err.to_string().contains("cannot be loaded"), "{err}");
+}
+
+#[tokio::test]
+async fn the_run_folder_is_copied_into_the_store_byte_for_byte() {
+    let (queue, store) = (MemoryQueue::default(), memory_store());
+    for index in 0..3 {
+        put_output(&store, index).await;
+        put_verdict(&store, index, Some(1.0 + index as f64 / 2.0)).await;
+    }
+    let mut coordinator = Coordinator::new(queue, store.clone(), Metrics::new().unwrap(), plan(3, 8)).unwrap();
+    assert!(coordinator.start().await.unwrap().is_complete());
+    let dir = tempfile::tempdir().unwrap();
+    let summary = coordinator.finish(dir.path()).await.unwrap();
+    for expected in ["leaderboard.csv", "report.html", "gen/model_outputs.json", "gen/annotations.json", "gen/errors.md"] {
+        assert!(summary.files.iter().any(|f| f == expected), "{expected} not in {:?}", summary.files);
+    }
+    assert_eq!(coordinator.store_report(&summary).await.unwrap(), summary.files.len());
+    for file in &summary.files {
+        let stored = store.get_bytes(&herd_store::keys::report_file("r", file)).await.unwrap();
+        assert_eq!(stored, Some(std::fs::read(dir.path().join(file)).unwrap()), "{file}");
+    }
+    let listed = store.list(&herd_store::keys::report_prefix("r")).await.unwrap();
+    assert_eq!(listed.len(), summary.files.len(), "{listed:?}");
+}
+
+#[tokio::test]
+async fn while_watching_the_coordinator_reports_each_queues_depth_and_consumers() {
+    let (queue, store) = (MemoryQueue::default(), memory_store());
+    let metrics = Metrics::new().unwrap();
+    let mut coordinator = Coordinator::new(queue.clone(), store, metrics.clone(), plan(3, 8)).unwrap();
+    coordinator.poll_interval = Duration::from_millis(10);
+    coordinator.start().await.unwrap();
+    let _consumer = queue.consume::<JudgeJob>(&QueueName::judge("r", "judge"), 1).await.unwrap();
+    let (sender, _receiver) = watch::channel(RunProgress::default());
+    let watching = tokio::spawn(async move { coordinator.watch(&sender).await });
+    let gauge = |queue: &str| {
+        let labels = ["r", queue];
+        (metrics.queue_depth.with_label_values(&labels).get(), metrics.queue_consumers.with_label_values(&labels).get())
+    };
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while gauge("herd.r.gen.gen") != (3, 0) || gauge("herd.r.judge.judge") != (0, 1) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the gauges show the three generation jobs and the judge queue's consumer");
+    watching.abort();
 }
