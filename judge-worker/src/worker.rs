@@ -34,6 +34,9 @@ pub struct JudgeWorker {
     /// How long a batch waits to fill once its first job arrived.
     pub linger: Duration,
     pub worker: String,
+    /// The one judge model this worker serves (`herd judge-worker --judge-model`); `None`:
+    /// whatever model the jobs name. A job naming another model is dead-lettered.
+    pub model: Option<String>,
 }
 
 /// What one run of the loop did.
@@ -66,11 +69,20 @@ impl JudgeWorker {
             prefetch,
             linger: Duration::from_millis(20),
             worker: worker.into(),
+            model: None,
         }
     }
 
     pub fn queue_name(&self) -> QueueName {
         QueueName::judge(&self.run_id, &self.judge)
+    }
+
+    /// Why a job naming judge model `model` is not this worker's to run, if it is not.
+    fn refuses(&self, model: &str) -> Option<String> {
+        let serves = self.model.as_deref()?;
+        (model != serves).then(|| {
+            format!("the job asks for judge model {model} but this worker of judge {} serves {serves}", self.judge)
+        })
     }
 
     /// Consumes the judge's queue until `shutdown` completes or the queue closes. The judge
@@ -168,6 +180,10 @@ impl Pass<'_> {
                 self.stats.already_stored += 1;
                 self.metrics.jobs_completed.with_label_values(&self.labels()).inc();
                 settle(delivery.ack().await)?;
+                continue;
+            }
+            if let Some(reason) = self.worker.refuses(&job.judge.model) {
+                self.dead_letter(delivery, &reason).await?;
                 continue;
             }
             if job.judge.model == NOOP_BENCHMARK_MODEL {

@@ -1,8 +1,127 @@
-//! `herd coordinator`: the coordinator role.
+//! `herd coordinator`: the coordinator role. Plans the run (generators × instructions, one
+//! judge), publishes the generation jobs the store lacks, publishes a judge job as each
+//! answer lands, and once every verdict is in writes the run folder — the same files,
+//! byte for byte, as `herd run` — into the store under `runs/<run>/report/` (and into
+//! --out when given).
+//!
+//! The store is the coordinator's only state: restarted (a crash, a rescheduled pod), it
+//! lists what is stored and republishes only what is missing. A dead-lettered job (a
+//! model that cannot load, a malformed message) drops its generator from the run instead
+//! of failing it: the other generators are finished and reported, and the dropped ones are
+//! named at the end.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use herd_coordinator::{Coordinator, DeadLetterPolicy, RunProgress, RunSummary};
+use herd_core::eval_set::EvalSet;
+use herd_store::keys;
+use tokio::sync::watch;
+
+use super::cluster::{runtime, stop_signal, ClusterArgs};
+use super::run::{JudgeArgs, PlanArgs};
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    #[command(flatten)]
+    pub judge: JudgeArgs,
+    /// Also write the run folder here (it is always written to the store, under
+    /// `runs/<run>/report/`).
+    #[arg(long, env = "HERD_OUT")]
+    pub out: Option<PathBuf>,
+    /// Milliseconds between two listings of the store while the run is under way.
+    #[arg(long, env = "HERD_POLL_INTERVAL_MS", default_value_t = 1000, value_name = "MS")]
+    pub poll_interval_ms: u64,
+    /// What a dead-lettered job does: `drop-generator` finishes the run without that job's
+    /// generator; `fail-run` stops the coordinator with an error.
+    #[arg(long, env = "HERD_ON_DEAD_LETTER", default_value = "drop-generator", value_parser = ["drop-generator", "fail-run"])]
+    pub on_dead_letter: String,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("the coordinator role is not built yet")
+pub fn run(args: Args) -> anyhow::Result<()> {
+    runtime()?.block_on(coordinate(args))
+}
+
+async fn coordinate(args: Args) -> anyhow::Result<()> {
+    let eval_set = EvalSet::embedded();
+    let plan = args.plan.plan(&args.cluster.run_id, args.judge.spec()?, &eval_set)?;
+    let queue = args.cluster.connect_queue("coordinator").await?;
+    let store = args.cluster.open_store()?;
+    let (metrics, _server) = args.cluster.serve_metrics().await?;
+    let mut coordinator = Coordinator::new(queue, store.clone(), metrics, plan.clone())?;
+    coordinator.poll_interval = Duration::from_millis(args.poll_interval_ms.max(10));
+    coordinator.dead_letter_policy = match args.on_dead_letter.as_str() {
+        "fail-run" => DeadLetterPolicy::FailRun,
+        _ => DeadLetterPolicy::DropGenerator,
+    };
+
+    let already = coordinator.start().await?;
+    let (outputs, expected_outputs) = already.outputs();
+    let (verdicts, expected_verdicts) = already.annotations();
+    tracing::info!(
+        run = %plan.run_id,
+        outputs, expected_outputs, verdicts, expected_verdicts,
+        "published what the store lacks"
+    );
+    let (progress_sender, progress) = watch::channel(already);
+    let logging = tokio::spawn(log_progress(progress));
+    let outcome = tokio::select! {
+        outcome = coordinator.watch(&progress_sender) => outcome,
+        _ = stop_signal() => bail!("stopped before run {} was complete; start the coordinator again to resume", plan.run_id),
+    };
+    logging.abort();
+    outcome?;
+
+    // Without --out the folder is written to a temporary one (the report is built from
+    // files) and only its copy in the store remains.
+    let scratch;
+    let out = match &args.out {
+        Some(out) => out.clone(),
+        None => {
+            scratch = tempfile::tempdir().context("a temporary folder for the run folder")?;
+            scratch.path().to_path_buf()
+        }
+    };
+    let summary = coordinator.finish(&out).await?;
+    let stored = coordinator.store_report(&summary).await?;
+    tracing::info!(files = stored, prefix = %keys::report_prefix(&plan.run_id), "stored the run folder");
+    print_summary(&plan.run_id, &summary, args.out.is_some(), store.description());
+    for (name, dropped) in coordinator.dropped() {
+        eprintln!("herd coordinator: generator {name} was dropped ({} dead-lettered job(s)): {}", dropped.jobs, dropped.first);
+    }
+    Ok(())
+}
+
+/// Logs the progress at most every ten seconds while it changes.
+async fn log_progress(mut progress: watch::Receiver<RunProgress>) {
+    while progress.changed().await.is_ok() {
+        let now = progress.borrow_and_update().clone();
+        let ((outputs, expected_outputs), (verdicts, expected_verdicts)) = (now.outputs(), now.annotations());
+        tracing::info!(outputs, expected_outputs, verdicts, expected_verdicts, "progress");
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
+}
+
+fn print_summary(run: &str, summary: &RunSummary, local: bool, store: &str) {
+    println!("herd coordinator {run}: {} generator(s) complete", summary.generators.len());
+    println!("{:<30} {:>8} {:>15} {:>15} {:>8}", "generator", "examples", "win rate", "LC win rate", "unparsed");
+    for g in &summary.generators {
+        let (win, lc) = match &g.leaderboard {
+            Some(row) => (
+                format!("{:.2} ± {:.2}", row.win_rate, row.standard_error),
+                row.length_controlled_winrate.map(|lc| format!("{lc:.2}")).unwrap_or_else(|| "—".into()),
+            ),
+            None => ("—".into(), "—".into()),
+        };
+        println!("{:<30} {:>8} {win:>15} {lc:>15} {:>8}", g.name, g.examples, g.unparsed);
+    }
+    println!("run folder: {store} under {}", keys::report_prefix(run));
+    if local {
+        println!("and locally: {}", summary.out.display());
+    }
 }

@@ -13,7 +13,7 @@ use herd_core::formats::{read_model_outputs, validate_model_outputs, ModelOutput
 use herd_core::jobs::{FinishReason, GenerationResult};
 use herd_store::{keys, ResultStore, Stored};
 
-use super::run::{JudgeArgs, LocalArgs, LocalRun, STORE_FOLDER};
+use super::run::{JudgeArgs, JudgeCacheArgs, LocalArgs, LocalRun, STORE_FOLDER};
 
 /// The `worker` of imported answers.
 const IMPORTED: &str = "imported";
@@ -26,6 +26,8 @@ pub struct Args {
     pub model_outputs: Vec<PathBuf>,
     #[command(flatten)]
     pub judge: JudgeArgs,
+    #[command(flatten)]
+    pub judge_cache: JudgeCacheArgs,
     #[command(flatten)]
     pub local: LocalArgs,
 }
@@ -43,10 +45,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let models = check_inputs(&args.model_outputs, &eval_set)?;
     let judge = args.judge.spec()?;
     let (run_id, out) = args.local.run_id_and_out("eval")?;
-    args.local.apply_threads();
+    args.local.engine.apply_threads();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async {
-        let local = LocalRun::open(&args.local, &args.judge, &out)?;
+        let local = LocalRun::open(&args.local, &args.judge_cache, &out)?;
         let mut generators = Vec::new();
         for model in &models {
             import(local.store(), &run_id, model, &out).await?;

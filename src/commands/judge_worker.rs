@@ -1,8 +1,61 @@
-//! `herd judge-worker`: the judge worker role.
+//! `herd judge-worker`: the judge worker role. Takes the judge jobs of one run
+//! (`herd.<run>.judge.<judge>`), judges them with the judge model (or takes the verdict
+//! from the judge cache in the run's store), stores each verdict and only then
+//! acknowledges the job. Stops on SIGTERM like `herd worker`.
+
+use std::time::Duration;
+
+use herd_judge_worker::{JudgeCache, JudgeWorker};
+
+use super::cluster::{runtime, stop_signal, ClusterArgs};
+use super::run::EngineArgs;
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The judge whose jobs this worker takes: the coordinator's --judge-name (its default
+    /// is `<judge model>_<mode>`, e.g. `smollm2-135m-instruct_logprob`).
+    #[arg(long, env = "HERD_JUDGE_NAME", value_name = "NAME")]
+    pub judge_name: String,
+    /// The judge model this worker serves: the coordinator's --judge-model. Jobs naming
+    /// another model are dead-lettered. Default: what the jobs name.
+    #[arg(long, env = "HERD_JUDGE_MODEL", value_name = "PATH_OR_BUILTIN")]
+    pub judge_model: Option<String>,
+    /// Judge everything; neither read nor write the judge cache (`cache/judgements/` in
+    /// the run's store, shared by every run on that store).
+    #[arg(long, env = "HERD_NO_JUDGE_CACHE")]
+    pub no_judge_cache: bool,
+    /// Jobs held unacknowledged at once (default: twice --batch-size).
+    #[arg(long, env = "HERD_PREFETCH")]
+    pub prefetch: Option<u16>,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("the judge worker role is not built yet")
+pub fn run(args: Args) -> anyhow::Result<()> {
+    args.engine.apply_threads();
+    runtime()?.block_on(serve(args))
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
+    let models = args.engine.models()?;
+    let queue = args.cluster.connect_queue("judge-worker").await?;
+    let store = args.cluster.open_store()?;
+    let cache = if args.no_judge_cache { JudgeCache::disabled() } else { JudgeCache::new(store.clone()) };
+    let (metrics, _server) = args.cluster.serve_metrics().await?;
+    // The model loads on the first cache miss: a fully cached run never loads it.
+    let worker = JudgeWorker {
+        run_id: args.cluster.run_id.clone(),
+        judge: args.judge_name.clone(),
+        batch: args.engine.batch(),
+        prefetch: args.prefetch.unwrap_or_else(|| args.engine.prefetch()),
+        linger: Duration::from_millis(20),
+        worker: herd_worker::worker_id(),
+        model: args.judge_model.clone(),
+    };
+    tracing::info!(queue = %worker.queue_name(), worker = %worker.worker, "judge worker started");
+    let stats = worker.run(&queue, &store, &cache, &models, &metrics, stop_signal()).await?;
+    tracing::info!(?stats, "judge worker stopped");
+    Ok(())
 }

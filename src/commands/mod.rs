@@ -1,3 +1,4 @@
+pub mod cluster;
 pub mod coordinator;
 pub mod errors;
 pub mod evaluate;

@@ -20,7 +20,7 @@ use anyhow::{bail, Context};
 use herd_coordinator::{Coordinator, RunPlan, RunProgress, RunSummary};
 use herd_core::eval_set::EvalSet;
 use herd_core::jobs::{GeneratorSpec, JudgeMode, JudgeSpec, PromptTemplate};
-use herd_engine::{BatchOptions, DEFAULT_MODEL};
+use herd_engine::{BatchOptions, DeviceSpec, LoadOptions, Placement, DEFAULT_MODEL};
 use herd_judge_worker::{JudgeCache, JudgeWorker, JudgeWorkerStats};
 use herd_queue::MemoryQueue;
 use herd_store::ResultStore;
@@ -34,6 +34,19 @@ pub const STORE_FOLDER: &str = "store";
 
 #[derive(clap::Args)]
 pub struct Args {
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    #[command(flatten)]
+    pub judge: JudgeArgs,
+    #[command(flatten)]
+    pub judge_cache: JudgeCacheArgs,
+    #[command(flatten)]
+    pub local: LocalArgs,
+}
+
+/// The models to evaluate and on how many instructions (shared with `herd coordinator`).
+#[derive(clap::Args)]
+pub struct PlanArgs {
     /// A model to evaluate, as `key=value` pairs separated by commas:
     /// `name=NAME,model=PATH_OR_BUILTIN,template=chat|raw|alpaca_sft|zero_shot_system,max_new_tokens=N,stop=TEXT`.
     /// Every key is optional (`stop` may repeat; `\n`, `\t`, `\,` and `\\` are escapes).
@@ -52,10 +65,14 @@ pub struct Args {
     /// New tokens per answer, for generators that do not set max_new_tokens.
     #[arg(long, env = "HERD_MAX_NEW_TOKENS", default_value_t = 512)]
     pub max_new_tokens: usize,
-    #[command(flatten)]
-    pub judge: JudgeArgs,
-    #[command(flatten)]
-    pub local: LocalArgs,
+}
+
+impl PlanArgs {
+    /// The run's plan: every generator × the first `--limit` instructions, one judge.
+    pub fn plan(&self, run_id: &str, judge: JudgeSpec, eval_set: &EvalSet) -> anyhow::Result<RunPlan> {
+        let generators = generator_specs(&self.generators, self.baseline.as_deref(), self.max_new_tokens)?;
+        Ok(RunPlan::first_n(run_id, generators, judge, self.limit, eval_set))
+    }
 }
 
 /// The judge's settings (shared with `herd evaluate`).
@@ -79,6 +96,11 @@ pub struct JudgeArgs {
     /// fit (alpaca_eval's config: 7000; never more than the model's own).
     #[arg(long, env = "HERD_JUDGE_MAX_CONTEXT", default_value_t = 7000)]
     pub judge_max_context: usize,
+}
+
+/// Where the in-process run keeps verdicts by content (shared with `herd evaluate`).
+#[derive(clap::Args)]
+pub struct JudgeCacheArgs {
     /// Store of the judge cache: verdicts by content under `cache/judgements/`, reused by
     /// every run that points here.
     #[arg(long, env = "HERD_JUDGE_CACHE", value_name = "DIR")]
@@ -98,6 +120,24 @@ pub struct LocalArgs {
     /// The run's id in the store (default: the --out folder's name, else a UTC timestamp).
     #[arg(long, env = "HERD_RUN_ID")]
     pub run_id: Option<String>,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Judge answers while others are still being generated (faster end to end on a GPU;
+    /// on a CPU the two phases then share cores and their throughput figures mix).
+    #[arg(long, env = "HERD_PIPELINE")]
+    pub pipeline: bool,
+}
+
+/// Where and how the engine runs models (shared with `herd evaluate`, `herd worker` and
+/// `herd judge-worker`).
+#[derive(clap::Args, Clone)]
+pub struct EngineArgs {
+    /// `cpu`, `cuda` (GPU 0) or `cuda:N` (the first GPU of the model's ranks).
+    #[arg(long, env = "HERD_DEVICE", default_value = "cpu")]
+    pub device: DeviceSpec,
+    /// Ranks a model is sharded over (GPUs from --device on, or CPU threads on the CPU).
+    #[arg(long, env = "HERD_TENSOR_PARALLEL", default_value_t = 1)]
+    pub tensor_parallel: usize,
     /// Sequences the engine decodes at once.
     #[arg(long, env = "HERD_BATCH_SIZE", default_value_t = 16)]
     pub batch_size: usize,
@@ -107,25 +147,20 @@ pub struct LocalArgs {
     /// CPU threads for inference (default: all cores).
     #[arg(long, env = "HERD_THREADS")]
     pub threads: Option<usize>,
-    /// Judge answers while others are still being generated (faster end to end on a GPU;
-    /// on a CPU the two phases then share cores and their throughput figures mix).
-    #[arg(long, env = "HERD_PIPELINE")]
-    pub pipeline: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    args.local.apply_threads();
+    args.local.engine.apply_threads();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(run_async(args))
 }
 
 async fn run_async(args: Args) -> anyhow::Result<()> {
     let eval_set = EvalSet::embedded();
-    let generators = generator_specs(&args.generators, args.baseline.as_deref(), args.max_new_tokens)?;
     let judge = args.judge.spec()?;
     let (run_id, out) = args.local.run_id_and_out("run")?;
-    let plan = RunPlan::first_n(&run_id, generators, judge, args.limit, &eval_set);
-    let local = LocalRun::open(&args.local, &args.judge, &out)?;
+    let plan = args.plan.plan(&run_id, judge, &eval_set)?;
+    let local = LocalRun::open(&args.local, &args.judge_cache, &out)?;
     let outcome = local.execute(plan).await?;
     outcome.print();
     Ok(())
@@ -289,7 +324,9 @@ impl JudgeArgs {
             max_context_tokens: self.judge_max_context,
         })
     }
+}
 
+impl JudgeCacheArgs {
     fn cache(&self) -> anyhow::Result<JudgeCache> {
         if self.no_judge_cache {
             return Ok(JudgeCache::disabled());
@@ -308,7 +345,7 @@ fn home_cache_dir() -> PathBuf {
     home.join(".cache").join("herd")
 }
 
-impl LocalArgs {
+impl EngineArgs {
     /// Candle's CPU kernels size their thread pools from RAYON_NUM_THREADS; it must be set
     /// before the first one starts.
     pub fn apply_threads(&self) {
@@ -317,6 +354,37 @@ impl LocalArgs {
         }
     }
 
+    pub fn batch(&self) -> BatchOptions {
+        BatchOptions {
+            max_batch_size: self.batch_size.max(1),
+            max_step_tokens: self.step_tokens.max(1),
+            ignore_eos: false,
+        }
+    }
+
+    /// Jobs a worker holds at once: twice the engine batch, so the engine admits new
+    /// sequences as others finish.
+    pub fn prefetch(&self) -> u16 {
+        u16::try_from(self.batch_size.max(1) * 2).unwrap_or(u16::MAX)
+    }
+
+    /// Where models load, checked now (a GPU build, enough GPUs) so that a wrong
+    /// --device or --tensor-parallel fails before any work is taken.
+    pub fn placement(&self) -> anyhow::Result<Placement> {
+        let placement = Placement { device: self.device, tensor_parallel: self.tensor_parallel, ..Placement::default() };
+        placement.check().with_context(|| {
+            format!("--device {} --tensor-parallel {}", self.device, self.tensor_parallel)
+        })?;
+        Ok(placement)
+    }
+
+    /// A model cache that loads onto this placement.
+    pub fn models(&self) -> anyhow::Result<ModelCache> {
+        Ok(ModelCache::on(LoadOptions::default(), self.placement()?))
+    }
+}
+
+impl LocalArgs {
     /// The run id and folder: `--run-id` and `--out` as given; a missing id is the folder's
     /// name, a missing folder is `runs/<id>`, and without either the id is
     /// `<prefix>-<UTC timestamp>`.
@@ -334,17 +402,6 @@ impl LocalArgs {
         Ok((run_id, out))
     }
 
-    fn batch(&self) -> BatchOptions {
-        BatchOptions {
-            max_batch_size: self.batch_size.max(1),
-            max_step_tokens: self.step_tokens.max(1),
-            ignore_eos: false,
-        }
-    }
-
-    fn prefetch(&self) -> u16 {
-        u16::try_from(self.batch_size.max(1) * 2).unwrap_or(u16::MAX)
-    }
 }
 
 /// `YYYYMMDD-HHMMSS` in UTC.
@@ -394,18 +451,18 @@ pub struct RunOutcome {
 }
 
 impl LocalRun {
-    pub fn open(local: &LocalArgs, judge: &JudgeArgs, out: &Path) -> anyhow::Result<Self> {
+    pub fn open(local: &LocalArgs, judge_cache: &JudgeCacheArgs, out: &Path) -> anyhow::Result<Self> {
         let store_dir = out.join(STORE_FOLDER);
         let store = ResultStore::local(&store_dir).with_context(|| format!("run store {}", store_dir.display()))?;
         Ok(Self {
             out: out.to_path_buf(),
             store,
-            cache: judge.cache()?,
+            cache: judge_cache.cache()?,
             queue: MemoryQueue::default(),
             metrics: Metrics::new()?,
-            models: ModelCache::default(),
-            batch: local.batch(),
-            prefetch: local.prefetch(),
+            models: local.engine.models()?,
+            batch: local.engine.batch(),
+            prefetch: local.engine.prefetch(),
             pipeline: local.pipeline,
             worker: herd_worker::worker_id(),
         })
@@ -516,6 +573,7 @@ impl LocalRun {
                 prefetch: self.prefetch,
                 linger: Duration::from_millis(20),
                 worker: self.worker.clone(),
+                model: None,
             };
             let name = generator.name.clone();
             let complete = move |p: &RunProgress| p.generator(&name).is_some_and(|g| g.generation_complete());
@@ -544,6 +602,7 @@ impl LocalRun {
             prefetch: self.prefetch,
             linger: Duration::from_millis(20),
             worker: self.worker.clone(),
+            model: None,
         };
         let shutdown = wait_for(progress, failed, RunProgress::is_complete);
         Ok(worker.run(&self.queue, &self.store, &self.cache, &self.models, &self.metrics, shutdown).await?)
@@ -719,9 +778,13 @@ mod tests {
         let local = |out: Option<&str>, id: Option<&str>| LocalArgs {
             out: out.map(PathBuf::from),
             run_id: id.map(String::from),
-            batch_size: 1,
-            step_tokens: 1,
-            threads: None,
+            engine: EngineArgs {
+                device: DeviceSpec::Cpu,
+                tensor_parallel: 1,
+                batch_size: 1,
+                step_tokens: 1,
+                threads: None,
+            },
             pipeline: false,
         };
         assert_eq!(local(Some("x/today"), None).run_id_and_out("run").unwrap(), ("today".into(), "x/today".into()));

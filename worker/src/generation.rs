@@ -34,6 +34,10 @@ pub struct GenerationWorker {
     pub linger: Duration,
     /// This process's name in results (see [`crate::worker_id`]).
     pub worker: String,
+    /// The one model this worker serves (`herd worker --model`); `None`: whatever model
+    /// the jobs name. A job naming another model is dead-lettered with both names: the
+    /// coordinator's plan and this worker's deployment disagree, and retrying cannot help.
+    pub model: Option<String>,
 }
 
 /// What one run of the loop did.
@@ -64,11 +68,20 @@ impl GenerationWorker {
             prefetch,
             linger: Duration::from_millis(20),
             worker: worker.into(),
+            model: None,
         }
     }
 
     pub fn queue_name(&self) -> QueueName {
         QueueName::generation(&self.run_id, &self.generator)
+    }
+
+    /// Why a job naming `model` is not this worker's to run, if it is not.
+    fn refuses(&self, model: &str) -> Option<String> {
+        let serves = self.model.as_deref()?;
+        (model != serves).then(|| {
+            format!("the job asks for model {model} but this worker of generator {} serves {serves}", self.generator)
+        })
     }
 
     /// Consumes the generator's queue until `shutdown` completes or the queue closes.
@@ -140,6 +153,10 @@ impl Pass<'_> {
                 self.stats.already_stored += 1;
                 self.metrics.jobs_completed.with_label_values(&self.labels()).inc();
                 settle(delivery.ack().await)?;
+                continue;
+            }
+            if let Some(reason) = self.worker.refuses(&job.generator.model) {
+                self.dead_letter(delivery, &reason).await?;
                 continue;
             }
             by_model.entry(job.generator.model.clone()).or_default().push(delivery);

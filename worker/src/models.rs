@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use herd_engine::{LoadOptions, Model};
+use herd_engine::{LoadOptions, Model, Placement};
 use tokio::sync::OnceCell;
 
 /// Why a job's model is not available.
@@ -24,6 +24,7 @@ type Slot = Arc<OnceCell<Result<Arc<Model>, ModelUnavailable>>>;
 pub struct ModelCache {
     slots: Arc<Mutex<HashMap<String, Slot>>>,
     options: LoadOptions,
+    placement: Placement,
 }
 
 impl std::fmt::Debug for ModelCache {
@@ -34,8 +35,14 @@ impl std::fmt::Debug for ModelCache {
 }
 
 impl ModelCache {
+    /// Models loaded on the CPU.
     pub fn new(options: LoadOptions) -> Self {
-        Self { slots: Arc::default(), options }
+        Self::on(options, Placement::default())
+    }
+
+    /// Models loaded onto `placement` (a GPU, or tensor-parallel ranks).
+    pub fn on(options: LoadOptions, placement: Placement) -> Self {
+        Self { slots: Arc::default(), options, placement }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
@@ -53,10 +60,11 @@ impl ModelCache {
         slot.get_or_init(|| {
             let spec = spec.to_string();
             let options = self.options.clone();
+            let placement = self.placement.clone();
             async move {
                 let loaded = tokio::task::spawn_blocking({
                     let spec = spec.clone();
-                    move || Model::load(&spec, &options)
+                    move || Model::load_on(&spec, &options, &placement)
                 })
                 .await;
                 match loaded {

@@ -141,3 +141,22 @@ async fn the_benchmark_noop_model_answers_empty_at_once_without_loading_a_model(
     let result: GenerationResult = store.get_json(&keys::output("r-noop", "smol", 4)).await.unwrap().unwrap();
     assert_eq!((result.output.as_str(), result.output_tokens), ("", 0));
 }
+
+#[tokio::test]
+async fn a_worker_serving_one_model_dead_letters_a_job_naming_another_with_both_names() {
+    let store = ResultStore::open(&herd_store::StoreConfig::new("memory://")).unwrap();
+    let queue = MemoryQueue::default();
+    let metrics = Metrics::new().unwrap();
+    let models = ModelCache::default();
+    let worker = GenerationWorker { model: Some("/models/mine.gguf".into()), ..GenerationWorker::new("r3", "smol", "w") };
+    queue.publish(&worker.queue_name(), &jobs("r3", "/models/other.gguf", 1, 4)).await.unwrap();
+    let mut dlq = queue.consume::<GenerationJob>(&QueueName::dead_letters("r3"), 4).await.unwrap();
+    let worker_run = worker.run(&queue, &store, &models, &metrics, async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    });
+    let (stats, first) = tokio::join!(worker_run, dlq.next());
+    assert_eq!(stats.unwrap().dead_lettered, 1);
+    let reason = first.unwrap().unwrap().dead_letter_info.unwrap().reason;
+    assert!(reason.contains("/models/other.gguf") && reason.contains("serves /models/mine.gguf"), "{reason}");
+    assert!(!models.is_loaded("/models/other.gguf"), "the other model was not loaded");
+}
