@@ -20,6 +20,7 @@ use crate::error::Result;
 use crate::kv_cache::ContiguousCache;
 use crate::linear::Linear;
 use crate::paged_cache::{PagedBatch, PagedKvCache};
+use crate::paged_ops::phase_timing::time;
 use crate::paged_ops::{self, DecodeAttention, GatherKv, HeadLayout, RopeQkv, StoreKv, SwiGluGpu};
 
 /// Token embeddings, dense or left in GGUF blocks.
@@ -183,10 +184,11 @@ impl Attention {
     /// decode rows in one kernel and each prompt chunk over its gathered context.
     fn forward_paged(&self, x: &Tensor, cache: &Tensor, ctx: &PagedContext) -> Result<Tensor> {
         let layout = self.layout();
-        let qkv = self.qkv.forward(x)?;
+        let dev = x.device();
+        let qkv = time("qkv projection", dev, || self.qkv.forward(x))?;
         let q_scale = (1.0 / (self.head_dim as f64).sqrt()) as f32;
-        let qkv = qkv.apply_op3_no_bwd(&ctx.positions, &ctx.inv_freq, &RopeQkv { layout, q_scale })?;
-        cache.inplace_op3(&qkv, &ctx.slots, &StoreKv { layout, block_size: ctx.block_size })?;
+        let qkv = time("rotary", dev, || Ok(qkv.apply_op3_no_bwd(&ctx.positions, &ctx.inv_freq, &RopeQkv { layout, q_scale })?))?;
+        time("store keys/values", dev, || Ok(cache.inplace_op3(&qkv, &ctx.slots, &StoreKv { layout, block_size: ctx.block_size })?))?;
         let mut parts = Vec::with_capacity(1 + ctx.batch.spans.len());
         if ctx.batch.decode_rows > 0 {
             let op = DecodeAttention {
@@ -196,15 +198,17 @@ impl Attention {
                 meta_stride: ctx.batch.meta_stride,
                 max_context: ctx.batch.max_decode_context,
             };
-            parts.push(qkv.apply_op3_no_bwd(cache, &ctx.decode_meta, &op)?);
+            parts.push(time("decode attention", dev, || Ok(qkv.apply_op3_no_bwd(cache, &ctx.decode_meta, &op)?))?);
         }
         for (span, table) in ctx.batch.spans.iter().zip(&ctx.span_tables) {
-            let q = qkv.narrow(0, span.start, span.tokens)?.narrow(1, 0, self.num_heads)?;
-            let kv = cache.apply_op2_no_bwd(table, &GatherKv { layout, block_size: ctx.block_size, len: span.context })?;
-            parts.push(paged_ops::prefill_attention(&q, &kv.get(0)?, &kv.get(1)?, layout)?);
+            parts.push(time("prefill attention", dev, || {
+                let q = qkv.narrow(0, span.start, span.tokens)?.narrow(1, 0, self.num_heads)?;
+                let kv = cache.apply_op2_no_bwd(table, &GatherKv { layout, block_size: ctx.block_size, len: span.context })?;
+                paged_ops::prefill_attention(&q, &kv.get(0)?, &kv.get(1)?, layout)
+            })?);
         }
         let attended = if parts.len() == 1 { parts.pop().expect("one part") } else { Tensor::cat(&parts, 0)? };
-        self.o.forward(&attended)
+        time("o projection", dev, || self.o.forward(&attended))
     }
 }
 
@@ -241,9 +245,11 @@ impl Mlp {
 
     /// [`Mlp::forward`] with the fused GPU SwiGLU kernel where it applies.
     fn forward_paged(&self, x: &Tensor, layout: HeadLayout) -> Result<Tensor> {
-        let gate_up = self.gate_up.forward(x)?;
+        let dev = x.device();
+        let gate_up = time("gate/up projection", dev, || self.gate_up.forward(x))?;
         if paged_ops::on_gpu(&gate_up) {
-            return self.down.forward(&gate_up.apply_op1_no_bwd(&SwiGluGpu { layout, intermediate: self.intermediate_size })?);
+            let hidden = time("swiglu", dev, || Ok(gate_up.apply_op1_no_bwd(&SwiGluGpu { layout, intermediate: self.intermediate_size })?))?;
+            return time("down projection", dev, || self.down.forward(&hidden));
         }
         if let Some(hidden) = cpu_kernels::swiglu(&gate_up, self.intermediate_size)? {
             return self.down.forward(&hidden);
@@ -270,9 +276,13 @@ impl DecoderBlock {
     }
 
     fn forward_paged(&self, x: &Tensor, cache: &Tensor, ctx: &PagedContext) -> Result<Tensor> {
-        let x = (x + self.attention.forward_paged(&self.input_norm.forward(x)?, cache, ctx)?)?;
-        let x = (&x + self.mlp.forward_paged(&self.post_attention_norm.forward(&x)?, ctx.layout)?)?;
-        Ok(x)
+        let dev = x.device();
+        let normed = time("norms", dev, || self.input_norm.forward(x))?;
+        let attended = self.attention.forward_paged(&normed, cache, ctx)?;
+        let x = time("residual adds", dev, || Ok((x + attended)?))?;
+        let normed = time("norms", dev, || self.post_attention_norm.forward(&x))?;
+        let mlp = self.mlp.forward_paged(&normed, ctx.layout)?;
+        time("residual adds", dev, || Ok((&x + mlp)?))
     }
 }
 
@@ -354,13 +364,17 @@ impl Llama {
             layout: attention.layout(),
         };
         let ids = Tensor::new(batch.tokens.as_slice(), dev)?;
-        let mut x = self.embedding.forward(&ids)?.to_dtype(self.dtype)?;
+        // Every host-to-device copy of the pass goes out before its first kernel.
+        let last_rows = Tensor::new(batch.last_rows.as_slice(), dev)?;
+        let mut x = time("embedding", dev, || Ok(self.embedding.forward(&ids)?.to_dtype(self.dtype)?))?;
         for (block, layer_cache) in self.blocks.iter().zip(&cache.layers) {
             x = block.forward_paged(&x, layer_cache, &ctx)?;
         }
-        let last = x.index_select(&Tensor::new(batch.last_rows.as_slice(), dev)?, 0)?;
-        let logits = self.lm_head.forward(&self.norm.forward(&last)?)?;
-        Ok(logits.to_dtype(DType::F32)?)
+        time("lm head", dev, || {
+            let last = x.index_select(&last_rows, 0)?;
+            let logits = self.lm_head.forward(&self.norm.forward(&last)?)?;
+            Ok(logits.to_dtype(DType::F32)?)
+        })
     }
 
     /// Index of the largest logit per row (greedy decoding).

@@ -294,14 +294,76 @@ impl CustomOp1 for CausalSoftmaxGpu {
     }
 }
 
+/// How GPU prefill attention is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrefillKernel {
+    /// herd's fused kernel (tensor cores, scores kept on chip); head sizes 64 and 128.
+    Fused,
+    /// Scores materialised by cuBLAS, then herd's causal softmax, then cuBLAS again.
+    Matmul,
+}
+
+impl PrefillKernel {
+    /// The fused kernel where it applies, unless `HERD_PREFILL_ATTENTION=matmul`.
+    pub fn for_layout(layout: HeadLayout) -> Self {
+        static FORCED_MATMUL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let forced = *FORCED_MATMUL.get_or_init(|| std::env::var("HERD_PREFILL_ATTENTION").is_ok_and(|v| v == "matmul"));
+        if !forced && matches!(layout.head_dim, 64 | 128) {
+            PrefillKernel::Fused
+        } else {
+            PrefillKernel::Matmul
+        }
+    }
+}
+
+/// GPU fused prefill attention: inputs q `[t, heads, d]`, k and v `[kv_heads, len, d]`.
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+struct FusedPrefillAttention {
+    layout: HeadLayout,
+}
+
+impl CustomOp3 for FusedPrefillAttention {
+    fn name(&self) -> &'static str {
+        "herd-prefill-attention"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> CandleResult<(CpuStorage, Shape)> {
+        candle_core::bail!("herd-prefill-attention runs on GPUs; the CPU uses attention::attend")
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> CandleResult<(candle_core::CudaStorage, Shape)> {
+        let (t, heads, d) = l1.shape().dims3()?;
+        let out = crate::cuda::launch_prefill_attention(self.layout.kernel_shape(), (s1, l1), (s2, l2), (s3, l3))?;
+        Ok((out, Shape::from((t, heads * d))))
+    }
+}
+
 /// Causal attention of a prompt chunk: `q` `[t, heads, d]` (pre-scaled) over its whole
-/// context `k`, `v` (`[kv_heads, len, d]`, the chunk last) → `[t, heads · d]`. Query heads
-/// sharing a key/value head are stacked as rows of one matmul.
+/// context `k`, `v` (`[kv_heads, len, d]`, the chunk last) → `[t, heads · d]`.
 pub fn prefill_attention(q: &Tensor, k: &Tensor, v: &Tensor, layout: HeadLayout) -> Result<Tensor> {
+    prefill_attention_with(q, k, v, layout, PrefillKernel::for_layout(layout))
+}
+
+/// [`prefill_attention`] with the GPU kernel chosen by the caller (the checks compare both).
+pub fn prefill_attention_with(q: &Tensor, k: &Tensor, v: &Tensor, layout: HeadLayout, kernel: PrefillKernel) -> Result<Tensor> {
     if matches!(q.device(), Device::Cpu) {
         // The CPU's f32 path masks inside its causal softmax kernel.
         return attention::attend(q, k, v, layout.heads, layout.kv_heads, None);
     }
+    if kernel == PrefillKernel::Fused {
+        return Ok(q.apply_op3_no_bwd(&k.contiguous()?, &v.contiguous()?, &FusedPrefillAttention { layout })?);
+    }
+    // Query heads sharing a key/value head are stacked as rows of one matmul.
     let (t, h, d) = q.dims3()?;
     let (kvh, group) = (layout.kv_heads, layout.group());
     let q = q.reshape((t, kvh, group, d))?.permute((1, 2, 0, 3))?.contiguous()?.reshape((kvh, group * t, d))?;
@@ -338,6 +400,54 @@ impl CustomOp1 for SwiGluGpu {
 /// Whether `t` lives where the GPU ops apply (bf16 on a CUDA device).
 pub fn on_gpu(t: &Tensor) -> bool {
     t.device().is_cuda() && t.dtype() == DType::BF16
+}
+
+/// Per-phase timing of the paged forward pass, off by default. While it is on, each timed
+/// phase synchronizes its device before and after, so a phase's time is the GPU time of
+/// that phase alone plus one launch (the pass as a whole gets slower: this is for finding
+/// where a pass spends its time, not for measuring its speed).
+pub mod phase_timing {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+    use std::time::Instant;
+
+    use candle_core::Device;
+
+    use crate::error::Result;
+
+    static ON: AtomicBool = AtomicBool::new(false);
+    /// (phase, seconds, calls) in first-seen order.
+    static TOTALS: Mutex<Vec<(&'static str, f64, usize)>> = Mutex::new(Vec::new());
+
+    pub fn enable(on: bool) {
+        ON.store(on, Ordering::Relaxed);
+    }
+
+    /// The totals since the last call, and resets them.
+    pub fn take() -> Vec<(&'static str, f64, usize)> {
+        std::mem::take(&mut *TOTALS.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Runs `f`, timed as `phase` when timing is on.
+    pub fn time<T>(phase: &'static str, device: &Device, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        if !ON.load(Ordering::Relaxed) {
+            return f();
+        }
+        device.synchronize()?;
+        let start = Instant::now();
+        let out = f()?;
+        device.synchronize()?;
+        let secs = start.elapsed().as_secs_f64();
+        let mut totals = TOTALS.lock().unwrap_or_else(|p| p.into_inner());
+        match totals.iter_mut().find(|(name, ..)| *name == phase) {
+            Some(entry) => {
+                entry.1 += secs;
+                entry.2 += 1;
+            }
+            None => totals.push((phase, secs, 1)),
+        }
+        Ok(out)
+    }
 }
 
 #[cfg(test)]

@@ -259,7 +259,8 @@ extern "C" __global__ void herd_gather_kv(const bf16_t* __restrict__ cache, cons
 }
 
 // ---------------------------------------------------------------------------------------
-// Block-wide reductions (blockDim.x a multiple of 32, at most 1024).
+// Block-wide reductions (blockDim.x a multiple of 32, at most 1024). Every warp reduces the
+// warps' partials itself, so every thread gets the result.
 __device__ __forceinline__ float warp_max(float x) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));
@@ -274,7 +275,8 @@ __device__ float block_max(float x, float* scratch) {
     x = warp_max(x);
     if (threadIdx.x % 32 == 0) scratch[threadIdx.x / 32] = x;
     __syncthreads();
-    x = threadIdx.x < blockDim.x / 32 ? scratch[threadIdx.x] : NEG_INF;
+    const int lane = threadIdx.x % 32;
+    x = lane < blockDim.x / 32 ? scratch[lane] : NEG_INF;
     x = warp_max(x);
     __syncthreads();
     return x;
@@ -283,7 +285,8 @@ __device__ float block_sum(float x, float* scratch) {
     x = warp_sum(x);
     if (threadIdx.x % 32 == 0) scratch[threadIdx.x / 32] = x;
     __syncthreads();
-    x = threadIdx.x < blockDim.x / 32 ? scratch[threadIdx.x] : 0.f;
+    const int lane = threadIdx.x % 32;
+    x = lane < blockDim.x / 32 ? scratch[lane] : 0.f;
     x = warp_sum(x);
     __syncthreads();
     return x;
@@ -320,5 +323,167 @@ extern "C" __global__ void herd_swiglu(const bf16_t* __restrict__ gate_up, bf16_
         const float g = bf16_to_f32(gate_up[t * 2 * intermediate + j]);
         const float u = bf16_to_f32(gate_up[t * 2 * intermediate + intermediate + j]);
         out[i] = f32_to_bf16(g / (1.f + __expf(-g)) * u);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Causal prefill attention of one prompt chunk, flash-attention style: the scores never
+// leave the chip. q: `t` rows (row stride q_row_stride elements) of `heads` pre-scaled query
+// heads; k, v: [kv_heads, len, HEAD_DIM] contiguous, the chunk's own keys last, so query i
+// sits at position len - t + i and sees keys 0 ..= len - t + i. out: [t, heads * HEAD_DIM].
+// Grid (ceil(t / 64), heads), 4 warps; each warp owns 16 query rows and runs the bf16 tensor
+// core instruction mma.m16n8k16 (f32 accumulate) for Q·Kᵀ and P·V over 64-key tiles held in
+// shared memory, with an online softmax in between.
+#define FA_ROWS 64
+#define FA_KEYS 64
+#define FA_STRIDE (HEAD_DIM + 8)  // padded smem rows: the fragment loads hit 32 distinct banks
+#define FA_DK (HEAD_DIM / 16)     // k-steps of Q·Kᵀ over the head dimension
+#define FA_DN (HEAD_DIM / 8)      // n-tiles of P·V over the head dimension
+
+__device__ __forceinline__ void mma_bf16_16816(float* c, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// Two floats as a bf16 pair, the first in the low half (the lower column of a fragment).
+__device__ __forceinline__ u32 pack_bf16x2(float lo, float hi) {
+    return (u32)f32_to_bf16(lo) | ((u32)f32_to_bf16(hi) << 16);
+}
+
+extern "C" __global__ void __launch_bounds__(128)
+    herd_prefill_attention(const bf16_t* __restrict__ q, long long q_row_stride, const bf16_t* __restrict__ k,
+                           const bf16_t* __restrict__ v, int t, int len, int heads, bf16_t* __restrict__ out) {
+    __shared__ __align__(16) bf16_t ks[FA_KEYS * FA_STRIDE];
+    __shared__ __align__(16) bf16_t vs[FA_KEYS * FA_STRIDE];
+    const int tile = blockIdx.x, head = blockIdx.y, kv_head = head / GROUP;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int g = lane / 4, tq = lane % 4;  // fragment row group and column pair
+    const int row0 = tile * FA_ROWS + warp * 16;
+    const int first_pos = len - t;
+
+    // This lane's query fragments (rows row0 + g and row0 + g + 8; rows past t are clamped
+    // and their results dropped).
+    u32 qf[FA_DK][4];
+    {
+        const bf16_t* qa = q + (size_t)imin(row0 + g, t - 1) * q_row_stride + (size_t)head * HEAD_DIM + 2 * tq;
+        const bf16_t* qb = q + (size_t)imin(row0 + g + 8, t - 1) * q_row_stride + (size_t)head * HEAD_DIM + 2 * tq;
+#pragma unroll
+        for (int s = 0; s < FA_DK; ++s) {
+            qf[s][0] = *(const u32*)(qa + 16 * s);
+            qf[s][1] = *(const u32*)(qb + 16 * s);
+            qf[s][2] = *(const u32*)(qa + 16 * s + 8);
+            qf[s][3] = *(const u32*)(qb + 16 * s + 8);
+        }
+    }
+    float o[FA_DN][4];
+#pragma unroll
+    for (int j = 0; j < FA_DN; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
+    float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f};  // l: this lane's columns only
+    const float LOG2E = 1.4426950408889634f;
+    const int pos_a = first_pos + row0 + g, pos_b = pos_a + 8;
+    const int key_end = imin(len, first_pos + tile * FA_ROWS + FA_ROWS);  // keys any row here sees
+    const bf16_t* kh = k + (size_t)kv_head * len * HEAD_DIM;
+    const bf16_t* vh = v + (size_t)kv_head * len * HEAD_DIM;
+
+    for (int k0 = 0; k0 < key_end; k0 += FA_KEYS) {
+        __syncthreads();  // the previous tile is no longer read
+        for (int c = threadIdx.x; c < FA_KEYS * HEAD_DIM / 8; c += blockDim.x) {
+            const int r = c / (HEAD_DIM / 8), col = (c % (HEAD_DIM / 8)) * 8;
+            uint4 kk, vv;  // zeros past the end: 0 · garbage could be NaN
+            kk.x = kk.y = kk.z = kk.w = 0u;
+            vv = kk;
+            if (k0 + r < len) {
+                kk = __ldg((const uint4*)(kh + (size_t)(k0 + r) * HEAD_DIM + col));
+                vv = __ldg((const uint4*)(vh + (size_t)(k0 + r) * HEAD_DIM + col));
+            }
+            *(uint4*)(ks + r * FA_STRIDE + col) = kk;
+            *(uint4*)(vs + r * FA_STRIDE + col) = vv;
+        }
+        __syncthreads();
+
+        // Scores of 16 rows x 64 keys.
+        float sc[FA_KEYS / 8][4];
+#pragma unroll
+        for (int j = 0; j < FA_KEYS / 8; ++j) {
+            sc[j][0] = sc[j][1] = sc[j][2] = sc[j][3] = 0.f;
+            const bf16_t* kr = ks + (8 * j + g) * FA_STRIDE + 2 * tq;
+#pragma unroll
+            for (int s = 0; s < FA_DK; ++s) {
+                mma_bf16_16816(sc[j], qf[s][0], qf[s][1], qf[s][2], qf[s][3], *(const u32*)(kr + 16 * s),
+                               *(const u32*)(kr + 16 * s + 8));
+            }
+        }
+        // Causal mask, log2 units, row maxima over the quad of lanes sharing a row.
+        float mx[2] = {NEG_INF, NEG_INF};
+#pragma unroll
+        for (int j = 0; j < FA_KEYS / 8; ++j) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int key = k0 + 8 * j + 2 * tq + (e & 1);
+                const int pos = e < 2 ? pos_a : pos_b;
+                const float x = key <= pos && key < len ? sc[j][e] * LOG2E : NEG_INF;
+                sc[j][e] = x;
+                mx[e >> 1] = fmaxf(mx[e >> 1], x);
+            }
+        }
+        float base[2];
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+            const float m_new = fmaxf(m[r], mx[r]);
+            base[r] = m_new == NEG_INF ? 0.f : m_new;  // a row with no key yet stays at zero
+            const float correction = exp2f(m[r] - base[r]);
+            l[r] *= correction;
+#pragma unroll
+            for (int j = 0; j < FA_DN; ++j) {
+                o[j][2 * r] *= correction;
+                o[j][2 * r + 1] *= correction;
+            }
+            m[r] = m_new;
+        }
+#pragma unroll
+        for (int j = 0; j < FA_KEYS / 8; ++j) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const float p = exp2f(sc[j][e] - base[e >> 1]);
+                sc[j][e] = p;
+                l[e >> 1] += p;
+            }
+        }
+        // O += P·V: the score accumulators of two adjacent key n-tiles are the A fragment
+        // of one 16-key k-step.
+#pragma unroll
+        for (int s = 0; s < FA_KEYS / 16; ++s) {
+            const u32 a0 = pack_bf16x2(sc[2 * s][0], sc[2 * s][1]);
+            const u32 a1 = pack_bf16x2(sc[2 * s][2], sc[2 * s][3]);
+            const u32 a2 = pack_bf16x2(sc[2 * s + 1][0], sc[2 * s + 1][1]);
+            const u32 a3 = pack_bf16x2(sc[2 * s + 1][2], sc[2 * s + 1][3]);
+            const bf16_t* vr = vs + (16 * s + 2 * tq) * FA_STRIDE + g;
+#pragma unroll
+            for (int j = 0; j < FA_DN; ++j) {
+                const bf16_t* vc = vr + 8 * j;
+                const u32 b0 = (u32)vc[0] | ((u32)vc[FA_STRIDE] << 16);
+                const u32 b1 = (u32)vc[8 * FA_STRIDE] | ((u32)vc[9 * FA_STRIDE] << 16);
+                mma_bf16_16816(o[j], a0, a1, a2, a3, b0, b1);
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+    }
+    const size_t out_stride = (size_t)heads * HEAD_DIM;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        const int row = row0 + g + 8 * r;
+        if (row >= t) continue;
+        const float inv = 1.f / l[r];
+        bf16_t* dst = out + (size_t)row * out_stride + (size_t)head * HEAD_DIM + 2 * tq;
+#pragma unroll
+        for (int j = 0; j < FA_DN; ++j) *(u32*)(dst + 8 * j) = pack_bf16x2(o[j][2 * r] * inv, o[j][2 * r + 1] * inv);
     }
 }

@@ -241,3 +241,37 @@ pub fn launch_swiglu(shape: KernelShape, gate_up: (&CudaStorage, &Layout), token
     unsafe { b.launch(cfg) }.w()?;
     Ok(CudaStorage::wrap_cuda_slice(out, dev))
 }
+
+/// Causal attention of a prompt chunk without materialised scores: `q` `[t, heads, d]` (rows
+/// may be strided, heads and dimensions contiguous), `k`, `v` `[kv_heads, len, d]`
+/// contiguous → `[t, heads · d]`.
+pub fn launch_prefill_attention(
+    shape: KernelShape,
+    q: (&CudaStorage, &Layout),
+    k: (&CudaStorage, &Layout),
+    v: (&CudaStorage, &Layout),
+) -> Result<CudaStorage> {
+    let dev = q.0.device.clone();
+    let (t, heads, d) = q.1.shape().dims3()?;
+    let (_, len, _) = k.1.shape().dims3()?;
+    let stride = q.1.stride();
+    if d != shape.head_dim || stride[2] != 1 || stride[1] != d {
+        candle_core::bail!("prefill attention: q must be [t, heads, {}] with contiguous heads, got stride {stride:?}", shape.head_dim);
+    }
+    let start = q.1.start_offset();
+    let q_all = q.0.as_cuda_slice::<bf16>()?;
+    let q_view = q_all.slice(start..start + (t - 1) * stride[0] + heads * d);
+    let k_view = view::<bf16>(k.0, k.1, "keys")?;
+    let v_view = view::<bf16>(v.0, v.1, "values")?;
+    // SAFETY: every element is written by the kernel.
+    let mut out = unsafe { dev.alloc::<bf16>(t * heads * d)? };
+    let func = function(&dev, shape, "herd_prefill_attention")?;
+    let (row_stride, t_i, len_i, h_i) = (stride[0] as i64, t as i32, len as i32, heads as i32);
+    let stream = dev.cuda_stream();
+    let mut b = stream.launch_builder(&func);
+    b.arg(&q_view).arg(&row_stride).arg(&k_view).arg(&v_view).arg(&t_i).arg(&len_i).arg(&h_i).arg(&mut out);
+    let cfg = LaunchConfig { grid_dim: (t.div_ceil(64) as u32, heads as u32, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+    // SAFETY: argument types and order match the kernel's signature; rows stay inside q.
+    unsafe { b.launch(cfg) }.w()?;
+    Ok(CudaStorage::wrap_cuda_slice(out, dev))
+}
