@@ -12,7 +12,12 @@
 //!            (--runs COUNT:BATCH,... : the first COUNT prompts with at most BATCH in flight)
 //!   judge    --model DIR --prompts FILE      logprob mode (prefill, last-position logits)
 //!            and ranking mode (prefill + a short greedy answer)
-//!   bench    both, on one load of the model
+//!   bench    both, on one load of the model; with --reference FILE first herd's logits
+//!            and greedy tokens against transformers' (hf_bench.py writes FILE), with
+//!            --profile a per-phase profile of decode and prefill passes
+//!   bad-input the clear errors before work starts: a TP degree that does not divide
+//!            the heads, a model too large for the GPU, no GPU visible (run it with
+//!            CUDA_VISIBLE_DEVICES= for the last)
 //!   nccl     one-rank NCCL all-reduce, then two ranks on one GPU (expected to be refused)
 //!
 //! Results go to stdout as tables and, with `--json FILE`, as one JSON object per line.
@@ -74,9 +79,16 @@ fn main() {
         }
         "bench" => {
             let model = load(&args);
+            if let Some(reference) = args.value("--reference") {
+                compare_with_reference(&model, Path::new(&reference), &mut log);
+            }
+            if args.has("--profile") {
+                profile(&model, &args, &mut log);
+            }
             generate(&model, &args, &mut log);
             judge(&model, &args, &mut log)
         }
+        "bad-input" => bad_input(&args, &mut log),
         "nccl" => nccl(&mut log),
         other => {
             eprintln!("unknown command {other}");
@@ -247,7 +259,7 @@ fn tensor_rel_err(a: &Tensor, b: &Tensor) -> f64 {
 /// Each GPU op against its CPU version on random inputs of the Llama-3-8B attention shape.
 fn op_checks(gpu: &Device, log: &mut JsonLog) -> usize {
     use candle_core::DType;
-    use herd_engine::paged_ops::{prefill_attention, DecodeAttention, GatherKv, HeadLayout, RopeQkv, StoreKv};
+    use herd_engine::paged_ops::{prefill_attention, prefill_attention_with, DecodeAttention, GatherKv, HeadLayout, PrefillKernel, RopeQkv, StoreKv};
     let cpu = Device::Cpu;
     let on_gpu = |t: &Tensor| t.to_dtype(DType::BF16).unwrap().to_device(gpu).unwrap();
     let layout = HeadLayout { heads: 32, kv_heads: 8, head_dim: 128 };
@@ -314,15 +326,23 @@ fn op_checks(gpu: &Device, log: &mut JsonLog) -> usize {
     let want = c_cache.apply_op2_no_bwd(&table, &gather).unwrap();
     let got = gc.apply_op2_no_bwd(&table.to_device(gpu).unwrap(), &gather).unwrap();
     report("gather one sequence's keys and values", tensor_rel_err(&got, &want), 1e-2);
-    // Prefill attention: 37 new queries over 100 positions (causal softmax kernel).
-    let q = Tensor::randn(0f32, 0.1, (37, layout.heads, layout.head_dim), &cpu).unwrap();
-    let k = Tensor::randn(0f32, 1.0, (layout.kv_heads, 100, layout.head_dim), &cpu).unwrap();
-    let v = Tensor::randn(0f32, 1.0, (layout.kv_heads, 100, layout.head_dim), &cpu).unwrap();
+    // Prefill attention, both GPU kernels: a chunk after cached positions, a whole prompt of
+    // the judge's length, a short one; queries read through a strided view as the model does.
     let round = |t: &Tensor| t.to_dtype(DType::BF16).unwrap().to_dtype(DType::F32).unwrap();
-    let (q, k, v) = (round(&q), round(&k), round(&v));
-    let want = prefill_attention(&q, &k, &v, layout).unwrap();
-    let got = prefill_attention(&on_gpu(&q), &on_gpu(&k), &on_gpu(&v), layout).unwrap();
-    report("prefill attention, 37 queries over 100", tensor_rel_err(&got, &want), 1e-2);
+    for (t, len) in [(37usize, 100usize), (1163, 1163), (150, 1300), (9, 9)] {
+        let qkv = round(&Tensor::randn(0f32, 0.3, (t, layout.qkv_heads(), layout.head_dim), &cpu).unwrap());
+        let k = round(&Tensor::randn(0f32, 1.0, (layout.kv_heads, len, layout.head_dim), &cpu).unwrap());
+        let v = round(&Tensor::randn(0f32, 1.0, (layout.kv_heads, len, layout.head_dim), &cpu).unwrap());
+        let q = qkv.narrow(1, 0, layout.heads).unwrap();
+        let want = prefill_attention(&q, &k, &v, layout).unwrap();
+        let g_q = on_gpu(&qkv).narrow(1, 0, layout.heads).unwrap();
+        for kernel in [PrefillKernel::Fused, PrefillKernel::Matmul] {
+            let got = prefill_attention_with(&g_q, &on_gpu(&k), &on_gpu(&v), layout, kernel).unwrap();
+            // The matmul path rounds the probabilities to bf16 before P·V: a looser bound.
+            let limit = if kernel == PrefillKernel::Matmul { 2e-2 } else { 1e-2 };
+            report(&format!("prefill attention ({kernel:?}), {t} queries over {len}"), tensor_rel_err(&got, &want), limit);
+        }
+    }
     failures
 }
 
@@ -332,7 +352,8 @@ fn check(args: &Args, log: &mut JsonLog) {
     write_check_model(&dir, vocab);
     let spec = dir.to_str().unwrap();
     let cpu = Model::load(spec, &LoadOptions::default()).unwrap();
-    let gpu_placement = placement(args);
+    // Bounded caches: the TP=2 check loads a second copy beside this one.
+    let gpu_placement = Placement { kv_cache_tokens: Some(65536), ..placement(args) };
     let gpu = Model::load_on(spec, &LoadOptions::default(), &gpu_placement).unwrap();
     let mut failures = 0;
     if let herd_engine::DeviceSpec::Cuda(_) = gpu_placement.device {
@@ -509,6 +530,210 @@ fn judge(model: &Model, args: &Args, log: &mut JsonLog) {
 }
 
 // ---------------------------------------------------------------------------------------
+// herd vs transformers on the same weights
+
+/// `FILE` (JSON, from hf_bench.py): prompts, transformers' greedy tokens for each, and the
+/// name of a raw little-endian f32 file beside it with each prompt's next-token logits.
+fn compare_with_reference(model: &Model, file: &Path, log: &mut JsonLog) {
+    let Ok(text) = std::fs::read_to_string(file) else {
+        println!("reference: {} not found, skipped", file.display());
+        return;
+    };
+    let reference: Value = serde_json::from_str(&text).expect("reference JSON");
+    let prompts: Vec<Vec<u32>> = serde_json::from_value(reference["prompts"].clone()).unwrap();
+    let hf_tokens: Vec<Vec<u32>> = serde_json::from_value(reference["tokens"].clone()).unwrap();
+    let raw = std::fs::read(file.with_file_name(reference["logits_file"].as_str().unwrap())).expect("reference logits");
+    let to_f32 = |raw: &[u8]| -> Vec<f32> { raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect() };
+    let floats = to_f32(&raw);
+    let vocab = floats.len() / prompts.len();
+    // transformers in f32 on the same weights, where the reference has it.
+    let f32_logits = reference["logits_f32_file"].as_str().and_then(|f| std::fs::read(file.with_file_name(f)).ok()).map(|raw| to_f32(&raw));
+    let got = model.next_token_logits(&prompts, &ScoringOptions { max_step_tokens: 8192 }).unwrap();
+    println!("\nherd vs transformers, same weights: next-token logits after each prompt, then greedy tokens");
+    let (mut worst, mut argmax_agree) = (0f32, 0);
+    for (i, (p, row)) in prompts.iter().zip(&got).enumerate() {
+        let want = &floats[i * vocab..(i + 1) * vocab];
+        let diff = row.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let scale = want.iter().map(|x| x.abs()).fold(0f32, f32::max);
+        let err = rel_err(std::slice::from_ref(row), &[want.to_vec()]);
+        let (ga, wa) = (argmax(row), argmax(want));
+        argmax_agree += usize::from(ga == wa);
+        worst = worst.max(diff);
+        let (herd_vs_f32, hf_vs_f32) = match &f32_logits {
+            Some(all) => {
+                let exact = all[i * vocab..(i + 1) * vocab].to_vec();
+                (rel_err(std::slice::from_ref(row), std::slice::from_ref(&exact)), rel_err(&[want.to_vec()], &[exact]))
+            }
+            None => (f64::NAN, f64::NAN),
+        };
+        println!(
+            "  prompt {i} ({:>4} tokens): max |logit diff| {diff:.4} (largest |logit| {scale:.2}), rel err {err:.2e}, argmax herd {ga} / hf {wa}; \
+             vs transformers f32: herd {herd_vs_f32:.2e}, transformers bf16 {hf_vs_f32:.2e}",
+            p.len()
+        );
+        log.write(json!({"check": "hf_logits", "prompt": i, "prompt_tokens": p.len(), "max_abs_diff": diff, "max_abs_logit": scale, "rel_err": err,
+            "argmax_herd": ga, "argmax_hf": wa, "herd_vs_hf_f32": herd_vs_f32, "hf_bf16_vs_hf_f32": hf_vs_f32}));
+    }
+    let new = hf_tokens.iter().map(Vec::len).max().unwrap_or(0);
+    let requests: Vec<GenerationRequest> =
+        prompts.iter().enumerate().map(|(id, p)| GenerationRequest { id, prompt_tokens: p.clone(), max_new_tokens: new, stop: vec![] }).collect();
+    let outputs = model.generate_all(requests, &BatchOptions { max_batch_size: prompts.len(), max_step_tokens: 8192, ignore_eos: true }).unwrap();
+    let mut prefixes = Vec::new();
+    for (o, want) in outputs.iter().zip(&hf_tokens) {
+        prefixes.push(o.tokens.iter().zip(want).take_while(|(a, b)| a == b).count());
+    }
+    println!(
+        "  logits: max |diff| {worst:.4} over {} prompts, argmax agrees {argmax_agree}/{}; greedy {new} tokens: equal prefix per prompt {prefixes:?}",
+        prompts.len(),
+        prompts.len()
+    );
+    log.write(json!({"check": "hf_generation", "new_tokens": new, "equal_prefix": prefixes, "max_abs_logit_diff": worst, "argmax_agree": argmax_agree, "prompts": prompts.len()}));
+}
+
+// ---------------------------------------------------------------------------------------
+// profile
+
+/// Decode passes at several batch sizes (context `--profile-context`): wall time per pass
+/// (with the argmax back on the host), the host's time to enqueue a pass, and the GPU time
+/// per phase (each phase timed alone, see `phase_timing`); then one judge prefill pass.
+fn profile(model: &Model, args: &Args, log: &mut JsonLog) {
+    use herd_engine::kv_cache::SequenceCache;
+    use herd_engine::paged_ops::phase_timing;
+    let context = args.num("--profile-context", 300);
+    let vocab = model.config().vocab_size as u32;
+    let mut rng = 7u64;
+    let mut token = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        1000 + (rng % (vocab as u64 - 2000)) as u32
+    };
+    let print_phases = |label: &str, passes: usize, wall_ms: f64, log: &mut JsonLog| -> Vec<(&'static str, f64, usize)> {
+        let phases = phase_timing::take();
+        let raw = phases.clone();
+        let total: f64 = phases.iter().map(|p| p.1).sum();
+        println!("  {label}: phases, GPU ms per pass (each synchronized alone; sum {:.2} ms vs {wall_ms:.2} ms unsynchronized)", 1e3 * total / passes as f64);
+        for (name, secs, calls) in &phases {
+            println!("    {name:<22} {:>8.3} ms  {:>5.1}%  ({} calls per pass)", 1e3 * secs / passes as f64, 100.0 * secs / total, calls / passes);
+        }
+        let phases: Vec<Value> = phases.iter().map(|(n, s, c)| json!({"phase": n, "ms_per_pass": 1e3 * s / passes as f64, "calls": c / passes})).collect();
+        log.write(json!({"bench": "herd_profile_phases", "label": label, "phases": phases, "wall_ms": wall_ms}));
+        raw
+    };
+    println!("\nprofile: decode passes over {context} cached positions per sequence");
+    println!("{:>7} {:>12} {:>14} {:>12}", "batch", "ms/pass", "enqueue ms", "tok/s");
+    for batch in args.list("--profile-batches", "1,64,256") {
+        let mut caches: Vec<SequenceCache> = (0..batch).map(|_| model.network.new_cache(context + 64, context + 64).expect("cache room")).collect();
+        // Prefill the contexts, 8192 tokens a pass.
+        let prompts: Vec<Vec<u32>> = (0..batch).map(|_| (0..context).map(|_| token()).collect()).collect();
+        for chunk in (0..batch).collect::<Vec<_>>().chunks((8192 / context).max(1)) {
+            let tokens: Vec<&[u32]> = chunk.iter().map(|&i| prompts[i].as_slice()).collect();
+            let (lo, hi) = (chunk[0], chunk[chunk.len() - 1] + 1);
+            let mut refs: Vec<&mut SequenceCache> = caches[lo..hi].iter_mut().collect();
+            model.network.forward(&tokens, &mut refs).unwrap();
+        }
+        let mut next: Vec<u32> = (0..batch).map(|_| token()).collect();
+        let mut step = || -> (f64, f64) {
+            let t = Instant::now();
+            let tokens: Vec<&[u32]> = next.iter().map(std::slice::from_ref).collect();
+            let mut refs: Vec<&mut SequenceCache> = caches.iter_mut().collect();
+            let logits = model.network.forward(&tokens, &mut refs).unwrap();
+            let enqueue = t.elapsed().as_secs_f64();
+            let out = herd_engine::llama::Llama::argmax(&logits).unwrap();
+            let wall = t.elapsed().as_secs_f64();
+            next = out;
+            (wall, enqueue)
+        };
+        for _ in 0..3 {
+            step();
+        }
+        let runs: Vec<(f64, f64)> = (0..20).map(|_| step()).collect();
+        let wall = median(runs.iter().map(|r| r.0).collect());
+        let enqueue = median(runs.iter().map(|r| r.1).collect());
+        let c = model.config();
+        let kv_bytes = (batch * (context + 25) * c.num_layers * 2 * c.num_kv_heads * c.head_dim * 2) as f64;
+        println!("{batch:>7} {:>12.2} {:>14.2} {:>12.0}", 1e3 * wall, 1e3 * enqueue, batch as f64 / wall);
+        log.write(json!({"bench": "herd_profile_decode", "batch": batch, "context": context, "ms_per_pass": 1e3 * wall, "enqueue_ms": 1e3 * enqueue, "tok_s": batch as f64 / wall, "kv_bytes": kv_bytes}));
+        phase_timing::take();
+        phase_timing::enable(true);
+        for _ in 0..5 {
+            step();
+        }
+        phase_timing::enable(false);
+        let phases = print_phases(&format!("decode batch {batch}"), 5, 1e3 * wall, log);
+        if let Some((_, secs, _)) = phases.iter().find(|p| p.0 == "decode attention") {
+            let gbs = kv_bytes / (secs / 5.0) / 1e9;
+            println!("    decode attention reads {:.2} GB of keys/values per pass: {gbs:.0} GB/s", kv_bytes / 1e9);
+            log.write(json!({"bench": "herd_profile_attention", "batch": batch, "kv_gb": kv_bytes / 1e9, "gb_s": gbs}));
+        }
+    }
+    // One judge-sized prefill pass: 14 prompts of the judge's mean length.
+    let len = 1163;
+    let prompts: Vec<Vec<u32>> = (0..14).map(|_| (0..len).map(|_| token()).collect()).collect();
+    let run = |timed: bool| -> f64 {
+        let mut caches: Vec<SequenceCache> = (0..prompts.len()).map(|_| model.network.new_cache(len, len).expect("cache room")).collect();
+        let tokens: Vec<&[u32]> = prompts.iter().map(Vec::as_slice).collect();
+        let mut refs: Vec<&mut SequenceCache> = caches.iter_mut().collect();
+        phase_timing::enable(timed);
+        let t = Instant::now();
+        let logits = model.network.forward(&tokens, &mut refs).unwrap();
+        let _ = logits.to_vec2::<f32>().unwrap();
+        phase_timing::enable(false);
+        t.elapsed().as_secs_f64()
+    };
+    run(false);
+    let wall = median((0..3).map(|_| run(false)).collect());
+    let tokens = prompts.len() * len;
+    println!("\nprofile: one prefill pass of {} prompts x {len} tokens: {:.1} ms, {:.0} tok/s", prompts.len(), 1e3 * wall, tokens as f64 / wall);
+    log.write(json!({"bench": "herd_profile_prefill", "tokens": tokens, "ms_per_pass": 1e3 * wall, "tok_s": tokens as f64 / wall}));
+    phase_timing::take();
+    run(true);
+    let _ = print_phases("prefill 14 x 1163", 1, 1e3 * wall, log);
+}
+
+// ---------------------------------------------------------------------------------------
+// bad input
+
+/// Each bad input must be refused with a clear error before any weight is read.
+fn bad_input(args: &Args, log: &mut JsonLog) {
+    let vocab = 1024;
+    let dir = std::env::temp_dir().join(format!("herd-bad-input-{}", std::process::id()));
+    write_check_model(&dir, vocab);
+    let spec = dir.to_str().unwrap().to_string();
+    let gpu = placement(args);
+    let mut report = |case: &str, result: herd_engine::Result<Model>| {
+        let line = match &result {
+            Ok(_) => "loaded".to_string(),
+            Err(e) => format!("refused: {e}"),
+        };
+        println!("  {case}: {line}");
+        log.write(json!({"check": "bad_input", "case": case, "refused": result.is_err(), "message": line}));
+    };
+    println!("bad input (CUDA_VISIBLE_DEVICES={:?})", std::env::var("CUDA_VISIBLE_DEVICES").ok());
+    let t = Instant::now();
+    // A Llama-3.3-70B config over the small model's weights file: the size check reads only
+    // the config, so it must refuse before the (wrong) weights are looked at.
+    let big = dir.join("70b");
+    std::fs::create_dir_all(&big).unwrap();
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    for (k, v) in [("hidden_size", 8192), ("intermediate_size", 28672), ("num_hidden_layers", 80), ("num_attention_heads", 64), ("num_key_value_heads", 8), ("vocab_size", 128256)] {
+        config[k] = json!(v);
+    }
+    std::fs::write(big.join("config.json"), config.to_string()).unwrap();
+    for f in ["model.safetensors", "tokenizer.json"] {
+        std::fs::copy(dir.join(f), big.join(f)).unwrap();
+    }
+    report("Llama-3.3-70B shape (141 GB bf16) on one GPU", Model::load_on(big.to_str().unwrap(), &LoadOptions::default(), &gpu));
+    report("the small model on the GPU (refused only without a GPU)", Model::load_on(&spec, &LoadOptions::default(), &gpu));
+    // Ranks as threads on one GPU, so that the head count, not the GPU count, is what fails.
+    let tp3 = Placement { tensor_parallel: 3, in_process_ranks: true, ..gpu.clone() };
+    report("TP=3 over 8 heads (ranks on one GPU)", Model::load_on(&spec, &LoadOptions::default(), &tp3));
+    report("TP=2 without a second GPU", Model::load_on(&spec, &LoadOptions::default(), &Placement { tensor_parallel: 2, ..gpu.clone() }));
+    println!("  ({:.2}s for all cases)", t.elapsed().as_secs_f64());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---------------------------------------------------------------------------------------
 // nccl
 
 #[cfg(feature = "nccl")]
@@ -516,6 +741,10 @@ fn nccl(log: &mut JsonLog) {
     use candle_core::DType;
     use herd_engine::tensor_parallel::{nccl_unique_id, AllReduce, NcclAllReduce};
     let device = herd_engine::placement::open_device(herd_engine::DeviceSpec::Cuda(0)).unwrap();
+    // The library the dynamic linker found (cudarc's bindings were written for 2.30).
+    let version = candle_core::cuda_backend::cudarc::nccl::result::get_nccl_version();
+    println!("nccl: ncclGetVersion: {version:?} (major*10000 + minor*100 + patch)");
+    log.write(json!({"check": "nccl_version", "version": format!("{version:?}")}));
     let one = (|| -> herd_engine::Result<Vec<f32>> {
         let id = nccl_unique_id()?;
         let comm = NcclAllReduce::join(&device, 0, 1, id)?;

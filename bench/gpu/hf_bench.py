@@ -161,6 +161,47 @@ def hf_logprob(model, prompts, token_budget, jsonl):
                     seconds=secs, prompt_tok_s=tokens / secs, examples_s=len(prompts) / secs))
 
 
+def hf_reference(model, prompts, new, out_dir):
+    """transformers' next-token logits (f32, raw little-endian) and `new` greedy tokens for
+    each prompt, one prompt at a time (no padding), with no end-of-sequence handling: what
+    herd's `gpu_bench bench --reference` compares against on the same weights."""
+    import torch
+    os.makedirs(out_dir, exist_ok=True)
+    rows, tokens = [], []
+    t = time.perf_counter()
+    with torch.no_grad():
+        for p in prompts:
+            ids = torch.tensor([p], device="cuda")
+            out = model(input_ids=ids, use_cache=True)
+            logits = out.logits[0, -1].float()
+            rows.append(logits.cpu())
+            past, seq = out.past_key_values, []
+            nxt = int(logits.argmax())
+            for _ in range(new):
+                seq.append(nxt)
+                out = model(input_ids=torch.tensor([[nxt]], device="cuda"), past_key_values=past, use_cache=True)
+                past = out.past_key_values
+                nxt = int(out.logits[0, -1].float().argmax())
+            tokens.append(seq)
+    torch.stack(rows).numpy().astype("<f4").tofile(os.path.join(out_dir, "hf_reference_logits.f32"))
+    # The same weights in f32: how far bf16 arithmetic alone (transformers' own) moves the
+    # logits, the scale against which herd's difference is judged.
+    model.float()
+    with torch.no_grad():
+        rows32 = [model(input_ids=torch.tensor([p], device="cuda")).logits[0, -1].float().cpu() for p in prompts]
+    model.to(torch.bfloat16)
+    torch.cuda.empty_cache()
+    torch.stack(rows32).numpy().astype("<f4").tofile(os.path.join(out_dir, "hf_reference_logits_f32.f32"))
+    for i, (a, b) in enumerate(zip(rows, rows32)):
+        print(f"reference: prompt {i} ({len(prompts[i])} tokens): transformers bf16 vs f32 max |logit diff| "
+              f"{float((a - b).abs().max()):.4f}, rel err {float((a - b).norm() / b.norm()):.2e}, "
+              f"argmax {int(a.argmax())} / {int(b.argmax())}", flush=True)
+    json.dump(dict(prompts=prompts, tokens=tokens, logits_file="hf_reference_logits.f32",
+                   logits_f32_file="hf_reference_logits_f32.f32"),
+              open(os.path.join(out_dir, "hf_reference.json"), "w"))
+    print(f"reference: {len(prompts)} prompts, logits and {new} greedy tokens each, in {time.perf_counter() - t:.1f}s", flush=True)
+
+
 def cmd_hf(a):
     import torch
     prompts = json.load(open(a.prompts))
@@ -172,6 +213,8 @@ def cmd_hf(a):
           f"{sum(p.numel() for p in model.parameters()) / 1e9:.2f}B parameters", flush=True)
     gen = prompts["generation"][:a.gen_count]
     judge = prompts["judge"][:a.judge_count]
+    if a.ref_out:
+        hf_reference(model, prompts["generation"][:6] + prompts["judge"][:2], a.ref_new, a.ref_out)
     if a.gen_count:
         hf_generate(model, gen[:8], 8, 8, None, "warmup")
         for batch in a.gen_batches:
@@ -221,12 +264,17 @@ def cmd_report(a):
     print("|---|---|---|---|---|---|")
     for r in records:
         b = r.get("bench", "")
+        if "prompt_tokens" in r and "seconds" in r:
+            r.setdefault("prompt_tok_s", r["prompt_tokens"] / r["seconds"])
         if b in ("herd_generate", "hf_generate"):
             lens = [len(x) for x in prompts["generation"][:r["prompts"]]]
             mem, comp = decode_roofline(lens, r["batch"], r["new_tokens"], p, bw, flops)
-            roof = r["output_tokens"] / mem
+            # The floor is the slower of the two: reading weights and cache, or the matmuls.
+            roof = r["output_tokens"] / max(mem, comp)
+            bound = "memory" if mem >= comp else "compute"
             print(f"| generation {r['prompts']}x{r['new_tokens']} | {b.split('_')[0]} | {r['batch']} | {r['examples_s']:.2f} | "
-                  f"{r['output_tok_s']:.0f} output | {100 * r['output_tok_s'] / roof:.0f}% of {roof:.0f} (memory; compute floor {r['output_tokens'] / comp:.0f}) |")
+                  f"{r['output_tok_s']:.0f} output | {100 * r['output_tok_s'] / roof:.0f}% of {roof:.0f} ({bound}; memory floor "
+                  f"{r['output_tokens'] / mem:.0f}, compute floor {r['output_tokens'] / comp:.0f}) |")
         elif b in ("herd_judge_logprob", "hf_judge_logprob"):
             roof = flops / (2 * (p["total"] - p["embedding"]))
             print(f"| judge logprob {r['prompts']} prompts | {b.split('_')[0]} | {r['step_tokens']} tok/step | {r['examples_s']:.2f} | "
@@ -252,6 +300,8 @@ def main():
     h.add_argument("--judge-budget", type=int, default=16384)
     h.add_argument("--ranking-batch", type=int, default=64)
     h.add_argument("--ranking-new", type=int, default=32)
+    h.add_argument("--ref-out", help="folder for transformers' reference logits and greedy tokens")
+    h.add_argument("--ref-new", type=int, default=32)
     r = sub.add_parser("report")
     r.add_argument("--prompts", required=True)
     r.add_argument("--shape", default="llama-3.1-8b")
