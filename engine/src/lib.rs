@@ -16,6 +16,7 @@ pub mod paged_cache;
 pub mod paged_ops;
 pub mod placement;
 pub mod prompt;
+pub mod quant_matmul;
 pub mod scoring;
 pub mod source;
 pub mod tensor_parallel;

@@ -1,0 +1,67 @@
+//! The decode-shaped products on one thread, f32 (herd's small-m kernel, candle's gemm) against
+//! GGUF blocks × 8-bit activations (quant_matmul: Q4_1 projections, the Q8_0 LM head), in
+//! GFLOP/s of CPU time — CPU time because the machine is shared: wall time would measure the
+//! neighbours.
+//! `cargo run --release -p herd-engine --example quant_bench`
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+use herd_engine::quant_matmul::{self, PackedWeights, Q8Rows};
+
+fn cpu_seconds() -> f64 {
+    let mut u: libc_rusage = unsafe { std::mem::zeroed() };
+    unsafe { getrusage(0, &mut u) };
+    u.utime[0] as f64 + u.utime[1] as f64 * 1e-6 + u.stime[0] as f64 + u.stime[1] as f64 * 1e-6
+}
+
+#[repr(C)]
+struct libc_rusage {
+    utime: [i64; 2],
+    stime: [i64; 2],
+    rest: [i64; 14],
+}
+extern "C" {
+    fn getrusage(who: i32, usage: *mut libc_rusage) -> i32;
+}
+
+/// Median over `reps` rounds of CPU seconds per call.
+fn time(mut f: impl FnMut(), calls: usize, reps: usize) -> f64 {
+    f();
+    let mut v: Vec<f64> = (0..reps)
+        .map(|_| {
+            let c = cpu_seconds();
+            for _ in 0..calls {
+                f();
+            }
+            (cpu_seconds() - c) / calls as f64
+        })
+        .collect();
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn main() -> candle_core::Result<()> {
+    rayon::ThreadPoolBuilder::new().num_threads(1).build_global().unwrap();
+    let dev = Device::Cpu;
+    println!("{:>6} {:>6} {:>5} {:>12} {:>12} {:>12} {:>12}  (GFLOP/s per CPU-second, 1 thread)", "n", "k", "m", "f32 kernel", "gemm", "packed×q8", "q8 quantize");
+    for (n, k, dtype) in [(3072usize, 576usize, GgmlDType::Q4_1), (576, 1536, GgmlDType::Q4_1), (960, 576, GgmlDType::Q4_1), (49152, 576, GgmlDType::Q8_0)] {
+        println!("{dtype:?}");
+        let w = Tensor::randn(0f32, 0.02, (n, k), &dev)?;
+        let q4 = PackedWeights::from_qtensor(&QTensor::quantize(&w, dtype)?).unwrap();
+        let sizes: &[usize] = if n > 10_000 { &[1, 16, 48] } else { &[1, 4, 16, 48, 128, 512] };
+        for &m in sizes {
+            let x = Tensor::randn(0f32, 1.0, (m, k), &dev)?;
+            let xv: Vec<f32> = x.flatten_all()?.to_vec1()?;
+            let flops = 2.0 * (m * n * k) as f64 / 1e9;
+            let calls = (2e8 / (m * n * k) as f64).ceil() as usize;
+            let f32k = if m <= 64 { time(|| { herd_engine::cpu_kernels::matmul_xwt(&x, &w).unwrap(); }, calls, 5) } else { f64::NAN };
+            let wt = w.t()?;
+            let gemm = time(|| { x.matmul(&wt).unwrap(); }, calls, 5);
+            let mut xq = Q8Rows::default();
+            let mut y = vec![0f32; m * n];
+            let q = time(|| { xq.quantize(&xv, m, k); quant_matmul::matmul(&xq, &q4, &mut y); }, calls, 5);
+            let quant = time(|| xq.quantize(&xv, m, k), calls, 5);
+            println!("{n:>6} {k:>6} {m:>5} {:>12.1} {:>12.1} {:>12.1} {:>11.1}%", flops / f32k, flops / gemm, flops / q, 100.0 * quant / q);
+        }
+    }
+    Ok(())
+}
