@@ -1,17 +1,20 @@
 //! The one linear-layer abstraction every projection goes through: `y = x·Wᵀ (+ b)`.
 //!
 //! Weights are either dense (f32 on the CPU, bf16 on GPUs) or left in their GGUF
-//! quantized blocks. Tensor parallelism slots in here: a column-parallel layer is a
+//! quantized blocks: on the CPU, Q4_0/Q4_1/Q8_0 go through herd's own kernel
+//! ([`quant_matmul`]), other types through candle's `QMatMul`. Tensor parallelism slots in here: a column-parallel layer is a
 //! [`Linear`] holding a slice of W's rows, a row-parallel one a slice of its columns plus
 //! an all-reduce after the product ([`Linear::row_parallel`]).
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use candle_core::quantized::{QMatMul, QTensor};
-use candle_core::{Module, Tensor};
+use candle_core::{DType, Device, Module, Storage, Tensor};
 
 use crate::cpu_kernels;
 use crate::error::Result;
+use crate::quant_matmul::{self, PackedWeights, Q8Rows};
 use crate::tensor_parallel::AllReduce;
 
 #[derive(Debug, Clone)]
@@ -21,6 +24,8 @@ enum LinearWeight {
     /// tied LM head share the embedding matrix.
     Dense(Tensor),
     Quantized(QMatMul),
+    /// GGUF blocks repacked for [`quant_matmul`] (CPU, f32 activations).
+    Packed(Arc<PackedWeights>),
 }
 
 #[derive(Debug, Clone)]
@@ -48,6 +53,13 @@ impl Linear {
         Ok(Self { weight, bias, in_features, out_features, all_reduce: None })
     }
 
+    /// A CPU layer over GGUF Q4_0/Q4_1/Q8_0 blocks through [`quant_matmul`].
+    pub fn packed(weight: &QTensor, bias: Option<Tensor>) -> Result<Self> {
+        let (out_features, in_features) = weight.shape().dims2()?;
+        let weight = LinearWeight::Packed(Arc::new(PackedWeights::from_qtensor(weight)?));
+        Ok(Self { weight, bias, in_features, out_features, all_reduce: None })
+    }
+
     /// This layer as one rank's slice of a row-parallel layer: its weight holds a slice of
     /// the input columns, and the ranks' partial outputs are summed by `all_reduce`.
     pub fn row_parallel(mut self, all_reduce: Arc<dyn AllReduce>) -> Self {
@@ -64,7 +76,7 @@ impl Linear {
     }
 
     pub fn is_quantized(&self) -> bool {
-        matches!(self.weight, LinearWeight::Quantized(QMatMul::QTensor(_)))
+        matches!(self.weight, LinearWeight::Quantized(QMatMul::QTensor(_)) | LinearWeight::Packed(_))
     }
 
     /// `x`: `[tokens, in]` → `[tokens, out]`.
@@ -73,6 +85,7 @@ impl Linear {
             LinearWeight::Dense(w) if cpu_kernels::applies(x, w) => cpu_kernels::matmul_xwt(x, w)?,
             LinearWeight::Dense(w) => x.matmul(&w.t()?)?,
             LinearWeight::Quantized(q) => q.forward(x)?,
+            LinearWeight::Packed(w) => packed_forward(x, w)?,
         };
         let y = match &self.all_reduce {
             Some(all_reduce) => all_reduce.sum(&y)?,
@@ -89,9 +102,36 @@ impl Linear {
         match &self.weight {
             LinearWeight::Dense(w) => w.elem_count() * w.dtype().size_in_bytes(),
             LinearWeight::Quantized(QMatMul::QTensor(q)) => q.storage_size_in_bytes(),
+            LinearWeight::Packed(w) => w.bytes(),
             LinearWeight::Quantized(QMatMul::Tensor(w) | QMatMul::TensorF16(w)) => {
                 w.elem_count() * w.dtype().size_in_bytes()
             }
         }
     }
+}
+
+thread_local! {
+    /// The quantized activations of the last product on this thread, kept for their buffers.
+    static ACTIVATIONS: RefCell<Q8Rows> = RefCell::new(Q8Rows::default());
+}
+
+/// `x`: `[tokens, in]` f32 on the CPU, times packed `W`ᵀ.
+fn packed_forward(x: &Tensor, w: &PackedWeights) -> Result<Tensor> {
+    let (m, k) = x.dims2()?;
+    if !matches!(x.device(), Device::Cpu) || x.dtype() != DType::F32 || k != w.cols() {
+        let reason = format!("packed linear: x is {:?} {:?} on {:?}, weights [{}, {}]", x.dims(), x.dtype(), x.device(), w.rows(), w.cols());
+        return Err(candle_core::Error::Msg(reason).into());
+    }
+    let x = x.contiguous()?;
+    let mut y = vec![0f32; m * w.rows()];
+    {
+        let (storage, layout) = x.storage_and_layout();
+        let Storage::Cpu(cpu) = &*storage else { unreachable!("checked: a CPU tensor") };
+        let data = &cpu.as_slice::<f32>()?[layout.start_offset()..layout.start_offset() + m * k];
+        ACTIVATIONS.with_borrow_mut(|q8| {
+            q8.quantize(data, m, k);
+            quant_matmul::matmul(q8, w, &mut y);
+        });
+    }
+    Ok(Tensor::from_vec(y, (m, w.rows()), &Device::Cpu)?)
 }
