@@ -344,8 +344,9 @@ fn listening(addr: SocketAddr) -> bool {
     TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
 }
 
-/// (c) The broker stops while the worker holds jobs and the coordinator waits for answers;
-/// every role waits, reconnects when it is back, the held jobs are redelivered, and the run
+/// (c) The broker stops after the first answer, while the workers hold jobs and the
+/// coordinator still has judge jobs to publish; every role waits, both workers' consumers
+/// reconnect when it is back (jobs they held unacknowledged come back), and the run
 /// completes with every example once.
 #[test]
 fn run_completes_when_rabbitmq_restarts_mid_run() {
@@ -359,7 +360,8 @@ fn run_completes_when_rabbitmq_restarts_mid_run() {
 
     broker.stop();
     let at_stop = (json_files(&outputs), json_files(&annotations));
-    assert!(at_stop.0 < LIMIT, "every answer was stored before the broker stopped ({at_stop:?}): nothing was tested");
+    // Verdicts still missing need judge jobs, and the coordinator publishes those as answers land.
+    assert!(at_stop.1 < LIMIT, "the run was complete before the broker stopped ({at_stop:?}): nothing was tested");
     std::thread::sleep(Duration::from_secs(3));
     roles.assert_all_running("while the broker was down");
     broker.spawn();
@@ -384,24 +386,17 @@ fn run_waits_for_the_s3_server_and_loses_no_example() {
 
     cluster.s3.stop();
     let at_stop = (json_files(&outputs), json_files(&annotations));
-    assert!(
-        at_stop.0 < LIMIT,
-        "every answer was stored before the S3 server stopped ({at_stop:?}): nothing was tested"
-    );
+    assert!(at_stop.1 < LIMIT, "the run was complete before the S3 server stopped ({at_stop:?}): nothing was tested");
     std::thread::sleep(Duration::from_secs(6));
     roles.assert_all_running("while the S3 server was down");
     cluster.s3.restart();
 
     roles.coordinator.wait_success(RUN_LIMIT);
     roles.stop_workers();
-    for role in [&roles.worker, &roles.coordinator] {
-        assert!(
-            role.logs().contains("store unavailable; retrying"),
-            "{} never waited for the store\n{}",
-            role.name,
-            role.logs()
-        );
-    }
+    // The coordinator lists the store every 200 ms; a worker stored an answer or a verdict.
+    let waited = |role: &Role| role.logs().contains("store unavailable; retrying");
+    assert!(waited(&roles.coordinator), "the coordinator never waited for the store\n{}", roles.logs());
+    assert!(waited(&roles.worker) || waited(&roles.judge), "no worker waited for the store\n{}", roles.logs());
     assert_every_example_once(&cluster, &roles);
 }
 
