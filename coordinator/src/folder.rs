@@ -143,7 +143,20 @@ pub async fn write_run_folder(
     }
 
     let folders: Vec<PathBuf> = generators.iter().map(|g| g.folder.clone()).collect();
-    let report = build_report(&folders, &ReportOptions::default())?;
+    let mut report = build_report(&folders, &ReportOptions::default())?;
+    // The report names each generator's annotations file (a row's title, errors.md's
+    // source, the input warnings): relative to the run folder, so that its bytes do not
+    // depend on where the folder was written (herd run's --out, the coordinator's scratch).
+    for generator in &mut report.generators {
+        if let Ok(relative) = generator.annotations_path.strip_prefix(out) {
+            let absolute = generator.annotations_path.display().to_string();
+            let relative = relative.to_path_buf();
+            for warning in &mut generator.warnings {
+                *warning = warning.replace(&absolute, &relative.display().to_string());
+            }
+            generator.annotations_path = relative;
+        }
+    }
     let report_files = report.files();
     report_files.write_to(out)?;
     files.extend(report_files.files.iter().map(|(relative, _)| slash_path(relative)));
