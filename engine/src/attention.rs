@@ -73,7 +73,7 @@ pub fn decode_attention_cpu(q: &Tensor, kv: &[(Tensor, Tensor)], num_kv_heads: u
         let (v_storage, v_layout) = v.storage_and_layout();
         let (Storage::Cpu(k_cpu), Storage::Cpu(v_cpu)) = (&*k_storage, &*v_storage) else { unreachable!("checked above") };
         let (k_all, v_all) = (k_cpu.as_slice::<f32>()?, v_cpu.as_slice::<f32>()?);
-        let mut scores = vec![0f32; group * len];
+        let mut scores = vec![0f32; 2 * group * len];
         for g in 0..num_kv_heads {
             let k_head = &k_all[k_layout.start_offset() + g * k_layout.stride()[0]..][..len * d];
             let v_head = &v_all[v_layout.start_offset() + g * v_layout.stride()[0]..][..len * d];
@@ -87,22 +87,66 @@ pub fn decode_attention_cpu(q: &Tensor, kv: &[(Tensor, Tensor)], num_kv_heads: u
 }
 
 /// The query heads of one KV head: scores, softmax, weighted sum of values.
-fn attend_one_group(q: &[f32], k: &[f32], v: &[f32], d: usize, scores: &mut [f32], out: &mut [f32]) {
+/// `scratch` holds `2 · group · len` values (scores and probabilities).
+fn attend_one_group(q: &[f32], k: &[f32], v: &[f32], d: usize, scratch: &mut [f32], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has the features the function is compiled for.
-            unsafe { attend_one_group_avx2(q, k, v, d, scores, out) };
+        if d % 8 == 0 && std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has the features the function is compiled for; d is whole vectors.
+            unsafe { attend_one_group_avx2(q, k, v, d, scratch, out) };
             return;
         }
     }
-    attend_one_group_portable(q, k, v, d, scores, out);
+    attend_one_group_portable(q, k, v, d, scratch, out);
 }
 
+/// [`attend_one_group_portable`] with explicit vectors: the compiler does not vectorize the
+/// bounds-checked dot products (measured: a quarter of batched decode time went there).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn attend_one_group_avx2(q: &[f32], k: &[f32], v: &[f32], d: usize, scores: &mut [f32], out: &mut [f32]) {
-    attend_one_group_portable(q, k, v, d, scores, out)
+unsafe fn attend_one_group_avx2(q: &[f32], k: &[f32], v: &[f32], d: usize, scratch: &mut [f32], out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let group = q.len() / d;
+    let len = k.len() / d;
+    let (scores, probs) = scratch[..2 * group * len].split_at_mut(group * len);
+    let (qp, kp, vp) = (q.as_ptr(), k.as_ptr(), v.as_ptr());
+    for p in 0..len {
+        let k_row = kp.add(p * d);
+        for j in 0..group {
+            let q_row = qp.add(j * d);
+            let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+            let mut c = 0;
+            while c + 16 <= d {
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q_row.add(c)), _mm256_loadu_ps(k_row.add(c)), a0);
+                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q_row.add(c + 8)), _mm256_loadu_ps(k_row.add(c + 8)), a1);
+                c += 16;
+            }
+            if c < d {
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q_row.add(c)), _mm256_loadu_ps(k_row.add(c)), a0);
+            }
+            let s = _mm256_add_ps(a0, a1);
+            let s4 = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+            let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+            *scores.get_unchecked_mut(j * len + p) = _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
+        }
+    }
+    for j in 0..group {
+        crate::cpu_kernels::softmax_prefix(&scores[j * len..(j + 1) * len], &mut probs[j * len..(j + 1) * len]);
+    }
+    out.fill(0.0);
+    let op = out.as_mut_ptr();
+    for p in 0..len {
+        let v_row = vp.add(p * d);
+        for j in 0..group {
+            let w = _mm256_set1_ps(*probs.get_unchecked(j * len + p));
+            let o = op.add(j * d);
+            let mut c = 0;
+            while c < d {
+                _mm256_storeu_ps(o.add(c), _mm256_fmadd_ps(w, _mm256_loadu_ps(v_row.add(c)), _mm256_loadu_ps(o.add(c))));
+                c += 8;
+            }
+        }
+    }
 }
 
 #[inline(always)]

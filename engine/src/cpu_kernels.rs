@@ -260,7 +260,8 @@ impl candle_core::CustomOp1 for CausalSoftmax {
     }
 }
 
-fn softmax_prefix(src: &[f32], dst: &mut [f32]) {
+/// `dst = softmax(src)` (vectorized exp where the CPU has AVX2 and FMA).
+pub(crate) fn softmax_prefix(src: &[f32], dst: &mut [f32]) {
     let max = src.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     #[cfg(target_arch = "x86_64")]
     {
