@@ -205,7 +205,8 @@ fn coordinator_two_workers_and_a_judge_worker_write_the_same_run_folder_as_herd_
 fn a_worker_killed_mid_batch_loses_no_example_and_stores_none_twice() {
     let mut cluster = Cluster::new("kill9");
     let limit = 6;
-    let spec = "name=smol,model=smollm2-135m-instruct,max_new_tokens=24";
+    // Long enough answers that a batch is still in the engine when the kill comes.
+    let spec = "name=smol,model=smollm2-135m-instruct,max_new_tokens=64";
     let coordinator = cluster.spawn("coordinator", &strs(&coordinator_args(&[spec], limit)));
     let gen_queue = QueueName::generation(&cluster.run_id, GENERATOR);
     wait_until(
@@ -215,13 +216,13 @@ fn a_worker_killed_mid_batch_loses_no_example_and_stores_none_twice() {
         || coordinator.logs(),
     );
 
-    // The first worker holds two jobs (prefetch 2) and is killed while generating them.
+    // The first worker holds up to two jobs (prefetch 2) and is killed while generating.
     let doomed = cluster.spawn("doomed-worker", &worker_args(GENERATOR, MODEL, "2"));
     wait_until(
         RUN_LIMIT,
         "the first worker to take a batch and load its model",
         || {
-            cluster.queue_stats(&gen_queue).is_some_and(|s| s.messages == limit as u32 - 2)
+            cluster.queue_stats(&gen_queue).is_some_and(|s| s.messages < limit as u32)
                 && doomed.stderr().contains("model loaded")
         },
         || doomed.logs(),
@@ -260,7 +261,8 @@ fn a_worker_killed_mid_batch_loses_no_example_and_stores_none_twice() {
 fn a_restarted_coordinator_resumes_and_republishes_only_what_the_store_lacks() {
     let mut cluster = Cluster::new("restart");
     let limit = 5;
-    let args = coordinator_args(&[GENERATOR_SPEC], limit);
+    // Answers long enough that the stop comes before the first worker has answered all.
+    let args = coordinator_args(&["name=smol,model=smollm2-135m-instruct,max_new_tokens=48"], limit);
     let first = cluster.spawn("coordinator-1", &strs(&args));
     let (gen_queue, judge_queue) =
         (QueueName::generation(&cluster.run_id, GENERATOR), QueueName::judge(&cluster.run_id, JUDGE));
