@@ -290,9 +290,11 @@ def main():
             runs.append(run_once(args, *config))
         every.extend(runs)
         # The run with the median throughput stands for the configuration.
-        runs.sort(key=lambda r: r["examples"] / r["jobs_span"] if r["label"].startswith("noop")
-                  else r["examples"] / r["generation_span"])
-        results.append(runs[len(runs) // 2])
+        rate = lambda r: (2 * r["examples"] / r["jobs_span"] if r["label"].startswith("noop")
+                          else r["examples"] / r["generation_span"])
+        runs.sort(key=rate)
+        median = dict(runs[len(runs) // 2], spread=(rate(runs[0]), rate(runs[-1])))
+        results.append(median)
     if args.json:
         args.json.write_text(json.dumps(every, indent=2))
     print_tables(args, cores, results)
@@ -306,14 +308,15 @@ def print_tables(args, cores, results):
     if model:
         print(f"\nModel runs: {args.model} on CPU ({cores} cores), {args.limit} instructions, max_new_tokens "
               f"{args.max_new_tokens}, file:// store, RabbitMQ; no-op judge; poll {args.poll_interval_ms} ms\n")
-        print("| gen. workers | threads each | output tokens | examples/s (publish → last answer) | "
+        print("| gen. workers | threads each | output tokens | examples/s (publish → last answer) | min–max | "
               "examples/s (engine spans) | tokens/s | publish → recorded, mean | stored → recorded, mean | "
               "coordinator CPU / example | run folder after last verdict | answers per worker |")
-        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+        print("|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|")
         for r in model:
             eps = r["examples"] / r["generation_span"]
             engine = r["engine_examples_per_second"]
-            print(f"| {r['workers']} | {r['threads']} | {r['output_tokens']} | {eps:.2f} | "
+            low, high = r["spread"]
+            print(f"| {r['workers']} | {r['threads']} | {r['output_tokens']} | {eps:.2f} | {low:.2f}–{high:.2f} | "
                   f"{engine:.2f} | {r['output_tokens'] / r['generation_span']:.1f} | "
                   f"{r['publish_to_recorded']:.2f} s | {r['record_lag'] * 1000:.0f} ms | "
                   f"{r['coordinator_cpu'] / r['examples'] * 1000:.1f} ms | {r['tail']:.2f} s | "
@@ -321,14 +324,15 @@ def print_tables(args, cores, results):
     if noop:
         print(f"\nNo-op model (generator and judge): {args.noop_limit} instructions = {2 * args.noop_limit} jobs "
               f"(generation + judge), 1 judge worker; poll {args.poll_interval_ms} ms\n")
-        print("| store | gen. workers | generation jobs/s | all jobs/s (gen + judge) | stored → recorded, mean | "
+        print("| store | gen. workers | generation jobs/s | all jobs/s (gen + judge) | min–max | stored → recorded, mean | "
               "coordinator CPU / job | workers' CPU / job |")
-        print("|---|---:|---:|---:|---:|---:|---:|")
+        print("|---|---:|---:|---:|---|---:|---:|---:|")
         for r in noop:
             store = "file://" if r["store"] == "file" else "s3s-fs"
             jobs = 2 * r["examples"]
             print(f"| {store} | {r['workers']} | {r['examples'] / r['generation_span']:.0f} | "
-                  f"{jobs / r['jobs_span']:.0f} | {r['record_lag'] * 1000:.0f} ms | "
+                  f"{jobs / r['jobs_span']:.0f} | {r['spread'][0]:.0f}–{r['spread'][1]:.0f} | "
+                  f"{r['record_lag'] * 1000:.0f} ms | "
                   f"{r['coordinator_cpu'] / jobs * 1000:.2f} ms | {r['workers_cpu'] / r['examples'] * 1000:.2f} ms |")
 
 
