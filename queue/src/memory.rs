@@ -186,9 +186,7 @@ impl MemoryConsumer {
                 let mut state = self.shared.lock();
                 // Closed, or the queue was deleted under the consumer (as RabbitMQ cancels it).
                 let closed = state.closed;
-                let Some(queue) = state.queues.get_mut(&self.queue).filter(|_| !closed) else {
-                    return None;
-                };
+                let queue = state.queues.get_mut(&self.queue).filter(|_| !closed)?;
                 let message = queue.ready.pop_front();
                 if let Some(message) = message {
                     return Some(RawDelivery {

@@ -692,7 +692,7 @@ impl RabbitAcker {
         headers.insert(REASON_HEADER.into(), long_string(reason));
         headers.insert(SOURCE_QUEUE_HEADER.into(), long_string(self.name.as_str()));
         // On failure `self` drops unsettled, which gives the job back: it is never lost.
-        self.queue.publish_payloads(&self.name.dead_letter_queue(), &[self.payload.clone()], Some(headers)).await?;
+        self.queue.publish_payloads(&self.name.dead_letter_queue(), std::slice::from_ref(&self.payload), Some(headers)).await?;
         self.ack().await
     }
 }
