@@ -32,9 +32,6 @@ use serde_json::{Map, Value};
 use crate::throughput::{merge_activity, read_activity, PhaseActivity, RunThroughput};
 use crate::{CoordinatorError, RunPlan};
 
-/// Documents read from the store at once.
-const READ_CONCURRENCY: usize = 32;
-
 /// One generator's results, as the run's summary shows them.
 #[derive(Debug, Clone)]
 pub struct GeneratorSummary {
@@ -226,7 +223,7 @@ async fn read_all<T: DeserializeOwned>(
                 Err(e) => Err(e.into()),
             }
         })
-        .buffered(READ_CONCURRENCY)
+        .buffered(crate::READ_CONCURRENCY)
         .try_collect()
         .await
 }

@@ -25,3 +25,8 @@ pub use plan::{PlannedGenerator, RunPlan};
 pub use progress::{GeneratorProgress, RunProgress};
 pub use run::{Coordinator, DeadLetterPolicy, DroppedGenerator};
 pub use throughput::{PhaseTimes, RunThroughput};
+
+/// Documents the coordinator reads from the store at once where it needs many (new answers
+/// for their judge jobs, the run folder, activity records): each GET is a round trip, about
+/// 20 ms on S3, so one at a time caps a run at a few dozen documents per second.
+const READ_CONCURRENCY: usize = 32;

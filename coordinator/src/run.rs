@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
+use futures::{StreamExt, TryStreamExt};
 use herd_core::eval_set::EvalSet;
 use herd_core::jobs::{GenerationJob, GenerationResult, GeneratorSpec, JudgeJob};
 use herd_queue::{JobQueue, QueueName};
@@ -387,13 +388,28 @@ impl<Q: JobQueue> Coordinator<Q> {
     /// coordinator has not published yet.
     async fn publish_judge_jobs(&mut self, position: usize, stored: &Stored) -> Result<(), CoordinatorError> {
         let generator = self.plan.generators[position].name.clone();
+        let new: Vec<usize> = stored
+            .outputs
+            .difference(&stored.annotations)
+            .copied()
+            .filter(|&index| !self.judge_published.contains(&(position, index)))
+            .collect();
+        // One GET per answer, several at once (each is a round trip on S3); `buffered`
+        // yields them in index order, so the jobs are published in the same order as before.
+        let store = &self.store;
+        let run = self.plan.run_id.as_str();
+        let generator_name = generator.as_str();
+        let answers: Vec<(usize, Option<GenerationResult>)> = futures::stream::iter(new)
+            .map(|index| async move {
+                let key = keys::output(run, generator_name, index);
+                store.get_json::<GenerationResult>(&key).await.map(|output| (index, output))
+            })
+            .buffered(crate::READ_CONCURRENCY)
+            .try_collect()
+            .await?;
         let mut jobs = Vec::new();
-        for &index in stored.outputs.difference(&stored.annotations) {
-            if self.judge_published.contains(&(position, index)) {
-                continue;
-            }
-            let key = keys::output(&self.plan.run_id, &generator, index);
-            let Some(output) = self.store.get_json::<GenerationResult>(&key).await? else { continue };
+        for (index, output) in answers {
+            let Some(output) = output else { continue };
             let row = &self.eval_set.rows()[index];
             jobs.push(JudgeJob {
                 run_id: self.plan.run_id.clone(),

@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use futures::{StreamExt, TryStreamExt};
 use herd_core::jobs::{GenerationResult, Phase, WorkerActivity};
 use herd_core::throughput::{GeneratorThroughput, ThroughputFileError};
 use herd_store::{keys, ResultStore, StoreError};
@@ -41,13 +42,13 @@ pub struct PhaseActivity {
 
 /// Every worker's records of `phase` in `run`.
 pub async fn read_activity(store: &ResultStore, run: &str, phase: Phase) -> Result<Vec<WorkerActivity>, StoreError> {
-    let mut records = Vec::new();
-    for key in store.list(&keys::activity_prefix(run, phase.as_str())).await? {
-        if let Some(record) = store.get_json::<WorkerActivity>(&key).await? {
-            records.push(record);
-        }
-    }
-    Ok(records)
+    let keys = store.list(&keys::activity_prefix(run, phase.as_str())).await?;
+    let records: Vec<Option<WorkerActivity>> = futures::stream::iter(keys)
+        .map(|key| async move { store.get_json::<WorkerActivity>(&key).await })
+        .buffered(crate::READ_CONCURRENCY)
+        .try_collect()
+        .await?;
+    Ok(records.into_iter().flatten().collect())
 }
 
 /// `generator`'s share of `records` (`None` for every generator together).
