@@ -206,6 +206,7 @@ impl<Q: JobQueue> Coordinator<Q> {
             });
             self.publish_judge_jobs(position, &stored).await?;
         }
+        self.init_counters();
         let (_, expected) = progress.outputs();
         for phase in ["generation", "judging"] {
             self.metrics.run_jobs_expected.with_label_values(&[&run, phase]).set(expected as i64);
@@ -335,6 +336,18 @@ impl<Q: JobQueue> Coordinator<Q> {
         self.metrics.run_jobs_done.with_label_values(&[run, "generation"]).set(outputs as i64);
         self.metrics.run_jobs_done.with_label_values(&[run, "judging"]).set(annotations as i64);
         self.progress = progress;
+    }
+
+    /// Exports the counters the coordinator keeps per job queue of the plan at 0: the jobs
+    /// it published there and the ones it saw dead-lettered from there. A dashboard then
+    /// shows a 0 before the first dead letter instead of "no data".
+    fn init_counters(&self) {
+        let run = self.plan.run_id.as_str();
+        let dead_letters = QueueName::dead_letters(run);
+        for queue in self.queues().iter().filter(|q| **q != dead_letters) {
+            self.metrics.jobs_published.with_label_values(&[run, queue.as_str()]);
+            self.metrics.jobs_dead_lettered.with_label_values(&[run, "coordinator", queue.as_str()]);
+        }
     }
 
     /// Sets `herd_queue_depth` and `herd_queue_consumers` for the run's queues; a queue the

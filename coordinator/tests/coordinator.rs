@@ -280,6 +280,23 @@ async fn the_run_folder_is_copied_into_the_store_byte_for_byte() {
 }
 
 #[tokio::test]
+async fn a_started_coordinator_exports_its_job_counters_at_zero_for_each_queue_of_the_plan() {
+    let (queue, store) = (MemoryQueue::default(), memory_store());
+    let metrics = Metrics::new().unwrap();
+    let mut coordinator = Coordinator::new(queue, store, metrics.clone(), plan(2, 8)).unwrap();
+    coordinator.start().await.unwrap();
+    let text = metrics.render();
+    for line in [
+        "herd_jobs_published_total{queue=\"herd.r.gen.gen\",run=\"r\"} 2",
+        "herd_jobs_published_total{queue=\"herd.r.judge.judge\",run=\"r\"} 0",
+        "herd_jobs_dead_lettered_total{queue=\"herd.r.gen.gen\",role=\"coordinator\",run=\"r\"} 0",
+        "herd_jobs_dead_lettered_total{queue=\"herd.r.judge.judge\",role=\"coordinator\",run=\"r\"} 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+    }
+}
+
+#[tokio::test]
 async fn while_watching_the_coordinator_reports_each_queues_depth_and_consumers() {
     let (queue, store) = (MemoryQueue::default(), memory_store());
     let metrics = Metrics::new().unwrap();

@@ -99,6 +99,9 @@ impl JudgeWorker {
         let name = self.queue_name();
         queue.declare(&name).await?;
         metrics.set_worker_info(ROLE, &self.judge, &self.worker);
+        // At 0 from the start, so that dashboards show a series before the first failure.
+        metrics.init_job_counters(&self.run_id, ROLE, name.as_str());
+        metrics.judge_prompt_tokens.with_label_values(&[&self.run_id, &self.judge]);
         let mut feed = spawn_feeder(queue.consume::<JudgeJob>(&name, self.prefetch.max(1)).await?);
         let engine = EngineThread::spawn(&format!("engine-judge-{}", self.judge));
         let mut pass = Pass {

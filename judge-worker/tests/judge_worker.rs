@@ -156,6 +156,26 @@ async fn an_unparsable_ranking_is_stored_as_null_with_its_text_and_not_cached() 
 }
 
 #[tokio::test]
+async fn a_started_judge_worker_exports_its_failure_counters_at_zero() {
+    let store = ResultStore::open(&herd_store::StoreConfig::new("memory://")).unwrap();
+    let cache = JudgeCache::new(store.clone());
+    let metrics = Metrics::new().unwrap();
+    let worker = JudgeWorker::new("r-zero", "judge", "test-worker");
+    // No job, and told to stop at once: what a judge worker exports before its first job.
+    let queue = MemoryQueue::default();
+    let models = ModelCache::default();
+    worker.run(&queue, &store, &cache, &models, &metrics, std::future::ready(())).await.unwrap();
+    let text = metrics.render();
+    for family in ["completed", "failed", "redelivered", "dead_lettered"] {
+        let line = format!(
+            "herd_jobs_{family}_total{{queue=\"herd.r-zero.judge.judge\",role=\"judge-worker\",run=\"r-zero\"}} 0"
+        );
+        assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+    }
+    assert!(text.lines().any(|l| l == "herd_judge_prompt_tokens_total{judge=\"judge\",run=\"r-zero\"} 0"), "{text}");
+}
+
+#[tokio::test]
 async fn the_benchmark_noop_judge_ties_at_once_without_a_model_or_the_cache() {
     let store = ResultStore::open(&herd_store::StoreConfig::new("memory://")).unwrap();
     let cache = JudgeCache::new(store.clone());

@@ -208,6 +208,26 @@ impl Metrics {
         self.annotations.with_label_values(&[&result.run_id, &result.judge, &result.generator]).inc();
     }
 
+    /// Exports a consumer's job counters for one queue at 0 (`herd_jobs_completed_total`,
+    /// `_failed_total`, `_redelivered_total`, `_dead_lettered_total` with these labels), so
+    /// that dashboards and `rate()`/`increase()` see a series before the first failure
+    /// instead of "no data". Counting starts from what is already there.
+    pub fn init_job_counters(&self, run: &str, role: &str, queue: &str) {
+        let labels = [run, role, queue];
+        for counter in [&self.jobs_completed, &self.jobs_failed, &self.jobs_redelivered, &self.jobs_dead_lettered] {
+            counter.with_label_values(&labels);
+        }
+    }
+
+    /// Exports a generator's answer counters at 0 (`herd_examples_generated_total`,
+    /// `herd_output_tokens_total`, `herd_prompt_tokens_total`), as [`init_job_counters`](Self::init_job_counters).
+    pub fn init_generation_counters(&self, run: &str, generator: &str) {
+        let labels = [run, generator];
+        for counter in [&self.examples_generated, &self.output_tokens, &self.prompt_tokens] {
+            counter.with_label_values(&labels);
+        }
+    }
+
     /// Sets `herd_worker_info{role, model, worker, version}` to 1 (version: this build's).
     pub fn set_worker_info(&self, role: &str, model: &str, worker: &str) {
         self.worker_info.with_label_values(&[role, model, worker, env!("CARGO_PKG_VERSION")]).set(1);
@@ -298,6 +318,25 @@ mod tests {
         assert!(metrics
             .render()
             .contains("herd_worker_info{model=\"g\",role=\"worker\",version=\"0.1.0\",worker=\"host-1\"} 1"));
+    }
+
+    #[test]
+    fn initialised_counters_are_exported_at_zero() {
+        let metrics = Metrics::new().unwrap();
+        metrics.init_job_counters("r", "worker", "herd.r.gen.g");
+        metrics.init_generation_counters("r", "g");
+        let text = metrics.render();
+        for family in ["completed", "failed", "redelivered", "dead_lettered"] {
+            let line = format!("herd_jobs_{family}_total{{queue=\"herd.r.gen.g\",role=\"worker\",run=\"r\"}} 0");
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+        for name in ["examples_generated", "output_tokens", "prompt_tokens"] {
+            let line = format!("herd_{name}_total{{generator=\"g\",run=\"r\"}} 0");
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+        // Counting goes on from zero.
+        metrics.jobs_failed.with_label_values(&["r", "worker", "herd.r.gen.g"]).inc();
+        assert!(metrics.render().contains("herd_jobs_failed_total{queue=\"herd.r.gen.g\",role=\"worker\",run=\"r\"} 1"));
     }
 
     #[test]

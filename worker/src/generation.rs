@@ -97,6 +97,9 @@ impl GenerationWorker {
         let name = self.queue_name();
         queue.declare(&name).await?;
         metrics.set_worker_info(ROLE, &self.generator, &self.worker);
+        // At 0 from the start, so that dashboards show a series before the first failure.
+        metrics.init_job_counters(&self.run_id, ROLE, name.as_str());
+        metrics.init_generation_counters(&self.run_id, &self.generator);
         let mut feed = spawn_feeder(queue.consume::<GenerationJob>(&name, self.prefetch.max(1)).await?);
         let engine = EngineThread::spawn(&format!("engine-{}", self.generator));
         let mut pass = Pass {

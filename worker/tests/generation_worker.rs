@@ -143,6 +143,26 @@ async fn the_benchmark_noop_model_answers_empty_at_once_without_loading_a_model(
 }
 
 #[tokio::test]
+async fn a_started_worker_exports_its_failure_counters_at_zero() {
+    let store = ResultStore::open(&herd_store::StoreConfig::new("memory://")).unwrap();
+    let queue = MemoryQueue::default();
+    let metrics = Metrics::new().unwrap();
+    let worker = GenerationWorker::new("r-zero", "smol", "test-worker");
+    // No job, and told to stop at once: what a worker exports before its first job.
+    let stats = worker.run(&queue, &store, &ModelCache::default(), &metrics, std::future::ready(())).await.unwrap();
+    assert_eq!(stats, Default::default());
+    let text = metrics.render();
+    for family in ["completed", "failed", "redelivered", "dead_lettered"] {
+        let line = format!("herd_jobs_{family}_total{{queue=\"herd.r-zero.gen.smol\",role=\"worker\",run=\"r-zero\"}} 0");
+        assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+    }
+    for name in ["examples_generated", "output_tokens", "prompt_tokens"] {
+        let line = format!("herd_{name}_total{{generator=\"smol\",run=\"r-zero\"}} 0");
+        assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+    }
+}
+
+#[tokio::test]
 async fn a_worker_serving_one_model_dead_letters_a_job_naming_another_with_both_names() {
     let store = ResultStore::open(&herd_store::StoreConfig::new("memory://")).unwrap();
     let queue = MemoryQueue::default();
