@@ -47,6 +47,10 @@ pub struct ClusterArgs {
     /// The S3 endpoint of an S3-compatible server (default: AWS_ENDPOINT_URL, else AWS).
     #[arg(long, env = "HERD_S3_ENDPOINT", value_name = "URL")]
     pub s3_endpoint: Option<String>,
+    /// PEM file of the CA that signed an https:// S3 endpoint's certificate (a private CA),
+    /// trusted besides the system's roots (default: AWS_CA_BUNDLE).
+    #[arg(long, env = "HERD_S3_CA_FILE", value_name = "FILE")]
+    pub s3_ca_file: Option<PathBuf>,
     /// The S3 region (default: AWS_REGION, else us-east-1).
     #[arg(long, env = "HERD_S3_REGION")]
     pub s3_region: Option<String>,
@@ -83,6 +87,7 @@ impl ClusterArgs {
     pub fn open_store(&self) -> anyhow::Result<ResultStore> {
         let config = StoreConfig {
             s3_endpoint: self.s3_endpoint.clone(),
+            s3_ca_file: self.s3_ca_file.clone(),
             s3_region: self.s3_region.clone(),
             s3_virtual_hosted_style: self.s3_virtual_hosted_style,
             retry_deadline: Duration::from_secs(self.store_retry_deadline),

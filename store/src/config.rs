@@ -1,5 +1,6 @@
 //! Which store to open, and with which credentials.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::StoreError;
@@ -12,12 +13,17 @@ use crate::StoreError;
 /// S3 settings left `None` are taken from the usual AWS variables by
 /// [`StoreConfig::with_env`]: `AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`,
 /// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, each also readable from a file named by
-/// the same variable with `_FILE` appended (a mounted secret).
+/// the same variable with `_FILE` appended (a mounted secret). [`StoreConfig::s3_ca_file`]
+/// falls back to `AWS_CA_BUNDLE`, the variable the AWS SDKs and CLI read for the same thing.
 #[derive(Clone)]
 pub struct StoreConfig {
     pub url: String,
-    /// `http://host:port` for an S3-compatible server; plain `http://` is allowed then.
+    /// `http://host:port` or `https://host:port` for an S3-compatible server; plain
+    /// `http://` is allowed then.
     pub s3_endpoint: Option<String>,
+    /// PEM file with the CA certificate(s) that signed an `https://` endpoint's certificate
+    /// (a private CA). They are trusted in addition to the system's roots.
+    pub s3_ca_file: Option<PathBuf>,
     /// Default `us-east-1`.
     pub s3_region: Option<String>,
     pub s3_access_key_id: Option<String>,
@@ -36,6 +42,7 @@ impl StoreConfig {
         Self {
             url: url.into(),
             s3_endpoint: None,
+            s3_ca_file: None,
             s3_region: None,
             s3_access_key_id: None,
             s3_secret_access_key: None,
@@ -53,6 +60,9 @@ impl StoreConfig {
         fill(&mut self.s3_access_key_id, &["AWS_ACCESS_KEY_ID"])?;
         fill(&mut self.s3_secret_access_key, &["AWS_SECRET_ACCESS_KEY"])?;
         fill(&mut self.s3_session_token, &["AWS_SESSION_TOKEN"])?;
+        if self.s3_ca_file.is_none() {
+            self.s3_ca_file = std::env::var_os("AWS_CA_BUNDLE").filter(|v| !v.is_empty()).map(PathBuf::from);
+        }
         Ok(self)
     }
 
@@ -73,6 +83,7 @@ impl std::fmt::Debug for StoreConfig {
         f.debug_struct("StoreConfig")
             .field("url", &self.url)
             .field("s3_endpoint", &self.s3_endpoint.as_deref().map(redact_url))
+            .field("s3_ca_file", &self.s3_ca_file)
             .field("s3_region", &self.s3_region)
             .field("s3_access_key_id", &self.s3_access_key_id)
             .field("s3_secret_access_key", &hidden(&self.s3_secret_access_key))

@@ -10,6 +10,9 @@ pub enum StoreError {
     #[error("cannot read {variable} file {path}: {source}")]
     CredentialFile { variable: String, path: String, source: std::io::Error },
 
+    #[error("cannot read the CA file {path} for store {store}: {message}")]
+    CaFile { store: String, path: String, message: String },
+
     #[error("cannot open store {store}: {message}")]
     Open { store: String, message: String },
 

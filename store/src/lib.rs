@@ -22,7 +22,10 @@ use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
-use object_store::{BackoffConfig, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig};
+use object_store::{
+    BackoffConfig, Certificate, ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+    RetryConfig,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::time::Instant;
@@ -77,7 +80,7 @@ impl ResultStore {
                     Some(e) => format!("{} at {}", redact_url(&config.url), redact_url(e)),
                     None => redact_url(&config.url),
                 };
-                let s3 = s3_builder(config, &bucket).build().map_err(|e| StoreError::Open {
+                let s3 = s3_builder(config, &bucket, &description)?.build().map_err(|e| StoreError::Open {
                     store: description.clone(),
                     message: scrub(&e.to_string(), &secrets),
                 })?;
@@ -269,6 +272,15 @@ impl ResultStore {
                 Ok(value) => return Ok(value),
                 Err(e) => e,
             };
+            if let Some(tls) = tls_failure(&error) {
+                // An untrusted or mismatched certificate does not heal by waiting.
+                return Err(StoreError::Operation {
+                    store: self.description.clone(),
+                    key: key.to_string(),
+                    operation,
+                    message: scrub(&tls, &self.secrets),
+                });
+            }
             let message = scrub(&error.to_string(), &self.secrets);
             if !is_transient(&error) {
                 let message = match error {
@@ -303,7 +315,7 @@ impl ResultStore {
 
 const ALREADY_EXISTS: &str = "already exists";
 
-fn s3_builder(config: &StoreConfig, bucket: &str) -> AmazonS3Builder {
+fn s3_builder(config: &StoreConfig, bucket: &str, description: &str) -> Result<AmazonS3Builder, StoreError> {
     // object_store's own retries are kept short; `retrying` owns the long deadline.
     let retry = RetryConfig {
         backoff: BackoffConfig {
@@ -314,7 +326,24 @@ fn s3_builder(config: &StoreConfig, bucket: &str) -> AmazonS3Builder {
         max_retries: 2,
         retry_timeout: Duration::from_secs(10),
     };
-    let mut builder = AmazonS3Builder::from_env()
+    let mut client = ClientOptions::new();
+    if let Some(path) = &config.s3_ca_file {
+        for certificate in ca_certificates(path, description)? {
+            client = client.with_root_certificate(certificate);
+        }
+    }
+    // What `AmazonS3Builder::from_env` does, on top of our client options: every AWS_*
+    // variable object_store knows (client settings included) still applies.
+    let mut builder = AmazonS3Builder::new().with_client_options(client);
+    for (name, value) in std::env::vars_os() {
+        let (Some(name), Some(value)) = (name.to_str(), value.to_str()) else { continue };
+        if name.starts_with("AWS_") {
+            if let Ok(key) = name.to_ascii_lowercase().parse() {
+                builder = builder.with_config(key, value);
+            }
+        }
+    }
+    builder = builder
         .with_bucket_name(bucket)
         .with_region(config.s3_region.clone().unwrap_or_else(|| "us-east-1".to_string()))
         .with_virtual_hosted_style_request(config.s3_virtual_hosted_style)
@@ -331,7 +360,39 @@ fn s3_builder(config: &StoreConfig, bucket: &str) -> AmazonS3Builder {
     if let Some(token) = &config.s3_session_token {
         builder = builder.with_token(token);
     }
-    builder
+    Ok(builder)
+}
+
+/// The certificates of a PEM bundle (one CA or several), to trust for an https:// endpoint.
+fn ca_certificates(path: &std::path::Path, description: &str) -> Result<Vec<Certificate>, StoreError> {
+    let error = |message: String| StoreError::CaFile {
+        store: description.to_string(),
+        path: path.display().to_string(),
+        message,
+    };
+    let pem = std::fs::read(path).map_err(|e| error(e.to_string()))?;
+    let certificates = Certificate::from_pem_bundle(&pem).map_err(|e| error(e.to_string()))?;
+    if certificates.is_empty() {
+        return Err(error("it holds no PEM certificate".to_string()));
+    }
+    Ok(certificates)
+}
+
+/// The TLS handshake's complaint when the server's certificate was refused (an unknown
+/// CA, a name mismatch, an expired certificate): the innermost errors say so, the outer
+/// ones only that a request failed.
+fn tls_failure(error: &object_store::Error) -> Option<String> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    let mut texts = Vec::new();
+    while let Some(e) = source {
+        texts.push(e.to_string());
+        source = e.source();
+    }
+    let reason = texts.iter().rev().find(|t| t.contains("certificate"))?;
+    Some(format!(
+        "TLS: the server's certificate was not accepted ({reason}); if a private CA signed it, \
+         pass that CA's PEM file as the store's CA file (--s3-ca-file, HERD_S3_CA_FILE or AWS_CA_BUNDLE)"
+    ))
 }
 
 /// Whether waiting may fix the failure: the server unreachable, timeouts, 5xx, throttling.
