@@ -15,6 +15,13 @@ pub enum QueueError {
     #[error("invalid AMQP URL {url}: {reason}")]
     InvalidUrl { url: String, reason: String },
 
+    /// The broker's certificate was refused: retrying cannot help, so this fails at once.
+    #[error(
+        "TLS handshake with RabbitMQ at {endpoint} failed, its certificate was not accepted: {message}; \
+         if a private CA signed it, pass that CA's PEM file as the TLS CA file (--amqp-ca-file, HERD_AMQP_CA_FILE)"
+    )]
+    Tls { endpoint: String, message: String },
+
     #[error("cannot read the TLS CA file {path}: {source}")]
     TlsCaFile { path: String, source: std::io::Error },
 

@@ -181,9 +181,22 @@ fn classify(e: &lapin::Error) -> Failure {
     }
 }
 
+/// What the TLS handshake said when it refused the broker's certificate (an unknown CA,
+/// a name that does not match, an expired certificate). Waiting does not fix that.
+fn tls_failure(e: &lapin::Error) -> Option<String> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut texts = Vec::new();
+    while let Some(error) = source {
+        texts.push(error.to_string());
+        source = error.source();
+    }
+    texts.into_iter().rev().find(|t| t.contains("certificate"))
+}
+
 impl RabbitQueue {
     /// Parses the URL and connects (retrying an unreachable broker up to the reconnect
-    /// deadline). Refused credentials fail at once with [`QueueError::AccessRefused`].
+    /// deadline). Refused credentials fail at once with [`QueueError::AccessRefused`], a
+    /// broker certificate the TLS handshake refuses with [`QueueError::Tls`].
     pub async fn connect(config: RabbitConfig) -> Result<Self, QueueError> {
         let endpoint_hint = redact_url(&config.url);
         let mut uri: AMQPUri = config.url.parse().map_err(|reason: String| QueueError::InvalidUrl {
@@ -272,6 +285,12 @@ impl RabbitQueue {
             );
             let error = match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
                 Ok(Ok(connection)) => return Ok(connection),
+                Ok(Err(e)) if tls_failure(&e).is_some() => {
+                    return Err(QueueError::Tls {
+                        endpoint: self.shared.endpoint.clone(),
+                        message: tls_failure(&e).unwrap_or_default(),
+                    })
+                }
                 Ok(Err(e)) => match classify(&e) {
                     Failure::AccessRefused => return Err(self.access_refused()),
                     Failure::Fatal(message) => {
