@@ -292,6 +292,9 @@ impl Prometheus {
             .spawn()
             .expect("prometheus is not installed; run scripts/test-services.sh");
         wait_until(Duration::from_secs(30), "Prometheus to listen", || listening(addr), String::new);
+        // It listens before its storage has started, answering 503 to queries until then.
+        let ready = || http_get(addr, "/-/ready").0.contains("200");
+        wait_until(Duration::from_secs(60), "Prometheus to be ready (/-/ready)", ready, String::new);
         Self { child, addr, _dir: dir }
     }
 
