@@ -438,7 +438,12 @@ fn prometheus_scrapes_the_roles_and_answers_examples_per_second() {
     let up = prometheus.query("max_over_time(up{job=\"herd\"}[5m])");
     assert_eq!(up.len(), 3, "{up:?}");
     assert!(up.iter().all(|(_, v)| *v == 1.0), "a role was never scraped: {up:?}");
-    let verdicts = prometheus.query(&format!("sum(herd_annotations_total{{run=\"{run}\"}})"));
-    assert_eq!(verdicts.first().map(|(_, n)| *n), Some(LIMIT as f64), "verdicts counted by the judge worker");
+    // The judge worker counts a verdict once it is stored, so the coordinator may finish
+    // before the last count is scraped: wait for a scrape that has them all.
+    let verdicts = format!("sum(herd_annotations_total{{run=\"{run}\"}})");
+    let verdicts_scraped = || prometheus.query(&verdicts).first().is_some_and(|(_, n)| *n == LIMIT as f64);
+    wait_until(Duration::from_secs(30), "Prometheus to scrape every verdict of the judge worker", verdicts_scraped, || {
+        format!("{:?}", prometheus.query(&verdicts))
+    });
     roles.stop_workers();
 }
