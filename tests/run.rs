@@ -175,3 +175,34 @@ fn a_killed_run_resumes_and_does_only_what_is_missing() {
     assert_eq!(rows.len(), 3);
     assert_eq!(read_annotations(out.join(GENERATOR).join("annotations.json")).unwrap().len(), 3);
 }
+
+#[test]
+fn a_generator_model_the_judge_does_not_use_is_released_before_judging() {
+    // The default GGUF under a second path: herd loads it as a model of its own.
+    let default = herd_engine::ModelSource::resolve(herd_engine::DEFAULT_MODEL).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let alias = dir.path().join("alias.gguf");
+    std::os::unix::fs::symlink(default.path(), &alias).unwrap();
+    let generator = format!("name=alias,model={}", alias.display());
+    let run = |name: &str, extra: &[&str]| {
+        let (out, cache) = (dir.path().join(name), dir.path().join(format!("{name}-cache")));
+        let mut args = run_args(&out, 2, 10);
+        args.extend(["--generator".to_string(), generator.clone()]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let output = herd(&cache).env("HERD_LOG", "info").args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        succeed(output);
+        (read_model_outputs(out.join("alias").join("model_outputs.json")).unwrap(), stderr)
+    };
+    // Phases in turn: the alias is released once its answers are in, before the judge loads.
+    let (in_turn, log) = run("in-turn", &[]);
+    let released = log.find("model released").unwrap_or_else(|| panic!("no release logged:\n{log}"));
+    assert!(log[released..].contains(&alias.display().to_string()), "{log}");
+    // With --pipeline both stay loaded (they split a GPU's memory instead).
+    let (pipelined, log) = run("pipelined", &["--pipeline"]);
+    assert!(!log.contains("model released"), "{log}");
+    // Same weights, same greedy answers, whichever way the phases ran.
+    let answers = |rows: &[herd_core::formats::ModelOutput]| rows.iter().map(|r| r.output.clone()).collect::<Vec<_>>();
+    assert_eq!(answers(&in_turn), answers(&pipelined));
+    assert_eq!(in_turn.len(), 2);
+}

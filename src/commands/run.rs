@@ -147,6 +147,10 @@ pub struct EngineArgs {
     /// CPU threads for inference (default: all cores).
     #[arg(long, env = "HERD_THREADS")]
     pub threads: Option<usize>,
+    /// Share of each GPU's memory the engine may fill with weights, key/value cache and
+    /// activations; models held at once in one process split it.
+    #[arg(long, env = "HERD_GPU_MEMORY_FRACTION", default_value_t = 0.9)]
+    pub gpu_memory_fraction: f64,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -371,9 +375,17 @@ impl EngineArgs {
     /// Where models load, checked now (a GPU build, enough GPUs) so that a wrong
     /// --device or --tensor-parallel fails before any work is taken.
     pub fn placement(&self) -> anyhow::Result<Placement> {
-        let placement = Placement { device: self.device, tensor_parallel: self.tensor_parallel, ..Placement::default() };
+        let placement = Placement {
+            device: self.device,
+            tensor_parallel: self.tensor_parallel,
+            gpu_memory_fraction: self.gpu_memory_fraction,
+            ..Placement::default()
+        };
         placement.check().with_context(|| {
-            format!("--device {} --tensor-parallel {}", self.device, self.tensor_parallel)
+            format!(
+                "--device {} --tensor-parallel {} --gpu-memory-fraction {}",
+                self.device, self.tensor_parallel, self.gpu_memory_fraction
+            )
         })?;
         Ok(placement)
     }
@@ -495,6 +507,7 @@ impl LocalRun {
             }
         });
 
+        let models = self.models_for(&plan);
         let bars = Bars::new(&plan, &already);
         let bar_updates = tokio::spawn(bars.clone().follow(progress.clone()));
         let judge_phase = async {
@@ -502,7 +515,7 @@ impl LocalRun {
                 wait_for(progress.clone(), failed.clone(), RunProgress::generation_complete).await;
             }
             let started = Instant::now();
-            let stats = self.judge(&plan, &bars, progress.clone(), failed.clone()).await;
+            let stats = self.judge(&plan, &models, &bars, progress.clone(), failed.clone()).await;
             if stats.is_err() {
                 failed_sender.send_replace(true);
             }
@@ -510,14 +523,19 @@ impl LocalRun {
         };
         let generation_phase = async {
             let started = Instant::now();
-            let stats = self.generate(&plan, &bars, &already, progress.clone(), failed.clone()).await;
+            let stats = self.generate(&plan, &models, &bars, &already, progress.clone(), failed.clone()).await;
             if stats.is_err() {
                 failed_sender.send_replace(true);
             }
             (stats, started.elapsed().as_secs_f64())
         };
-        let ((generation, generation_seconds), (judging, judging_seconds)) =
-            tokio::join!(generation_phase, judge_phase);
+        // Without --pipeline the judge starts once the generation phase has returned, after
+        // it released the models the judge does not use.
+        let ((generation, generation_seconds), (judging, judging_seconds)) = if self.pipeline {
+            tokio::join!(generation_phase, judge_phase)
+        } else {
+            (generation_phase.await, judge_phase.await)
+        };
         bar_updates.abort();
         bars.finish();
         if let Err(worker_error) = generation.as_ref().map(|_| ()).and(judging.as_ref().map(|_| ())) {
@@ -546,16 +564,36 @@ impl LocalRun {
         })
     }
 
+    /// The model cache for `plan`. With --pipeline every distinct model (generators and the
+    /// judge) may be resident at once, and they split the GPU memory; otherwise the phases
+    /// take turns and `generate` releases a model as soon as nothing later needs it, so each
+    /// gets the whole fraction.
+    fn models_for(&self, plan: &RunPlan) -> ModelCache {
+        let at_once = if self.pipeline {
+            let distinct: BTreeSet<&str> = plan
+                .generators
+                .iter()
+                .filter_map(|g| g.spec.as_ref().map(|s| s.model.as_str()))
+                .chain([plan.judge.model.as_str()])
+                .collect();
+            distinct.len()
+        } else {
+            1
+        };
+        self.models.clone().sharing_memory_among(at_once)
+    }
+
     async fn generate(
         &self,
         plan: &RunPlan,
+        models: &ModelCache,
         bars: &Bars,
         already: &RunProgress,
         progress: watch::Receiver<RunProgress>,
         failed: watch::Receiver<bool>,
     ) -> anyhow::Result<Vec<(String, GenerationWorkerStats)>> {
         let mut all = Vec::new();
-        for generator in &plan.generators {
+        for (position, generator) in plan.generators.iter().enumerate() {
             let Some(spec) = &generator.spec else { continue };
             let done = already.generator(&generator.name).is_some_and(|g| g.generation_complete());
             if done || *failed.borrow() {
@@ -563,7 +601,7 @@ impl LocalRun {
             }
             let bar = bars.generation(&generator.name);
             bar.set_message(format!("loading {}", spec.model));
-            self.models.get(&spec.model).await?;
+            models.get(&spec.model).await?;
             bar.set_message(String::new());
             bar.reset_elapsed();
             let worker = GenerationWorker {
@@ -578,8 +616,15 @@ impl LocalRun {
             let name = generator.name.clone();
             let complete = move |p: &RunProgress| p.generator(&name).is_some_and(|g| g.generation_complete());
             let shutdown = wait_for(progress.clone(), failed.clone(), complete);
-            let stats = worker.run(&self.queue, &self.store, &self.models, &self.metrics, shutdown).await?;
+            let stats = worker.run(&self.queue, &self.store, models, &self.metrics, shutdown).await?;
             all.push((generator.name.clone(), stats));
+            let needed_later = plan.judge.model == spec.model
+                || plan.generators[position + 1..]
+                    .iter()
+                    .any(|later| later.spec.as_ref().is_some_and(|s| s.model == spec.model));
+            if !self.pipeline && !needed_later && models.release(&spec.model).await {
+                tracing::info!(model = %spec.model, "model released: nothing later in this run uses it");
+            }
         }
         Ok(all)
     }
@@ -587,6 +632,7 @@ impl LocalRun {
     async fn judge(
         &self,
         plan: &RunPlan,
+        models: &ModelCache,
         bars: &Bars,
         progress: watch::Receiver<RunProgress>,
         failed: watch::Receiver<bool>,
@@ -605,7 +651,7 @@ impl LocalRun {
             model: None,
         };
         let shutdown = wait_for(progress, failed, RunProgress::is_complete);
-        Ok(worker.run(&self.queue, &self.store, &self.cache, &self.models, &self.metrics, shutdown).await?)
+        Ok(worker.run(&self.queue, &self.store, &self.cache, models, &self.metrics, shutdown).await?)
     }
 }
 
@@ -784,6 +830,7 @@ mod tests {
                 batch_size: 1,
                 step_tokens: 1,
                 threads: None,
+                gpu_memory_fraction: 0.9,
             },
             pipeline: false,
         };

@@ -2,6 +2,12 @@
 //! process share a cache, so `herd run` with the default model as generator and judge loads
 //! it once. A model that failed to load is remembered with its reason: every job naming it
 //! is dead-lettered at once instead of reloading it job after job.
+//!
+//! Models load one at a time. On a GPU each model's key/value cache takes what the memory
+//! fraction leaves after its weights, so a process that holds several models at once says so
+//! (`sharing_memory_among`): the k-th model resident gets k/n of the fraction, counted
+//! cumulatively as the engine reads it, which leaves the later ones their share. A model that
+//! is no longer needed can be `release`d so the next one gets the whole fraction again.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,11 +26,21 @@ pub struct ModelUnavailable {
 type Slot = Arc<OnceCell<Result<Arc<Model>, ModelUnavailable>>>;
 
 /// Loaded models by the spec string jobs name them with. Cheap to clone; clones share.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct ModelCache {
     slots: Arc<Mutex<HashMap<String, Slot>>>,
     options: LoadOptions,
     placement: Placement,
+    /// Models expected resident at once; the memory fraction is split among them.
+    resident_at_once: usize,
+    /// Held while a model loads (one at a time); counts the models loaded and not released.
+    resident: Arc<tokio::sync::Mutex<usize>>,
+}
+
+impl Default for ModelCache {
+    fn default() -> Self {
+        Self::new(LoadOptions::default())
+    }
 }
 
 impl std::fmt::Debug for ModelCache {
@@ -42,7 +58,13 @@ impl ModelCache {
 
     /// Models loaded onto `placement` (a GPU, or tensor-parallel ranks).
     pub fn on(options: LoadOptions, placement: Placement) -> Self {
-        Self { slots: Arc::default(), options, placement }
+        Self { slots: Arc::default(), options, placement, resident_at_once: 1, resident: Arc::default() }
+    }
+
+    /// Splits the placement's GPU memory fraction among `models` held at once.
+    pub fn sharing_memory_among(mut self, models: usize) -> Self {
+        self.resident_at_once = models.max(1);
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
@@ -60,15 +82,23 @@ impl ModelCache {
         slot.get_or_init(|| {
             let spec = spec.to_string();
             let options = self.options.clone();
-            let placement = self.placement.clone();
+            let mut placement = self.placement.clone();
+            let resident = self.resident.clone();
+            let resident_at_once = self.resident_at_once;
             async move {
+                let mut resident = resident.lock().await;
+                placement.gpu_memory_fraction =
+                    memory_fraction_for(placement.gpu_memory_fraction, *resident, resident_at_once);
                 let loaded = tokio::task::spawn_blocking({
                     let spec = spec.clone();
                     move || Model::load_on(&spec, &options, &placement)
                 })
                 .await;
                 match loaded {
-                    Ok(Ok(model)) => Ok(Arc::new(model)),
+                    Ok(Ok(model)) => {
+                        *resident += 1;
+                        Ok(Arc::new(model))
+                    }
                     Ok(Err(e)) => Err(ModelUnavailable { model: spec, reason: e.to_string() }),
                     Err(join) => Err(ModelUnavailable { model: spec, reason: format!("loading panicked: {join}") }),
                 }
@@ -82,6 +112,25 @@ impl ModelCache {
     pub fn is_loaded(&self, spec: &str) -> bool {
         self.lock().get(spec).and_then(|slot| slot.get()).is_some_and(Result::is_ok)
     }
+
+    /// Forgets `spec`: its memory is freed once the last job holding it is done, and a later
+    /// `get` loads it again. Returns whether it was loaded.
+    pub async fn release(&self, spec: &str) -> bool {
+        let mut resident = self.resident.lock().await;
+        let slot = self.lock().remove(spec);
+        let was_loaded = slot.is_some_and(|slot| slot.get().is_some_and(Result::is_ok));
+        if was_loaded {
+            *resident = resident.saturating_sub(1);
+        }
+        was_loaded
+    }
+}
+
+/// The cumulative memory fraction the next model may fill when `resident` of `at_once`
+/// models are loaded already: `fraction × (resident + 1) / at_once`, never above `fraction`.
+fn memory_fraction_for(fraction: f64, resident: usize, at_once: usize) -> f64 {
+    let at_once = at_once.max(1);
+    fraction * ((resident + 1).min(at_once) as f64) / at_once as f64
 }
 
 #[cfg(test)]
@@ -96,5 +145,32 @@ mod tests {
         assert!(err.to_string().contains("no such file"), "{err}");
         assert_eq!(cache.get("/no/such/model.gguf").await.unwrap_err(), err);
         assert!(!cache.is_loaded("/no/such/model.gguf"));
+    }
+
+    #[test]
+    fn models_held_at_once_split_the_memory_fraction_cumulatively() {
+        assert_eq!(memory_fraction_for(0.9, 0, 1), 0.9);
+        assert_eq!(memory_fraction_for(0.9, 3, 1), 0.9);
+        assert!((memory_fraction_for(0.9, 0, 2) - 0.45).abs() < 1e-12);
+        assert!((memory_fraction_for(0.9, 1, 2) - 0.9).abs() < 1e-12);
+        assert!((memory_fraction_for(0.9, 1, 3) - 0.6).abs() < 1e-12);
+        // More resident than announced: the last share is the whole fraction, not more.
+        assert!((memory_fraction_for(0.9, 5, 3) - 0.9).abs() < 1e-12);
+    }
+
+    #[tokio::test]
+    async fn a_released_model_is_dropped_and_loads_again_when_asked_for() {
+        let cache = ModelCache::default();
+        let spec = herd_engine::DEFAULT_MODEL;
+        let first = cache.get(spec).await.unwrap();
+        assert_eq!(*cache.resident.lock().await, 1);
+        assert!(cache.release(spec).await);
+        assert!(!cache.is_loaded(spec));
+        assert_eq!(*cache.resident.lock().await, 0);
+        // The cache no longer holds it: this handle is the last one.
+        assert_eq!(Arc::strong_count(&first), 1);
+        let second = cache.get(spec).await.unwrap();
+        assert!(!Arc::ptr_eq(&first, &second));
+        assert!(!cache.release("never-loaded").await);
     }
 }
