@@ -395,6 +395,55 @@ fn credentials_are_mounted_files_or_env_from_a_secret() {
 }
 
 #[test]
+fn private_cas_are_mounted_from_secrets_and_passed_as_ca_files() {
+    let chart = chart();
+    // Nothing set: no CA variable and no CA volume anywhere.
+    let manifests = chart.render(&chart.values(&[]), RELEASE, NAMESPACE).unwrap().manifests();
+    for w in workloads(&manifests) {
+        let env = env_map(containers(w)[0]);
+        assert!(!env.contains_key("HERD_AMQP_CA_FILE") && !env.contains_key("HERD_S3_CA_FILE"));
+        let volumes = w["spec"]["template"]["spec"]["volumes"].as_array().unwrap();
+        assert!(volumes.iter().all(|v| v["name"] != "amqp-ca" && v["name"] != "s3-ca"));
+    }
+    let values = chart.values(&[values_file("gpu-values.yaml"), tls_ca_values()]);
+    assert!(schema_errors(&values).is_empty(), "{:?}", schema_errors(&values));
+    let manifests = chart.render(&values, RELEASE, NAMESPACE).unwrap().manifests();
+    validate_manifests(&manifests);
+    let roles = workloads(&manifests);
+    assert!(roles.len() >= 3, "coordinator, generation and judge workers");
+    for w in roles {
+        let c = containers(w)[0];
+        let env = env_map(c);
+        let volumes = w["spec"]["template"]["spec"]["volumes"].as_array().unwrap();
+        let mounts = c["volumeMounts"].as_array().unwrap();
+        for (variable, volume, secret, key) in
+            [("HERD_AMQP_CA_FILE", "amqp-ca", "broker-ca", "ca.crt"), ("HERD_S3_CA_FILE", "s3-ca", "minio-ca", "public.crt")]
+        {
+            // The variable names a file inside the volume's mount, made from the Secret's key.
+            let file = env[variable]["value"].as_str().unwrap_or_else(|| panic!("{variable} is set"));
+            let mount = mounts.iter().find(|m| m["name"] == volume).unwrap_or_else(|| panic!("{volume} is mounted"));
+            assert_eq!(mount["readOnly"], true);
+            let dir = mount["mountPath"].as_str().unwrap();
+            let vol = volumes.iter().find(|v| v["name"] == volume).unwrap();
+            assert_eq!(vol["secret"]["secretName"], secret);
+            assert_eq!(vol["secret"]["items"][0]["key"], key);
+            let path = vol["secret"]["items"][0]["path"].as_str().unwrap();
+            assert_eq!(file, format!("{dir}/{path}"));
+        }
+    }
+    // A Secret name that is no Kubernetes name fails the schema.
+    let bad = chart.values(&[json!({"storage": {"tlsCa": {"secretName": "Not A Name"}}})]);
+    assert!(!schema_errors(&bad).is_empty());
+}
+
+fn tls_ca_values() -> Json {
+    json!({
+        "amqp": {"url": "amqps://herd@rabbitmq.example.com:5671/%2f", "tlsCa": {"secretName": "broker-ca"}},
+        "storage": {"endpoint": "https://minio.storage.svc:9000", "tlsCa": {"secretName": "minio-ca", "key": "public.crt"}}
+    })
+}
+
+#[test]
 fn generators_whose_names_collide_stop_the_render() {
     let chart = chart();
     let values = chart.values(&[json!({"generators": [
@@ -495,6 +544,10 @@ fn renders_what_helm_renders_when_a_helm_binary_is_available() {
                 values_file("gpu-values.yaml"),
                 json!({"amqp": {"credentialsAs": "env", "inCluster": {"enabled": true}}, "storage": {"credentialsAs": "file", "pathStyle": false}}),
             ],
+        ),
+        (
+            "gpu-values.yaml, private CAs for the broker and the store",
+            vec![values_file("gpu-values.yaml"), tls_ca_values()],
         ),
     ];
     for (case, overrides) in cases {

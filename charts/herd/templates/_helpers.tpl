@@ -195,6 +195,14 @@ seccompProfile:
       key: {{ .Values.storage.secretKeys.secretAccessKey }}
 {{- end }}
 {{- end }}
+{{- if .Values.amqp.tlsCa.secretName }}
+- name: HERD_AMQP_CA_FILE
+  value: /etc/herd/amqp-ca/ca.pem
+{{- end }}
+{{- if .Values.storage.tlsCa.secretName }}
+- name: HERD_S3_CA_FILE
+  value: /etc/herd/s3-ca/ca.pem
+{{- end }}
 - name: XDG_CACHE_HOME
   value: /var/cache/herd
 {{- end -}}
@@ -213,6 +221,16 @@ seccompProfile:
 {{- if and (include "herd.storageHasKeys" .) (eq .Values.storage.credentialsAs "file") }}
 - name: s3-credentials
   mountPath: /etc/herd/s3
+  readOnly: true
+{{- end }}
+{{- if .Values.amqp.tlsCa.secretName }}
+- name: amqp-ca
+  mountPath: /etc/herd/amqp-ca
+  readOnly: true
+{{- end }}
+{{- if .Values.storage.tlsCa.secretName }}
+- name: s3-ca
+  mountPath: /etc/herd/s3-ca
   readOnly: true
 {{- end }}
 {{- end -}}
@@ -244,6 +262,28 @@ seccompProfile:
         path: access-key-id
       - key: {{ .Values.storage.secretKeys.secretAccessKey }}
         path: secret-access-key
+{{- end }}
+{{- with .Values.amqp.tlsCa }}
+{{- if .secretName }}
+- name: amqp-ca
+  secret:
+    secretName: {{ .secretName }}
+    defaultMode: 292 # 0444: a CA certificate is public
+    items:
+      - key: {{ .key }}
+        path: ca.pem
+{{- end }}
+{{- end }}
+{{- with .Values.storage.tlsCa }}
+{{- if .secretName }}
+- name: s3-ca
+  secret:
+    secretName: {{ .secretName }}
+    defaultMode: 292
+    items:
+      - key: {{ .key }}
+        path: ca.pem
+{{- end }}
 {{- end }}
 {{- end -}}
 
