@@ -189,6 +189,38 @@ fn open_cuda(ordinal: usize) -> Result<Device> {
     cuda_device_count(DeviceSpec::Cuda(ordinal)).map(|_| Device::Cpu)
 }
 
+/// Hands back to the driver what freed tensors left in the default memory pools of
+/// `placement`'s GPUs. A model holds its pool's memory while it runs (`open_cuda` sets no
+/// release threshold), so without this a model dropped to make room for the next one would
+/// still count as used in the next one's size check and cache budget. Nothing on the CPU.
+pub fn return_pooled_memory(placement: &Placement) -> Result<()> {
+    let ranks = if placement.in_process_ranks { 1 } else { placement.tensor_parallel.max(1) };
+    for rank in 0..ranks {
+        match placement.rank_device(rank) {
+            DeviceSpec::Cpu => {}
+            #[cfg(feature = "cuda")]
+            spec @ DeviceSpec::Cuda(ordinal) => {
+                use candle_core::cuda_backend::cudarc::driver::{result, CudaContext};
+                let fail = |what: &str, e: candle_core::cuda_backend::cudarc::driver::DriverError| EngineError::Device {
+                    device: spec.to_string(),
+                    reason: format!("{what}: {e}"),
+                };
+                let ctx = CudaContext::new(ordinal).map_err(|e| fail("context", e))?;
+                // Frees are queued on the model's stream; the pool shrinks once they ran.
+                ctx.synchronize().map_err(|e| fail("synchronize", e))?;
+                // SAFETY: the device handle comes from a live context.
+                unsafe {
+                    let pool = result::device::get_default_mem_pool(ctx.cu_device()).map_err(|e| fail("memory pool", e))?;
+                    result::mem_pool::trim_to(pool, 0).map_err(|e| fail("memory pool trim", e))?;
+                }
+            }
+            #[cfg(not(feature = "cuda"))]
+            DeviceSpec::Cuda(_) => {}
+        }
+    }
+    Ok(())
+}
+
 /// Free and total bytes of a GPU's memory, asked of the driver without opening a stream
 /// (`None` for the CPU).
 pub fn free_memory(spec: DeviceSpec) -> Result<Option<(usize, usize)>> {

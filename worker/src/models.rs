@@ -25,6 +25,9 @@ pub struct ModelUnavailable {
 
 type Slot = Arc<OnceCell<Result<Arc<Model>, ModelUnavailable>>>;
 
+/// How long `release` waits for jobs still holding a model before freeing what it can.
+const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Loaded models by the spec string jobs name them with. Cheap to clone; clones share.
 #[derive(Clone)]
 pub struct ModelCache {
@@ -113,16 +116,35 @@ impl ModelCache {
         self.lock().get(spec).and_then(|slot| slot.get()).is_some_and(Result::is_ok)
     }
 
-    /// Forgets `spec`: its memory is freed once the last job holding it is done, and a later
-    /// `get` loads it again. Returns whether it was loaded.
+    /// Forgets `spec` and frees its memory (on a GPU, handed back to the driver) once the
+    /// last job holding it is done; a later `get` loads it again. Returns whether it was
+    /// loaded.
     pub async fn release(&self, spec: &str) -> bool {
         let mut resident = self.resident.lock().await;
-        let slot = self.lock().remove(spec);
-        let was_loaded = slot.is_some_and(|slot| slot.get().is_some_and(Result::is_ok));
-        if was_loaded {
-            *resident = resident.saturating_sub(1);
+        let Some(slot) = self.lock().remove(spec) else { return false };
+        let Some(model) = slot.get().and_then(|loaded| loaded.as_ref().ok()).cloned() else { return false };
+        drop(slot);
+        *resident = resident.saturating_sub(1);
+        // Jobs still running hold the model; the next load must wait for their memory.
+        let deadline = tokio::time::Instant::now() + RELEASE_WAIT;
+        while Arc::strong_count(&model) > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-        was_loaded
+        if Arc::strong_count(&model) > 1 {
+            tracing::warn!(model = spec, "released while still in use: its memory is freed when that use ends");
+        }
+        let placement = self.placement.clone();
+        let returned = tokio::task::spawn_blocking(move || {
+            drop(model);
+            herd_engine::placement::return_pooled_memory(&placement)
+        })
+        .await;
+        match returned {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(model = spec, error = %e, "the released model's GPU memory stays pooled"),
+            Err(join) => tracing::warn!(model = spec, error = %join, "freeing the released model panicked"),
+        }
+        true
     }
 }
 
@@ -162,15 +184,16 @@ mod tests {
     async fn a_released_model_is_dropped_and_loads_again_when_asked_for() {
         let cache = ModelCache::default();
         let spec = herd_engine::DEFAULT_MODEL;
-        let first = cache.get(spec).await.unwrap();
+        let first = Arc::downgrade(&cache.get(spec).await.unwrap());
         assert_eq!(*cache.resident.lock().await, 1);
         assert!(cache.release(spec).await);
         assert!(!cache.is_loaded(spec));
         assert_eq!(*cache.resident.lock().await, 0);
-        // The cache no longer holds it: this handle is the last one.
-        assert_eq!(Arc::strong_count(&first), 1);
-        let second = cache.get(spec).await.unwrap();
-        assert!(!Arc::ptr_eq(&first, &second));
+        assert!(first.upgrade().is_none(), "the model was dropped by the time release returned");
+        // Asked for again, it loads again.
+        cache.get(spec).await.unwrap();
+        assert!(cache.is_loaded(spec));
+        assert_eq!(*cache.resident.lock().await, 1);
         assert!(!cache.release("never-loaded").await);
     }
 }
