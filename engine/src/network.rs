@@ -424,10 +424,8 @@ pub fn weight_bytes_per_rank(config: &ModelConfig, degree: usize, dtype: DType) 
 pub fn check_fits(config: &ModelConfig, placement: &Placement, path: &PathBuf) -> Result<()> {
     let DeviceSpec::Cuda(_) = placement.device else { return Ok(()) };
     let need = weight_bytes_per_rank(config, placement.tensor_parallel, placement.dtype());
-    let ranks = if placement.in_process_ranks { 1 } else { placement.tensor_parallel };
     let need_on_device = if placement.in_process_ranks { need * placement.tensor_parallel } else { need };
-    for rank in 0..ranks {
-        let spec = placement.rank_device(rank);
+    for spec in placement.rank_devices() {
         if let Some((free, total)) = crate::placement::free_memory(spec)? {
             let usable = (placement.gpu_memory_fraction * total as f64) as usize;
             let usable = usable.min(free);

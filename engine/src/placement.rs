@@ -93,6 +93,13 @@ impl Placement {
         }
     }
 
+    /// The distinct devices the model's ranks occupy: one per rank, or `device` alone when
+    /// the ranks run in process on it.
+    pub fn rank_devices(&self) -> impl Iterator<Item = DeviceSpec> + '_ {
+        let ranks = if self.in_process_ranks { 1 } else { self.tensor_parallel.max(1) };
+        (0..ranks).map(|rank| self.rank_device(rank))
+    }
+
     /// Checks what can be checked before any file is read: a GPU build, enough GPUs.
     pub fn check(&self) -> Result<()> {
         if self.tensor_parallel == 0 {
@@ -170,8 +177,7 @@ fn open_cuda(ordinal: usize) -> Result<Device> {
         let ctx = stream.context();
         // SAFETY: the device handle comes from a live context; the attribute takes a u64.
         unsafe {
-            let pool = result::device::get_default_mem_pool(ctx.cu_device())
-                .map_err(|e| EngineError::Device { device: format!("cuda:{ordinal}"), reason: format!("memory pool: {e}") })?;
+            let pool = default_mem_pool(&ctx, DeviceSpec::Cuda(ordinal))?;
             let mut keep = u64::MAX;
             result::mem_pool::set_attribute(
                 pool,
@@ -184,6 +190,17 @@ fn open_cuda(ordinal: usize) -> Result<Device> {
     Ok(device)
 }
 
+/// The default memory pool of `ctx`'s device, which candle's allocations come from.
+#[cfg(feature = "cuda")]
+fn default_mem_pool(
+    ctx: &candle_core::cuda_backend::cudarc::driver::CudaContext,
+    spec: DeviceSpec,
+) -> Result<candle_core::cuda_backend::cudarc::driver::sys::CUmemoryPool> {
+    // SAFETY: the device handle comes from a live context.
+    unsafe { candle_core::cuda_backend::cudarc::driver::result::device::get_default_mem_pool(ctx.cu_device()) }
+        .map_err(|e| EngineError::Device { device: spec.to_string(), reason: format!("memory pool: {e}") })
+}
+
 #[cfg(not(feature = "cuda"))]
 fn open_cuda(ordinal: usize) -> Result<Device> {
     cuda_device_count(DeviceSpec::Cuda(ordinal)).map(|_| Device::Cpu)
@@ -194,12 +211,11 @@ fn open_cuda(ordinal: usize) -> Result<Device> {
 /// release threshold), so without this a model dropped to make room for the next one would
 /// still count as used in the next one's size check and cache budget. Nothing on the CPU.
 pub fn return_pooled_memory(placement: &Placement) -> Result<()> {
-    let ranks = if placement.in_process_ranks { 1 } else { placement.tensor_parallel.max(1) };
-    for rank in 0..ranks {
-        match placement.rank_device(rank) {
+    for spec in placement.rank_devices() {
+        match spec {
             DeviceSpec::Cpu => {}
             #[cfg(feature = "cuda")]
-            spec @ DeviceSpec::Cuda(ordinal) => {
+            DeviceSpec::Cuda(ordinal) => {
                 use candle_core::cuda_backend::cudarc::driver::{result, CudaContext};
                 let fail = |what: &str, e: candle_core::cuda_backend::cudarc::driver::DriverError| EngineError::Device {
                     device: spec.to_string(),
@@ -208,11 +224,9 @@ pub fn return_pooled_memory(placement: &Placement) -> Result<()> {
                 let ctx = CudaContext::new(ordinal).map_err(|e| fail("context", e))?;
                 // Frees are queued on the model's stream; the pool shrinks once they ran.
                 ctx.synchronize().map_err(|e| fail("synchronize", e))?;
-                // SAFETY: the device handle comes from a live context.
-                unsafe {
-                    let pool = result::device::get_default_mem_pool(ctx.cu_device()).map_err(|e| fail("memory pool", e))?;
-                    result::mem_pool::trim_to(pool, 0).map_err(|e| fail("memory pool trim", e))?;
-                }
+                let pool = default_mem_pool(&ctx, spec)?;
+                // SAFETY: the pool belongs to a live context's device.
+                unsafe { result::mem_pool::trim_to(pool, 0) }.map_err(|e| fail("memory pool trim", e))?;
             }
             #[cfg(not(feature = "cuda"))]
             DeviceSpec::Cuda(_) => {}
