@@ -37,7 +37,9 @@ fn read_json(path: &Path) -> Json {
 
 fn values_file(name: &str) -> Json {
     let path = root().join("tests/chart").join(name);
-    yaml_to_json(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+    yaml_to_json(
+        &std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
 }
 
 /// Checks values against values.schema.json, as `helm install` does before rendering.
@@ -53,7 +55,8 @@ fn render_with(files: &[&str]) -> Rendered {
     let values = chart.values(&overrides);
     let errors = schema_errors(&values);
     assert!(errors.is_empty(), "values rejected by values.schema.json: {errors:#?}");
-    let rendered = chart.render(&values, RELEASE, NAMESPACE).unwrap_or_else(|e| panic!("render failed: {e}"));
+    let rendered =
+        chart.render(&values, RELEASE, NAMESPACE).unwrap_or_else(|e| panic!("render failed: {e}"));
     // HERD_CHART_DUMP=<folder> writes what was rendered, for reading it as helm would print it.
     if let Ok(dir) = std::env::var("HERD_CHART_DUMP") {
         let dir = Path::new(&dir).join(if files.is_empty() { "default" } else { files[0] });
@@ -77,7 +80,9 @@ fn of_kind<'a>(manifests: &'a [(String, Json)], k: &str) -> Vec<&'a Json> {
 fn k8s_schema_file(api_version: &str, kind: &str) -> Option<PathBuf> {
     let kind = kind.to_lowercase();
     let name = match api_version.split_once('/') {
-        Some((group, version)) => format!("{kind}-{}-{version}.json", group.split('.').next().unwrap()),
+        Some((group, version)) => {
+            format!("{kind}-{}-{version}.json", group.split('.').next().unwrap())
+        }
         None => format!("{kind}-{api_version}.json"),
     };
     let path = root().join("tests/chart/k8s-schemas").join(KUBERNETES).join(name);
@@ -159,9 +164,7 @@ fn env_map(container: &Json) -> BTreeMap<String, Json> {
     container["env"]
         .as_array()
         .map(|env| {
-            env.iter()
-                .map(|e| (e["name"].as_str().unwrap().to_string(), e.clone()))
-                .collect()
+            env.iter().map(|e| (e["name"].as_str().unwrap().to_string(), e.clone())).collect()
         })
         .unwrap_or_default()
 }
@@ -185,7 +188,8 @@ fn default_values_render_manifests_valid_for_kubernetes() {
     // The default generator runs on CPU with the CPU image; the judge on the CUDA image.
     let deployments = of_kind(&manifests, "Deployment");
     assert_eq!(deployments.len(), 2);
-    let worker = deployments.iter().find(|d| d["metadata"]["name"] == "eval-herd-gen-smollm2-135m").unwrap();
+    let worker =
+        deployments.iter().find(|d| d["metadata"]["name"] == "eval-herd-gen-smollm2-135m").unwrap();
     assert_eq!(containers(worker)[0]["image"], "herd:0.1.0");
     assert!(containers(worker)[0]["resources"]["limits"].get("nvidia.com/gpu").is_none());
     assert!(!rendered.notes().is_empty());
@@ -196,7 +200,14 @@ fn gpu_values_render_manifests_valid_for_kubernetes_keda_and_prometheus_operator
     let rendered = render_with(&["gpu-values.yaml"]);
     let manifests = rendered.manifests();
     let kinds = validate_manifests(&manifests);
-    for k in ["ScaledObject", "TriggerAuthentication", "ServiceMonitor", "PodMonitor", "ConfigMap", "Secret"] {
+    for k in [
+        "ScaledObject",
+        "TriggerAuthentication",
+        "ServiceMonitor",
+        "PodMonitor",
+        "ConfigMap",
+        "Secret",
+    ] {
         assert!(kinds.contains(k), "gpu-values.yaml renders a {k}");
     }
     let deployments = of_kind(&manifests, "Deployment");
@@ -204,12 +215,18 @@ fn gpu_values_render_manifests_valid_for_kubernetes_keda_and_prometheus_operator
     assert_eq!(deployments.len(), 4);
     for d in &deployments {
         // KEDA owns the replica count.
-        assert!(d["spec"].get("replicas").is_none(), "{}: replicas set under KEDA", d["metadata"]["name"]);
+        assert!(
+            d["spec"].get("replicas").is_none(),
+            "{}: replicas set under KEDA",
+            d["metadata"]["name"]
+        );
     }
     let scaled = of_kind(&manifests, "ScaledObject");
     assert_eq!(scaled.len(), 4, "one ScaledObject per worker Deployment");
-    let targets: BTreeSet<&str> = scaled.iter().map(|s| s["spec"]["scaleTargetRef"]["name"].as_str().unwrap()).collect();
-    let names: BTreeSet<&str> = deployments.iter().map(|d| d["metadata"]["name"].as_str().unwrap()).collect();
+    let targets: BTreeSet<&str> =
+        scaled.iter().map(|s| s["spec"]["scaleTargetRef"]["name"].as_str().unwrap()).collect();
+    let names: BTreeSet<&str> =
+        deployments.iter().map(|d| d["metadata"]["name"].as_str().unwrap()).collect();
     assert_eq!(targets, names);
 }
 
@@ -218,7 +235,11 @@ fn generation_workers_get_their_gpus_node_placement_and_model_volume() {
     let rendered = render_with(&["gpu-values.yaml"]);
     let manifests = rendered.manifests();
     let by_name = |n: &str| {
-        of_kind(&manifests, "Deployment").into_iter().find(|d| d["metadata"]["name"] == n).unwrap().clone()
+        of_kind(&manifests, "Deployment")
+            .into_iter()
+            .find(|d| d["metadata"]["name"] == n)
+            .unwrap()
+            .clone()
     };
     let llama = by_name("eval-herd-gen-llama-3-1-8b");
     let c = &containers(&llama)[0];
@@ -228,21 +249,42 @@ fn generation_workers_get_their_gpus_node_placement_and_model_volume() {
     let spec = &llama["spec"]["template"]["spec"];
     assert_eq!(spec["nodeSelector"]["nvidia.com/gpu.product"], "NVIDIA-H100-80GB-HBM3");
     assert_eq!(spec["tolerations"][0]["key"], "nvidia.com/gpu");
-    let models = spec["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "models").unwrap();
+    let models =
+        spec["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "models").unwrap();
     assert_eq!(models["hostPath"]["path"], "/mnt/models");
-    let args: Vec<&str> = c["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
-    assert_eq!(&args[..5], ["worker", "--generator", "llama-3.1-8b", "--model", "/models/Llama-3.1-8B-Instruct"]);
+    let args: Vec<&str> =
+        c["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert_eq!(
+        &args[..5],
+        ["worker", "--generator", "llama-3.1-8b", "--model", "/models/Llama-3.1-8B-Instruct"]
+    );
     // A generator may bring its own model volume (a PVC here).
     let qwen = by_name("eval-herd-gen-qwen2-5-7b");
-    let models = qwen["spec"]["template"]["spec"]["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "models").cloned().unwrap();
+    let models = qwen["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "models")
+        .cloned()
+        .unwrap();
     assert_eq!(models["persistentVolumeClaim"]["claimName"], "qwen-weights");
     // The coordinator gets every generator with its template.
     let job = of_kind(&manifests, "Job")[0];
-    let args: Vec<&str> = containers(job)[0]["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
-    let generators: Vec<&str> = args.windows(2).filter(|w| w[0] == "--generator").map(|w| w[1]).collect();
+    let args: Vec<&str> = containers(job)[0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let generators: Vec<&str> =
+        args.windows(2).filter(|w| w[0] == "--generator").map(|w| w[1]).collect();
     assert_eq!(generators.len(), 3);
-    assert!(generators.contains(&"name=llama-3.1-8b,model=/models/Llama-3.1-8B-Instruct,template=chat,max_new_tokens=2048"));
-    assert!(generators.contains(&"name=alpaca-7b,model=/models/alpaca-7b,template=alpaca_sft,max_new_tokens=1024"));
+    assert!(generators.contains(
+        &"name=llama-3.1-8b,model=/models/Llama-3.1-8B-Instruct,template=chat,max_new_tokens=2048"
+    ));
+    assert!(generators.contains(
+        &"name=alpaca-7b,model=/models/alpaca-7b,template=alpaca_sft,max_new_tokens=1024"
+    ));
     assert!(args.windows(2).any(|w| w == ["--judge-mode", "logprob"]));
 }
 
@@ -258,7 +300,8 @@ fn judge_pods_take_exactly_two_gpus_with_shared_memory_and_nccl_env() {
         let c = &containers(judge)[0];
         assert_eq!(c["resources"]["limits"]["nvidia.com/gpu"], 2);
         assert_eq!(c["resources"]["requests"]["nvidia.com/gpu"], 2);
-        let args: Vec<&str> = c["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+        let args: Vec<&str> =
+            c["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
         assert!(args.windows(2).any(|w| w == ["--tensor-parallel", "2"]));
         let spec = &judge["spec"]["template"]["spec"];
         let shm = spec["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "shm").unwrap();
@@ -272,7 +315,10 @@ fn judge_pods_take_exactly_two_gpus_with_shared_memory_and_nccl_env() {
     // NCCL variables come from values, in a stable order.
     let rendered = render_with(&["gpu-values.yaml"]);
     let manifests = rendered.manifests();
-    let judge = of_kind(&manifests, "Deployment").into_iter().find(|d| d["metadata"]["name"] == "eval-herd-judge").unwrap();
+    let judge = of_kind(&manifests, "Deployment")
+        .into_iter()
+        .find(|d| d["metadata"]["name"] == "eval-herd-judge")
+        .unwrap();
     let env = env_map(containers(judge)[0]);
     assert_eq!(env["NCCL_IB_DISABLE"]["value"], "1");
     assert_eq!(env["NCCL_DEBUG"]["value"], "INFO");
@@ -286,20 +332,36 @@ fn every_pod_runs_as_non_root_with_a_read_only_root_and_no_capabilities() {
             let name = &w["metadata"]["name"];
             let pod = &w["spec"]["template"]["spec"];
             assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{name}");
-            assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault", "{name}");
+            assert_eq!(
+                pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault",
+                "{name}"
+            );
             assert_eq!(pod["automountServiceAccountToken"], false, "{name}");
             for c in containers(w) {
                 let sc = &c["securityContext"];
                 assert_eq!(sc["allowPrivilegeEscalation"], false, "{name}");
                 assert_eq!(sc["readOnlyRootFilesystem"], true, "{name}");
                 assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]), "{name}");
-                let mounts: Vec<&str> = c["volumeMounts"].as_array().unwrap().iter().map(|m| m["mountPath"].as_str().unwrap()).collect();
-                assert!(mounts.contains(&"/tmp") && mounts.contains(&"/var/cache/herd"), "{name}: writable /tmp and cache");
+                let mounts: Vec<&str> = c["volumeMounts"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|m| m["mountPath"].as_str().unwrap())
+                    .collect();
+                assert!(
+                    mounts.contains(&"/tmp") && mounts.contains(&"/var/cache/herd"),
+                    "{name}: writable /tmp and cache"
+                );
                 for probe in ["livenessProbe", "readinessProbe"] {
                     assert_eq!(c[probe]["httpGet"]["path"], "/healthz", "{name} {probe}");
                     assert_eq!(c[probe]["httpGet"]["port"], "metrics", "{name} {probe}");
                 }
-                let env: Vec<&str> = c["env"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+                let env: Vec<&str> = c["env"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|e| e["name"].as_str().unwrap())
+                    .collect();
                 let unique: BTreeSet<&str> = env.iter().copied().collect();
                 assert_eq!(env.len(), unique.len(), "{name}: an environment variable is set twice");
                 assert!(c["resources"]["requests"]["memory"].is_string(), "{name}: memory request");
@@ -330,18 +392,27 @@ fn credentials_come_from_secrets_never_from_args_or_plain_env() {
     for w in workloads(&manifests) {
         let env = env_map(containers(w)[0]);
         for key in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
-            assert!(env[key]["valueFrom"]["secretKeyRef"]["key"].is_string(), "{key} from a Secret");
+            assert!(
+                env[key]["valueFrom"]["secretKeyRef"]["key"].is_string(),
+                "{key} from a Secret"
+            );
         }
     }
     // The created broker Secret holds what the pods and KEDA read.
-    let secret = of_kind(&manifests, "Secret").into_iter().find(|s| s["metadata"]["name"] == "eval-herd-amqp").unwrap();
+    let secret = of_kind(&manifests, "Secret")
+        .into_iter()
+        .find(|s| s["metadata"]["name"] == "eval-herd-amqp")
+        .unwrap();
     let decode = |k: &str| {
         let b64 = secret["data"][k].as_str().unwrap();
         String::from_utf8(base64_decode(b64)).unwrap()
     };
     assert_eq!(decode("password"), "s3cr3t p@ss");
     assert_eq!(decode("url"), "amqp://herd:s3cr3t%20p%40ss@rabbitmq.messaging.svc:5672/%2f");
-    assert_eq!(decode("management-url"), "http://herd:s3cr3t%20p%40ss@rabbitmq.messaging.svc:15672/%2f");
+    assert_eq!(
+        decode("management-url"),
+        "http://herd:s3cr3t%20p%40ss@rabbitmq.messaging.svc:15672/%2f"
+    );
 }
 
 #[test]
@@ -355,7 +426,12 @@ fn credentials_are_mounted_files_or_env_from_a_secret() {
         let env = env_map(c);
         assert_eq!(env["HERD_AMQP_PASSWORD_FILE"]["value"], "/etc/herd/amqp/password");
         assert_eq!(env["HERD_AMQP_URL"]["value"], "amqp://herd@rabbitmq.example.com:5672/%2f");
-        let vol = w["spec"]["template"]["spec"]["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "amqp-credentials").unwrap();
+        let vol = w["spec"]["template"]["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "amqp-credentials")
+            .unwrap();
         assert_eq!(vol["secret"]["secretName"], "herd-amqp");
         assert_eq!(vol["secret"]["items"][0]["path"], "password");
     }
@@ -370,7 +446,8 @@ fn credentials_are_mounted_files_or_env_from_a_secret() {
         assert!(!env.contains_key("HERD_AMQP_PASSWORD_FILE"));
     }
     // S3 keys as mounted files, read through the store's *_FILE variables.
-    let values = chart.values(&[values_file("gpu-values.yaml"), json!({"storage": {"credentialsAs": "file"}})]);
+    let values = chart
+        .values(&[values_file("gpu-values.yaml"), json!({"storage": {"credentialsAs": "file"}})]);
     assert!(schema_errors(&values).is_empty());
     let manifests = chart.render(&values, RELEASE, NAMESPACE).unwrap().manifests();
     validate_manifests(&manifests);
@@ -379,9 +456,18 @@ fn credentials_are_mounted_files_or_env_from_a_secret() {
         let env = env_map(c);
         assert_eq!(env["AWS_SECRET_ACCESS_KEY_FILE"]["value"], "/etc/herd/s3/secret-access-key");
         assert!(!env.contains_key("AWS_SECRET_ACCESS_KEY"));
-        let vol = w["spec"]["template"]["spec"]["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "s3-credentials").unwrap();
+        let vol = w["spec"]["template"]["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "s3-credentials")
+            .unwrap();
         assert_eq!(vol["secret"]["secretName"], "eval-herd-storage");
-        assert!(c["volumeMounts"].as_array().unwrap().iter().any(|m| m["mountPath"] == "/etc/herd/s3"));
+        assert!(c["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["mountPath"] == "/etc/herd/s3"));
     }
     // In-cluster broker: URLs point at its Service.
     let values = chart.values(&[json!({"amqp": {"inCluster": {"enabled": true, "serviceName": "mq", "namespace": "infra"}}})]);
@@ -416,12 +502,17 @@ fn private_cas_are_mounted_from_secrets_and_passed_as_ca_files() {
         let env = env_map(c);
         let volumes = w["spec"]["template"]["spec"]["volumes"].as_array().unwrap();
         let mounts = c["volumeMounts"].as_array().unwrap();
-        for (variable, volume, secret, key) in
-            [("HERD_AMQP_CA_FILE", "amqp-ca", "broker-ca", "ca.crt"), ("HERD_S3_CA_FILE", "s3-ca", "minio-ca", "public.crt")]
-        {
+        for (variable, volume, secret, key) in [
+            ("HERD_AMQP_CA_FILE", "amqp-ca", "broker-ca", "ca.crt"),
+            ("HERD_S3_CA_FILE", "s3-ca", "minio-ca", "public.crt"),
+        ] {
             // The variable names a file inside the volume's mount, made from the Secret's key.
-            let file = env[variable]["value"].as_str().unwrap_or_else(|| panic!("{variable} is set"));
-            let mount = mounts.iter().find(|m| m["name"] == volume).unwrap_or_else(|| panic!("{volume} is mounted"));
+            let file =
+                env[variable]["value"].as_str().unwrap_or_else(|| panic!("{variable} is set"));
+            let mount = mounts
+                .iter()
+                .find(|m| m["name"] == volume)
+                .unwrap_or_else(|| panic!("{volume} is mounted"));
             assert_eq!(mount["readOnly"], true);
             let dir = mount["mountPath"].as_str().unwrap();
             let vol = volumes.iter().find(|v| v["name"] == volume).unwrap();
@@ -471,7 +562,8 @@ fn keda_scales_each_worker_on_its_queue_counting_unacked_messages() {
         assert!(trigger["metadata"]["value"].is_string());
         assert!(trigger["metadata"].get("host").is_none(), "no credentials in metadata");
         assert_eq!(trigger["authenticationRef"]["name"], auth_name);
-        let scale_down = &so["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"];
+        let scale_down =
+            &so["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"];
         assert_eq!(scale_down["stabilizationWindowSeconds"], 600);
         assert_eq!(scale_down["policies"][0]["value"], 1, "one worker at a time");
         queues.insert(trigger["metadata"]["queueName"].as_str().unwrap().to_string());
@@ -487,10 +579,16 @@ fn keda_scales_each_worker_on_its_queue_counting_unacked_messages() {
     .collect();
     assert_eq!(queues, expected);
     // Per-generator overrides win over the defaults, including a 0.
-    let alpaca = of_kind(&manifests, "ScaledObject").into_iter().find(|s| s["metadata"]["name"] == "eval-herd-gen-alpaca-7b").unwrap();
+    let alpaca = of_kind(&manifests, "ScaledObject")
+        .into_iter()
+        .find(|s| s["metadata"]["name"] == "eval-herd-gen-alpaca-7b")
+        .unwrap();
     assert_eq!(alpaca["spec"]["maxReplicaCount"], 1);
     assert_eq!(alpaca["spec"]["minReplicaCount"], 0);
-    let llama = of_kind(&manifests, "ScaledObject").into_iter().find(|s| s["metadata"]["name"] == "eval-herd-gen-llama-3-1-8b").unwrap();
+    let llama = of_kind(&manifests, "ScaledObject")
+        .into_iter()
+        .find(|s| s["metadata"]["name"] == "eval-herd-gen-llama-3-1-8b")
+        .unwrap();
     assert_eq!(llama["spec"]["maxReplicaCount"], 8);
     assert_eq!(llama["spec"]["triggers"][0]["metadata"]["value"], "32");
 }
@@ -498,7 +596,10 @@ fn keda_scales_each_worker_on_its_queue_counting_unacked_messages() {
 #[test]
 fn dashboard_configmap_ships_the_dashboard_for_the_grafana_sidecar() {
     let manifests = render_with(&["gpu-values.yaml"]).manifests();
-    let cm = of_kind(&manifests, "ConfigMap").into_iter().find(|c| c["metadata"]["name"] == "eval-herd-dashboard").unwrap();
+    let cm = of_kind(&manifests, "ConfigMap")
+        .into_iter()
+        .find(|c| c["metadata"]["name"] == "eval-herd-dashboard")
+        .unwrap();
     assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1");
     let shipped: Json = serde_json::from_str(cm["data"]["herd.json"].as_str().unwrap()).unwrap();
     assert_eq!(shipped, read_json(&root().join("charts/herd/dashboards/herd.json")));
@@ -509,18 +610,22 @@ fn dashboard_configmap_ships_the_dashboard_for_the_grafana_sidecar() {
 fn helm_binary() -> Option<PathBuf> {
     let installed = std::env::var_os("HERD_TOOLS_DIR")
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/herd/tools")))
+        .or_else(|| {
+            std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/herd/tools"))
+        })
         .map(|dir| dir.join("helm"));
     let candidates = std::env::var_os("HERD_HELM").map(PathBuf::from).into_iter().chain(installed);
-    candidates
-        .chain([PathBuf::from("helm")])
-        .find(|candidate| Command::new(candidate).arg("version").output().map(|o| o.status.success()).unwrap_or(false))
+    candidates.chain([PathBuf::from("helm")]).find(|candidate| {
+        Command::new(candidate).arg("version").output().map(|o| o.status.success()).unwrap_or(false)
+    })
 }
 
 fn by_kind_and_name(manifests: Vec<Json>) -> BTreeMap<(String, String), Json> {
     manifests
         .into_iter()
-        .map(|m| ((kind(&m).1.to_string(), m["metadata"]["name"].as_str().unwrap_or("").to_string()), m))
+        .map(|m| {
+            ((kind(&m).1.to_string(), m["metadata"]["name"].as_str().unwrap_or("").to_string()), m)
+        })
         .collect()
 }
 
@@ -551,14 +656,25 @@ fn renders_what_helm_renders_when_a_helm_binary_is_available() {
         ),
     ];
     for (case, overrides) in cases {
-        let mut args: Vec<String> = vec!["install".into(), RELEASE.into(), root().join("charts/herd").display().to_string(), "-n".into(), NAMESPACE.into(), "--dry-run=client".into()];
+        let mut args: Vec<String> = vec![
+            "install".into(),
+            RELEASE.into(),
+            root().join("charts/herd").display().to_string(),
+            "-n".into(),
+            NAMESPACE.into(),
+            "--dry-run=client".into(),
+        ];
         for (i, o) in overrides.iter().enumerate() {
             let path = dir.path().join(format!("values-{i}.json"));
             std::fs::write(&path, o.to_string()).unwrap();
             args.extend(["-f".to_string(), path.display().to_string()]);
         }
         let out = Command::new(&helm).args(&args).output().unwrap();
-        assert!(out.status.success(), "{case}: helm fails: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{case}: helm fails: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text = String::from_utf8(out.stdout).unwrap();
         // `helm install --dry-run` prints the manifests, then NOTES.
         let manifest_start = text.find("MANIFEST:").expect("helm prints MANIFEST:");
@@ -572,11 +688,19 @@ fn renders_what_helm_renders_when_a_helm_binary_is_available() {
         let rendered = chart.render(&chart.values(&overrides), RELEASE, NAMESPACE).unwrap();
         let ours = by_kind_and_name(rendered.manifests().into_iter().map(|(_, m)| m).collect());
         let theirs = by_kind_and_name(helm_manifests);
-        assert_eq!(ours.keys().collect::<Vec<_>>(), theirs.keys().collect::<Vec<_>>(), "{case}: other objects than helm's");
+        assert_eq!(
+            ours.keys().collect::<Vec<_>>(),
+            theirs.keys().collect::<Vec<_>>(),
+            "{case}: other objects than helm's"
+        );
         for (key, m) in &ours {
             assert_eq!(m, &theirs[key], "{case}: {key:?} differs from helm's");
         }
-        assert_eq!(rendered.notes().trim_end(), helm_notes.trim_end(), "{case}: NOTES differ from helm's");
+        assert_eq!(
+            rendered.notes().trim_end(),
+            helm_notes.trim_end(),
+            "{case}: NOTES differ from helm's"
+        );
     }
 }
 
@@ -584,7 +708,8 @@ fn renders_what_helm_renders_when_a_helm_binary_is_available() {
 fn the_readme_example_installs() {
     let readme = std::fs::read_to_string(root().join("charts/herd/README.md")).unwrap();
     let block = regex::Regex::new(r"(?s)```yaml\n(run:.*?)```").unwrap();
-    let example = block.captures(&readme).expect("charts/herd/README.md has an example values file");
+    let example =
+        block.captures(&readme).expect("charts/herd/README.md has an example values file");
     let chart = chart();
     let values = chart.values(&[yaml_to_json(&example[1])]);
     let errors = schema_errors(&values);
@@ -600,7 +725,9 @@ fn the_readme_example_installs() {
 fn dockerfiles_build_herd_and_run_it_as_the_charts_non_root_user() {
     let values = chart().values(&[]);
     let uid = values["security"]["runAsUser"].as_i64().unwrap();
-    for (file, features) in [("docker/Dockerfile.cpu", ""), ("docker/Dockerfile.cuda", "--features cuda,nccl")] {
+    for (file, features) in
+        [("docker/Dockerfile.cpu", ""), ("docker/Dockerfile.cuda", "--features cuda,nccl")]
+    {
         let text = std::fs::read_to_string(root().join(file)).unwrap();
         let froms: Vec<&str> = text.lines().filter(|l| l.starts_with("FROM ")).collect();
         assert_eq!(froms.len(), 2, "{file}: a build stage and a runtime stage");
@@ -609,10 +736,16 @@ fn dockerfiles_build_herd_and_run_it_as_the_charts_non_root_user() {
         assert!(text.contains(&format!("USER {uid}:{uid}")), "{file}: runs as {uid}");
         assert!(text.contains(&format!("--uid {uid}")), "{file}: creates user {uid}");
         assert!(text.contains(r#"ENTRYPOINT ["/usr/local/bin/herd"]"#), "{file}");
-        assert!(text.contains(&format!("EXPOSE {}", values["metrics"]["port"])), "{file}: the metrics port");
+        assert!(
+            text.contains(&format!("EXPOSE {}", values["metrics"]["port"])),
+            "{file}: the metrics port"
+        );
     }
     let cpu = std::fs::read_to_string(root().join("docker/Dockerfile.cpu")).unwrap();
-    assert!(cpu.contains("FROM rust:1.95-bookworm AS build") && cpu.contains("FROM debian:bookworm-slim"));
+    assert!(
+        cpu.contains("FROM rust:1.95-bookworm AS build")
+            && cpu.contains("FROM debian:bookworm-slim")
+    );
     let cuda = std::fs::read_to_string(root().join("docker/Dockerfile.cuda")).unwrap();
     assert!(cuda.contains("ARG CUDA_COMPUTE_CAP=90"));
     assert!(cuda.contains("FROM nvidia/cuda:${CUDA_VERSION}-devel-${UBUNTU} AS build"));
@@ -623,18 +756,30 @@ fn dockerfiles_build_herd_and_run_it_as_the_charts_non_root_user() {
 fn bad_values_cases() -> Vec<(&'static str, Json)> {
     vec![
         ("unknown judge mode", json!({"judge": {"mode": "pairwise"}})),
-        ("unknown template", json!({"generators": [{"name": "g", "model": {"path": "/m"}, "template": "vicuna"}]})),
+        (
+            "unknown template",
+            json!({"generators": [{"name": "g", "model": {"path": "/m"}, "template": "vicuna"}]}),
+        ),
         ("misspelt top-level key", json!({"generator": []})),
         ("misspelt nested key", json!({"judge": {"shm": {"size": "1Gi"}}})),
         ("run id is not a DNS label", json!({"run": {"id": "Run_1"}})),
         ("generator without a model", json!({"generators": [{"name": "g", "template": "chat"}]})),
-        ("negative GPUs", json!({"generators": [{"name": "g", "model": {"path": "/m"}, "template": "chat", "gpus": -1}]})),
-        ("GPU count in resources", json!({"judge": {"resources": {"limits": {"nvidia.com/gpu": 4}}}})),
+        (
+            "negative GPUs",
+            json!({"generators": [{"name": "g", "model": {"path": "/m"}, "template": "chat", "gpus": -1}]}),
+        ),
+        (
+            "GPU count in resources",
+            json!({"judge": {"resources": {"limits": {"nvidia.com/gpu": 4}}}}),
+        ),
         ("unknown model volume type", json!({"modelVolume": {"type": "nfs"}})),
         ("unknown credentials mode", json!({"amqp": {"credentialsAs": "inline"}})),
         ("NCCL value that is not a string", json!({"judge": {"ncclEnv": {"NCCL_NVLS_ENABLE": 0}}})),
         ("no generators", json!({"generators": []})),
-        ("extra env overriding one the chart sets", json!({"judge": {"extraEnv": [{"name": "HERD_STORE", "value": "s3://x"}]}})),
+        (
+            "extra env overriding one the chart sets",
+            json!({"judge": {"extraEnv": [{"name": "HERD_STORE", "value": "s3://x"}]}}),
+        ),
         ("storage URL instead of bucket", json!({"storage": {"bucket": "s3://bucket/prefix"}})),
     ]
 }
@@ -673,7 +818,10 @@ fn dashboard_exprs() -> Vec<(String, String)> {
     let mut out = Vec::new();
     for panel in dashboard["panels"].as_array().unwrap() {
         for target in panel["targets"].as_array().into_iter().flatten() {
-            out.push((panel["title"].as_str().unwrap().to_string(), target["expr"].as_str().unwrap().to_string()));
+            out.push((
+                panel["title"].as_str().unwrap().to_string(),
+                target["expr"].as_str().unwrap().to_string(),
+            ));
         }
     }
     out
@@ -705,8 +853,22 @@ fn dashboard_is_a_grafana_dashboard_on_a_prometheus_datasource_variable_with_a_r
             assert!(!metric_names(expr).is_empty(), "{expr}");
         }
     }
-    let titles: Vec<&str> = dashboard["panels"].as_array().unwrap().iter().map(|p| p["title"].as_str().unwrap()).collect();
-    for wanted in ["Run progress", "Examples/s per generator", "Output tokens/s per generator", "Judge throughput", "Judge latency", "Queue depth", "Redeliveries and dead letters", "Workers"] {
+    let titles: Vec<&str> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["title"].as_str().unwrap())
+        .collect();
+    for wanted in [
+        "Run progress",
+        "Examples/s per generator",
+        "Output tokens/s per generator",
+        "Judge throughput",
+        "Judge latency",
+        "Queue depth",
+        "Redeliveries and dead letters",
+        "Workers",
+    ] {
         assert!(titles.iter().any(|t| t.starts_with(wanted)), "no panel {wanted:?}");
     }
 }
@@ -802,9 +964,15 @@ fn dashboard_problems(exported: &BTreeMap<String, BTreeSet<String>>) -> Vec<Stri
 fn dashboard_queries_only_metrics_the_running_roles_serve() {
     let served = live_roles::scrape_a_small_run();
     let problems = dashboard_problems(&served);
-    assert!(problems.is_empty(), "dashboard disagrees with what the running roles serve: {problems:#?}");
+    assert!(
+        problems.is_empty(),
+        "dashboard disagrees with what the running roles serve: {problems:#?}"
+    );
     let documented = telemetry_readme_metrics().expect("telemetry/README.md has a metric table");
-    assert_eq!(served, documented, "telemetry/README.md's table and what the running roles serve disagree");
+    assert_eq!(
+        served, documented,
+        "telemetry/README.md's table and what the running roles serve disagree"
+    );
 }
 
 /// Long flags (`--x`) and `HERD_…` variables a `herd <role> --help` documents.
@@ -826,7 +994,8 @@ fn rendered_command_lines_use_flags_and_env_vars_the_cli_has() {
     let mut unchecked = Vec::new();
     for w in workloads(&manifests) {
         let c = containers(w)[0];
-        let args: Vec<&str> = c["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+        let args: Vec<&str> =
+            c["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
         let role = args[0];
         let (flags, envs) = cli_surface(role);
         if flags.is_empty() {
@@ -843,7 +1012,10 @@ fn rendered_command_lines_use_flags_and_env_vars_the_cli_has() {
         }
     }
     if !unchecked.is_empty() {
-        eprintln!("TODO: herd {} take no flags yet; the chart's flags were not checked against them", unchecked.join(", "));
+        eprintln!(
+            "TODO: herd {} take no flags yet; the chart's flags were not checked against them",
+            unchecked.join(", ")
+        );
     }
 }
 

@@ -35,7 +35,14 @@ fn model_outputs(dir: &Path, name: &str, indices: &[usize]) -> PathBuf {
 }
 
 fn evaluate(cache: &Path, file: &Path, out: &Path, extra: &[&str]) -> Output {
-    herd(cache).args(["evaluate", "--model-outputs"]).arg(file).arg("--out").arg(out).args(extra).output().unwrap()
+    herd(cache)
+        .args(["evaluate", "--model-outputs"])
+        .arg(file)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap()
 }
 
 fn succeed(output: Output) -> String {
@@ -62,7 +69,8 @@ fn evaluate_judges_a_file_and_a_second_evaluate_takes_every_verdict_from_the_cac
     let first = succeed(evaluate(&cache, &file, &dir.path().join("first"), &[]));
     assert!(first.contains("judged 2 verdicts (0 from the judge cache"), "{first}");
     assert_eq!(judge_cache_entries(&cache), 2);
-    let annotations = read_annotations(dir.path().join("first/outside-model/annotations.json")).unwrap();
+    let annotations =
+        read_annotations(dir.path().join("first/outside-model/annotations.json")).unwrap();
     let set = EvalSet::embedded();
     assert_eq!(annotations.len(), 2);
     for (a, &index) in annotations.iter().zip(&SHORT) {
@@ -71,13 +79,21 @@ fn evaluate_judges_a_file_and_a_second_evaluate_takes_every_verdict_from_the_cac
         assert_eq!(a.output_2, format!("My answer to row {index}."));
         assert!(a.preference.is_some());
     }
-    assert!(dir.path().join("first/leaderboard.csv").is_file() && dir.path().join("first/report.html").is_file());
-    assert!(!dir.path().join("first/outside-model/throughput.json").exists(), "nothing was generated");
+    assert!(
+        dir.path().join("first/leaderboard.csv").is_file()
+            && dir.path().join("first/report.html").is_file()
+    );
+    assert!(
+        !dir.path().join("first/outside-model/throughput.json").exists(),
+        "nothing was generated"
+    );
 
     // Another run folder, the same cache: no judge call at all.
     let second = succeed(evaluate(&cache, &file, &dir.path().join("second"), &[]));
     assert!(second.contains("judged 0 verdicts (2 from the judge cache"), "{second}");
-    let read = |run: &str| std::fs::read(dir.path().join(run).join("outside-model/annotations.json")).unwrap();
+    let read = |run: &str| {
+        std::fs::read(dir.path().join(run).join("outside-model/annotations.json")).unwrap()
+    };
     assert_eq!(read("first"), read("second"), "cached verdicts give the same file");
 }
 
@@ -102,10 +118,14 @@ fn bad_input_is_refused_before_any_work_naming_file_row_and_field() {
     }
 
     let missing = dir.path().join("missing.json");
-    std::fs::write(&missing, r#"[{"dataset": "x", "instruction": "i", "generator": "m"}]"#).unwrap();
+    std::fs::write(&missing, r#"[{"dataset": "x", "instruction": "i", "generator": "m"}]"#)
+        .unwrap();
     let output = evaluate(&cache, &missing, &out, &[]);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success() && stderr.contains("missing.json") && stderr.contains("row 0"), "{stderr}");
+    assert!(
+        !output.status.success() && stderr.contains("missing.json") && stderr.contains("row 0"),
+        "{stderr}"
+    );
     assert!(stderr.contains("`output`: missing"), "{stderr}");
 
     let mixed = dir.path().join("mixed.json");
@@ -131,7 +151,8 @@ fn an_unparsable_ranking_is_stored_as_null_with_its_text_and_judged_again_next_t
 
     let first = succeed(evaluate(&cache, &file, &dir.path().join("first"), &ranking));
     assert!(first.contains("judged 1 verdicts (0 from the judge cache"), "{first}");
-    let annotations = read_annotations(dir.path().join("first/ranked-model/annotations.json")).unwrap();
+    let annotations =
+        read_annotations(dir.path().join("first/ranked-model/annotations.json")).unwrap();
     assert_eq!(annotations[0].preference, None);
     let raw = annotations[0].raw_completion.as_ref().and_then(|v| v.as_str()).unwrap_or_default();
     assert!(!raw.is_empty(), "the judge's text is kept");

@@ -24,12 +24,16 @@ fn shared_dir() -> PathBuf {
 }
 
 fn annotations(model: &str) -> PathBuf {
-    shared_dir().join("data/oracle/results").join(model).join("weighted_alpaca_eval_gpt4_turbo/annotations.json.gz")
+    shared_dir()
+        .join("data/oracle/results")
+        .join(model)
+        .join("weighted_alpaca_eval_gpt4_turbo/annotations.json.gz")
 }
 
 /// alpaca_eval's figure for `model` from `expected_metrics.csv` (no quoted fields there).
 fn expected(model: &str, column: &str) -> f64 {
-    let text = std::fs::read_to_string(shared_dir().join("data/oracle/expected_metrics.csv")).unwrap();
+    let text =
+        std::fs::read_to_string(shared_dir().join("data/oracle/expected_metrics.csv")).unwrap();
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();
     let at = header.iter().position(|h| *h == column).unwrap();
@@ -38,16 +42,27 @@ fn expected(model: &str, column: &str) -> f64 {
 }
 
 fn herd_metrics(args: &[&str]) -> Output {
-    let output = Command::new(env!("CARGO_BIN_EXE_herd")).arg("metrics").args(args).output().unwrap();
-    assert!(output.status.success(), "herd metrics failed: {}", String::from_utf8_lossy(&output.stderr));
+    let output =
+        Command::new(env!("CARGO_BIN_EXE_herd")).arg("metrics").args(args).output().unwrap();
+    assert!(
+        output.status.success(),
+        "herd metrics failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     output
 }
 
 #[test]
 fn json_output_is_the_ten_leaderboard_numbers_and_diagnostics_go_to_stderr() {
     let file = annotations("phi-2");
-    let output = herd_metrics(&["--annotations", file.to_str().unwrap(), "--positional-difficulty", "--json"]);
-    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("stdout is one JSON object");
+    let output = herd_metrics(&[
+        "--annotations",
+        file.to_str().unwrap(),
+        "--positional-difficulty",
+        "--json",
+    ]);
+    let json: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("stdout is one JSON object");
     let object = json.as_object().unwrap();
     assert_eq!(object.keys().map(String::as_str).collect::<Vec<_>>(), KEYS);
     assert_eq!(json["n_total"].as_u64(), Some(803));
@@ -66,7 +81,11 @@ fn json_output_is_the_ten_leaderboard_numbers_and_diagnostics_go_to_stderr() {
 fn a_calibration_folder_is_used_and_named() {
     let dir = tempfile::tempdir().unwrap();
     let reconstructed = shared_dir().join("data/alpaca_eval");
-    std::fs::copy(reconstructed.join("df_gamed_reconstructed.csv"), dir.path().join("df_gamed.csv")).unwrap();
+    std::fs::copy(
+        reconstructed.join("df_gamed_reconstructed.csv"),
+        dir.path().join("df_gamed.csv"),
+    )
+    .unwrap();
     std::fs::copy(
         reconstructed.join("instruction_difficulty_reconstructed.csv"),
         dir.path().join("instruction_difficulty.csv"),
@@ -74,10 +93,17 @@ fn a_calibration_folder_is_used_and_named() {
     .unwrap();
     let file = annotations("falcon-7b-instruct");
     let embedded = herd_metrics(&["--annotations", file.to_str().unwrap(), "--json"]);
-    let official =
-        herd_metrics(&["--annotations", file.to_str().unwrap(), "--calibration", dir.path().to_str().unwrap()]);
+    let official = herd_metrics(&[
+        "--annotations",
+        file.to_str().unwrap(),
+        "--calibration",
+        dir.path().to_str().unwrap(),
+    ]);
     let summary = String::from_utf8(official.stdout).unwrap();
-    assert!(summary.contains(&format!("official files from {}", dir.path().display())), "{summary}");
+    assert!(
+        summary.contains(&format!("official files from {}", dir.path().display())),
+        "{summary}"
+    );
     let json: serde_json::Value = serde_json::from_slice(&embedded.stdout).unwrap();
     let lc = format!("{:.2}", json["length_controlled_winrate"].as_f64().unwrap());
     assert!(summary.contains(&lc), "same calibration, same LC {lc}: {summary}");
@@ -88,7 +114,13 @@ fn a_missing_calibration_file_is_an_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let file = annotations("falcon-7b-instruct");
     let output = Command::new(env!("CARGO_BIN_EXE_herd"))
-        .args(["metrics", "--annotations", file.to_str().unwrap(), "--calibration", dir.path().to_str().unwrap()])
+        .args([
+            "metrics",
+            "--annotations",
+            file.to_str().unwrap(),
+            "--calibration",
+            dir.path().to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert!(!output.status.success());

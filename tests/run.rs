@@ -8,7 +8,9 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use herd_core::eval_set::{EvalSet, REFERENCE_GENERATOR};
-use herd_core::formats::{read_annotations, read_leaderboard, read_model_outputs, validate_model_outputs};
+use herd_core::formats::{
+    read_annotations, read_leaderboard, read_model_outputs, validate_model_outputs,
+};
 use herd_core::judge::SwapDecision;
 use herd_core::metrics::{compute_metrics, MetricsOptions};
 
@@ -59,7 +61,10 @@ fn run_files(out: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
                     walk(&path, root, files);
                 }
             } else {
-                files.insert(path.strip_prefix(root).unwrap().to_path_buf(), std::fs::read(&path).unwrap());
+                files.insert(
+                    path.strip_prefix(root).unwrap().to_path_buf(),
+                    std::fs::read(&path).unwrap(),
+                );
             }
         }
     }
@@ -78,23 +83,37 @@ fn a_run_writes_every_file_and_running_it_again_does_no_work_and_changes_no_byte
     let stdout = succeed(herd(&cache).args(&args).output().unwrap());
     eprintln!("first run: {:.1} s", started.elapsed().as_secs_f64());
     assert!(stdout.contains("generated 6 answers (0 already stored)"), "{stdout}");
-    assert!(stdout.contains("judged 6 verdicts (0 from the judge cache, 0 already stored)"), "{stdout}");
+    assert!(
+        stdout.contains("judged 6 verdicts (0 from the judge cache, 0 already stored)"),
+        "{stdout}"
+    );
     assert!(stdout.contains(&format!("report: {}", out.join("report.html").display())), "{stdout}");
 
     let files = run_files(&out);
     for generator in [GENERATOR, BASELINE] {
         for name in ["model_outputs.json", "annotations.json", "throughput.json", "errors.md"] {
-            assert!(files.contains_key(&Path::new(generator).join(name)), "{generator}/{name} in {:?}", files.keys());
+            assert!(
+                files.contains_key(&Path::new(generator).join(name)),
+                "{generator}/{name} in {:?}",
+                files.keys()
+            );
         }
     }
-    assert!(files.contains_key(Path::new("leaderboard.csv")) && files.contains_key(Path::new("report.html")));
+    assert!(
+        files.contains_key(Path::new("leaderboard.csv"))
+            && files.contains_key(Path::new("report.html"))
+    );
 
     let eval_set = EvalSet::embedded();
     for generator in [GENERATOR, BASELINE] {
         let folder = out.join(generator);
         let outputs = read_model_outputs(folder.join("model_outputs.json")).unwrap();
-        let warnings = validate_model_outputs(&folder.join("model_outputs.json"), &outputs, &eval_set).unwrap();
-        assert!(warnings.iter().all(|w| w.to_string().contains("have no row") || w.to_string().contains("empty")));
+        let warnings =
+            validate_model_outputs(&folder.join("model_outputs.json"), &outputs, &eval_set)
+                .unwrap();
+        assert!(warnings
+            .iter()
+            .all(|w| w.to_string().contains("have no row") || w.to_string().contains("empty")));
         assert_eq!(outputs.len(), 3);
         for (index, row) in outputs.iter().enumerate() {
             assert_eq!(row.instruction, eval_set.rows()[index].instruction, "eval-set order");
@@ -106,8 +125,14 @@ fn a_run_writes_every_file_and_running_it_again_does_no_work_and_changes_no_byte
         assert_eq!(annotations.len(), 3);
         for ((index, a), output) in annotations.iter().enumerate().zip(&outputs) {
             let reference = &eval_set.rows()[index];
-            assert_eq!((a.output_1.as_str(), a.generator_1.as_str()), (reference.output.as_str(), REFERENCE_GENERATOR));
-            assert_eq!((a.output_2.as_str(), a.generator_2.as_str()), (output.output.as_str(), generator));
+            assert_eq!(
+                (a.output_1.as_str(), a.generator_1.as_str()),
+                (reference.output.as_str(), REFERENCE_GENERATOR)
+            );
+            assert_eq!(
+                (a.output_2.as_str(), a.generator_2.as_str()),
+                (output.output.as_str(), generator)
+            );
             let switched = SwapDecision::for_instruction(&a.instruction).is_switched();
             assert_eq!(a.extra["is_switched_outputs"], switched, "row {index}");
             assert_eq!(a.extra["judge_mode"], "logprob");
@@ -123,14 +148,16 @@ fn a_run_writes_every_file_and_running_it_again_does_no_work_and_changes_no_byte
         assert_eq!(row.length_controlled_winrate, metrics.length_controlled_winrate);
 
         let throughput: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(folder.join("throughput.json")).unwrap()).unwrap();
+            serde_json::from_slice(&std::fs::read(folder.join("throughput.json")).unwrap())
+                .unwrap();
         assert_eq!(throughput["examples"], 3);
         assert!(throughput["examples_per_second"].as_f64().unwrap() > 0.0, "{throughput}");
         assert!(throughput["phases"]["generation_seconds"].as_f64().unwrap() > 0.0, "{throughput}");
         assert!(throughput["phases"]["judging_seconds"].as_f64().unwrap() > 0.0, "{throughput}");
         assert_eq!(throughput["phases"]["verdicts"], 3);
     }
-    let errors = String::from_utf8_lossy(&files[&Path::new(GENERATOR).join("errors.md")]).into_owned();
+    let errors =
+        String::from_utf8_lossy(&files[&Path::new(GENERATOR).join("errors.md")]).into_owned();
     assert!(errors.contains(GENERATOR) || errors.contains("dispreferred"), "{errors}");
 
     // The same command again: everything is in the store, nothing is generated or judged,
@@ -139,7 +166,10 @@ fn a_run_writes_every_file_and_running_it_again_does_no_work_and_changes_no_byte
     let again = succeed(herd(&cache).args(&args).output().unwrap());
     eprintln!("second run: {:.1} s", started.elapsed().as_secs_f64());
     assert!(again.contains("generated 0 answers (6 already stored)"), "{again}");
-    assert!(again.contains("judged 0 verdicts (0 from the judge cache, 6 already stored)"), "{again}");
+    assert!(
+        again.contains("judged 0 verdicts (0 from the judge cache, 6 already stored)"),
+        "{again}"
+    );
     assert_eq!(run_files(&out), files, "a second run rewrites the same bytes");
 }
 
@@ -151,7 +181,8 @@ fn a_killed_run_resumes_and_does_only_what_is_missing() {
     args.extend(["--batch-size".to_string(), "1".to_string()]);
     let outputs = out.join("store/runs/resumed/outputs").join(GENERATOR);
 
-    let mut child = herd(&cache).args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child =
+        herd(&cache).args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(300);
     let landed = loop {
         let n = std::fs::read_dir(&outputs).map(|d| d.count()).unwrap_or(0);
@@ -166,10 +197,16 @@ fn a_killed_run_resumes_and_does_only_what_is_missing() {
     child.wait().unwrap();
     let landed = landed.max(std::fs::read_dir(&outputs).unwrap().count());
     assert!(landed < 3, "killed after the first answer, before the last");
-    assert!(!out.join(GENERATOR).join("annotations.json").exists(), "the run folder is written only at the end");
+    assert!(
+        !out.join(GENERATOR).join("annotations.json").exists(),
+        "the run folder is written only at the end"
+    );
 
     let stdout = succeed(herd(&cache).args(&args).output().unwrap());
-    assert!(stdout.contains(&format!("generated {} answers ({landed} already stored)", 3 - landed)), "{stdout}");
+    assert!(
+        stdout.contains(&format!("generated {} answers ({landed} already stored)", 3 - landed)),
+        "{stdout}"
+    );
     assert!(stdout.contains("judged 3 verdicts"), "{stdout}");
     let rows = read_model_outputs(out.join(GENERATOR).join("model_outputs.json")).unwrap();
     assert_eq!(rows.len(), 3);
@@ -196,13 +233,16 @@ fn a_generator_model_the_judge_does_not_use_is_released_before_judging() {
     };
     // Phases in turn: the alias is released once its answers are in, before the judge loads.
     let (in_turn, log) = run("in-turn", &[]);
-    let released = log.find("model released").unwrap_or_else(|| panic!("no release logged:\n{log}"));
+    let released =
+        log.find("model released").unwrap_or_else(|| panic!("no release logged:\n{log}"));
     assert!(log[released..].contains(&alias.display().to_string()), "{log}");
     // With --pipeline both stay loaded (they split a GPU's memory instead).
     let (pipelined, log) = run("pipelined", &["--pipeline"]);
     assert!(!log.contains("model released"), "{log}");
     // Same weights, same greedy answers, whichever way the phases ran.
-    let answers = |rows: &[herd_core::formats::ModelOutput]| rows.iter().map(|r| r.output.clone()).collect::<Vec<_>>();
+    let answers = |rows: &[herd_core::formats::ModelOutput]| {
+        rows.iter().map(|r| r.output.clone()).collect::<Vec<_>>()
+    };
     assert_eq!(answers(&in_turn), answers(&pipelined));
     assert_eq!(in_turn.len(), 2);
 }

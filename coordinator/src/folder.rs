@@ -21,7 +21,9 @@ use std::path::{Path, PathBuf};
 
 use futures::{StreamExt, TryStreamExt};
 use herd_core::eval_set::EvalSet;
-use herd_core::formats::{write_annotations, write_model_outputs, Annotation, LeaderboardRow, ModelOutput};
+use herd_core::formats::{
+    write_annotations, write_model_outputs, Annotation, LeaderboardRow, ModelOutput,
+};
 use herd_core::jobs::{GenerationResult, JudgeJob, JudgeResult, Phase};
 use herd_core::judge::annotation_from;
 use herd_report::{build_report, folder_name, ReportOptions};
@@ -82,12 +84,16 @@ pub async fn write_run_folder(
         })?;
         let output_keys = generator.indices.iter().map(|&i| keys::output(run, &generator.name, i));
         let outputs: Vec<GenerationResult> = read_all(store, output_keys).await?;
-        let verdict_keys =
-            generator.indices.iter().map(|&i| keys::annotation(run, &plan.judge.name, &generator.name, i));
+        let verdict_keys = generator
+            .indices
+            .iter()
+            .map(|&i| keys::annotation(run, &plan.judge.name, &generator.name, i));
         let verdicts: Vec<JudgeResult> = read_all(store, verdict_keys).await?;
 
-        let rows: Vec<ModelOutput> =
-            outputs.iter().map(|o| model_output_row(o, &generator.name, generator.spec.is_some())).collect();
+        let rows: Vec<ModelOutput> = outputs
+            .iter()
+            .map(|o| model_output_row(o, &generator.name, generator.spec.is_some()))
+            .collect();
         write_model_outputs(folder.join("model_outputs.json"), &rows)?;
         files.push(format!("{folder_part}/model_outputs.json"));
 
@@ -158,7 +164,8 @@ pub async fn write_run_folder(
     report_files.write_to(out)?;
     files.extend(report_files.files.iter().map(|(relative, _)| slash_path(relative)));
     for summary in &mut generators {
-        summary.leaderboard = report.leaderboard.iter().find(|row| row.generator == summary.name).cloned();
+        summary.leaderboard =
+            report.leaderboard.iter().find(|row| row.generator == summary.name).cloned();
     }
     Ok(RunSummary {
         out: out.to_path_buf(),
@@ -173,10 +180,18 @@ pub async fn write_run_folder(
 /// Copies the files of a written run folder into the store under `runs/<run>/report/`
 /// (same relative paths, same bytes), so that a distributed run's results live where its
 /// answers and verdicts do. Returns how many files were stored.
-pub async fn store_run_folder(store: &ResultStore, run: &str, summary: &RunSummary) -> Result<usize, CoordinatorError> {
+pub async fn store_run_folder(
+    store: &ResultStore,
+    run: &str,
+    summary: &RunSummary,
+) -> Result<usize, CoordinatorError> {
     for file in &summary.files {
         let path = summary.out.join(file);
-        let bytes = std::fs::read(&path).map_err(|source| CoordinatorError::Io { path, action: "read", source })?;
+        let bytes = std::fs::read(&path).map_err(|source| CoordinatorError::Io {
+            path,
+            action: "read",
+            source,
+        })?;
         store.put_bytes(&keys::report_file(run, file), bytes).await?;
     }
     Ok(summary.files.len())
@@ -194,7 +209,10 @@ fn model_output_row(output: &GenerationResult, generator: &str, generated: bool)
     if generated {
         extra.insert("prompt_tokens".into(), Value::from(output.prompt_tokens));
         extra.insert("output_tokens".into(), Value::from(output.output_tokens));
-        extra.insert("finish_reason".into(), serde_json::to_value(output.finish_reason).expect("serialises"));
+        extra.insert(
+            "finish_reason".into(),
+            serde_json::to_value(output.finish_reason).expect("serialises"),
+        );
     }
     ModelOutput {
         instruction: output.instruction.clone(),

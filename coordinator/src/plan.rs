@@ -41,7 +41,11 @@ impl RunPlan {
         let n = limit.unwrap_or(eval_set.len()).min(eval_set.len());
         let generators = generators
             .into_iter()
-            .map(|spec| PlannedGenerator { name: spec.name.clone(), spec: Some(spec), indices: (0..n).collect() })
+            .map(|spec| PlannedGenerator {
+                name: spec.name.clone(),
+                spec: Some(spec),
+                indices: (0..n).collect(),
+            })
             .collect();
         Self { run_id: run_id.to_string(), judge, generators }
     }
@@ -67,10 +71,16 @@ impl RunPlan {
                 return bad(format!("generator {:?} has no instruction", g.name));
             }
             if let Some(&bad_index) = g.indices.iter().find(|&&i| i >= eval_set.len()) {
-                return bad(format!("generator {:?}: instruction {bad_index} is not in the eval set", g.name));
+                return bad(format!(
+                    "generator {:?}: instruction {bad_index} is not in the eval set",
+                    g.name
+                ));
             }
             if g.indices.windows(2).any(|w| w[0] >= w[1]) {
-                return bad(format!("generator {:?}: instructions are not ascending and unique", g.name));
+                return bad(format!(
+                    "generator {:?}: instructions are not ascending and unique",
+                    g.name
+                ));
             }
             if let Some(spec) = &g.spec {
                 if spec.name != g.name {
@@ -121,7 +131,10 @@ mod tests {
         plan.validate(&set).unwrap();
         let all = RunPlan::first_n("r", vec![spec("a")], judge(), None, &set);
         assert_eq!(all.expected(), 805);
-        assert_eq!(RunPlan::first_n("r", vec![spec("a")], judge(), Some(5000), &set).expected(), 805);
+        assert_eq!(
+            RunPlan::first_n("r", vec![spec("a")], judge(), Some(5000), &set).expected(),
+            805
+        );
     }
 
     #[test]

@@ -48,11 +48,17 @@ impl RunProgress {
 
     /// (stored, expected) answers over all generators.
     pub fn outputs(&self) -> (usize, usize) {
-        (self.generators.iter().map(|g| g.outputs).sum(), self.generators.iter().map(|g| g.expected).sum())
+        (
+            self.generators.iter().map(|g| g.outputs).sum(),
+            self.generators.iter().map(|g| g.expected).sum(),
+        )
     }
 
     /// (stored, expected) verdicts over all generators.
     pub fn annotations(&self) -> (usize, usize) {
-        (self.generators.iter().map(|g| g.annotations).sum(), self.generators.iter().map(|g| g.expected).sum())
+        (
+            self.generators.iter().map(|g| g.annotations).sum(),
+            self.generators.iter().map(|g| g.expected).sum(),
+        )
     }
 }

@@ -96,7 +96,12 @@ struct Stored {
 }
 
 impl<Q: JobQueue> Coordinator<Q> {
-    pub fn new(queue: Q, store: ResultStore, metrics: Metrics, plan: RunPlan) -> Result<Self, CoordinatorError> {
+    pub fn new(
+        queue: Q,
+        store: ResultStore,
+        metrics: Metrics,
+        plan: RunPlan,
+    ) -> Result<Self, CoordinatorError> {
         let eval_set = EvalSet::embedded();
         plan.validate(&eval_set)?;
         Ok(Self {
@@ -191,7 +196,11 @@ impl<Q: JobQueue> Coordinator<Q> {
                 }
                 None => {
                     if let Some(&index) = missing.first() {
-                        return Err(CoordinatorError::MissingOutput { run, generator: generator.name.clone(), index });
+                        return Err(CoordinatorError::MissingOutput {
+                            run,
+                            generator: generator.name.clone(),
+                            index,
+                        });
                     }
                 }
             }
@@ -221,7 +230,10 @@ impl<Q: JobQueue> Coordinator<Q> {
     ///
     /// With [`DeadLetterPolicy::DropGenerator`] the run is over when every generator is
     /// complete or dropped; it fails only when every generator was dropped.
-    pub async fn watch(&mut self, progress: &watch::Sender<RunProgress>) -> Result<RunProgress, CoordinatorError> {
+    pub async fn watch(
+        &mut self,
+        progress: &watch::Sender<RunProgress>,
+    ) -> Result<RunProgress, CoordinatorError> {
         let mut dead_letters = self.dead_letters().await?;
         loop {
             let mut now = RunProgress::default();
@@ -238,9 +250,15 @@ impl<Q: JobQueue> Coordinator<Q> {
             self.set_progress(now);
             progress.send_replace(self.progress.clone());
             self.record_queue_depths().await;
-            if self.progress.generators.iter().all(|g| g.is_complete() || self.dropped.contains_key(&g.name)) {
+            if self
+                .progress
+                .generators
+                .iter()
+                .all(|g| g.is_complete() || self.dropped.contains_key(&g.name))
+            {
                 if self.dropped.len() == self.plan.generators.len() {
-                    let first = self.dropped.values().next().map(|d| d.first.clone()).unwrap_or_default();
+                    let first =
+                        self.dropped.values().next().map(|d| d.first.clone()).unwrap_or_default();
                     return Err(CoordinatorError::EveryGeneratorDropped { first });
                 }
                 return Ok(self.progress.clone());
@@ -282,11 +300,16 @@ impl<Q: JobQueue> Coordinator<Q> {
 
     /// The plan position of the generator a dead letter blocks: a job this plan publishes
     /// (same run, generator, spec or judge, and a planned index) whose result is not stored.
-    async fn blocking_position(&self, dead: &DeadLetter) -> Result<Option<usize>, CoordinatorError> {
+    async fn blocking_position(
+        &self,
+        dead: &DeadLetter,
+    ) -> Result<Option<usize>, CoordinatorError> {
         let run = self.plan.run_id.as_str();
         if let Ok(job) = serde_json::from_value::<JudgeJob>(dead.job.clone()) {
             let position = self.plan.generators.iter().position(|g| g.name == job.generator);
-            let Some(position) = position.filter(|_| job.run_id == run && job.judge == self.plan.judge) else {
+            let Some(position) =
+                position.filter(|_| job.run_id == run && job.judge == self.plan.judge)
+            else {
                 return Ok(None);
             };
             let planned = self.plan.generators[position].indices.binary_search(&job.index).is_ok();
@@ -346,7 +369,11 @@ impl<Q: JobQueue> Coordinator<Q> {
         let dead_letters = QueueName::dead_letters(run);
         for queue in self.queues().iter().filter(|q| **q != dead_letters) {
             self.metrics.jobs_published.with_label_values(&[run, queue.as_str()]);
-            self.metrics.jobs_dead_lettered.with_label_values(&[run, "coordinator", queue.as_str()]);
+            self.metrics.jobs_dead_lettered.with_label_values(&[
+                run,
+                "coordinator",
+                queue.as_str(),
+            ]);
         }
     }
 
@@ -357,8 +384,14 @@ impl<Q: JobQueue> Coordinator<Q> {
             match self.queue.stats(&queue).await {
                 Ok(stats) => {
                     let labels = [self.plan.run_id.as_str(), queue.as_str()];
-                    self.metrics.queue_depth.with_label_values(&labels).set(i64::from(stats.messages));
-                    self.metrics.queue_consumers.with_label_values(&labels).set(i64::from(stats.consumers));
+                    self.metrics
+                        .queue_depth
+                        .with_label_values(&labels)
+                        .set(i64::from(stats.messages));
+                    self.metrics
+                        .queue_consumers
+                        .with_label_values(&labels)
+                        .set(i64::from(stats.consumers));
                 }
                 Err(e) => tracing::debug!(queue = %queue, error = %e, "no figures for the queue"),
             }
@@ -373,12 +406,19 @@ impl<Q: JobQueue> Coordinator<Q> {
         Ok(())
     }
 
-    async fn publish<T: Serialize + Sync>(&self, queue: &QueueName, jobs: &[T]) -> Result<(), CoordinatorError> {
+    async fn publish<T: Serialize + Sync>(
+        &self,
+        queue: &QueueName,
+        jobs: &[T],
+    ) -> Result<(), CoordinatorError> {
         if jobs.is_empty() {
             return Ok(());
         }
         self.queue.publish(queue, jobs).await?;
-        self.metrics.jobs_published.with_label_values(&[&self.plan.run_id, queue.as_str()]).inc_by(jobs.len() as u64);
+        self.metrics
+            .jobs_published
+            .with_label_values(&[&self.plan.run_id, queue.as_str()])
+            .inc_by(jobs.len() as u64);
         tracing::info!(queue = %queue, jobs = jobs.len(), "published");
         Ok(())
     }
@@ -392,14 +432,21 @@ impl<Q: JobQueue> Coordinator<Q> {
             keys.iter().filter_map(|k| keys::index_of(k)).filter(|i| planned.contains(i)).collect()
         };
         let outputs = indices(self.store.list(&keys::outputs_prefix(run, &generator.name)).await?);
-        let annotations =
-            indices(self.store.list(&keys::annotations_prefix(run, &self.plan.judge.name, &generator.name)).await?);
+        let annotations = indices(
+            self.store
+                .list(&keys::annotations_prefix(run, &self.plan.judge.name, &generator.name))
+                .await?,
+        );
         Ok(Stored { outputs, annotations })
     }
 
     /// Publishes a judge job for every stored answer without a verdict that this
     /// coordinator has not published yet.
-    async fn publish_judge_jobs(&mut self, position: usize, stored: &Stored) -> Result<(), CoordinatorError> {
+    async fn publish_judge_jobs(
+        &mut self,
+        position: usize,
+        stored: &Stored,
+    ) -> Result<(), CoordinatorError> {
         let generator = self.plan.generators[position].name.clone();
         let new: Vec<usize> = stored
             .outputs
@@ -452,10 +499,18 @@ impl<Q: JobQueue> Coordinator<Q> {
                 None => serde_json::to_value(serde_json::json!({ "imported": g.name })),
             }
             .expect("specs serialise");
-            documents.push((format!("generator-{}", g.name), format!("generator {}", g.name), value));
+            documents.push((
+                format!("generator-{}", g.name),
+                format!("generator {}", g.name),
+                value,
+            ));
         }
         let judge = serde_json::to_value(&self.plan.judge).expect("specs serialise");
-        documents.push((format!("judge-{}", self.plan.judge.name), format!("judge {}", self.plan.judge.name), judge));
+        documents.push((
+            format!("judge-{}", self.plan.judge.name),
+            format!("judge {}", self.plan.judge.name),
+            judge,
+        ));
         for (name, what, requested) in documents {
             let key = keys::plan(run, &name);
             self.store.put_json_once(&key, &requested).await?;
@@ -476,7 +531,8 @@ impl<Q: JobQueue> Coordinator<Q> {
     async fn dead_letters(&self) -> Result<mpsc::UnboundedReceiver<DeadLetter>, CoordinatorError> {
         let dlq = QueueName::dead_letters(&self.plan.run_id);
         self.queue.declare(&dlq).await?;
-        let mut consumer = self.queue.consume::<serde_json::Value>(&dlq, DEAD_LETTER_PREFETCH).await?;
+        let mut consumer =
+            self.queue.consume::<serde_json::Value>(&dlq, DEAD_LETTER_PREFETCH).await?;
         let (sender, receiver) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             // Held unsettled: when the coordinator stops, they go back for inspection.
@@ -485,7 +541,10 @@ impl<Q: JobQueue> Coordinator<Q> {
                 let Ok(delivery) = next else { continue };
                 let info = delivery.dead_letter_info.clone();
                 let dead = DeadLetter {
-                    queue: info.as_ref().map(|i| i.queue.clone()).unwrap_or_else(|| dlq.to_string()),
+                    queue: info
+                        .as_ref()
+                        .map(|i| i.queue.clone())
+                        .unwrap_or_else(|| dlq.to_string()),
                     reason: info.map(|i| i.reason).unwrap_or_else(|| "unknown".into()),
                     job: delivery.job.clone(),
                 };

@@ -41,7 +41,11 @@ pub struct PhaseActivity {
 }
 
 /// Every worker's records of `phase` in `run`.
-pub async fn read_activity(store: &ResultStore, run: &str, phase: Phase) -> Result<Vec<WorkerActivity>, StoreError> {
+pub async fn read_activity(
+    store: &ResultStore,
+    run: &str,
+    phase: Phase,
+) -> Result<Vec<WorkerActivity>, StoreError> {
     let keys = store.list(&keys::activity_prefix(run, phase.as_str())).await?;
     let records: Vec<Option<WorkerActivity>> = futures::stream::iter(keys)
         .map(|key| async move { store.get_json::<WorkerActivity>(&key).await })
@@ -98,7 +102,11 @@ impl RunThroughput {
         judging: PhaseActivity,
     ) -> Self {
         Self {
-            generation: GeneratorThroughput::from_results(generator, results, generation.wall_seconds),
+            generation: GeneratorThroughput::from_results(
+                generator,
+                results,
+                generation.wall_seconds,
+            ),
             phases: PhaseTimes {
                 generation_seconds: generation.wall_seconds,
                 judging_seconds: judging.wall_seconds,
@@ -143,7 +151,10 @@ mod tests {
             run_id: "r".into(),
             phase: Phase::Judging,
             worker: worker.into(),
-            generators: spans.into_iter().map(|(g, s)| (g.to_string(), s)).collect::<BTreeMap<_, _>>(),
+            generators: spans
+                .into_iter()
+                .map(|(g, s)| (g.to_string(), s))
+                .collect::<BTreeMap<_, _>>(),
         };
         let records = vec![
             record("w1", vec![("a", span(0.0, 10.0, 5, 1)), ("b", span(10.0, 12.0, 2, 0))]),
@@ -168,7 +179,8 @@ mod tests {
         t.write(&path).unwrap();
         let back = herd_core::throughput::read_throughput(&path).unwrap();
         assert_eq!(back, t.generation);
-        let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(json["phases"]["generation_seconds"], 2.0);
     }
 }

@@ -7,8 +7,8 @@ use herd_coordinator::{Coordinator, CoordinatorError, DeadLetterPolicy, RunPlan,
 use herd_core::eval_set::EvalSet;
 use herd_core::formats::{read_annotations, read_model_outputs};
 use herd_core::jobs::{
-    FinishReason, GenerationJob, GenerationResult, GeneratorSpec, JudgeJob, JudgeMode, JudgeResult, JudgeSpec,
-    PromptTemplate,
+    FinishReason, GenerationJob, GenerationResult, GeneratorSpec, JudgeJob, JudgeMode, JudgeResult,
+    JudgeSpec, PromptTemplate,
 };
 use herd_queue::{JobQueue, MemoryQueue, QueueName};
 use herd_store::{ResultStore, StoreConfig};
@@ -84,18 +84,25 @@ async fn ready(queue: &MemoryQueue, name: &QueueName) -> u32 {
 }
 
 #[tokio::test]
-async fn a_restarted_coordinator_publishes_only_what_the_store_lacks_and_judges_answers_as_they_land() {
+async fn a_restarted_coordinator_publishes_only_what_the_store_lacks_and_judges_answers_as_they_land(
+) {
     let (queue, store) = (MemoryQueue::default(), memory_store());
     put_output(&store, 0).await;
     put_output(&store, 1).await;
     put_verdict(&store, 0, Some(1.2)).await;
 
-    let mut coordinator = Coordinator::new(queue.clone(), store.clone(), Metrics::new().unwrap(), plan(4, 8)).unwrap();
+    let mut coordinator =
+        Coordinator::new(queue.clone(), store.clone(), Metrics::new().unwrap(), plan(4, 8))
+            .unwrap();
     coordinator.poll_interval = Duration::from_millis(10);
     let progress = coordinator.start().await.unwrap();
     let generator = progress.generator("gen").unwrap();
-    assert_eq!((generator.outputs_at_start, generator.annotations_at_start, generator.expected), (2, 1, 4));
-    let (gen_queue, judge_queue) = (QueueName::generation("r", "gen"), QueueName::judge("r", "judge"));
+    assert_eq!(
+        (generator.outputs_at_start, generator.annotations_at_start, generator.expected),
+        (2, 1, 4)
+    );
+    let (gen_queue, judge_queue) =
+        (QueueName::generation("r", "gen"), QueueName::judge("r", "judge"));
     assert_eq!(ready(&queue, &gen_queue).await, 2, "answers 2 and 3");
     assert_eq!(ready(&queue, &judge_queue).await, 1, "the verdict on answer 1");
 
@@ -104,7 +111,8 @@ async fn a_restarted_coordinator_publishes_only_what_the_store_lacks_and_judges_
     assert_eq!((first.job.index, first.job.generator.max_new_tokens), (2, 8));
 
     let (sender, mut receiver) = watch::channel(RunProgress::default());
-    let watching = tokio::spawn(async move { coordinator.watch(&sender).await.map(|p| (p, coordinator)) });
+    let watching =
+        tokio::spawn(async move { coordinator.watch(&sender).await.map(|p| (p, coordinator)) });
     // The workers' part: answers land, verdicts follow the judge jobs the coordinator sends.
     put_output(&store, 2).await;
     put_output(&store, 3).await;
@@ -117,7 +125,12 @@ async fn a_restarted_coordinator_publishes_only_what_the_store_lacks_and_judges_
         let row = &set.rows()[delivery.job.index];
         assert_eq!(delivery.job.reference_output, row.output);
         assert_eq!(delivery.job.model_output, format!("answer {}", delivery.job.index));
-        put_verdict(&store, delivery.job.index, if delivery.job.index == 3 { None } else { Some(1.9) }).await;
+        put_verdict(
+            &store,
+            delivery.job.index,
+            if delivery.job.index == 3 { None } else { Some(1.9) },
+        )
+        .await;
         judged.push(delivery.job.index);
         delivery.ack().await.unwrap();
     }
@@ -138,25 +151,34 @@ async fn a_restarted_coordinator_publishes_only_what_the_store_lacks_and_judges_
         annotations.iter().map(|a| a.preference).collect::<Vec<_>>(),
         vec![Some(1.2), Some(1.9), Some(1.9), None]
     );
-    assert!(dir.path().join("leaderboard.csv").is_file() && dir.path().join("gen/errors.md").is_file());
+    assert!(
+        dir.path().join("leaderboard.csv").is_file() && dir.path().join("gen/errors.md").is_file()
+    );
     assert!(dir.path().join("gen/throughput.json").is_file());
 }
 
 #[tokio::test]
 async fn a_dead_lettered_job_fails_the_run_with_the_job_and_the_reason() {
     let (queue, store) = (MemoryQueue::default(), memory_store());
-    let mut coordinator = Coordinator::new(queue.clone(), store, Metrics::new().unwrap(), plan(2, 8)).unwrap();
+    let mut coordinator =
+        Coordinator::new(queue.clone(), store, Metrics::new().unwrap(), plan(2, 8)).unwrap();
     coordinator.poll_interval = Duration::from_millis(10);
     coordinator.start().await.unwrap();
-    let mut jobs = queue.consume::<GenerationJob>(&QueueName::generation("r", "gen"), 1).await.unwrap();
+    let mut jobs =
+        queue.consume::<GenerationJob>(&QueueName::generation("r", "gen"), 1).await.unwrap();
     let delivery = jobs.next().await.unwrap().unwrap();
     delivery.dead_letter("model m cannot be loaded: no such file").await.unwrap();
     let (sender, _receiver) = watch::channel(RunProgress::default());
-    let err = tokio::time::timeout(Duration::from_secs(5), coordinator.watch(&sender)).await.unwrap().unwrap_err();
+    let err = tokio::time::timeout(Duration::from_secs(5), coordinator.watch(&sender))
+        .await
+        .unwrap()
+        .unwrap_err();
     assert!(matches!(err, CoordinatorError::DeadLettered { .. }), "{err}");
     let text = err.to_string();
     assert!(
-        text.contains("herd.r.gen.gen") && text.contains("instruction 0") && text.contains("cannot be loaded"),
+        text.contains("herd.r.gen.gen")
+            && text.contains("instruction 0")
+            && text.contains("cannot be loaded"),
         "{text}"
     );
 }
@@ -164,27 +186,42 @@ async fn a_dead_lettered_job_fails_the_run_with_the_job_and_the_reason() {
 #[tokio::test]
 async fn a_run_continued_with_other_settings_is_refused() {
     let (queue, store) = (MemoryQueue::default(), memory_store());
-    let mut first = Coordinator::new(queue.clone(), store.clone(), Metrics::new().unwrap(), plan(2, 8)).unwrap();
+    let mut first =
+        Coordinator::new(queue.clone(), store.clone(), Metrics::new().unwrap(), plan(2, 8))
+            .unwrap();
     first.start().await.unwrap();
-    let mut same = Coordinator::new(queue.clone(), store.clone(), Metrics::new().unwrap(), plan(3, 8)).unwrap();
+    let mut same =
+        Coordinator::new(queue.clone(), store.clone(), Metrics::new().unwrap(), plan(3, 8))
+            .unwrap();
     same.start().await.expect("more instructions, same settings: fine");
     let mut other = Coordinator::new(queue, store, Metrics::new().unwrap(), plan(2, 64)).unwrap();
     let err = other.start().await.unwrap_err().to_string();
-    assert!(err.contains("generator gen") && err.contains("\"max_new_tokens\":8") && err.contains("64"), "{err}");
+    assert!(
+        err.contains("generator gen") && err.contains("\"max_new_tokens\":8") && err.contains("64"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
 async fn a_restarted_coordinator_purges_the_jobs_its_previous_life_queued() {
     let (queue, store) = (MemoryQueue::default(), memory_store());
-    let mut first = Coordinator::new(queue.clone(), store.clone(), Metrics::new().unwrap(), plan(4, 8)).unwrap();
+    let mut first =
+        Coordinator::new(queue.clone(), store.clone(), Metrics::new().unwrap(), plan(4, 8))
+            .unwrap();
     first.start().await.unwrap();
     let gen_queue = QueueName::generation("r", "gen");
     assert_eq!(ready(&queue, &gen_queue).await, 4);
     put_output(&store, 0).await;
-    let mut second = Coordinator::new(queue.clone(), store.clone(), Metrics::new().unwrap(), plan(4, 8)).unwrap();
+    let mut second =
+        Coordinator::new(queue.clone(), store.clone(), Metrics::new().unwrap(), plan(4, 8))
+            .unwrap();
     second.start().await.unwrap();
     assert_eq!(ready(&queue, &gen_queue).await, 3, "the three missing answers, each queued once");
-    assert_eq!(ready(&queue, &QueueName::judge("r", "judge")).await, 1, "the verdict on answer 0, once");
+    assert_eq!(
+        ready(&queue, &QueueName::judge("r", "judge")).await,
+        1,
+        "the verdict on answer 0, once"
+    );
 }
 
 #[tokio::test]
@@ -193,7 +230,8 @@ async fn with_drop_generator_a_dead_lettered_job_drops_its_generator_and_the_oth
     let bad = GeneratorSpec { name: "bad".into(), model: "/no/such.gguf".into(), ..spec(8) };
     let plan = RunPlan::first_n("r", vec![spec(8), bad], judge(), Some(2), &EvalSet::embedded());
     let metrics = Metrics::new().unwrap();
-    let mut coordinator = Coordinator::new(queue.clone(), store.clone(), metrics.clone(), plan).unwrap();
+    let mut coordinator =
+        Coordinator::new(queue.clone(), store.clone(), metrics.clone(), plan).unwrap();
     coordinator.poll_interval = Duration::from_millis(10);
     coordinator.dead_letter_policy = DeadLetterPolicy::DropGenerator;
     coordinator.start().await.unwrap();
@@ -215,23 +253,37 @@ async fn with_drop_generator_a_dead_lettered_job_drops_its_generator_and_the_oth
     stray.dead_letter("model /elsewhere.gguf cannot be loaded: no such file").await.unwrap();
     drop(seen);
     // A job of the plan that can never succeed.
-    let mut bad_jobs = queue.consume::<GenerationJob>(&QueueName::generation("r", "bad"), 8).await.unwrap();
+    let mut bad_jobs =
+        queue.consume::<GenerationJob>(&QueueName::generation("r", "bad"), 8).await.unwrap();
     let poisoned = bad_jobs.next().await.unwrap().unwrap();
     poisoned.dead_letter("model /no/such.gguf cannot be loaded: no such file").await.unwrap();
 
     let (sender, _receiver) = watch::channel(RunProgress::default());
-    let watching = tokio::spawn(async move { coordinator.watch(&sender).await.map(|p| (p, coordinator)) });
+    let watching =
+        tokio::spawn(async move { coordinator.watch(&sender).await.map(|p| (p, coordinator)) });
     for index in 0..2 {
         put_output(&store, index).await;
         put_verdict(&store, index, Some(1.5)).await;
     }
-    let (progress, coordinator) =
-        tokio::time::timeout(Duration::from_secs(5), watching).await.expect("the run ends").unwrap().unwrap();
+    let (progress, coordinator) = tokio::time::timeout(Duration::from_secs(5), watching)
+        .await
+        .expect("the run ends")
+        .unwrap()
+        .unwrap();
     assert!(progress.generator("gen").unwrap().is_complete());
     let dropped = coordinator.dropped();
-    assert_eq!(dropped.keys().collect::<Vec<_>>(), vec!["bad"], "only the plan's own job drops a generator");
-    assert!(dropped["bad"].first.contains("cannot be loaded") && dropped["bad"].first.contains("herd.r.gen.bad"));
-    let counted = |queue: &str| metrics.jobs_dead_lettered.with_label_values(&["r", "coordinator", queue]).get();
+    assert_eq!(
+        dropped.keys().collect::<Vec<_>>(),
+        vec!["bad"],
+        "only the plan's own job drops a generator"
+    );
+    assert!(
+        dropped["bad"].first.contains("cannot be loaded")
+            && dropped["bad"].first.contains("herd.r.gen.bad")
+    );
+    let counted = |queue: &str| {
+        metrics.jobs_dead_lettered.with_label_values(&["r", "coordinator", queue]).get()
+    };
     assert_eq!(counted("herd.r.gen.gen"), 2, "the two stray messages are counted");
     assert_eq!(counted("herd.r.gen.bad"), 1);
 
@@ -244,14 +296,19 @@ async fn with_drop_generator_a_dead_lettered_job_drops_its_generator_and_the_oth
 #[tokio::test]
 async fn with_drop_generator_a_run_whose_every_generator_is_dropped_fails() {
     let (queue, store) = (MemoryQueue::default(), memory_store());
-    let mut coordinator = Coordinator::new(queue.clone(), store, Metrics::new().unwrap(), plan(1, 8)).unwrap();
+    let mut coordinator =
+        Coordinator::new(queue.clone(), store, Metrics::new().unwrap(), plan(1, 8)).unwrap();
     coordinator.poll_interval = Duration::from_millis(10);
     coordinator.dead_letter_policy = DeadLetterPolicy::DropGenerator;
     coordinator.start().await.unwrap();
-    let mut jobs = queue.consume::<GenerationJob>(&QueueName::generation("r", "gen"), 1).await.unwrap();
+    let mut jobs =
+        queue.consume::<GenerationJob>(&QueueName::generation("r", "gen"), 1).await.unwrap();
     jobs.next().await.unwrap().unwrap().dead_letter("model m cannot be loaded").await.unwrap();
     let (sender, _receiver) = watch::channel(RunProgress::default());
-    let err = tokio::time::timeout(Duration::from_secs(5), coordinator.watch(&sender)).await.unwrap().unwrap_err();
+    let err = tokio::time::timeout(Duration::from_secs(5), coordinator.watch(&sender))
+        .await
+        .unwrap()
+        .unwrap_err();
     assert!(matches!(err, CoordinatorError::EveryGeneratorDropped { .. }), "{err}");
     assert!(err.to_string().contains("cannot be loaded"), "{err}");
 }
@@ -263,12 +320,23 @@ async fn the_run_folder_is_copied_into_the_store_byte_for_byte() {
         put_output(&store, index).await;
         put_verdict(&store, index, Some(1.0 + index as f64 / 2.0)).await;
     }
-    let mut coordinator = Coordinator::new(queue, store.clone(), Metrics::new().unwrap(), plan(3, 8)).unwrap();
+    let mut coordinator =
+        Coordinator::new(queue, store.clone(), Metrics::new().unwrap(), plan(3, 8)).unwrap();
     assert!(coordinator.start().await.unwrap().is_complete());
     let dir = tempfile::tempdir().unwrap();
     let summary = coordinator.finish(dir.path()).await.unwrap();
-    for expected in ["leaderboard.csv", "report.html", "gen/model_outputs.json", "gen/annotations.json", "gen/errors.md"] {
-        assert!(summary.files.iter().any(|f| f == expected), "{expected} not in {:?}", summary.files);
+    for expected in [
+        "leaderboard.csv",
+        "report.html",
+        "gen/model_outputs.json",
+        "gen/annotations.json",
+        "gen/errors.md",
+    ] {
+        assert!(
+            summary.files.iter().any(|f| f == expected),
+            "{expected} not in {:?}",
+            summary.files
+        );
     }
     assert_eq!(coordinator.store_report(&summary).await.unwrap(), summary.files.len());
     for file in &summary.files {
@@ -300,7 +368,8 @@ async fn a_started_coordinator_exports_its_job_counters_at_zero_for_each_queue_o
 async fn while_watching_the_coordinator_reports_each_queues_depth_and_consumers() {
     let (queue, store) = (MemoryQueue::default(), memory_store());
     let metrics = Metrics::new().unwrap();
-    let mut coordinator = Coordinator::new(queue.clone(), store, metrics.clone(), plan(3, 8)).unwrap();
+    let mut coordinator =
+        Coordinator::new(queue.clone(), store, metrics.clone(), plan(3, 8)).unwrap();
     coordinator.poll_interval = Duration::from_millis(10);
     coordinator.start().await.unwrap();
     let _consumer = queue.consume::<JudgeJob>(&QueueName::judge("r", "judge"), 1).await.unwrap();
@@ -308,7 +377,10 @@ async fn while_watching_the_coordinator_reports_each_queues_depth_and_consumers(
     let watching = tokio::spawn(async move { coordinator.watch(&sender).await });
     let gauge = |queue: &str| {
         let labels = ["r", queue];
-        (metrics.queue_depth.with_label_values(&labels).get(), metrics.queue_consumers.with_label_values(&labels).get())
+        (
+            metrics.queue_depth.with_label_values(&labels).get(),
+            metrics.queue_consumers.with_label_values(&labels).get(),
+        )
     };
     tokio::time::timeout(Duration::from_secs(5), async {
         while gauge("herd.r.gen.gen") != (3, 0) || gauge("herd.r.judge.judge") != (0, 1) {

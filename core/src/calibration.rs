@@ -100,7 +100,8 @@ impl Calibration {
     /// The official `df_gamed.csv` and `instruction_difficulty.csv` from `dir`.
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self, CalibrationError> {
         let dir = dir.as_ref();
-        let mut calibration = Self::from_files(dir.join(DF_GAMED_FILE), dir.join(INSTRUCTION_DIFFICULTY_FILE))?;
+        let mut calibration =
+            Self::from_files(dir.join(DF_GAMED_FILE), dir.join(INSTRUCTION_DIFFICULTY_FILE))?;
         calibration.source = CalibrationSource::Directory(dir.to_path_buf());
         Ok(calibration)
     }
@@ -111,14 +112,21 @@ impl Calibration {
         instruction_difficulty: impl AsRef<Path>,
     ) -> Result<Self, CalibrationError> {
         let read = |path: &Path| {
-            std::fs::read_to_string(path).map_err(|source| CalibrationError::Io { path: path.to_path_buf(), source })
+            std::fs::read_to_string(path)
+                .map_err(|source| CalibrationError::Io { path: path.to_path_buf(), source })
         };
         let (gamed_path, difficulty_path) = (df_gamed.as_ref(), instruction_difficulty.as_ref());
         let source = CalibrationSource::Files {
             df_gamed: gamed_path.to_path_buf(),
             instruction_difficulty: difficulty_path.to_path_buf(),
         };
-        Self::parse(source, gamed_path, &read(gamed_path)?, difficulty_path, &read(difficulty_path)?)
+        Self::parse(
+            source,
+            gamed_path,
+            &read(gamed_path)?,
+            difficulty_path,
+            &read(difficulty_path)?,
+        )
     }
 
     fn parse(
@@ -133,12 +141,20 @@ impl Calibration {
         let mut difficulty_by_row = HashMap::new();
         let mut difficulty_by_index = HashMap::new();
         for (row, gamed) in gamed_rows.iter().enumerate() {
-            if let std::collections::hash_map::Entry::Vacant(slot) = difficulty_by_index.entry(gamed.index) {
+            if let std::collections::hash_map::Entry::Vacant(slot) =
+                difficulty_by_index.entry(gamed.index)
+            {
                 slot.insert(gamed.instruction_difficulty);
                 difficulty_by_row.insert(row, gamed.instruction_difficulty);
             }
         }
-        Ok(Self { source, gamed_rows, instruction_difficulty, difficulty_by_row, difficulty_by_index })
+        Ok(Self {
+            source,
+            gamed_rows,
+            instruction_difficulty,
+            difficulty_by_row,
+            difficulty_by_index,
+        })
     }
 
     pub fn source(&self) -> &CalibrationSource {
@@ -167,15 +183,25 @@ impl Calibration {
     }
 }
 
-fn column(path: &Path, headers: &csv::StringRecord, name: &'static str) -> Result<usize, CalibrationError> {
+fn column(
+    path: &Path,
+    headers: &csv::StringRecord,
+    name: &'static str,
+) -> Result<usize, CalibrationError> {
     headers
         .iter()
         .position(|h| h == name)
         .ok_or_else(|| CalibrationError::MissingColumn { path: path.to_path_buf(), column: name })
 }
 
-fn records(path: &Path, text: &str) -> Result<(csv::StringRecord, Vec<csv::StringRecord>), CalibrationError> {
-    let malformed = |e: csv::Error| CalibrationError::MalformedCsv { path: path.to_path_buf(), message: e.to_string() };
+fn records(
+    path: &Path,
+    text: &str,
+) -> Result<(csv::StringRecord, Vec<csv::StringRecord>), CalibrationError> {
+    let malformed = |e: csv::Error| CalibrationError::MalformedCsv {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
     let mut reader = csv::Reader::from_reader(text.as_bytes());
     let headers = reader.headers().map_err(malformed)?.clone();
     let rows = reader.records().collect::<Result<Vec<_>, _>>().map_err(malformed)?;
@@ -201,12 +227,17 @@ impl FieldReader<'_> {
     }
 
     /// A float as pandas reads it: empty or NaN is missing.
-    fn optional_float(&self, column: usize, field: &'static str) -> Result<Option<f64>, CalibrationError> {
+    fn optional_float(
+        &self,
+        column: usize,
+        field: &'static str,
+    ) -> Result<Option<f64>, CalibrationError> {
         let text = self.text(column);
         if text.is_empty() {
             return Ok(None);
         }
-        let value: f64 = text.parse().map_err(|_| self.error(field, format!("not a number: {text:?}")))?;
+        let value: f64 =
+            text.parse().map_err(|_| self.error(field, format!("not a number: {text:?}")))?;
         Ok((!value.is_nan()).then_some(value))
     }
 
@@ -218,7 +249,12 @@ impl FieldReader<'_> {
         let text = self.text(column);
         text.parse::<usize>()
             .ok()
-            .or_else(|| text.parse::<f64>().ok().filter(|v| v.fract() == 0.0 && *v >= 0.0).map(|v| v as usize))
+            .or_else(|| {
+                text.parse::<f64>()
+                    .ok()
+                    .filter(|v| v.fract() == 0.0 && *v >= 0.0)
+                    .map(|v| v as usize)
+            })
             .ok_or_else(|| self.error(field, format!("not a non-negative integer: {text:?}")))
     }
 
@@ -257,10 +293,16 @@ fn parse_df_gamed(path: &Path, text: &str) -> Result<Vec<GamedRow>, CalibrationE
 
 /// `instruction_difficulty.csv`: the first column is the index (as alpaca_eval reads it
 /// with `index_col=0`), the second the difficulty.
-fn parse_instruction_difficulty(path: &Path, text: &str) -> Result<Vec<(usize, f64)>, CalibrationError> {
+fn parse_instruction_difficulty(
+    path: &Path,
+    text: &str,
+) -> Result<Vec<(usize, f64)>, CalibrationError> {
     let (headers, rows) = records(path, text)?;
     if headers.len() < 2 {
-        return Err(CalibrationError::MissingColumn { path: path.to_path_buf(), column: "instruction_difficulty" });
+        return Err(CalibrationError::MissingColumn {
+            path: path.to_path_buf(),
+            column: "instruction_difficulty",
+        });
     }
     rows.iter()
         .enumerate()
@@ -306,8 +348,11 @@ mod tests {
              m,0.25,1,0.5,-1.5,False\nm,,0,0.1,2.0,False\nm2,0.5,1,0.2,-1.5,False\n",
         )
         .unwrap();
-        std::fs::write(dir.path().join(INSTRUCTION_DIFFICULTY_FILE), "index,instruction_difficulty\n0,2.0\n1,-1.5\n")
-            .unwrap();
+        std::fs::write(
+            dir.path().join(INSTRUCTION_DIFFICULTY_FILE),
+            "index,instruction_difficulty\n0,2.0\n1,-1.5\n",
+        )
+        .unwrap();
         let calibration = Calibration::from_dir(dir.path()).unwrap();
         assert_eq!(calibration.source(), &CalibrationSource::Directory(dir.path().to_path_buf()));
         assert_eq!(calibration.gamed_rows()[1].preference, None);
@@ -323,7 +368,11 @@ mod tests {
         let err = Calibration::from_dir(dir.path()).unwrap_err().to_string();
         assert!(err.contains(DF_GAMED_FILE), "{err}");
         std::fs::write(dir.path().join(DF_GAMED_FILE), "model,preference\nm,0.5\n").unwrap();
-        std::fs::write(dir.path().join(INSTRUCTION_DIFFICULTY_FILE), "index,instruction_difficulty\n0,1\n").unwrap();
+        std::fs::write(
+            dir.path().join(INSTRUCTION_DIFFICULTY_FILE),
+            "index,instruction_difficulty\n0,1\n",
+        )
+        .unwrap();
         let err = Calibration::from_dir(dir.path()).unwrap_err().to_string();
         assert!(err.contains("missing column `index`"), "{err}");
     }

@@ -71,8 +71,12 @@ impl ErrorSample {
 
 /// Picks `n` dispreferred rows (all of them when there are fewer), reproducibly for `seed`.
 pub fn sample_dispreferred(annotations: &[Annotation], n: usize, seed: u64) -> ErrorSample {
-    let mut candidates: Vec<usize> =
-        annotations.iter().enumerate().filter(|(_, a)| is_dispreferred(a.preference)).map(|(row, _)| row).collect();
+    let mut candidates: Vec<usize> = annotations
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| is_dispreferred(a.preference))
+        .map(|(row, _)| row)
+        .collect();
     let dispreferred = candidates.len();
     let take = n.min(dispreferred);
     let mut rng = SplitMix64::new(seed);
@@ -122,11 +126,20 @@ pub fn render_markdown(source: &str, annotations: &[Annotation], sample: &ErrorS
 
     for (i, &row) in sample.rows.iter().enumerate() {
         let a = &annotations[row];
-        let preference = a.preference.map(crate::formats::python_float_repr).unwrap_or_else(|| "null".into());
-        md.push_str(&format!("## {}. Row {row} · `{}` · preference {preference}\n\n", i + 1, a.dataset));
+        let preference =
+            a.preference.map(crate::formats::python_float_repr).unwrap_or_else(|| "null".into());
+        md.push_str(&format!(
+            "## {}. Row {row} · `{}` · preference {preference}\n\n",
+            i + 1,
+            a.dataset
+        ));
         md.push_str(&format!("**Instruction** ({} characters)\n\n", char_length(&a.instruction)));
         push_fenced(&mut md, "text", &a.instruction);
-        md.push_str(&format!("**Model output** (`{}`, {} characters)\n\n", a.generator_2, char_length(&a.output_2)));
+        md.push_str(&format!(
+            "**Model output** (`{}`, {} characters)\n\n",
+            a.generator_2,
+            char_length(&a.output_2)
+        ));
         push_fenced(&mut md, "text", &a.output_2);
         md.push_str(&format!(
             "**Reference output** (`{}`, {} characters)\n\n",
@@ -136,7 +149,10 @@ pub fn render_markdown(source: &str, annotations: &[Annotation], sample: &ErrorS
         push_fenced(&mut md, "text", &a.output_1);
         match (&a.raw_completion, a.raw_completion_text()) {
             (Some(serde_json::Value::String(_)), Some(raw)) => {
-                md.push_str(&format!("**Judge's raw output** ({} characters)\n\n", char_length(&raw)));
+                md.push_str(&format!(
+                    "**Judge's raw output** ({} characters)\n\n",
+                    char_length(&raw)
+                ));
                 push_fenced(&mut md, "text", &raw);
             }
             (_, Some(raw)) => {
@@ -203,7 +219,8 @@ mod tests {
 
     #[test]
     fn a_sample_takes_all_when_fewer_exist_and_says_so() {
-        let rows = vec![annotation(0, Some(1.0)), annotation(1, Some(2.0)), annotation(2, Some(1.2))];
+        let rows =
+            vec![annotation(0, Some(1.0)), annotation(1, Some(2.0)), annotation(2, Some(1.2))];
         let sample = sample_dispreferred(&rows, 10, 7);
         assert_eq!(sample.rows, vec![0, 2]);
         assert!(sample.took_all());
@@ -225,7 +242,11 @@ mod tests {
         assert_eq!((sample.rows.len(), sample.dispreferred), (10, lost));
         assert!(sample.rows.windows(2).all(|w| w[0] < w[1]), "ascending, no repeats");
         assert!(sample.rows.iter().all(|&r| rows[r].preference.unwrap() < 1.5));
-        assert_ne!(sample.rows, sample_dispreferred(&rows, 10, 43).rows, "another seed, another sample");
+        assert_ne!(
+            sample.rows,
+            sample_dispreferred(&rows, 10, 43).rows,
+            "another seed, another sample"
+        );
 
         let md = render_markdown("gemma.json.gz", &rows, &sample);
         assert_eq!(md.matches("\n## ").count(), 10);

@@ -20,8 +20,12 @@ pub enum PromptTemplate {
 }
 
 impl PromptTemplate {
-    pub const ALL: [PromptTemplate; 4] =
-        [PromptTemplate::Raw, PromptTemplate::AlpacaSft, PromptTemplate::ZeroShotSystem, PromptTemplate::Chat];
+    pub const ALL: [PromptTemplate; 4] = [
+        PromptTemplate::Raw,
+        PromptTemplate::AlpacaSft,
+        PromptTemplate::ZeroShotSystem,
+        PromptTemplate::Chat,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {

@@ -37,7 +37,9 @@ impl Mt19937 {
         let (mut i, mut j) = (1usize, 0usize);
         for _ in 0..STATE_WORDS.max(key.len()) {
             let prev = mt[i - 1];
-            mt[i] = (mt[i] ^ (prev ^ (prev >> 30)).wrapping_mul(1_664_525)).wrapping_add(key[j]).wrapping_add(j as u32);
+            mt[i] = (mt[i] ^ (prev ^ (prev >> 30)).wrapping_mul(1_664_525))
+                .wrapping_add(key[j])
+                .wrapping_add(j as u32);
             i += 1;
             j += 1;
             if i >= STATE_WORDS {
@@ -50,7 +52,8 @@ impl Mt19937 {
         }
         for _ in 0..STATE_WORDS - 1 {
             let prev = mt[i - 1];
-            mt[i] = (mt[i] ^ (prev ^ (prev >> 30)).wrapping_mul(1_566_083_941)).wrapping_sub(i as u32);
+            mt[i] =
+                (mt[i] ^ (prev ^ (prev >> 30)).wrapping_mul(1_566_083_941)).wrapping_sub(i as u32);
             i += 1;
             if i >= STATE_WORDS {
                 mt[0] = mt[STATE_WORDS - 1];
@@ -63,7 +66,8 @@ impl Mt19937 {
 
     fn twist(&mut self) {
         for i in 0..STATE_WORDS {
-            let bits = (self.state[i] & UPPER_MASK) | (self.state[(i + 1) % STATE_WORDS] & LOWER_MASK);
+            let bits =
+                (self.state[i] & UPPER_MASK) | (self.state[(i + 1) % STATE_WORDS] & LOWER_MASK);
             let mut shifted = bits >> 1;
             if bits & 1 == 1 {
                 shifted ^= MATRIX_A;

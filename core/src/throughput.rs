@@ -46,8 +46,15 @@ impl GeneratorThroughput {
             wall_seconds,
             examples_per_second: per_second(examples as f64),
             output_tokens_per_second: per_second(output_tokens as f64),
-            mean_seconds_per_example: if examples > 0 { total_seconds / examples as f64 } else { 0.0 },
-            stopped_at_max_tokens: results.iter().filter(|r| r.finish_reason == FinishReason::Length).count(),
+            mean_seconds_per_example: if examples > 0 {
+                total_seconds / examples as f64
+            } else {
+                0.0
+            },
+            stopped_at_max_tokens: results
+                .iter()
+                .filter(|r| r.finish_reason == FinishReason::Length)
+                .count(),
             workers: workers.len(),
         }
     }
@@ -68,12 +75,17 @@ pub fn read_throughput(path: impl AsRef<Path>) -> Result<GeneratorThroughput, Th
         action: "read",
         source,
     })?;
-    serde_json::from_slice(&text).map_err(|source| ThroughputFileError::Json { path: path.to_path_buf(), source })
+    serde_json::from_slice(&text)
+        .map_err(|source| ThroughputFileError::Json { path: path.to_path_buf(), source })
 }
 
-pub fn write_throughput(path: impl AsRef<Path>, throughput: &GeneratorThroughput) -> Result<(), ThroughputFileError> {
+pub fn write_throughput(
+    path: impl AsRef<Path>,
+    throughput: &GeneratorThroughput,
+) -> Result<(), ThroughputFileError> {
     let path = path.as_ref();
-    let mut text = serde_json::to_string_pretty(throughput).expect("a throughput summary serialises");
+    let mut text =
+        serde_json::to_string_pretty(throughput).expect("a throughput summary serialises");
     text.push('\n');
     std::fs::write(path, text).map_err(|source| ThroughputFileError::Io {
         path: path.to_path_buf(),
@@ -127,7 +139,11 @@ mod tests {
     fn throughput_file_round_trips() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("throughput.json");
-        let t = GeneratorThroughput::from_results("g", &[result(0, 7, 0.5, FinishReason::Eos, "w")], 0.5);
+        let t = GeneratorThroughput::from_results(
+            "g",
+            &[result(0, 7, 0.5, FinishReason::Eos, "w")],
+            0.5,
+        );
         write_throughput(&path, &t).unwrap();
         assert_eq!(read_throughput(&path).unwrap(), t);
     }

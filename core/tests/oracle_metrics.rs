@@ -8,7 +8,9 @@ use std::path::PathBuf;
 
 use herd_core::calibration::Calibration;
 use herd_core::formats::annotations::Annotation;
-use herd_core::metrics::{compute_metrics, DifficultyLookup, GlmVariant, MetricsOptions, MetricsReport};
+use herd_core::metrics::{
+    compute_metrics, DifficultyLookup, GlmVariant, MetricsOptions, MetricsReport,
+};
 
 const NON_LC_TOLERANCE: f64 = 1e-6;
 const LC_TOLERANCE: f64 = 0.05;
@@ -43,22 +45,32 @@ impl Expected {
 }
 
 fn expected_rows() -> Vec<Expected> {
-    let mut reader = csv::Reader::from_path(oracle_dir().join("expected_metrics.csv")).expect("expected_metrics.csv");
+    let mut reader = csv::Reader::from_path(oracle_dir().join("expected_metrics.csv"))
+        .expect("expected_metrics.csv");
     let headers = reader.headers().unwrap().clone();
     let rows: Vec<Expected> = reader
         .records()
-        .map(|r| Expected(headers.iter().map(String::from).zip(r.unwrap().iter().map(String::from)).collect()))
+        .map(|r| {
+            Expected(
+                headers.iter().map(String::from).zip(r.unwrap().iter().map(String::from)).collect(),
+            )
+        })
         .collect();
     assert_eq!(rows.len(), 12, "the oracle has 12 models");
     rows
 }
 
 fn annotations(model: &str) -> Vec<Annotation> {
-    let path = oracle_dir().join("results").join(model).join("weighted_alpaca_eval_gpt4_turbo/annotations.json.gz");
+    let path = oracle_dir()
+        .join("results")
+        .join(model)
+        .join("weighted_alpaca_eval_gpt4_turbo/annotations.json.gz");
     let mut json = String::new();
-    flate2::read::GzDecoder::new(std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
-        .read_to_string(&mut json)
-        .unwrap();
+    flate2::read::GzDecoder::new(
+        std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .read_to_string(&mut json)
+    .unwrap();
     serde_json::from_str(&json).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -71,8 +83,14 @@ fn reconstructed_calibration() -> Calibration {
     .expect("the reconstructed calibration in shared/")
 }
 
-fn metrics(model: &str, rows: &[Annotation], lookup: DifficultyLookup, glm: GlmVariant) -> MetricsReport {
-    let options = MetricsOptions { calibration: Calibration::embedded(), difficulty_lookup: lookup, glm };
+fn metrics(
+    model: &str,
+    rows: &[Annotation],
+    lookup: DifficultyLookup,
+    glm: GlmVariant,
+) -> MetricsReport {
+    let options =
+        MetricsOptions { calibration: Calibration::embedded(), difficulty_lookup: lookup, glm };
     compute_metrics(rows, &options).unwrap_or_else(|e| panic!("{model}: {e}"))
 }
 
@@ -99,11 +117,14 @@ fn win_rate_counts_and_avg_length_match_alpaca_eval_on_every_oracle_file() {
         let model = expected.model();
         let rows = annotations(model);
         assert_eq!(rows.len(), expected.count("n_rows"), "{model}");
-        let report = metrics(model, &rows, alpaca_eval_lookup(model), GlmVariant::LengthControlledV1);
+        let report =
+            metrics(model, &rows, alpaca_eval_lookup(model), GlmVariant::LengthControlledV1);
         let m = &report.metrics;
-        for (what, ours) in
-            [("win_rate", m.win_rate), ("standard_error", m.standard_error), ("discrete_win_rate", m.discrete_win_rate)]
-        {
+        for (what, ours) in [
+            ("win_rate", m.win_rate),
+            ("standard_error", m.standard_error),
+            ("discrete_win_rate", m.discrete_win_rate),
+        ] {
             assert_close(model, what, ours, expected.float(what), NON_LC_TOLERANCE);
         }
         assert_eq!(m.n_wins, expected.count("n_wins"), "{model}: n_wins");
@@ -111,7 +132,11 @@ fn win_rate_counts_and_avg_length_match_alpaca_eval_on_every_oracle_file() {
         assert_eq!(m.n_draws, expected.count("n_draws"), "{model}: n_draws");
         assert_eq!(m.n_total, expected.count("n_total"), "{model}: n_total");
         assert_eq!(m.avg_length as usize, expected.count("avg_length"), "{model}: avg_length");
-        assert_eq!(report.diagnostics.preferences.n_dropped(), 0, "{model}: the oracle files have no bad preference");
+        assert_eq!(
+            report.diagnostics.preferences.n_dropped(),
+            0,
+            "{model}: the oracle files have no bad preference"
+        );
     }
 }
 
@@ -120,14 +145,30 @@ fn length_controlled_win_rate_matches_alpaca_eval_on_every_oracle_file() {
     let mut worst = (String::new(), 0.0f64);
     for expected in expected_rows() {
         let model = expected.model();
-        let report = metrics(model, &annotations(model), alpaca_eval_lookup(model), GlmVariant::LengthControlledV1);
-        let lc = report
-            .metrics
-            .length_controlled_winrate
-            .unwrap_or_else(|| panic!("{model}: no LC: {:?}", report.diagnostics.length_controlled_unavailable));
+        let report = metrics(
+            model,
+            &annotations(model),
+            alpaca_eval_lookup(model),
+            GlmVariant::LengthControlledV1,
+        );
+        let lc = report.metrics.length_controlled_winrate.unwrap_or_else(|| {
+            panic!("{model}: no LC: {:?}", report.diagnostics.length_controlled_unavailable)
+        });
         let se = report.metrics.lc_standard_error.unwrap();
-        assert_close(model, "length_controlled_winrate", lc, expected.float("length_controlled_winrate"), LC_TOLERANCE);
-        assert_close(model, "lc_standard_error", se, expected.float("lc_standard_error"), LC_TOLERANCE);
+        assert_close(
+            model,
+            "length_controlled_winrate",
+            lc,
+            expected.float("length_controlled_winrate"),
+            LC_TOLERANCE,
+        );
+        assert_close(
+            model,
+            "lc_standard_error",
+            se,
+            expected.float("lc_standard_error"),
+            LC_TOLERANCE,
+        );
         let delta = (lc - expected.float("length_controlled_winrate")).abs();
         if delta >= worst.1 {
             worst = (model.to_string(), delta);
@@ -140,7 +181,12 @@ fn length_controlled_win_rate_matches_alpaca_eval_on_every_oracle_file() {
 fn glm_weights_match_alpaca_evals_fitted_coefficients() {
     for expected in expected_rows() {
         let model = expected.model();
-        let report = metrics(model, &annotations(model), alpaca_eval_lookup(model), GlmVariant::LengthControlledV1);
+        let report = metrics(
+            model,
+            &annotations(model),
+            alpaca_eval_lookup(model),
+            GlmVariant::LengthControlledV1,
+        );
         let weights = report.diagnostics.glm_weights().expect("a fit");
         for (what, ours) in [
             ("glm_w_tanh_std_delta_len", weights.tanh_std_delta_len),
@@ -169,7 +215,12 @@ fn baseline_against_itself_is_fifty_with_no_error_and_no_fit() {
 fn unregularised_glm_matches_alpaca_evals_noreg_variant() {
     for expected in expected_rows() {
         let model = expected.model();
-        let report = metrics(model, &annotations(model), alpaca_eval_lookup(model), GlmVariant::LengthControlledNoreg);
+        let report = metrics(
+            model,
+            &annotations(model),
+            alpaca_eval_lookup(model),
+            GlmVariant::LengthControlledNoreg,
+        );
         let lc = report.metrics.length_controlled_winrate.expect("an LC figure");
         assert_close(
             model,
@@ -179,7 +230,13 @@ fn unregularised_glm_matches_alpaca_evals_noreg_variant() {
             LC_TOLERANCE,
         );
         let se = report.metrics.lc_standard_error.unwrap();
-        assert_close(model, "lc_standard_error_noreg", se, expected.float("lc_standard_error_noreg"), LC_TOLERANCE);
+        assert_close(
+            model,
+            "lc_standard_error_noreg",
+            se,
+            expected.float("lc_standard_error_noreg"),
+            LC_TOLERANCE,
+        );
     }
 }
 
@@ -188,14 +245,19 @@ fn difficulty_by_instruction_equals_positional_for_full_files_and_differs_for_ph
     for expected in expected_rows() {
         let model = expected.model();
         let rows = annotations(model);
-        let by_instruction = metrics(model, &rows, DifficultyLookup::ByInstruction, GlmVariant::LengthControlledV1);
-        let positional = metrics(model, &rows, DifficultyLookup::Positional, GlmVariant::LengthControlledV1);
+        let by_instruction =
+            metrics(model, &rows, DifficultyLookup::ByInstruction, GlmVariant::LengthControlledV1);
+        let positional =
+            metrics(model, &rows, DifficultyLookup::Positional, GlmVariant::LengthControlledV1);
         if model == FILE_WITH_GAPS {
             let (a, b) = (
                 by_instruction.metrics.length_controlled_winrate.unwrap(),
                 positional.metrics.length_controlled_winrate.unwrap(),
             );
-            assert!((a - b).abs() > 1e-9, "{model}: the lookups should disagree after the gap ({a} vs {b})");
+            assert!(
+                (a - b).abs() > 1e-9,
+                "{model}: the lookups should disagree after the gap ({a} vs {b})"
+            );
             // And only the positional one is alpaca_eval's.
             assert!(
                 (b - expected.float("length_controlled_winrate")).abs()
@@ -203,7 +265,10 @@ fn difficulty_by_instruction_equals_positional_for_full_files_and_differs_for_ph
             );
         } else {
             assert_eq!(rows.len(), 805);
-            assert_eq!(by_instruction.metrics, positional.metrics, "{model}: full files in eval order");
+            assert_eq!(
+                by_instruction.metrics, positional.metrics,
+                "{model}: full files in eval order"
+            );
         }
     }
 }

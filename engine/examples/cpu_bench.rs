@@ -19,7 +19,10 @@ use std::time::Instant;
 
 use herd_core::jobs::PromptTemplate;
 use herd_core::judge::{JudgePrompt, LOGPROB_ANSWER_PREFIX, LOGPROB_CANDIDATES};
-use herd_engine::{BatchOptions, ChatMessage, GenerationRequest, LoadOptions, Model, ScoringOptions, WeightFormat, DEFAULT_MODEL};
+use herd_engine::{
+    BatchOptions, ChatMessage, GenerationRequest, LoadOptions, Model, ScoringOptions, WeightFormat,
+    DEFAULT_MODEL,
+};
 use serde_json::{json, Value};
 
 fn flag(args: &[String], name: &str) -> Option<String> {
@@ -27,7 +30,8 @@ fn flag(args: &[String], name: &str) -> Option<String> {
 }
 
 fn number(args: &[String], name: &str, default: usize) -> usize {
-    flag(args, name).map_or(default, |v| v.parse().unwrap_or_else(|_| panic!("{name} needs a number")))
+    flag(args, name)
+        .map_or(default, |v| v.parse().unwrap_or_else(|_| panic!("{name} needs a number")))
 }
 
 fn peak_rss_mib() -> f64 {
@@ -46,7 +50,8 @@ fn cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum());
+    let ticks: f64 =
+        fields.get(11..13).map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum());
     ticks / 100.0
 }
 
@@ -71,12 +76,16 @@ fn main() {
 
 fn prepare(model: &Model, args: &[String]) {
     let out = flag(args, "--out").expect("--out FILE");
-    let eval_set: Vec<Value> =
-        serde_json::from_str(include_str!("../../data/eval_set.json")).expect("the eval set parses");
-    let text = |i: usize, field: &str| eval_set[i % eval_set.len()][field].as_str().unwrap_or_default().to_string();
+    let eval_set: Vec<Value> = serde_json::from_str(include_str!("../../data/eval_set.json"))
+        .expect("the eval set parses");
+    let text = |i: usize, field: &str| {
+        eval_set[i % eval_set.len()][field].as_str().unwrap_or_default().to_string()
+    };
 
     let gen: Vec<Vec<u32>> = (0..number(args, "--gen-prompts", 48))
-        .map(|i| model.prompt_tokens(PromptTemplate::Chat, &text(i, "instruction")).expect("prompt"))
+        .map(|i| {
+            model.prompt_tokens(PromptTemplate::Chat, &text(i, "instruction")).expect("prompt")
+        })
         .collect();
 
     // ~prefill_len-token prompts: consecutive instructions, chat-formatted, cut to length.
@@ -100,19 +109,30 @@ fn prepare(model: &Model, args: &[String]) {
     let prefix = model.tokenizer.encode(LOGPROB_ANSWER_PREFIX, false).expect("prefix");
     let candidates: Vec<u32> = LOGPROB_CANDIDATES
         .iter()
-        .map(|c| *model.tokenizer.encode(&format!("{LOGPROB_ANSWER_PREFIX}{c}"), false).expect("candidate").last().unwrap())
+        .map(|c| {
+            *model
+                .tokenizer
+                .encode(&format!("{LOGPROB_ANSWER_PREFIX}{c}"), false)
+                .expect("candidate")
+                .last()
+                .unwrap()
+        })
         .collect();
     let judge_ranking: Vec<Vec<u32>> = (0..number(args, "--judge-prompts", 8))
         .map(|i| {
             let reference = text(i, "output");
             let prompt = JudgePrompt::new(&text(i, "instruction"), &reference, &reference);
-            let messages: Vec<ChatMessage> =
-                prompt.messages().iter().map(|m| ChatMessage::new(m.role.as_str(), m.content.as_str())).collect();
+            let messages: Vec<ChatMessage> = prompt
+                .messages()
+                .iter()
+                .map(|m| ChatMessage::new(m.role.as_str(), m.content.as_str()))
+                .collect();
             let rendered = model.render_chat(&messages, true).expect("judge prompt renders");
             model.encode_prompt(&rendered, PromptTemplate::Chat).expect("judge prompt encodes")
         })
         .collect();
-    let judge_logprob: Vec<Vec<u32>> = judge_ranking.iter().map(|p| [p.as_slice(), &prefix].concat()).collect();
+    let judge_logprob: Vec<Vec<u32>> =
+        judge_ranking.iter().map(|p| [p.as_slice(), &prefix].concat()).collect();
 
     let file = json!({
         "model": model.name,
@@ -124,7 +144,8 @@ fn prepare(model: &Model, args: &[String]) {
         "logprob_candidates": candidates,
     });
     std::fs::write(&out, serde_json::to_string(&file).unwrap()).expect("write --out");
-    let mean = |v: &[Vec<u32>]| v.iter().map(Vec::len).sum::<usize>() as f64 / v.len().max(1) as f64;
+    let mean =
+        |v: &[Vec<u32>]| v.iter().map(Vec::len).sum::<usize>() as f64 / v.len().max(1) as f64;
     eprintln!(
         "wrote {out}: {} generation prompts (mean {:.0} tokens), {} prefill prompts of {prefill_len}, {} judge prompts (mean {:.0})",
         gen.len(),
@@ -136,8 +157,10 @@ fn prepare(model: &Model, args: &[String]) {
 }
 
 fn run(model: &Model, args: &[String]) {
-    let file: Value = serde_json::from_str(&std::fs::read_to_string(flag(args, "--prompts").expect("--prompts FILE")).unwrap())
-        .expect("prompts parse");
+    let file: Value = serde_json::from_str(
+        &std::fs::read_to_string(flag(args, "--prompts").expect("--prompts FILE")).unwrap(),
+    )
+    .expect("prompts parse");
     let count = number(args, "--count", usize::MAX);
     let prompts = |key: &str| -> Vec<Vec<u32>> {
         let all: Vec<Vec<u32>> = serde_json::from_value(file[key].clone()).expect("token lists");
@@ -156,22 +179,36 @@ fn run(model: &Model, args: &[String]) {
             let requests: Vec<GenerationRequest> = prompts
                 .iter()
                 .enumerate()
-                .map(|(id, p)| GenerationRequest { id, prompt_tokens: p.clone(), max_new_tokens: number(args, "--max-new", 128), stop: vec![] })
+                .map(|(id, p)| GenerationRequest {
+                    id,
+                    prompt_tokens: p.clone(),
+                    max_new_tokens: number(args, "--max-new", 128),
+                    stop: vec![],
+                })
                 .collect();
-            let options = BatchOptions { max_batch_size: batch, max_step_tokens: step_tokens, ignore_eos: true };
+            let options = BatchOptions {
+                max_batch_size: batch,
+                max_step_tokens: step_tokens,
+                ignore_eos: true,
+            };
             let mut outputs = vec![Vec::new(); prompts.len()];
-            let stats = model.generate(requests, &options, |o| outputs[o.id] = o.tokens).expect("generation");
+            let stats = model
+                .generate(requests, &options, |o| outputs[o.id] = o.tokens)
+                .expect("generation");
             result["outputs"] = json!(outputs);
             (stats.sequences, stats.prompt_tokens, stats.output_tokens)
         }
         "prefill" | "judge-logprob" => {
             // One prompt per call, as the judge worker scores (batch-invariant verdicts).
             let prompts = prompts(if workload == "prefill" { "prefill" } else { "judge_logprob" });
-            let candidates: Vec<u32> = serde_json::from_value(file["logprob_candidates"].clone()).unwrap();
+            let candidates: Vec<u32> =
+                serde_json::from_value(file["logprob_candidates"].clone()).unwrap();
             let options = ScoringOptions { max_step_tokens: step_tokens };
             let mut verdicts = Vec::new();
             for p in &prompts {
-                let score = model.next_token_logprobs(std::slice::from_ref(p), &candidates, &options).expect("scoring");
+                let score = model
+                    .next_token_logprobs(std::slice::from_ref(p), &candidates, &options)
+                    .expect("scoring");
                 verdicts.push(score[0].candidate_logprobs.clone());
             }
             if workload == "judge-logprob" {
@@ -184,11 +221,20 @@ fn run(model: &Model, args: &[String]) {
             let requests: Vec<GenerationRequest> = prompts
                 .iter()
                 .enumerate()
-                .map(|(id, p)| GenerationRequest { id, prompt_tokens: p.clone(), max_new_tokens: number(args, "--judge-max-new", 100), stop: vec![] })
+                .map(|(id, p)| GenerationRequest {
+                    id,
+                    prompt_tokens: p.clone(),
+                    max_new_tokens: number(args, "--judge-max-new", 100),
+                    stop: vec![],
+                })
                 .collect();
             let batch = number(args, "--batch", BatchOptions::default().max_batch_size);
             result["batch"] = json!(batch);
-            let options = BatchOptions { max_batch_size: batch, max_step_tokens: step_tokens, ignore_eos: false };
+            let options = BatchOptions {
+                max_batch_size: batch,
+                max_step_tokens: step_tokens,
+                ignore_eos: false,
+            };
             let stats = model.generate(requests, &options, |_| {}).expect("generation");
             (stats.sequences, stats.prompt_tokens, stats.output_tokens)
         }

@@ -12,7 +12,10 @@
 use std::time::Instant;
 
 use herd_core::jobs::PromptTemplate;
-use herd_engine::{BatchOptions, GenerationRequest, LoadOptions, Model, ScoringOptions, WeightFormat, DEFAULT_MODEL};
+use herd_engine::{
+    BatchOptions, GenerationRequest, LoadOptions, Model, ScoringOptions, WeightFormat,
+    DEFAULT_MODEL,
+};
 
 struct Args {
     model: String,
@@ -43,7 +46,9 @@ fn parse_args() -> Args {
         skip_generation: false,
         compare_gemm: false,
     };
-    let list = |s: String| s.split(',').map(|x| x.trim().parse().expect("a number")).collect::<Vec<usize>>();
+    let list = |s: String| {
+        s.split(',').map(|x| x.trim().parse().expect("a number")).collect::<Vec<usize>>()
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -81,7 +86,8 @@ fn process_cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum());
+    let ticks: f64 =
+        fields.get(11..13).map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum());
     ticks / 100.0
 }
 
@@ -107,7 +113,8 @@ fn main() {
         .collect();
 
     let t = Instant::now();
-    let model = Model::load(&args.model, &LoadOptions { weight_format: args.weights }).expect("model loads");
+    let model = Model::load(&args.model, &LoadOptions { weight_format: args.weights })
+        .expect("model loads");
     println!(
         "model {} loaded in {:.2}s (weights {:?}); RAYON_NUM_THREADS={}",
         args.model,
@@ -131,7 +138,8 @@ fn main() {
             args.reps
         );
         let variants: &[bool] = if args.compare_gemm { &[true, false] } else { &[true] };
-        let cells: Vec<(usize, bool)> = args.batch_sizes.iter().flat_map(|&b| variants.iter().map(move |&v| (b, v))).collect();
+        let cells: Vec<(usize, bool)> =
+            args.batch_sizes.iter().flat_map(|&b| variants.iter().map(move |&v| (b, v))).collect();
         let mut results: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); cells.len()];
         for _ in 0..args.reps {
             for (b, &(batch, kernel)) in cells.iter().enumerate() {
@@ -139,22 +147,40 @@ fn main() {
                 let requests: Vec<GenerationRequest> = prompts
                     .iter()
                     .enumerate()
-                    .map(|(id, p)| GenerationRequest { id, prompt_tokens: p.clone(), max_new_tokens: args.max_new, stop: vec![] })
+                    .map(|(id, p)| GenerationRequest {
+                        id,
+                        prompt_tokens: p.clone(),
+                        max_new_tokens: args.max_new,
+                        stop: vec![],
+                    })
                     .collect();
-                let options = BatchOptions { max_batch_size: batch, max_step_tokens: 512, ignore_eos: true };
+                let options =
+                    BatchOptions { max_batch_size: batch, max_step_tokens: 512, ignore_eos: true };
                 let mut first_token = Vec::new();
                 let cpu = process_cpu_seconds();
-                let stats = model.generate(requests, &options, |o| first_token.push(o.first_token_seconds)).unwrap();
+                let stats = model
+                    .generate(requests, &options, |o| first_token.push(o.first_token_seconds))
+                    .unwrap();
                 let cpu = process_cpu_seconds() - cpu;
-                results[b].push((stats.output_tokens as f64 / stats.seconds, median(first_token), stats.output_tokens as f64 / cpu));
+                results[b].push((
+                    stats.output_tokens as f64 / stats.seconds,
+                    median(first_token),
+                    stats.output_tokens as f64 / cpu,
+                ));
             }
         }
-        println!("{:>6} {:>14} {:>16} {:>18} {:>18}", "batch", "small-m kernel", "output tok/s", "median TTFT (s)", "tok per CPU-s");
+        println!(
+            "{:>6} {:>14} {:>16} {:>18} {:>18}",
+            "batch", "small-m kernel", "output tok/s", "median TTFT (s)", "tok per CPU-s"
+        );
         for (b, &(batch, kernel)) in cells.iter().enumerate() {
             let tps = median(results[b].iter().map(|r| r.0).collect());
             let ttft = median(results[b].iter().map(|r| r.1).collect());
             let per_cpu = median(results[b].iter().map(|r| r.2).collect());
-            println!("{batch:>6} {:>14} {tps:>16.1} {ttft:>18.3} {per_cpu:>18.1}", if kernel { "on" } else { "off" });
+            println!(
+                "{batch:>6} {:>14} {tps:>16.1} {ttft:>18.3} {per_cpu:>18.1}",
+                if kernel { "on" } else { "off" }
+            );
         }
         herd_engine::cpu_kernels::set_enabled(true);
     }
@@ -176,13 +202,20 @@ fn main() {
             prompts.push(tokens);
         }
         let total: usize = prompts.iter().map(Vec::len).sum();
-        println!("\nprefill: {} prompts of {} tokens (logits only), median of {}", prompts.len(), args.prefill_len, args.reps);
+        println!(
+            "\nprefill: {} prompts of {} tokens (logits only), median of {}",
+            prompts.len(),
+            args.prefill_len,
+            args.reps
+        );
         let mut results: Vec<Vec<(f64, f64)>> = vec![Vec::new(); args.budgets.len()];
         for _ in 0..args.reps {
             for (b, &budget) in args.budgets.iter().enumerate() {
                 let t = Instant::now();
                 let cpu = process_cpu_seconds();
-                model.next_token_logits(&prompts, &ScoringOptions { max_step_tokens: budget }).unwrap();
+                model
+                    .next_token_logits(&prompts, &ScoringOptions { max_step_tokens: budget })
+                    .unwrap();
                 let cpu = process_cpu_seconds() - cpu;
                 results[b].push((total as f64 / t.elapsed().as_secs_f64(), total as f64 / cpu));
             }

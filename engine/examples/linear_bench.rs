@@ -25,7 +25,11 @@ fn time<F: FnMut()>(mut f: F, reps: usize) -> f64 {
     }
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     // The fastest run: on a shared machine, the one least disturbed by other processes.
-    if std::env::var("BENCH_MIN").is_ok() { v[0] } else { v[v.len() / 2] }
+    if std::env::var("BENCH_MIN").is_ok() {
+        v[0]
+    } else {
+        v[v.len() / 2]
+    }
 }
 
 fn main() -> candle_core::Result<()> {
@@ -35,23 +39,77 @@ fn main() -> candle_core::Result<()> {
     let w_t = w.t()?.contiguous()?;
     let q41 = QMatMul::from_qtensor(QTensor::quantize(&w, GgmlDType::Q4_1)?)?;
     let q80 = QMatMul::from_qtensor(QTensor::quantize(&w, GgmlDType::Q8_0)?)?;
-    println!("{:>5} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12}  (GFLOP/s)", "m", "x·Wt", "x·W.t()", "(W·x.t()).t", "(Wt.t·x.t).t", "q4_1", "q8_0", "herd kernel");
+    println!(
+        "{:>5} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12}  (GFLOP/s)",
+        "m", "x·Wt", "x·W.t()", "(W·x.t()).t", "(Wt.t·x.t).t", "q4_1", "q8_0", "herd kernel"
+    );
     for m in [1usize, 4, 8, 16, 32, 64, 128, 512] {
         let x = Tensor::randn(0f32, 1.0, (m, k), &dev)?;
         let flops = 2.0 * (m * n * k) as f64 / 1e9;
         let reps = if m >= 128 { 10 } else { 40 };
-        let a = time(|| { x.matmul(&w_t).unwrap(); }, reps);
-        let b = time(|| { x.matmul(&w.t().unwrap()).unwrap(); }, reps);
-        let e = time(|| { w.matmul(&x.t().unwrap()).unwrap().t().unwrap().contiguous().unwrap(); }, reps);
-        let f = time(|| { w_t.t().unwrap().matmul(&x.t().unwrap()).unwrap().t().unwrap().contiguous().unwrap(); }, reps);
-        let c = time(|| { q41.forward(&x).unwrap(); }, reps);
-        let d = time(|| { q80.forward(&x).unwrap(); }, reps);
+        let a = time(
+            || {
+                x.matmul(&w_t).unwrap();
+            },
+            reps,
+        );
+        let b = time(
+            || {
+                x.matmul(&w.t().unwrap()).unwrap();
+            },
+            reps,
+        );
+        let e = time(
+            || {
+                w.matmul(&x.t().unwrap()).unwrap().t().unwrap().contiguous().unwrap();
+            },
+            reps,
+        );
+        let f = time(
+            || {
+                w_t.t()
+                    .unwrap()
+                    .matmul(&x.t().unwrap())
+                    .unwrap()
+                    .t()
+                    .unwrap()
+                    .contiguous()
+                    .unwrap();
+            },
+            reps,
+        );
+        let c = time(
+            || {
+                q41.forward(&x).unwrap();
+            },
+            reps,
+        );
+        let d = time(
+            || {
+                q80.forward(&x).unwrap();
+            },
+            reps,
+        );
         let g = if m <= herd_engine::cpu_kernels::SMALL_M_LIMIT * 8 {
-            time(|| { herd_engine::cpu_kernels::matmul_xwt(&x, &w).unwrap(); }, reps)
+            time(
+                || {
+                    herd_engine::cpu_kernels::matmul_xwt(&x, &w).unwrap();
+                },
+                reps,
+            )
         } else {
             f64::NAN
         };
-        println!("{m:>5} {:>12.1} {:>12.1} {:>12.1} {:>12.1} {:>12.1} {:>12.1} {:>12.1}", flops / a, flops / b, flops / e, flops / f, flops / c, flops / d, flops / g);
+        println!(
+            "{m:>5} {:>12.1} {:>12.1} {:>12.1} {:>12.1} {:>12.1} {:>12.1} {:>12.1}",
+            flops / a,
+            flops / b,
+            flops / e,
+            flops / f,
+            flops / c,
+            flops / d,
+            flops / g
+        );
     }
     Ok(())
 }

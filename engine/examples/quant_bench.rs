@@ -42,8 +42,16 @@ fn time(mut f: impl FnMut(), calls: usize, reps: usize) -> f64 {
 fn main() -> candle_core::Result<()> {
     rayon::ThreadPoolBuilder::new().num_threads(1).build_global().unwrap();
     let dev = Device::Cpu;
-    println!("{:>6} {:>6} {:>5} {:>12} {:>12} {:>12} {:>12}  (GFLOP/s per CPU-second, 1 thread)", "n", "k", "m", "f32 kernel", "gemm", "packed×q8", "q8 quantize");
-    for (n, k, dtype) in [(3072usize, 576usize, GgmlDType::Q4_1), (576, 1536, GgmlDType::Q4_1), (960, 576, GgmlDType::Q4_1), (49152, 576, GgmlDType::Q8_0)] {
+    println!(
+        "{:>6} {:>6} {:>5} {:>12} {:>12} {:>12} {:>12}  (GFLOP/s per CPU-second, 1 thread)",
+        "n", "k", "m", "f32 kernel", "gemm", "packed×q8", "q8 quantize"
+    );
+    for (n, k, dtype) in [
+        (3072usize, 576usize, GgmlDType::Q4_1),
+        (576, 1536, GgmlDType::Q4_1),
+        (960, 576, GgmlDType::Q4_1),
+        (49152, 576, GgmlDType::Q8_0),
+    ] {
         println!("{dtype:?}");
         let w = Tensor::randn(0f32, 0.02, (n, k), &dev)?;
         let q4 = PackedWeights::from_qtensor(&QTensor::quantize(&w, dtype)?).unwrap();
@@ -53,14 +61,43 @@ fn main() -> candle_core::Result<()> {
             let xv: Vec<f32> = x.flatten_all()?.to_vec1()?;
             let flops = 2.0 * (m * n * k) as f64 / 1e9;
             let calls = (2e8 / (m * n * k) as f64).ceil() as usize;
-            let f32k = if m <= 64 { time(|| { herd_engine::cpu_kernels::matmul_xwt(&x, &w).unwrap(); }, calls, 5) } else { f64::NAN };
+            let f32k = if m <= 64 {
+                time(
+                    || {
+                        herd_engine::cpu_kernels::matmul_xwt(&x, &w).unwrap();
+                    },
+                    calls,
+                    5,
+                )
+            } else {
+                f64::NAN
+            };
             let wt = w.t()?;
-            let gemm = time(|| { x.matmul(&wt).unwrap(); }, calls, 5);
+            let gemm = time(
+                || {
+                    x.matmul(&wt).unwrap();
+                },
+                calls,
+                5,
+            );
             let mut xq = Q8Rows::default();
             let mut y = vec![0f32; m * n];
-            let q = time(|| { xq.quantize(&xv, m, k); quant_matmul::matmul(&xq, &q4, &mut y); }, calls, 5);
+            let q = time(
+                || {
+                    xq.quantize(&xv, m, k);
+                    quant_matmul::matmul(&xq, &q4, &mut y);
+                },
+                calls,
+                5,
+            );
             let quant = time(|| xq.quantize(&xv, m, k), calls, 5);
-            println!("{n:>6} {k:>6} {m:>5} {:>12.1} {:>12.1} {:>12.1} {:>11.1}%", flops / f32k, flops / gemm, flops / q, 100.0 * quant / q);
+            println!(
+                "{n:>6} {k:>6} {m:>5} {:>12.1} {:>12.1} {:>12.1} {:>11.1}%",
+                flops / f32k,
+                flops / gemm,
+                flops / q,
+                100.0 * quant / q
+            );
         }
     }
     Ok(())

@@ -15,19 +15,33 @@ use crate::error::Result;
 /// (`[kv_heads, len, d]` each, the new positions last). Query heads sharing a KV head are
 /// stacked as rows of one matmul instead of repeating K and V.
 /// `mask` is [`causal_mask`] for `t > 1`.
-pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, num_heads: usize, num_kv_heads: usize, mask: Option<&Tensor>) -> Result<Tensor> {
+pub fn attend(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    num_heads: usize,
+    num_kv_heads: usize,
+    mask: Option<&Tensor>,
+) -> Result<Tensor> {
     let (t, h, d) = q.dims3()?;
     debug_assert_eq!(h, num_heads);
     let len = k.dim(1)?;
     let kvh = num_kv_heads;
     let group = h / kvh;
-    let q = q.reshape((t, kvh, group, d))?.permute((1, 2, 0, 3))?.contiguous()?.reshape((kvh, group * t, d))?;
+    let q = q.reshape((t, kvh, group, d))?.permute((1, 2, 0, 3))?.contiguous()?.reshape((
+        kvh,
+        group * t,
+        d,
+    ))?;
     let scores = q.matmul(&k.t()?)?;
     let probs = if t > 1 && decode_kernel_applies(&scores) {
         scores.apply_op1_no_bwd(&CausalSoftmax { queries: t })?
     } else {
         let scores = match mask {
-            Some(mask) if t > 1 => scores.reshape((kvh, group, t, len))?.broadcast_add(mask)?.reshape((kvh, group * t, len))?,
+            Some(mask) if t > 1 => scores
+                .reshape((kvh, group, t, len))?
+                .broadcast_add(mask)?
+                .reshape((kvh, group * t, len))?,
             _ => scores,
         };
         candle_nn::ops::softmax_last_dim(&scores)?
@@ -39,8 +53,9 @@ pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, num_heads: usize, num_kv_heads
 /// `[t, len]`: 0 where query `i` (at position `len - t + i`) may look, -inf after it.
 pub fn causal_mask(t: usize, len: usize, dtype: DType, device: &Device) -> Result<Tensor> {
     let first = len - t;
-    let mask: Vec<f32> =
-        (0..t).flat_map(|i| (0..len).map(move |j| if j > first + i { f32::NEG_INFINITY } else { 0.0 })).collect();
+    let mask: Vec<f32> = (0..t)
+        .flat_map(|i| (0..len).map(move |j| if j > first + i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
     Ok(Tensor::from_vec(mask, (t, len), device)?.to_dtype(dtype)?)
 }
 
@@ -52,7 +67,11 @@ pub fn decode_kernel_applies(q: &Tensor) -> bool {
 /// Attention of one new query per sequence: `q` is `[sequences, heads, d]` (pre-scaled),
 /// `kv[s]` the cache views of sequence `s` (`[kv_heads, len_s, d]`, rows contiguous).
 /// Returns `[sequences, heads * d]`.
-pub fn decode_attention_cpu(q: &Tensor, kv: &[(Tensor, Tensor)], num_kv_heads: usize) -> Result<Tensor> {
+pub fn decode_attention_cpu(
+    q: &Tensor,
+    kv: &[(Tensor, Tensor)],
+    num_kv_heads: usize,
+) -> Result<Tensor> {
     let (n, h, d) = q.dims3()?;
     let group = h / num_kv_heads;
     let q_data = q.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
@@ -61,37 +80,57 @@ pub fn decode_attention_cpu(q: &Tensor, kv: &[(Tensor, Tensor)], num_kv_heads: u
     for (k, v) in kv {
         for (t, name) in [(k, "k"), (v, "v")] {
             let stride = t.stride();
-            if !matches!(t.device(), Device::Cpu) || t.dtype() != DType::F32 || stride[1] != d || stride[2] != 1 {
+            if !matches!(t.device(), Device::Cpu)
+                || t.dtype() != DType::F32
+                || stride[1] != d
+                || stride[2] != 1
+            {
                 let reason = format!("decode_attention_cpu: {name} must be f32 on CPU with contiguous rows ({stride:?})");
                 return Err(candle_core::Error::Msg(reason).into());
             }
         }
     }
-    out.par_chunks_mut(h * d).zip(kv.par_iter()).enumerate().try_for_each(|(s, (out_seq, (k, v)))| -> Result<()> {
-        let len = k.dim(1)?;
-        let (k_storage, k_layout) = k.storage_and_layout();
-        let (v_storage, v_layout) = v.storage_and_layout();
-        let (Storage::Cpu(k_cpu), Storage::Cpu(v_cpu)) = (&*k_storage, &*v_storage) else { unreachable!("checked above") };
-        let (k_all, v_all) = (k_cpu.as_slice::<f32>()?, v_cpu.as_slice::<f32>()?);
-        let mut scores = vec![0f32; 2 * group * len];
-        for g in 0..num_kv_heads {
-            let k_head = &k_all[k_layout.start_offset() + g * k_layout.stride()[0]..][..len * d];
-            let v_head = &v_all[v_layout.start_offset() + g * v_layout.stride()[0]..][..len * d];
-            let q_group = &q_data[(s * h + g * group) * d..][..group * d];
-            let out_group = &mut out_seq[g * group * d..][..group * d];
-            attend_one_group(q_group, k_head, v_head, d, &mut scores, out_group);
-        }
-        Ok(())
-    })?;
+    out.par_chunks_mut(h * d).zip(kv.par_iter()).enumerate().try_for_each(
+        |(s, (out_seq, (k, v)))| -> Result<()> {
+            let len = k.dim(1)?;
+            let (k_storage, k_layout) = k.storage_and_layout();
+            let (v_storage, v_layout) = v.storage_and_layout();
+            let (Storage::Cpu(k_cpu), Storage::Cpu(v_cpu)) = (&*k_storage, &*v_storage) else {
+                unreachable!("checked above")
+            };
+            let (k_all, v_all) = (k_cpu.as_slice::<f32>()?, v_cpu.as_slice::<f32>()?);
+            let mut scores = vec![0f32; 2 * group * len];
+            for g in 0..num_kv_heads {
+                let k_head =
+                    &k_all[k_layout.start_offset() + g * k_layout.stride()[0]..][..len * d];
+                let v_head =
+                    &v_all[v_layout.start_offset() + g * v_layout.stride()[0]..][..len * d];
+                let q_group = &q_data[(s * h + g * group) * d..][..group * d];
+                let out_group = &mut out_seq[g * group * d..][..group * d];
+                attend_one_group(q_group, k_head, v_head, d, &mut scores, out_group);
+            }
+            Ok(())
+        },
+    )?;
     Ok(Tensor::from_vec(out, (n, h * d), q.device())?)
 }
 
 /// The query heads of one KV head: scores, softmax, weighted sum of values.
 /// `scratch` holds `2 · group · len` values (scores and probabilities).
-fn attend_one_group(q: &[f32], k: &[f32], v: &[f32], d: usize, scratch: &mut [f32], out: &mut [f32]) {
+fn attend_one_group(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    d: usize,
+    scratch: &mut [f32],
+    out: &mut [f32],
+) {
     #[cfg(target_arch = "x86_64")]
     {
-        if d % 8 == 0 && std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        if d % 8 == 0
+            && std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+        {
             // SAFETY: the CPU has the features the function is compiled for; d is whole vectors.
             unsafe { attend_one_group_avx2(q, k, v, d, scratch, out) };
             return;
@@ -104,7 +143,14 @@ fn attend_one_group(q: &[f32], k: &[f32], v: &[f32], d: usize, scratch: &mut [f3
 /// bounds-checked dot products (measured: a quarter of batched decode time went there).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn attend_one_group_avx2(q: &[f32], k: &[f32], v: &[f32], d: usize, scratch: &mut [f32], out: &mut [f32]) {
+unsafe fn attend_one_group_avx2(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    d: usize,
+    scratch: &mut [f32],
+    out: &mut [f32],
+) {
     use std::arch::x86_64::*;
     let group = q.len() / d;
     let len = k.len() / d;
@@ -117,21 +163,37 @@ unsafe fn attend_one_group_avx2(q: &[f32], k: &[f32], v: &[f32], d: usize, scrat
             let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
             let mut c = 0;
             while c + 16 <= d {
-                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q_row.add(c)), _mm256_loadu_ps(k_row.add(c)), a0);
-                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q_row.add(c + 8)), _mm256_loadu_ps(k_row.add(c + 8)), a1);
+                a0 = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(q_row.add(c)),
+                    _mm256_loadu_ps(k_row.add(c)),
+                    a0,
+                );
+                a1 = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(q_row.add(c + 8)),
+                    _mm256_loadu_ps(k_row.add(c + 8)),
+                    a1,
+                );
                 c += 16;
             }
             if c < d {
-                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q_row.add(c)), _mm256_loadu_ps(k_row.add(c)), a0);
+                a0 = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(q_row.add(c)),
+                    _mm256_loadu_ps(k_row.add(c)),
+                    a0,
+                );
             }
             let s = _mm256_add_ps(a0, a1);
             let s4 = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
             let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-            *scores.get_unchecked_mut(j * len + p) = _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
+            *scores.get_unchecked_mut(j * len + p) =
+                _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
         }
     }
     for j in 0..group {
-        crate::cpu_kernels::softmax_prefix(&scores[j * len..(j + 1) * len], &mut probs[j * len..(j + 1) * len]);
+        crate::cpu_kernels::softmax_prefix(
+            &scores[j * len..(j + 1) * len],
+            &mut probs[j * len..(j + 1) * len],
+        );
     }
     out.fill(0.0);
     let op = out.as_mut_ptr();
@@ -142,7 +204,10 @@ unsafe fn attend_one_group_avx2(q: &[f32], k: &[f32], v: &[f32], d: usize, scrat
             let o = op.add(j * d);
             let mut c = 0;
             while c < d {
-                _mm256_storeu_ps(o.add(c), _mm256_fmadd_ps(w, _mm256_loadu_ps(v_row.add(c)), _mm256_loadu_ps(o.add(c))));
+                _mm256_storeu_ps(
+                    o.add(c),
+                    _mm256_fmadd_ps(w, _mm256_loadu_ps(v_row.add(c)), _mm256_loadu_ps(o.add(c))),
+                );
                 c += 8;
             }
         }
@@ -150,7 +215,14 @@ unsafe fn attend_one_group_avx2(q: &[f32], k: &[f32], v: &[f32], d: usize, scrat
 }
 
 #[inline(always)]
-fn attend_one_group_portable(q: &[f32], k: &[f32], v: &[f32], d: usize, scores: &mut [f32], out: &mut [f32]) {
+fn attend_one_group_portable(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    d: usize,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
     let group = q.len() / d;
     let len = k.len() / d;
     for (k_row, p) in k.chunks_exact(d).zip(0..len) {

@@ -30,9 +30,16 @@ impl Architecture {
 pub enum RopeScaling {
     None,
     /// Positions divided by `factor`.
-    Linear { factor: f64 },
+    Linear {
+        factor: f64,
+    },
     /// Llama 3.1's frequency-dependent scaling.
-    Llama3 { factor: f64, low_freq_factor: f64, high_freq_factor: f64, original_max_position_embeddings: f64 },
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max_position_embeddings: f64,
+    },
     /// Per-frequency divisors, as GGUF files carry them in `rope_freqs.weight`.
     FreqFactors(Vec<f32>),
 }
@@ -60,12 +67,20 @@ impl ModelConfig {
     /// Rotary inverse frequencies, one per pair of head dimensions, scaling applied.
     pub fn rope_inv_freqs(&self) -> Vec<f64> {
         let d = self.head_dim;
-        let base: Vec<f64> = (0..d / 2).map(|i| 1.0 / self.rope_theta.powf(2.0 * i as f64 / d as f64)).collect();
+        let base: Vec<f64> =
+            (0..d / 2).map(|i| 1.0 / self.rope_theta.powf(2.0 * i as f64 / d as f64)).collect();
         match &self.rope_scaling {
             RopeScaling::None => base,
             RopeScaling::Linear { factor } => base.iter().map(|f| f / factor).collect(),
-            RopeScaling::FreqFactors(factors) => base.iter().zip(factors).map(|(f, s)| f / *s as f64).collect(),
-            RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings } => {
+            RopeScaling::FreqFactors(factors) => {
+                base.iter().zip(factors).map(|(f, s)| f / *s as f64).collect()
+            }
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            } => {
                 let low_wavelen = original_max_position_embeddings / low_freq_factor;
                 let high_wavelen = original_max_position_embeddings / high_freq_factor;
                 base.iter()
@@ -76,7 +91,8 @@ impl ModelConfig {
                         } else if wavelen > low_wavelen {
                             freq / factor
                         } else {
-                            let smooth = (original_max_position_embeddings / wavelen - low_freq_factor)
+                            let smooth = (original_max_position_embeddings / wavelen
+                                - low_freq_factor)
                                 / (high_freq_factor - low_freq_factor);
                             (1.0 - smooth) * freq / factor + smooth * freq
                         }
@@ -88,7 +104,8 @@ impl ModelConfig {
 
     /// Reads a Hugging Face `config.json`.
     pub fn from_hf_config(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| EngineError::Io { path: path.into(), source })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| EngineError::Io { path: path.into(), source })?;
         let bad = |reason: String| EngineError::BadConfig { path: path.into(), reason };
         let raw: HfConfig = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
         let arch_name = raw
@@ -102,12 +119,19 @@ impl ModelConfig {
             other => {
                 return Err(EngineError::UnsupportedArchitecture {
                     path: path.into(),
-                    architecture: if other.is_empty() { "<none given>".into() } else { other.into() },
+                    architecture: if other.is_empty() {
+                        "<none given>".into()
+                    } else {
+                        other.into()
+                    },
                 })
             }
         };
         let num_kv_heads = raw.num_key_value_heads.unwrap_or(raw.num_attention_heads);
-        if raw.num_attention_heads == 0 || num_kv_heads == 0 || raw.num_attention_heads % num_kv_heads != 0 {
+        if raw.num_attention_heads == 0
+            || num_kv_heads == 0
+            || raw.num_attention_heads % num_kv_heads != 0
+        {
             return Err(bad(format!(
                 "num_attention_heads {} is not a multiple of num_key_value_heads {num_kv_heads}",
                 raw.num_attention_heads
@@ -118,14 +142,22 @@ impl ModelConfig {
             None => RopeScaling::None,
             Some(s) => match s.rope_type.as_deref().or(s.kind.as_deref()).unwrap_or("default") {
                 "default" => RopeScaling::None,
-                "linear" => RopeScaling::Linear { factor: s.factor.ok_or_else(|| bad("rope_scaling.factor missing".into()))? },
+                "linear" => RopeScaling::Linear {
+                    factor: s.factor.ok_or_else(|| bad("rope_scaling.factor missing".into()))?,
+                },
                 "llama3" => RopeScaling::Llama3 {
                     factor: s.factor.ok_or_else(|| bad("rope_scaling.factor missing".into()))?,
                     low_freq_factor: s.low_freq_factor.unwrap_or(1.0),
                     high_freq_factor: s.high_freq_factor.unwrap_or(4.0),
-                    original_max_position_embeddings: s.original_max_position_embeddings.unwrap_or(8192.0),
+                    original_max_position_embeddings: s
+                        .original_max_position_embeddings
+                        .unwrap_or(8192.0),
                 },
-                other => return Err(bad(format!("rope_scaling type {other:?} is not supported (default, linear, llama3)"))),
+                other => {
+                    return Err(bad(format!(
+                        "rope_scaling type {other:?} is not supported (default, linear, llama3)"
+                    )))
+                }
             },
         };
         let cfg = ModelConfig {
@@ -160,7 +192,12 @@ impl ModelConfig {
         let architecture = match arch_name.as_str() {
             "llama" => Architecture::Llama,
             "qwen2" => Architecture::Qwen2,
-            other => return Err(EngineError::UnsupportedArchitecture { path: path.into(), architecture: other.into() }),
+            other => {
+                return Err(EngineError::UnsupportedArchitecture {
+                    path: path.into(),
+                    architecture: other.into(),
+                })
+            }
         };
         let key = |k: &str| format!("{arch_name}.{k}");
         let get_usize = |k: &str| -> Result<usize> {
@@ -170,12 +207,16 @@ impl ModelConfig {
                 .map(|v| v as usize)
                 .map_err(|e| bad(format!("metadata {}: {e}", key(k))))
         };
-        let get_f64 = |k: &str| -> Option<f64> { md.get(&key(k)).and_then(|v| v.to_f32().ok().map(f64::from).or_else(|| v.to_f64().ok())) };
+        let get_f64 = |k: &str| -> Option<f64> {
+            md.get(&key(k)).and_then(|v| v.to_f32().ok().map(f64::from).or_else(|| v.to_f64().ok()))
+        };
         let hidden_size = get_usize("embedding_length")?;
         let num_heads = get_usize("attention.head_count")?;
         let num_kv_heads = get_usize("attention.head_count_kv").unwrap_or(num_heads);
         if num_heads == 0 || num_kv_heads == 0 || num_heads % num_kv_heads != 0 {
-            return Err(bad(format!("head_count {num_heads} is not a multiple of head_count_kv {num_kv_heads}")));
+            return Err(bad(format!(
+                "head_count {num_heads} is not a multiple of head_count_kv {num_kv_heads}"
+            )));
         }
         let head_dim = get_usize("attention.key_length")
             .or_else(|_| get_usize("rope.dimension_count"))
@@ -190,8 +231,14 @@ impl ModelConfig {
             let _ = info;
             RopeScaling::FreqFactors(Vec::new())
         } else {
-            match md.get(&key("rope.scaling.type")).and_then(|v| v.to_string().ok()).map(String::as_str) {
-                Some("linear") => RopeScaling::Linear { factor: get_f64("rope.scaling.factor").unwrap_or(1.0) },
+            match md
+                .get(&key("rope.scaling.type"))
+                .and_then(|v| v.to_string().ok())
+                .map(String::as_str)
+            {
+                Some("linear") => {
+                    RopeScaling::Linear { factor: get_f64("rope.scaling.factor").unwrap_or(1.0) }
+                }
                 Some("none") | None => RopeScaling::None,
                 Some(other) => return Err(bad(format!("rope scaling {other:?} is not supported"))),
             }

@@ -46,7 +46,12 @@ pub fn matmul_xwt(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     let (m, k) = x.dims2()?;
     let (n, k2) = w.dims2()?;
     if k != k2 {
-        return Err(candle_core::Error::ShapeMismatchBinaryOp { lhs: x.shape().clone(), rhs: w.shape().clone(), op: "matmul_xwt" }.into());
+        return Err(candle_core::Error::ShapeMismatchBinaryOp {
+            lhs: x.shape().clone(),
+            rhs: w.shape().clone(),
+            op: "matmul_xwt",
+        }
+        .into());
     }
     let (xs, xl) = x.storage_and_layout();
     let (ws, wl) = w.storage_and_layout();
@@ -77,10 +82,22 @@ unsafe impl Sync for SendPtr {}
 unsafe impl Send for SendPtr {}
 
 /// Columns `j0..j1` of `y` (row stride `n`).
-unsafe fn matmul_block(x: &[f32], w: &[f32], y: *mut f32, m: usize, n: usize, k: usize, j0: usize, j1: usize) {
+unsafe fn matmul_block(
+    x: &[f32],
+    w: &[f32],
+    y: *mut f32,
+    m: usize,
+    n: usize,
+    k: usize,
+    j0: usize,
+    j1: usize,
+) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") && k % 8 == 0 {
+        if std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && k % 8 == 0
+        {
             avx2::matmul_block(x, w, y, m, n, k, j0, j1);
             return;
         }
@@ -101,7 +118,16 @@ mod avx2 {
     use super::{TILE_W, TILE_X};
 
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn matmul_block(x: &[f32], w: &[f32], y: *mut f32, m: usize, n: usize, k: usize, j0: usize, j1: usize) {
+    pub(super) unsafe fn matmul_block(
+        x: &[f32],
+        w: &[f32],
+        y: *mut f32,
+        m: usize,
+        n: usize,
+        k: usize,
+        j0: usize,
+        j1: usize,
+    ) {
         let mut j = j0;
         while j < j1 {
             let nw = (j1 - j).min(TILE_W);
@@ -130,7 +156,15 @@ mod avx2 {
 
     /// Rows `r..r+MX` of `x` against rows `j..j+MW` of `w`: MX·MW dot products of length k.
     #[inline(always)]
-    unsafe fn tile<const MX: usize, const MW: usize>(x: &[f32], w: &[f32], y: *mut f32, n: usize, k: usize, r: usize, j: usize) {
+    unsafe fn tile<const MX: usize, const MW: usize>(
+        x: &[f32],
+        w: &[f32],
+        y: *mut f32,
+        n: usize,
+        k: usize,
+        r: usize,
+        j: usize,
+    ) {
         let mut acc = [[_mm256_setzero_ps(); MW]; MX];
         let xp = x.as_ptr().add(r * k);
         let wp = w.as_ptr().add(j * k);
@@ -190,7 +224,8 @@ mod avx2 {
         for c in [1.333_355_8e-3, 9.618_129e-3, 5.550_357e-2, 2.402_265e-1, 6.931_472e-1, 1.0] {
             p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(c));
         }
-        let bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+        let bits =
+            _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
         _mm256_mul_ps(p, _mm256_castsi256_ps(bits))
     }
 
@@ -208,7 +243,10 @@ mod avx2 {
 /// SwiGLU on a stacked `[tokens, 2·i]` gate/up projection: `silu(gate) · up`, `[tokens, i]`,
 /// in one pass (two candle ops and an intermediate otherwise).
 pub fn swiglu(gate_up: &Tensor, intermediate: usize) -> Result<Option<Tensor>> {
-    if !matches!(gate_up.device(), Device::Cpu) || gate_up.dtype() != DType::F32 || !gate_up.is_contiguous() {
+    if !matches!(gate_up.device(), Device::Cpu)
+        || gate_up.dtype() != DType::F32
+        || !gate_up.is_contiguous()
+    {
         return Ok(None);
     }
     let (tokens, width) = gate_up.dims2()?;
@@ -217,14 +255,17 @@ pub fn swiglu(gate_up: &Tensor, intermediate: usize) -> Result<Option<Tensor>> {
     }
     let (storage, layout) = gate_up.storage_and_layout();
     let Storage::Cpu(cpu) = &*storage else { return Ok(None) };
-    let data = &cpu.as_slice::<f32>()?[layout.start_offset()..layout.start_offset() + tokens * width];
+    let data =
+        &cpu.as_slice::<f32>()?[layout.start_offset()..layout.start_offset() + tokens * width];
     let mut out = vec![0f32; tokens * intermediate];
-    out.par_chunks_mut(intermediate).zip(data.par_chunks(width)).with_min_len(8).for_each(|(o, row)| {
-        let (gate, up) = row.split_at(intermediate);
-        for ((o, &g), &u) in o.iter_mut().zip(gate).zip(up) {
-            *o = g / (1.0 + (-g).exp()) * u;
-        }
-    });
+    out.par_chunks_mut(intermediate).zip(data.par_chunks(width)).with_min_len(8).for_each(
+        |(o, row)| {
+            let (gate, up) = row.split_at(intermediate);
+            for ((o, &g), &u) in o.iter_mut().zip(gate).zip(up) {
+                *o = g / (1.0 + (-g).exp()) * u;
+            }
+        },
+    );
     drop(storage);
     Ok(Some(Tensor::from_vec(out, (tokens, intermediate), gate_up.device())?))
 }
@@ -243,19 +284,30 @@ impl candle_core::CustomOp1 for CausalSoftmax {
         "causal-softmax"
     }
 
-    fn cpu_fwd(&self, storage: &candle_core::CpuStorage, layout: &candle_core::Layout) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        let Some((start, end)) = layout.contiguous_offsets() else { candle_core::bail!("causal-softmax: input must be contiguous") };
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("causal-softmax: input must be contiguous")
+        };
         let src = &storage.as_slice::<f32>()?[start..end];
         let len = *layout.dims().last().unwrap_or(&1);
         let t = self.queries;
         if t == 0 || t > len || (src.len() / len) % t != 0 {
-            candle_core::bail!("causal-softmax: {} rows of {len} do not cycle through {t} queries", src.len() / len)
+            candle_core::bail!(
+                "causal-softmax: {} rows of {len} do not cycle through {t} queries",
+                src.len() / len
+            )
         }
         let mut dst = vec![0f32; src.len()];
-        dst.par_chunks_mut(len).zip(src.par_chunks(len)).enumerate().with_min_len(16).for_each(|(r, (out, row))| {
-            let valid = len - t + r % t + 1;
-            softmax_prefix(&row[..valid], &mut out[..valid]);
-        });
+        dst.par_chunks_mut(len).zip(src.par_chunks(len)).enumerate().with_min_len(16).for_each(
+            |(r, (out, row))| {
+                let valid = len - t + r % t + 1;
+                softmax_prefix(&row[..valid], &mut out[..valid]);
+            },
+        );
         Ok((candle_core::CpuStorage::F32(dst), layout.shape().clone()))
     }
 }
@@ -265,7 +317,8 @@ pub(crate) fn softmax_prefix(src: &[f32], dst: &mut [f32]) {
     let max = src.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
             // SAFETY: the CPU has the features.
             let sum = unsafe { avx2::exp_shifted(src, max, dst) };
             let inv = 1.0 / sum;
@@ -291,7 +344,10 @@ mod tests {
         let (heads, t, len) = (3, 5, 12);
         let scores = (Tensor::randn(0f32, 4.0, (heads, 2 * t, len), &Device::Cpu)? - 30.0)?;
         let mask = crate::attention::causal_mask(t, len, DType::F32, &Device::Cpu)?;
-        let expected = candle_nn::ops::softmax_last_dim(&scores.reshape((heads, 2, t, len))?.broadcast_add(&mask)?)?.reshape((heads, 2 * t, len))?;
+        let expected = candle_nn::ops::softmax_last_dim(
+            &scores.reshape((heads, 2, t, len))?.broadcast_add(&mask)?,
+        )?
+        .reshape((heads, 2 * t, len))?;
         let got = scores.apply_op1_no_bwd(&CausalSoftmax { queries: t })?;
         let diff = (got - expected)?.abs()?.max_all()?.to_scalar::<f32>()?;
         assert!(diff < 1e-6, "{diff}");
@@ -301,7 +357,8 @@ mod tests {
     #[test]
     fn swiglu_matches_candle_ops() -> Result<()> {
         let gate_up = Tensor::randn(0f32, 3.0, (5, 2 * 37), &Device::Cpu)?;
-        let expected = (candle_nn::ops::silu(&gate_up.narrow(1, 0, 37)?)? * gate_up.narrow(1, 37, 37)?)?;
+        let expected =
+            (candle_nn::ops::silu(&gate_up.narrow(1, 0, 37)?)? * gate_up.narrow(1, 37, 37)?)?;
         let got = swiglu(&gate_up, 37)?.expect("cpu f32");
         let diff = (got - expected)?.abs()?.max_all()?.to_scalar::<f32>()?;
         assert!(diff < 1e-5, "{diff}");

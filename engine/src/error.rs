@@ -10,7 +10,9 @@ pub enum EngineError {
     #[error("model {path}: no such file or folder")]
     ModelNotFound { path: PathBuf },
 
-    #[error("model folder {dir}: no config.json (expected a Hugging Face model folder or a .gguf file)")]
+    #[error(
+        "model folder {dir}: no config.json (expected a Hugging Face model folder or a .gguf file)"
+    )]
     MissingConfig { dir: PathBuf },
 
     #[error("model folder {dir}: no weights (model.safetensors, or shards listed in model.safetensors.index.json)")]

@@ -95,10 +95,18 @@ impl Model {
     ) -> Result<GenerationStats> {
         for r in &requests {
             if r.prompt_tokens.is_empty() {
-                return Err(EngineError::BadRequest { request: r.id, reason: "empty prompt".into() });
+                return Err(EngineError::BadRequest {
+                    request: r.id,
+                    reason: "empty prompt".into(),
+                });
             }
-            if let Some(&bad) = r.prompt_tokens.iter().find(|&&t| t as usize >= self.config().vocab_size) {
-                return Err(EngineError::BadRequest { request: r.id, reason: format!("token id {bad} is outside the vocabulary") });
+            if let Some(&bad) =
+                r.prompt_tokens.iter().find(|&&t| t as usize >= self.config().vocab_size)
+            {
+                return Err(EngineError::BadRequest {
+                    request: r.id,
+                    reason: format!("token id {bad} is outside the vocabulary"),
+                });
             }
             if let Some(capacity) = self.network.kv_capacity() {
                 let needed = r.prompt_tokens.len() + r.max_new_tokens;
@@ -111,7 +119,8 @@ impl Model {
         let started = Instant::now();
         let max_batch = options.max_batch_size.max(1);
         let step_budget = options.max_step_tokens.max(max_batch + 1);
-        let eog: &[u32] = if options.ignore_eos { &[] } else { self.tokenizer.end_of_generation_ids() };
+        let eog: &[u32] =
+            if options.ignore_eos { &[] } else { self.tokenizer.end_of_generation_ids() };
         let mut stats = GenerationStats { sequences: requests.len(), ..Default::default() };
         let mut waiting: VecDeque<GenerationRequest> = requests.into();
         let mut active: Vec<ActiveSequence> = Vec::with_capacity(max_batch);
@@ -122,7 +131,10 @@ impl Model {
                 // Paged caches reserve the whole length now; while the cache is full the
                 // request waits for running sequences to end.
                 let prompt = request.prompt_tokens.len();
-                let Some(cache) = self.network.new_cache(prompt + request.max_new_tokens, prompt + request.max_new_tokens.min(512)) else {
+                let Some(cache) = self.network.new_cache(
+                    prompt + request.max_new_tokens,
+                    prompt + request.max_new_tokens.min(512),
+                ) else {
                     if active.is_empty() {
                         // Another caller holds the cache; its sequences will end.
                         std::thread::sleep(std::time::Duration::from_millis(2));
@@ -213,7 +225,11 @@ impl Model {
     }
 
     /// [`Model::generate`], outputs returned in request order.
-    pub fn generate_all(&self, requests: Vec<GenerationRequest>, options: &BatchOptions) -> Result<Vec<GenerationOutput>> {
+    pub fn generate_all(
+        &self,
+        requests: Vec<GenerationRequest>,
+        options: &BatchOptions,
+    ) -> Result<Vec<GenerationOutput>> {
         let order: Vec<usize> = requests.iter().map(|r| r.id).collect();
         let mut outputs = Vec::with_capacity(requests.len());
         self.generate(requests, options, |o| outputs.push(o))?;
@@ -228,7 +244,11 @@ impl Model {
 }
 
 /// One forward pass over the fed sequences; returns the greedy next token of each.
-fn forward_step(network: &Network, active: &mut [ActiveSequence], fed: &[(usize, usize)]) -> Result<Vec<u32>> {
+fn forward_step(
+    network: &Network,
+    active: &mut [ActiveSequence],
+    fed: &[(usize, usize)],
+) -> Result<Vec<u32>> {
     let mut tokens: Vec<&[u32]> = Vec::with_capacity(fed.len());
     let mut caches: Vec<&mut SequenceCache> = Vec::with_capacity(fed.len());
     let mut fed_iter = fed.iter().peekable();
@@ -307,7 +327,10 @@ impl IncrementalText {
         }
         let prefix = tokenizer.decode(&tokens[self.prefix_offset..self.read_offset])?;
         let window = tokenizer.decode(&tokens[self.prefix_offset..])?;
-        if window.len() > prefix.len() && !window.ends_with('\u{FFFD}') && window.is_char_boundary(prefix.len()) {
+        if window.len() > prefix.len()
+            && !window.ends_with('\u{FFFD}')
+            && window.is_char_boundary(prefix.len())
+        {
             self.text.push_str(&window[prefix.len()..]);
             self.prefix_offset = self.read_offset;
             self.read_offset = tokens.len();
@@ -325,7 +348,11 @@ impl IncrementalText {
 }
 
 fn earliest_stop(text: &str, stops: &[String], from: usize) -> Option<usize> {
-    stops.iter().filter(|s| !s.is_empty()).filter_map(|s| text[from..].find(s.as_str()).map(|p| p + from)).min()
+    stops
+        .iter()
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| text[from..].find(s.as_str()).map(|p| p + from))
+        .min()
 }
 
 #[cfg(test)]

@@ -55,7 +55,13 @@ pub struct ContiguousCache {
 }
 
 impl ContiguousCache {
-    pub fn new(num_layers: usize, kv_heads: usize, head_dim: usize, dtype: DType, device: &Device) -> Self {
+    pub fn new(
+        num_layers: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        dtype: DType,
+        device: &Device,
+    ) -> Self {
         Self {
             layers: (0..num_layers).map(|_| None).collect(),
             kv_heads,
@@ -95,13 +101,15 @@ impl ContiguousCache {
         let t = k.dim(0)?;
         let k = k.transpose(0, 1)?.contiguous()?;
         let v = v.transpose(0, 1)?.contiguous()?;
-        let (kv_heads, head_dim, dtype, device) = (self.kv_heads, self.head_dim, self.dtype, self.device.clone());
+        let (kv_heads, head_dim, dtype, device) =
+            (self.kv_heads, self.head_dim, self.dtype, self.device.clone());
         let alloc = |capacity: usize| Tensor::zeros((kv_heads, capacity, head_dim), dtype, &device);
         let slot = &mut self.layers[layer];
         let needed = slot.as_ref().map_or(0, |l| l.len) + t;
         let capacity = slot.as_ref().map_or(0, |l| l.k.dim(1).unwrap_or(0));
         if needed > capacity {
-            let new_capacity = needed.max(self.reserve).max(capacity * 2).next_multiple_of(CAPACITY_QUANTUM);
+            let new_capacity =
+                needed.max(self.reserve).max(capacity * 2).next_multiple_of(CAPACITY_QUANTUM);
             let (new_k, new_v) = (alloc(new_capacity)?, alloc(new_capacity)?);
             if let Some(old) = slot.as_ref() {
                 if old.len > 0 {

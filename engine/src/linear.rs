@@ -76,7 +76,10 @@ impl Linear {
     }
 
     pub fn is_quantized(&self) -> bool {
-        matches!(self.weight, LinearWeight::Quantized(QMatMul::QTensor(_)) | LinearWeight::Packed(_))
+        matches!(
+            self.weight,
+            LinearWeight::Quantized(QMatMul::QTensor(_)) | LinearWeight::Packed(_)
+        )
     }
 
     /// `x`: `[tokens, in]` → `[tokens, out]`.
@@ -119,7 +122,14 @@ thread_local! {
 fn packed_forward(x: &Tensor, w: &PackedWeights) -> Result<Tensor> {
     let (m, k) = x.dims2()?;
     if !matches!(x.device(), Device::Cpu) || x.dtype() != DType::F32 || k != w.cols() {
-        let reason = format!("packed linear: x is {:?} {:?} on {:?}, weights [{}, {}]", x.dims(), x.dtype(), x.device(), w.rows(), w.cols());
+        let reason = format!(
+            "packed linear: x is {:?} {:?} on {:?}, weights [{}, {}]",
+            x.dims(),
+            x.dtype(),
+            x.device(),
+            w.rows(),
+            w.cols()
+        );
         return Err(candle_core::Error::Msg(reason).into());
     }
     let x = x.contiguous()?;

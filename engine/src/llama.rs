@@ -71,7 +71,12 @@ impl RotaryEmbedding {
     }
 
     /// cos and sin tables, `[positions, head_dim / 2]` each.
-    pub fn tables(&self, positions: &[usize], dtype: DType, device: &Device) -> Result<(Tensor, Tensor)> {
+    pub fn tables(
+        &self,
+        positions: &[usize],
+        dtype: DType,
+        device: &Device,
+    ) -> Result<(Tensor, Tensor)> {
         let half = self.inv_freqs.len();
         let mut cos = Vec::with_capacity(positions.len() * half);
         let mut sin = Vec::with_capacity(positions.len() * half);
@@ -119,7 +124,13 @@ pub struct Attention {
 }
 
 impl Attention {
-    fn forward(&self, x: &Tensor, layer: usize, ctx: &PassContext, caches: &mut [&mut ContiguousCache]) -> Result<Tensor> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        layer: usize,
+        ctx: &PassContext,
+        caches: &mut [&mut ContiguousCache],
+    ) -> Result<Tensor> {
         let tokens = x.dim(0)?;
         let (h, kvh, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let qkv = self.qkv.forward(x)?;
@@ -128,7 +139,8 @@ impl Attention {
         let v = qkv.narrow(1, (h + kvh) * d, kvh * d)?.reshape((tokens, kvh, d))?;
         let q = candle_nn::rotary_emb::rope_thd(&q.contiguous()?, &ctx.cos, &ctx.sin)?;
         let q = (q.squeeze(0)? * (1.0 / (d as f64).sqrt()))?;
-        let k = candle_nn::rotary_emb::rope_thd(&k.contiguous()?, &ctx.cos, &ctx.sin)?.squeeze(0)?;
+        let k =
+            candle_nn::rotary_emb::rope_thd(&k.contiguous()?, &ctx.cos, &ctx.sin)?.squeeze(0)?;
         let v = v.contiguous()?;
 
         // Single-token spans go through the batched decode kernel, longer ones through
@@ -138,14 +150,22 @@ impl Attention {
         let mut single_kv = Vec::new();
         let mut parts: Vec<Option<Tensor>> = Vec::with_capacity(caches.len());
         for (cache, &(start, t)) in caches.iter_mut().zip(&ctx.batch.spans) {
-            let (k_all, v_all) = cache.append(layer, &k.narrow(0, start, t)?, &v.narrow(0, start, t)?)?;
+            let (k_all, v_all) =
+                cache.append(layer, &k.narrow(0, start, t)?, &v.narrow(0, start, t)?)?;
             if t == 1 && use_kernel {
                 single_rows.push(start as u32);
                 single_kv.push((k_all, v_all));
                 parts.push(None);
             } else {
                 let mask = ctx.masks[parts.len()].as_ref();
-                parts.push(Some(attention::attend(&q.narrow(0, start, t)?, &k_all, &v_all, h, kvh, mask)?));
+                parts.push(Some(attention::attend(
+                    &q.narrow(0, start, t)?,
+                    &k_all,
+                    &v_all,
+                    h,
+                    kvh,
+                    mask,
+                )?));
             }
         }
         let singles = if single_rows.is_empty() {
@@ -166,7 +186,11 @@ impl Attention {
                         Some(t) => t,
                         None => {
                             next_single += 1;
-                            singles.as_ref().expect("kernel output").narrow(0, next_single - 1, 1)?
+                            singles.as_ref().expect("kernel output").narrow(
+                                0,
+                                next_single - 1,
+                                1,
+                            )?
                         }
                     });
                 }
@@ -187,8 +211,16 @@ impl Attention {
         let dev = x.device();
         let qkv = time("qkv projection", dev, || self.qkv.forward(x))?;
         let q_scale = (1.0 / (self.head_dim as f64).sqrt()) as f32;
-        let qkv = time("rotary", dev, || Ok(qkv.apply_op3_no_bwd(&ctx.positions, &ctx.inv_freq, &RopeQkv { layout, q_scale })?))?;
-        time("store keys/values", dev, || Ok(cache.inplace_op3(&qkv, &ctx.slots, &StoreKv { layout, block_size: ctx.block_size })?))?;
+        let qkv = time("rotary", dev, || {
+            Ok(qkv.apply_op3_no_bwd(&ctx.positions, &ctx.inv_freq, &RopeQkv { layout, q_scale })?)
+        })?;
+        time("store keys/values", dev, || {
+            Ok(cache.inplace_op3(
+                &qkv,
+                &ctx.slots,
+                &StoreKv { layout, block_size: ctx.block_size },
+            )?)
+        })?;
         let mut parts = Vec::with_capacity(1 + ctx.batch.spans.len());
         if ctx.batch.decode_rows > 0 {
             let op = DecodeAttention {
@@ -198,16 +230,22 @@ impl Attention {
                 meta_stride: ctx.batch.meta_stride,
                 max_context: ctx.batch.max_decode_context,
             };
-            parts.push(time("decode attention", dev, || Ok(qkv.apply_op3_no_bwd(cache, &ctx.decode_meta, &op)?))?);
+            parts.push(time("decode attention", dev, || {
+                Ok(qkv.apply_op3_no_bwd(cache, &ctx.decode_meta, &op)?)
+            })?);
         }
         for (span, table) in ctx.batch.spans.iter().zip(&ctx.span_tables) {
             parts.push(time("prefill attention", dev, || {
                 let q = qkv.narrow(0, span.start, span.tokens)?.narrow(1, 0, self.num_heads)?;
-                let kv = cache.apply_op2_no_bwd(table, &GatherKv { layout, block_size: ctx.block_size, len: span.context })?;
+                let kv = cache.apply_op2_no_bwd(
+                    table,
+                    &GatherKv { layout, block_size: ctx.block_size, len: span.context },
+                )?;
                 paged_ops::prefill_attention(&q, &kv.get(0)?, &kv.get(1)?, layout)
             })?);
         }
-        let attended = if parts.len() == 1 { parts.pop().expect("one part") } else { Tensor::cat(&parts, 0)? };
+        let attended =
+            if parts.len() == 1 { parts.pop().expect("one part") } else { Tensor::cat(&parts, 0)? };
         time("o projection", dev, || self.o.forward(&attended))
     }
 }
@@ -248,7 +286,12 @@ impl Mlp {
         let dev = x.device();
         let gate_up = time("gate/up projection", dev, || self.gate_up.forward(x))?;
         if paged_ops::on_gpu(&gate_up) {
-            let hidden = time("swiglu", dev, || Ok(gate_up.apply_op1_no_bwd(&SwiGluGpu { layout, intermediate: self.intermediate_size })?))?;
+            let hidden = time("swiglu", dev, || {
+                Ok(gate_up.apply_op1_no_bwd(&SwiGluGpu {
+                    layout,
+                    intermediate: self.intermediate_size,
+                })?)
+            })?;
             return time("down projection", dev, || self.down.forward(&hidden));
         }
         if let Some(hidden) = cpu_kernels::swiglu(&gate_up, self.intermediate_size)? {
@@ -269,7 +312,13 @@ pub struct DecoderBlock {
 }
 
 impl DecoderBlock {
-    fn forward(&self, x: &Tensor, layer: usize, ctx: &PassContext, caches: &mut [&mut ContiguousCache]) -> Result<Tensor> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        layer: usize,
+        ctx: &PassContext,
+        caches: &mut [&mut ContiguousCache],
+    ) -> Result<Tensor> {
         let x = (x + self.attention.forward(&self.input_norm.forward(x)?, layer, ctx, caches)?)?;
         let x = (&x + self.mlp.forward(&self.post_attention_norm.forward(&x)?)?)?;
         Ok(x)
@@ -301,8 +350,15 @@ pub struct Llama {
 impl Llama {
     /// A fresh, empty cache for one sequence.
     pub fn new_cache(&self) -> ContiguousCache {
-        let kv_heads = self.blocks.first().map_or(self.config.num_kv_heads, |b| b.attention.num_kv_heads);
-        ContiguousCache::new(self.config.num_layers, kv_heads, self.config.head_dim, self.dtype, &self.device)
+        let kv_heads =
+            self.blocks.first().map_or(self.config.num_kv_heads, |b| b.attention.num_kv_heads);
+        ContiguousCache::new(
+            self.config.num_layers,
+            kv_heads,
+            self.config.head_dim,
+            self.dtype,
+            &self.device,
+        )
     }
 
     /// Key/value heads held by this model (a tensor-parallel rank holds a slice).
@@ -312,7 +368,11 @@ impl Llama {
 
     /// Runs the new tokens of several sequences (`tokens[i]` continues `caches[i]`) and
     /// returns the logits of each sequence's last new token, `[sequences, vocab]` in f32.
-    pub fn forward(&self, tokens: &[&[u32]], caches: &mut [&mut ContiguousCache]) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        tokens: &[&[u32]],
+        caches: &mut [&mut ContiguousCache],
+    ) -> Result<Tensor> {
         assert_eq!(tokens.len(), caches.len(), "one cache per sequence");
         let mut spans = Vec::with_capacity(tokens.len());
         let mut positions = Vec::new();
@@ -328,7 +388,11 @@ impl Llama {
         for (&(_, t), cache) in batch.spans.iter().zip(caches.iter()) {
             // The CPU kernel applies the causal mask implicitly.
             let needs_mask = t > 1 && !attention::decode_kernel_applies(&cos);
-            masks.push(if needs_mask { Some(attention::causal_mask(t, cache.len() + t, self.dtype, &self.device)?) } else { None });
+            masks.push(if needs_mask {
+                Some(attention::causal_mask(t, cache.len() + t, self.dtype, &self.device)?)
+            } else {
+                None
+            });
         }
         let ctx = PassContext { batch: &batch, cos, sin, masks };
 
@@ -360,13 +424,18 @@ impl Llama {
             } else {
                 Tensor::zeros(1, DType::U32, dev)?
             },
-            span_tables: batch.spans.iter().map(|s| Tensor::new(s.table.as_slice(), dev)).collect::<candle_core::Result<_>>()?,
+            span_tables: batch
+                .spans
+                .iter()
+                .map(|s| Tensor::new(s.table.as_slice(), dev))
+                .collect::<candle_core::Result<_>>()?,
             layout: attention.layout(),
         };
         let ids = Tensor::new(batch.tokens.as_slice(), dev)?;
         // Every host-to-device copy of the pass goes out before its first kernel.
         let last_rows = Tensor::new(batch.last_rows.as_slice(), dev)?;
-        let mut x = time("embedding", dev, || Ok(self.embedding.forward(&ids)?.to_dtype(self.dtype)?))?;
+        let mut x =
+            time("embedding", dev, || Ok(self.embedding.forward(&ids)?.to_dtype(self.dtype)?))?;
         for (block, layer_cache) in self.blocks.iter().zip(&cache.layers) {
             x = block.forward_paged(&x, layer_cache, &ctx)?;
         }

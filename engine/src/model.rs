@@ -53,7 +53,12 @@ impl Model {
         Self::load_source_on(name, source, options, &Placement::default())
     }
 
-    fn load_source_on(name: &str, source: ModelSource, options: &LoadOptions, placement: &Placement) -> Result<Self> {
+    fn load_source_on(
+        name: &str,
+        source: ModelSource,
+        options: &LoadOptions,
+        placement: &Placement,
+    ) -> Result<Self> {
         let (config, tokenizer, loader) = match &source {
             ModelSource::Gguf(path) => open_gguf(path, options)?,
             ModelSource::HuggingFaceFolder(dir) => open_hf_folder(dir)?,
@@ -100,12 +105,18 @@ impl Model {
     }
 
     /// `messages` in the model's chat format (the judge's system + user prompt, say).
-    pub fn render_chat(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+    pub fn render_chat(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String> {
         let template = self.chat_template.as_ref().ok_or_else(|| EngineError::ChatTemplate {
             model: self.name.clone(),
             reason: "the model has no chat template (tokenizer_config.json chat_template / GGUF tokenizer.chat_template)".into(),
         })?;
-        template.render(messages, add_generation_prompt).map_err(|reason| EngineError::ChatTemplate { model: self.name.clone(), reason })
+        template
+            .render(messages, add_generation_prompt)
+            .map_err(|reason| EngineError::ChatTemplate { model: self.name.clone(), reason })
     }
 
     /// Token ids of a rendered prompt. Chat renderings already carry their special tokens
@@ -155,7 +166,9 @@ fn open_hf_folder(dir: &Path) -> Result<(ModelConfig, TokenCodec, RankLoader)> {
     drop(WeightReader::safetensors(dir, &files)?);
     let (dir, model_config) = (dir.to_path_buf(), config.clone());
     let loader: RankLoader = Arc::new(move |shard: Option<Shard>, dtype: DType, device: Device| {
-        WeightReader::safetensors(&dir, &files)?.on(dtype, device).load_llama(model_config.clone(), shard.as_ref())
+        WeightReader::safetensors(&dir, &files)?
+            .on(dtype, device)
+            .load_llama(model_config.clone(), shard.as_ref())
     });
     Ok((config, tokenizer, loader))
 }
@@ -168,9 +181,12 @@ fn check_gpu_shape(config: &ModelConfig, placement: &Placement, path: &Path) -> 
     #[cfg(feature = "cuda")]
     {
         let group = config.num_heads / config.num_kv_heads;
-        crate::cuda::KernelShape { head_dim: config.head_dim, group }
-            .check()
-            .map_err(|reason| EngineError::Device { device: format!("{} ({})", placement.device, path.display()), reason })?;
+        crate::cuda::KernelShape { head_dim: config.head_dim, group }.check().map_err(
+            |reason| EngineError::Device {
+                device: format!("{} ({})", placement.device, path.display()),
+                reason,
+            },
+        )?;
     }
     let _ = (config, path);
     Ok(())

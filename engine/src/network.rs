@@ -14,12 +14,15 @@ use crate::config::ModelConfig;
 use crate::error::{EngineError, Result};
 use crate::kv_cache::SequenceCache;
 use crate::llama::Llama;
-use crate::paged_cache::{BlockAllocator, PagedBatch, PagedKvCache, PagedSequence, SharedAllocator, BLOCK_SIZE};
+use crate::paged_cache::{
+    BlockAllocator, PagedBatch, PagedKvCache, PagedSequence, SharedAllocator, BLOCK_SIZE,
+};
 use crate::placement::{memory_info, open_device, DeviceSpec, Placement};
 use crate::tensor_parallel::{AllReduce, InProcessAllReduce, Shard};
 
 /// Builds one rank's model: the shard (`None`: the whole model), its dtype and device.
-pub(crate) type RankLoader = Arc<dyn Fn(Option<Shard>, DType, Device) -> Result<Llama> + Send + Sync>;
+pub(crate) type RankLoader =
+    Arc<dyn Fn(Option<Shard>, DType, Device) -> Result<Llama> + Send + Sync>;
 
 /// Key/value cache of the CPU paged path (tensor parallelism on the CPU) when none is given.
 const CPU_DEFAULT_KV_TOKENS: usize = 4096;
@@ -65,10 +68,21 @@ impl Network {
     }
 
     /// The paged path on `placement`, each rank built by `load`.
-    pub(crate) fn paged(config: &ModelConfig, placement: &Placement, path: &Path, load: RankLoader) -> Result<Self> {
+    pub(crate) fn paged(
+        config: &ModelConfig,
+        placement: &Placement,
+        path: &Path,
+        load: RankLoader,
+    ) -> Result<Self> {
         let dtype = placement.dtype();
         let kv_heads = config.num_kv_heads / placement.tensor_parallel;
-        let block_bytes = PagedKvCache::bytes_per_block(config.num_layers, kv_heads, config.head_dim, BLOCK_SIZE, dtype);
+        let block_bytes = PagedKvCache::bytes_per_block(
+            config.num_layers,
+            kv_heads,
+            config.head_dim,
+            BLOCK_SIZE,
+            dtype,
+        );
         let (ranks, free) = if placement.tensor_parallel == 1 {
             let device = open_device(placement.device)?;
             let llama = load(None, dtype, device.clone())?;
@@ -97,7 +111,15 @@ impl Network {
         }
         let ranks = match ranks {
             PendingRanks::Local(llama) => {
-                let cache = PagedKvCache::new(config.num_layers, blocks, kv_heads, config.head_dim, BLOCK_SIZE, dtype, &llama.device)?;
+                let cache = PagedKvCache::new(
+                    config.num_layers,
+                    blocks,
+                    kv_heads,
+                    config.head_dim,
+                    BLOCK_SIZE,
+                    dtype,
+                    &llama.device,
+                )?;
                 Ranks::Local(Box::new(Rank { llama, cache }))
             }
             PendingRanks::Threads(mut threads) => {
@@ -134,7 +156,9 @@ impl Network {
     pub fn kv_capacity(&self) -> Option<usize> {
         match &self.kind {
             Kind::Contiguous(_) => None,
-            Kind::Paged(p) => Some(p.allocator.lock().unwrap_or_else(|e| e.into_inner()).total_blocks() * p.block_size),
+            Kind::Paged(p) => Some(
+                p.allocator.lock().unwrap_or_else(|e| e.into_inner()).total_blocks() * p.block_size,
+            ),
         }
     }
 
@@ -147,7 +171,9 @@ impl Network {
                 cache.reserve(reserve);
                 Some(SequenceCache::Contiguous(cache))
             }
-            Kind::Paged(p) => PagedSequence::reserve(&p.allocator, positions).map(SequenceCache::Paged),
+            Kind::Paged(p) => {
+                PagedSequence::reserve(&p.allocator, positions).map(SequenceCache::Paged)
+            }
         }
     }
 
@@ -180,7 +206,10 @@ impl Network {
                 let batch = PagedBatch::new(tokens, &views, p.block_size);
                 let logits = match &p.ranks {
                     Ranks::Local(rank) => rank.llama.forward_paged(&batch, &rank.cache)?,
-                    Ranks::Threads(threads) => threads.lock().unwrap_or_else(|e| e.into_inner()).forward(Arc::new(batch))?,
+                    Ranks::Threads(threads) => threads
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .forward(Arc::new(batch))?,
                 };
                 for (s, new) in sequences.iter_mut().zip(tokens) {
                     s.advance(new.len());
@@ -200,13 +229,16 @@ impl Network {
 }
 
 fn mixed_caches() -> EngineError {
-    EngineError::Candle(candle_core::Error::Msg("a sequence cache of the other forward path was passed".into()))
+    EngineError::Candle(candle_core::Error::Msg(
+        "a sequence cache of the other forward path was passed".into(),
+    ))
 }
 
 /// Bytes the key/value cache may take on `device` now that the weights are there.
 fn kv_budget(device: &Device, placement: &Placement) -> Result<Option<usize>> {
     Ok(memory_info(device)?.map(|(free, total)| {
-        let keep = ((1.0 - placement.gpu_memory_fraction) * total as f64) as usize + GPU_ACTIVATION_RESERVE;
+        let keep = ((1.0 - placement.gpu_memory_fraction) * total as f64) as usize
+            + GPU_ACTIVATION_RESERVE;
         free.saturating_sub(keep)
     }))
 }
@@ -258,18 +290,28 @@ impl RankThreads {
             senders.push(tx);
             let reply = reply_tx.clone();
             let load = load.clone();
-            let spec = if placement.in_process_ranks { placement.device } else { placement.rank_device(rank) };
+            let spec = if placement.in_process_ranks {
+                placement.device
+            } else {
+                placement.rank_device(rank)
+            };
             let group = all_reduces.clone();
             let placement = placement.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("herd-rank-{rank}"))
                 .spawn(move || rank_main(rank, world, spec, placement, group, load, rx, reply))
-                .map_err(|e| EngineError::Device { device: placement_name(spec), reason: format!("starting rank {rank}: {e}") })?;
+                .map_err(|e| EngineError::Device {
+                    device: placement_name(spec),
+                    reason: format!("starting rank {rank}: {e}"),
+                })?;
             handles.push(handle);
         }
         let mut threads = Self { senders, replies, kv_budgets: vec![None; world], handles };
         let budgets = threads.collect(world)?;
-        threads.kv_budgets = budgets.into_iter().map(|r| if let Some(Reply::Ready(b)) = r { b } else { None }).collect();
+        threads.kv_budgets = budgets
+            .into_iter()
+            .map(|r| if let Some(Reply::Ready(b)) = r { b } else { None })
+            .collect();
         Ok(threads)
     }
 
@@ -278,7 +320,10 @@ impl RankThreads {
         let mut out: Vec<Option<Reply>> = (0..world).map(|_| None).collect();
         let mut first_error = None;
         for _ in 0..world {
-            let (rank, reply) = self.replies.recv().map_err(|_| EngineError::Device { device: "ranks".into(), reason: "a rank thread died".into() })?;
+            let (rank, reply) = self.replies.recv().map_err(|_| EngineError::Device {
+                device: "ranks".into(),
+                reason: "a rank thread died".into(),
+            })?;
             match reply {
                 Ok(r) => out[rank] = Some(r),
                 Err(e) => {
@@ -294,12 +339,21 @@ impl RankThreads {
 
     fn broadcast(&self, command: impl Fn() -> Command) -> Result<()> {
         for tx in &self.senders {
-            tx.send(command()).map_err(|_| EngineError::Device { device: "ranks".into(), reason: "a rank thread has stopped".into() })?;
+            tx.send(command()).map_err(|_| EngineError::Device {
+                device: "ranks".into(),
+                reason: "a rank thread has stopped".into(),
+            })?;
         }
         Ok(())
     }
 
-    fn allocate(&mut self, blocks: usize, config: &ModelConfig, kv_heads: usize, dtype: DType) -> Result<()> {
+    fn allocate(
+        &mut self,
+        blocks: usize,
+        config: &ModelConfig,
+        kv_heads: usize,
+        dtype: DType,
+    ) -> Result<()> {
         let (num_layers, head_dim) = (config.num_layers, config.head_dim);
         self.broadcast(|| Command::AllocateKv { blocks, num_layers, kv_heads, head_dim, dtype })?;
         self.collect(self.senders.len()).map(|_| ())
@@ -309,7 +363,10 @@ impl RankThreads {
         self.broadcast(|| Command::Forward(batch.clone()))?;
         match self.collect(self.senders.len())?.swap_remove(0) {
             Some(Reply::Logits(Some(logits))) => Ok(logits),
-            _ => Err(EngineError::Device { device: "ranks".into(), reason: "rank 0 returned no logits".into() }),
+            _ => Err(EngineError::Device {
+                device: "ranks".into(),
+                reason: "rank 0 returned no logits".into(),
+            }),
         }
     }
 }
@@ -348,7 +405,8 @@ impl AllReduceGroup {
         {
             Err(EngineError::Device {
                 device: placement.device.to_string(),
-                reason: "tensor parallelism over GPUs needs a build with `--features cuda,nccl`".into(),
+                reason: "tensor parallelism over GPUs needs a build with `--features cuda,nccl`"
+                    .into(),
             })
         }
     }
@@ -358,7 +416,9 @@ impl AllReduceGroup {
         match self {
             Self::InProcess(group) => Ok(group[rank].clone()),
             #[cfg(feature = "nccl")]
-            Self::Nccl(id) => Ok(Arc::new(crate::tensor_parallel::NcclAllReduce::join(device, rank, world, *id)?)),
+            Self::Nccl(id) => {
+                Ok(Arc::new(crate::tensor_parallel::NcclAllReduce::join(device, rank, world, *id)?))
+            }
         }
     }
 }
@@ -377,7 +437,8 @@ fn rank_main(
     let setup = (|| -> Result<(Llama, Option<usize>)> {
         let device = open_device(spec)?;
         let all_reduce = group.member(rank, world, &device)?;
-        let llama = load(Some(Shard { rank, world, all_reduce }), placement.dtype(), device.clone())?;
+        let llama =
+            load(Some(Shard { rank, world, all_reduce }), placement.dtype(), device.clone())?;
         let budget = kv_budget(&device, &placement)?;
         Ok((llama, budget))
     })();
@@ -395,14 +456,28 @@ fn rank_main(
     for command in commands {
         let result = match command {
             Command::AllocateKv { blocks, num_layers, kv_heads, head_dim, dtype } => {
-                PagedKvCache::new(num_layers, blocks, kv_heads, head_dim, BLOCK_SIZE, dtype, &llama.device).map(|c| {
+                PagedKvCache::new(
+                    num_layers,
+                    blocks,
+                    kv_heads,
+                    head_dim,
+                    BLOCK_SIZE,
+                    dtype,
+                    &llama.device,
+                )
+                .map(|c| {
                     cache = Some(c);
                     Reply::Allocated
                 })
             }
             Command::Forward(batch) => match &cache {
-                Some(cache) => llama.forward_paged(&batch, cache).map(|logits| Reply::Logits((rank == 0).then_some(logits))),
-                None => Err(EngineError::Device { device: spec.to_string(), reason: "forward before the cache was allocated".into() }),
+                Some(cache) => llama
+                    .forward_paged(&batch, cache)
+                    .map(|logits| Reply::Logits((rank == 0).then_some(logits))),
+                None => Err(EngineError::Device {
+                    device: spec.to_string(),
+                    reason: "forward before the cache was allocated".into(),
+                }),
             },
         };
         if reply.send((rank, result)).is_err() {
@@ -414,7 +489,8 @@ fn rank_main(
 /// Bytes of a model's weights on each rank (dense, `dtype`), from its shape.
 pub fn weight_bytes_per_rank(config: &ModelConfig, degree: usize, dtype: DType) -> usize {
     let c = config;
-    let attention = c.hidden_size * (c.num_heads + 2 * c.num_kv_heads) * c.head_dim + c.num_heads * c.head_dim * c.hidden_size;
+    let attention = c.hidden_size * (c.num_heads + 2 * c.num_kv_heads) * c.head_dim
+        + c.num_heads * c.head_dim * c.hidden_size;
     let mlp = 3 * c.hidden_size * c.intermediate_size;
     let replicated = c.vocab_size * c.hidden_size * if c.tie_word_embeddings { 1 } else { 2 };
     (c.num_layers * (attention + mlp) / degree + replicated) * dtype.size_in_bytes()
@@ -424,7 +500,8 @@ pub fn weight_bytes_per_rank(config: &ModelConfig, degree: usize, dtype: DType) 
 pub fn check_fits(config: &ModelConfig, placement: &Placement, path: &PathBuf) -> Result<()> {
     let DeviceSpec::Cuda(_) = placement.device else { return Ok(()) };
     let need = weight_bytes_per_rank(config, placement.tensor_parallel, placement.dtype());
-    let need_on_device = if placement.in_process_ranks { need * placement.tensor_parallel } else { need };
+    let need_on_device =
+        if placement.in_process_ranks { need * placement.tensor_parallel } else { need };
     for spec in placement.rank_devices() {
         if let Some((free, total)) = crate::placement::free_memory(spec)? {
             let usable = (placement.gpu_memory_fraction * total as f64) as usize;

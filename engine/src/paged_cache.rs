@@ -99,10 +99,12 @@ impl PagedSequence {
         let mut pool = lock(&self.allocator);
         let needed = pool.blocks_for(positions);
         if needed > self.blocks.len() {
-            let more = pool.allocate(needed - self.blocks.len()).ok_or_else(|| EngineError::KvCacheFull {
-                positions,
-                free_blocks: pool.free_blocks(),
-                block_size: pool.block_size(),
+            let more = pool.allocate(needed - self.blocks.len()).ok_or_else(|| {
+                EngineError::KvCacheFull {
+                    positions,
+                    free_blocks: pool.free_blocks(),
+                    block_size: pool.block_size(),
+                }
             })?;
             self.blocks.extend(more);
         }
@@ -145,7 +147,13 @@ impl PagedKvCache {
     }
 
     /// Bytes one block takes over all layers.
-    pub fn bytes_per_block(num_layers: usize, kv_heads: usize, head_dim: usize, block_size: usize, dtype: DType) -> usize {
+    pub fn bytes_per_block(
+        num_layers: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        block_size: usize,
+        dtype: DType,
+    ) -> usize {
         num_layers * 2 * kv_heads * block_size * head_dim * dtype.size_in_bytes()
     }
 }
@@ -189,7 +197,11 @@ impl PagedBatch {
             .chain((0..tokens.len()).filter(|&i| tokens[i].len() != 1))
             .collect();
         let decode_rows = tokens.iter().filter(|t| t.len() == 1).count();
-        let max_decode_context = (0..tokens.len()).filter(|&i| tokens[i].len() == 1).map(|i| sequences[i].len() + 1).max().unwrap_or(0);
+        let max_decode_context = (0..tokens.len())
+            .filter(|&i| tokens[i].len() == 1)
+            .map(|i| sequences[i].len() + 1)
+            .max()
+            .unwrap_or(0);
         let meta_stride = 1 + max_decode_context.div_ceil(block_size);
         let total: usize = tokens.iter().map(|t| t.len()).sum();
         let mut batch = PagedBatch {
@@ -210,16 +222,25 @@ impl PagedBatch {
                 let pos = seq.len() + k;
                 batch.tokens.push(token);
                 batch.positions.push(pos as u32);
-                batch.slots.push(seq.blocks[pos / block_size] * block_size as u32 + (pos % block_size) as u32);
+                batch.slots.push(
+                    seq.blocks[pos / block_size] * block_size as u32 + (pos % block_size) as u32,
+                );
             }
             let context = seq.len() + new.len();
             let table = &seq.blocks[..context.div_ceil(block_size)];
             if new.len() == 1 {
                 batch.decode_meta.push(context as u32);
                 batch.decode_meta.extend_from_slice(table);
-                batch.decode_meta.resize(batch.decode_meta.len() + meta_stride - 1 - table.len(), 0);
+                batch
+                    .decode_meta
+                    .resize(batch.decode_meta.len() + meta_stride - 1 - table.len(), 0);
             } else {
-                batch.spans.push(PrefillSpan { start, tokens: new.len(), context, table: table.to_vec() });
+                batch.spans.push(PrefillSpan {
+                    start,
+                    tokens: new.len(),
+                    context,
+                    table: table.to_vec(),
+                });
             }
             batch.last_rows[i] = (start + new.len() - 1) as u32;
         }
@@ -258,7 +279,10 @@ mod tests {
         assert_eq!(batch.decode_rows, 1);
         assert_eq!(batch.meta_stride, 3);
         assert_eq!(batch.decode_meta, vec![6, d[0], d[1]]);
-        assert_eq!(batch.spans, vec![PrefillSpan { start: 1, tokens: 3, context: 3, table: vec![p[0]] }]);
+        assert_eq!(
+            batch.spans,
+            vec![PrefillSpan { start: 1, tokens: 3, context: 3, table: vec![p[0]] }]
+        );
         assert_eq!(batch.last_rows, vec![3, 0]);
         prefill.advance(3);
         prefill.ensure_capacity(9).unwrap();

@@ -2,7 +2,9 @@
 //! reference the tests compare against, and the path of CPU tensor parallelism) and a GPU
 //! version (bf16, herd's kernels in `cuda/`).
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Device, InplaceOp3, Layout, Shape, Tensor};
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Device, InplaceOp3, Layout, Shape, Tensor,
+};
 
 use crate::attention;
 use crate::error::Result;
@@ -34,12 +36,16 @@ impl HeadLayout {
 }
 
 fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> CandleResult<&'a [f32]> {
-    let Some((a, b)) = l.contiguous_offsets() else { candle_core::bail!("{what} must be contiguous") };
+    let Some((a, b)) = l.contiguous_offsets() else {
+        candle_core::bail!("{what} must be contiguous")
+    };
     Ok(&s.as_slice::<f32>()?[a..b])
 }
 
 fn contiguous_u32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> CandleResult<&'a [u32]> {
-    let Some((a, b)) = l.contiguous_offsets() else { candle_core::bail!("{what} must be contiguous") };
+    let Some((a, b)) = l.contiguous_offsets() else {
+        candle_core::bail!("{what} must be contiguous")
+    };
     Ok(&s.as_slice::<u32>()?[a..b])
 }
 
@@ -57,7 +63,15 @@ impl CustomOp3 for RopeQkv {
         "herd-rope-qkv"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> CandleResult<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> CandleResult<(CpuStorage, Shape)> {
         let qkv = contiguous_f32(s1, l1, "qkv")?;
         let positions = contiguous_u32(s2, l2, "positions")?;
         let inv_freq = contiguous_f32(s3, l3, "inv_freq")?;
@@ -67,8 +81,11 @@ impl CustomOp3 for RopeQkv {
         let mut out = qkv.to_vec();
         for (t, &pos) in positions.iter().enumerate() {
             // Angles in f64, as the contiguous path's rotary tables.
-            let (cos, sin): (Vec<f32>, Vec<f32>) =
-                inv_freq.iter().map(|&f| pos as f64 * f as f64).map(|a| (a.cos() as f32, a.sin() as f32)).unzip();
+            let (cos, sin): (Vec<f32>, Vec<f32>) = inv_freq
+                .iter()
+                .map(|&f| pos as f64 * f as f64)
+                .map(|a| (a.cos() as f32, a.sin() as f32))
+                .unzip();
             for h in 0..heads + kv_heads {
                 let base = t * width + h * d;
                 for j in 0..half {
@@ -95,7 +112,16 @@ impl CustomOp3 for RopeQkv {
     ) -> CandleResult<(candle_core::CudaStorage, Shape)> {
         let tokens = l2.shape().elem_count();
         let HeadLayout { heads, kv_heads, head_dim } = self.layout;
-        let out = crate::cuda::launch_rope_qkv(self.layout.kernel_shape(), (s1, l1), (s2, l2), (s3, l3), tokens, heads, kv_heads, self.q_scale)?;
+        let out = crate::cuda::launch_rope_qkv(
+            self.layout.kernel_shape(),
+            (s1, l1),
+            (s2, l2),
+            (s3, l3),
+            tokens,
+            heads,
+            kv_heads,
+            self.q_scale,
+        )?;
         Ok((out, Shape::from((tokens, self.layout.qkv_heads(), head_dim))))
     }
 }
@@ -113,11 +139,21 @@ impl InplaceOp3 for StoreKv {
         "herd-store-kv"
     }
 
-    fn cpu_fwd(&self, dst: &mut CpuStorage, dst_l: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> CandleResult<()> {
+    fn cpu_fwd(
+        &self,
+        dst: &mut CpuStorage,
+        dst_l: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> CandleResult<()> {
         let qkv = contiguous_f32(s2, l2, "qkv_rot")?;
         let slots = contiguous_u32(s3, l3, "slots")?;
         let HeadLayout { heads, kv_heads, head_dim: d } = self.layout;
-        let CpuStorage::F32(cache) = dst else { candle_core::bail!("herd-store-kv: the CPU cache must be f32") };
+        let CpuStorage::F32(cache) = dst else {
+            candle_core::bail!("herd-store-kv: the CPU cache must be f32")
+        };
         let cache = &mut cache[dst_l.start_offset()..];
         let width = self.layout.qkv_heads() * d;
         let bs = self.block_size;
@@ -150,7 +186,16 @@ impl InplaceOp3 for StoreKv {
         }
         let tokens = l3.shape().elem_count();
         let HeadLayout { heads, kv_heads, .. } = self.layout;
-        crate::cuda::launch_store_kv(self.layout.kernel_shape(), dst, (s2, l2), (s3, l3), tokens, heads, kv_heads, self.block_size)
+        crate::cuda::launch_store_kv(
+            self.layout.kernel_shape(),
+            dst,
+            (s2, l2),
+            (s3, l3),
+            tokens,
+            heads,
+            kv_heads,
+            self.block_size,
+        )
     }
 }
 
@@ -171,7 +216,15 @@ impl CustomOp3 for DecodeAttention {
         "herd-decode-attention"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> CandleResult<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> CandleResult<(CpuStorage, Shape)> {
         let qkv = contiguous_f32(s1, l1, "qkv_rot")?;
         let cache = contiguous_f32(s2, l2, "cache")?;
         let meta = contiguous_u32(s3, l3, "decode meta")?;
@@ -184,11 +237,15 @@ impl CustomOp3 for DecodeAttention {
         for row in 0..self.rows {
             let meta_row = &meta[row * self.meta_stride..][..self.meta_stride];
             let len = meta_row[0] as usize;
-            let key_at = |p: usize, g: usize| meta_row[1 + p / bs] as usize * 2 * plane + (g * bs + p % bs) * d;
+            let key_at = |p: usize, g: usize| {
+                meta_row[1 + p / bs] as usize * 2 * plane + (g * bs + p % bs) * d
+            };
             for h in 0..heads {
                 let g = h / group;
                 let q = &qkv[row * width + h * d..][..d];
-                let scores: Vec<f32> = (0..len).map(|p| q.iter().zip(&cache[key_at(p, g)..][..d]).map(|(a, b)| a * b).sum()).collect();
+                let scores: Vec<f32> = (0..len)
+                    .map(|p| q.iter().zip(&cache[key_at(p, g)..][..d]).map(|(a, b)| a * b).sum())
+                    .collect();
                 let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                 let weights: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
                 let sum: f32 = weights.iter().sum();
@@ -244,7 +301,13 @@ impl CustomOp2 for GatherKv {
         "herd-gather-kv"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> CandleResult<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> CandleResult<(CpuStorage, Shape)> {
         let cache = contiguous_f32(s1, l1, "cache")?;
         let table = contiguous_u32(s2, l2, "block table")?;
         let HeadLayout { kv_heads, head_dim: d, .. } = self.layout;
@@ -254,7 +317,8 @@ impl CustomOp2 for GatherKv {
         for kv in 0..2 {
             for g in 0..kv_heads {
                 for p in 0..self.len {
-                    let at = table[p / bs] as usize * 2 * plane + kv * plane + (g * bs + p % bs) * d;
+                    let at =
+                        table[p / bs] as usize * 2 * plane + kv * plane + (g * bs + p % bs) * d;
                     out.extend_from_slice(&cache[at..at + d]);
                 }
             }
@@ -263,9 +327,22 @@ impl CustomOp2 for GatherKv {
     }
 
     #[cfg(feature = "cuda")]
-    fn cuda_fwd(&self, s1: &candle_core::CudaStorage, l1: &Layout, s2: &candle_core::CudaStorage, l2: &Layout) -> CandleResult<(candle_core::CudaStorage, Shape)> {
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> CandleResult<(candle_core::CudaStorage, Shape)> {
         let HeadLayout { kv_heads, head_dim, .. } = self.layout;
-        let out = crate::cuda::launch_gather_kv(self.layout.kernel_shape(), (s1, l1), (s2, l2), self.len, kv_heads, self.block_size)?;
+        let out = crate::cuda::launch_gather_kv(
+            self.layout.kernel_shape(),
+            (s1, l1),
+            (s2, l2),
+            self.len,
+            kv_heads,
+            self.block_size,
+        )?;
         Ok((out, Shape::from((2, kv_heads, self.len, head_dim))))
     }
 }
@@ -285,12 +362,21 @@ impl CustomOp1 for CausalSoftmaxGpu {
     }
 
     fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> CandleResult<(CpuStorage, Shape)> {
-        candle_core::bail!("herd-causal-softmax runs on GPUs; the CPU uses cpu_kernels::CausalSoftmax")
+        candle_core::bail!(
+            "herd-causal-softmax runs on GPUs; the CPU uses cpu_kernels::CausalSoftmax"
+        )
     }
 
     #[cfg(feature = "cuda")]
-    fn cuda_fwd(&self, s: &candle_core::CudaStorage, l: &Layout) -> CandleResult<(candle_core::CudaStorage, Shape)> {
-        Ok((crate::cuda::launch_causal_softmax(self.layout.kernel_shape(), (s, l), self.queries)?, l.shape().clone()))
+    fn cuda_fwd(
+        &self,
+        s: &candle_core::CudaStorage,
+        l: &Layout,
+    ) -> CandleResult<(candle_core::CudaStorage, Shape)> {
+        Ok((
+            crate::cuda::launch_causal_softmax(self.layout.kernel_shape(), (s, l), self.queries)?,
+            l.shape().clone(),
+        ))
     }
 }
 
@@ -307,7 +393,8 @@ impl PrefillKernel {
     /// The fused kernel where it applies, unless `HERD_PREFILL_ATTENTION=matmul`.
     pub fn for_layout(layout: HeadLayout) -> Self {
         static FORCED_MATMUL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        let forced = *FORCED_MATMUL.get_or_init(|| std::env::var("HERD_PREFILL_ATTENTION").is_ok_and(|v| v == "matmul"));
+        let forced = *FORCED_MATMUL
+            .get_or_init(|| std::env::var("HERD_PREFILL_ATTENTION").is_ok_and(|v| v == "matmul"));
         if !forced && matches!(layout.head_dim, 64 | 128) {
             PrefillKernel::Fused
         } else {
@@ -328,7 +415,15 @@ impl CustomOp3 for FusedPrefillAttention {
         "herd-prefill-attention"
     }
 
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> CandleResult<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> CandleResult<(CpuStorage, Shape)> {
         candle_core::bail!("herd-prefill-attention runs on GPUs; the CPU uses attention::attend")
     }
 
@@ -343,7 +438,12 @@ impl CustomOp3 for FusedPrefillAttention {
         l3: &Layout,
     ) -> CandleResult<(candle_core::CudaStorage, Shape)> {
         let (t, heads, d) = l1.shape().dims3()?;
-        let out = crate::cuda::launch_prefill_attention(self.layout.kernel_shape(), (s1, l1), (s2, l2), (s3, l3))?;
+        let out = crate::cuda::launch_prefill_attention(
+            self.layout.kernel_shape(),
+            (s1, l1),
+            (s2, l2),
+            (s3, l3),
+        )?;
         Ok((out, Shape::from((t, heads * d))))
     }
 }
@@ -355,18 +455,32 @@ pub fn prefill_attention(q: &Tensor, k: &Tensor, v: &Tensor, layout: HeadLayout)
 }
 
 /// [`prefill_attention`] with the GPU kernel chosen by the caller (the checks compare both).
-pub fn prefill_attention_with(q: &Tensor, k: &Tensor, v: &Tensor, layout: HeadLayout, kernel: PrefillKernel) -> Result<Tensor> {
+pub fn prefill_attention_with(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    layout: HeadLayout,
+    kernel: PrefillKernel,
+) -> Result<Tensor> {
     if matches!(q.device(), Device::Cpu) {
         // The CPU's f32 path masks inside its causal softmax kernel.
         return attention::attend(q, k, v, layout.heads, layout.kv_heads, None);
     }
     if kernel == PrefillKernel::Fused {
-        return Ok(q.apply_op3_no_bwd(&k.contiguous()?, &v.contiguous()?, &FusedPrefillAttention { layout })?);
+        return Ok(q.apply_op3_no_bwd(
+            &k.contiguous()?,
+            &v.contiguous()?,
+            &FusedPrefillAttention { layout },
+        )?);
     }
     // Query heads sharing a key/value head are stacked as rows of one matmul.
     let (t, h, d) = q.dims3()?;
     let (kvh, group) = (layout.kv_heads, layout.group());
-    let q = q.reshape((t, kvh, group, d))?.permute((1, 2, 0, 3))?.contiguous()?.reshape((kvh, group * t, d))?;
+    let q = q.reshape((t, kvh, group, d))?.permute((1, 2, 0, 3))?.contiguous()?.reshape((
+        kvh,
+        group * t,
+        d,
+    ))?;
     let scores = q.matmul(&k.t()?)?;
     let probs = scores.apply_op1_no_bwd(&CausalSoftmaxGpu { layout, queries: t })?;
     let out = probs.matmul(v)?;
@@ -390,9 +504,18 @@ impl CustomOp1 for SwiGluGpu {
     }
 
     #[cfg(feature = "cuda")]
-    fn cuda_fwd(&self, s: &candle_core::CudaStorage, l: &Layout) -> CandleResult<(candle_core::CudaStorage, Shape)> {
+    fn cuda_fwd(
+        &self,
+        s: &candle_core::CudaStorage,
+        l: &Layout,
+    ) -> CandleResult<(candle_core::CudaStorage, Shape)> {
         let tokens = l.shape().elem_count() / (2 * self.intermediate);
-        let out = crate::cuda::launch_swiglu(self.layout.kernel_shape(), (s, l), tokens, self.intermediate)?;
+        let out = crate::cuda::launch_swiglu(
+            self.layout.kernel_shape(),
+            (s, l),
+            tokens,
+            self.intermediate,
+        )?;
         Ok((out, Shape::from((tokens, self.intermediate))))
     }
 }
@@ -429,7 +552,11 @@ pub mod phase_timing {
     }
 
     /// Runs `f`, timed as `phase` when timing is on.
-    pub fn time<T>(phase: &'static str, device: &Device, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    pub fn time<T>(
+        phase: &'static str,
+        device: &Device,
+        f: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
         if !ON.load(Ordering::Relaxed) {
             return f();
         }
@@ -463,17 +590,24 @@ mod tests {
         let layout = HeadLayout { heads: 4, kv_heads: 2, head_dim: 8 };
         let (bs, blocks) = (4, 6);
         let width = layout.qkv_heads() * layout.head_dim;
-        let cache = Tensor::randn(0f32, 1.0, (blocks, 2, layout.kv_heads, bs, layout.head_dim), &dev)?;
-        let qkv = Tensor::randn(0f32, 1.0, (2, width), &dev)?.reshape((2, layout.qkv_heads(), layout.head_dim))?;
+        let cache =
+            Tensor::randn(0f32, 1.0, (blocks, 2, layout.kv_heads, bs, layout.head_dim), &dev)?;
+        let qkv = Tensor::randn(0f32, 1.0, (2, width), &dev)?.reshape((
+            2,
+            layout.qkv_heads(),
+            layout.head_dim,
+        ))?;
         // Row 0: 6 positions in blocks 4, 1; row 1: 3 positions in block 2.
         let meta = Tensor::new(&[[6u32, 4, 1], [3, 2, 0]], &dev)?;
-        let op = DecodeAttention { layout, block_size: bs, rows: 2, meta_stride: 3, max_context: 6 };
+        let op =
+            DecodeAttention { layout, block_size: bs, rows: 2, meta_stride: 3, max_context: 6 };
         let got = qkv.apply_op3_no_bwd(&cache, &meta, &op)?;
         for (row, (len, table)) in [(6usize, vec![4u32, 1]), (3, vec![2])].into_iter().enumerate() {
             let table = Tensor::new(table.as_slice(), &dev)?;
             let kv = cache.apply_op2_no_bwd(&table, &GatherKv { layout, block_size: bs, len })?;
             let q = qkv.i((row..row + 1, 0..layout.heads))?;
-            let expected = attention::attend(&q, &kv.i(0)?, &kv.i(1)?, layout.heads, layout.kv_heads, None)?;
+            let expected =
+                attention::attend(&q, &kv.i(0)?, &kv.i(1)?, layout.heads, layout.kv_heads, None)?;
             let diff = (got.i(row..row + 1)? - expected)?.abs()?.max_all()?.to_scalar::<f32>()?;
             assert!(diff < 1e-5, "row {row}: max diff {diff}");
         }

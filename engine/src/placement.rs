@@ -26,7 +26,10 @@ impl FromStr for DeviceSpec {
             "cpu" => Ok(DeviceSpec::Cpu),
             "cuda" | "gpu" => Ok(DeviceSpec::Cuda(0)),
             _ => match s.strip_prefix("cuda:").or_else(|| s.strip_prefix("gpu:")) {
-                Some(n) => n.parse().map(DeviceSpec::Cuda).map_err(|_| format!("{s:?}: expected cuda:N with N a GPU index")),
+                Some(n) => n
+                    .parse()
+                    .map(DeviceSpec::Cuda)
+                    .map_err(|_| format!("{s:?}: expected cuda:N with N a GPU index")),
                 None => Err(format!("{s:?}: expected cpu, cuda or cuda:N")),
             },
         }
@@ -62,7 +65,13 @@ pub struct Placement {
 
 impl Default for Placement {
     fn default() -> Self {
-        Self { device: DeviceSpec::Cpu, tensor_parallel: 1, kv_cache_tokens: None, gpu_memory_fraction: 0.9, in_process_ranks: false }
+        Self {
+            device: DeviceSpec::Cpu,
+            tensor_parallel: 1,
+            kv_cache_tokens: None,
+            gpu_memory_fraction: 0.9,
+            in_process_ranks: false,
+        }
     }
 }
 
@@ -103,12 +112,18 @@ impl Placement {
     /// Checks what can be checked before any file is read: a GPU build, enough GPUs.
     pub fn check(&self) -> Result<()> {
         if self.tensor_parallel == 0 {
-            return Err(EngineError::Device { device: self.device.to_string(), reason: "tensor parallelism must be at least 1".into() });
+            return Err(EngineError::Device {
+                device: self.device.to_string(),
+                reason: "tensor parallelism must be at least 1".into(),
+            });
         }
         if !(0.05..=1.0).contains(&self.gpu_memory_fraction) {
             return Err(EngineError::Device {
                 device: self.device.to_string(),
-                reason: format!("gpu memory fraction {} is outside 0.05..=1", self.gpu_memory_fraction),
+                reason: format!(
+                    "gpu memory fraction {} is outside 0.05..=1",
+                    self.gpu_memory_fraction
+                ),
             });
         }
         if let DeviceSpec::Cuda(first) = self.device {
@@ -120,7 +135,11 @@ impl Placement {
                     reason: format!(
                         "{} GPU(s) needed (cuda:{first}..=cuda:{last}) but {visible} visible{}",
                         self.tensor_parallel,
-                        if visible == 0 { " (is CUDA_VISIBLE_DEVICES empty, or the driver missing?)" } else { "" }
+                        if visible == 0 {
+                            " (is CUDA_VISIBLE_DEVICES empty, or the driver missing?)"
+                        } else {
+                            ""
+                        }
                     ),
                 });
             }
@@ -128,7 +147,9 @@ impl Placement {
             if self.tensor_parallel > 1 && !self.in_process_ranks {
                 return Err(EngineError::Device {
                     device: self.device.to_string(),
-                    reason: "tensor parallelism over GPUs needs a build with `--features cuda,nccl`".into(),
+                    reason:
+                        "tensor parallelism over GPUs needs a build with `--features cuda,nccl`"
+                            .into(),
                 });
             }
         }
@@ -141,9 +162,10 @@ pub fn cuda_device_count(spec: DeviceSpec) -> Result<usize> {
     #[cfg(feature = "cuda")]
     {
         use candle_core::cuda_backend::cudarc::driver::CudaContext;
-        CudaContext::device_count()
-            .map(|n| n.max(0) as usize)
-            .map_err(|e| EngineError::Device { device: spec.to_string(), reason: format!("no usable CUDA driver: {e}") })
+        CudaContext::device_count().map(|n| n.max(0) as usize).map_err(|e| EngineError::Device {
+            device: spec.to_string(),
+            reason: format!("no usable CUDA driver: {e}"),
+        })
     }
     #[cfg(not(feature = "cuda"))]
     {
@@ -168,8 +190,10 @@ pub fn open_device(spec: DeviceSpec) -> Result<Device> {
 #[cfg(feature = "cuda")]
 fn open_cuda(ordinal: usize) -> Result<Device> {
     use candle_core::cuda_backend::cudarc::driver::{result, sys};
-    let device = Device::new_cuda_with_stream(ordinal)
-        .map_err(|e| EngineError::Device { device: format!("cuda:{ordinal}"), reason: e.to_string() })?;
+    let device = Device::new_cuda_with_stream(ordinal).map_err(|e| EngineError::Device {
+        device: format!("cuda:{ordinal}"),
+        reason: e.to_string(),
+    })?;
     if let Device::Cuda(cuda) = &device {
         // SAFETY: every tensor of this device is used on its one stream.
         unsafe { cuda.disable_event_tracking() };
@@ -184,7 +208,10 @@ fn open_cuda(ordinal: usize) -> Result<Device> {
                 sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
                 (&mut keep as *mut u64).cast(),
             )
-            .map_err(|e| EngineError::Device { device: format!("cuda:{ordinal}"), reason: format!("memory pool threshold: {e}") })?;
+            .map_err(|e| EngineError::Device {
+                device: format!("cuda:{ordinal}"),
+                reason: format!("memory pool threshold: {e}"),
+            })?;
         }
     }
     Ok(device)
@@ -197,8 +224,15 @@ fn default_mem_pool(
     spec: DeviceSpec,
 ) -> Result<candle_core::cuda_backend::cudarc::driver::sys::CUmemoryPool> {
     // SAFETY: the device handle comes from a live context.
-    unsafe { candle_core::cuda_backend::cudarc::driver::result::device::get_default_mem_pool(ctx.cu_device()) }
-        .map_err(|e| EngineError::Device { device: spec.to_string(), reason: format!("memory pool: {e}") })
+    unsafe {
+        candle_core::cuda_backend::cudarc::driver::result::device::get_default_mem_pool(
+            ctx.cu_device(),
+        )
+    }
+    .map_err(|e| EngineError::Device {
+        device: spec.to_string(),
+        reason: format!("memory pool: {e}"),
+    })
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -217,16 +251,20 @@ pub fn return_pooled_memory(placement: &Placement) -> Result<()> {
             #[cfg(feature = "cuda")]
             DeviceSpec::Cuda(ordinal) => {
                 use candle_core::cuda_backend::cudarc::driver::{result, CudaContext};
-                let fail = |what: &str, e: candle_core::cuda_backend::cudarc::driver::DriverError| EngineError::Device {
-                    device: spec.to_string(),
-                    reason: format!("{what}: {e}"),
-                };
+                let fail =
+                    |what: &str, e: candle_core::cuda_backend::cudarc::driver::DriverError| {
+                        EngineError::Device {
+                            device: spec.to_string(),
+                            reason: format!("{what}: {e}"),
+                        }
+                    };
                 let ctx = CudaContext::new(ordinal).map_err(|e| fail("context", e))?;
                 // Frees are queued on the model's stream; the pool shrinks once they ran.
                 ctx.synchronize().map_err(|e| fail("synchronize", e))?;
                 let pool = default_mem_pool(&ctx, spec)?;
                 // SAFETY: the pool belongs to a live context's device.
-                unsafe { result::mem_pool::trim_to(pool, 0) }.map_err(|e| fail("memory pool trim", e))?;
+                unsafe { result::mem_pool::trim_to(pool, 0) }
+                    .map_err(|e| fail("memory pool trim", e))?;
             }
             #[cfg(not(feature = "cuda"))]
             DeviceSpec::Cuda(_) => {}
@@ -243,7 +281,9 @@ pub fn free_memory(spec: DeviceSpec) -> Result<Option<(usize, usize)>> {
         #[cfg(feature = "cuda")]
         DeviceSpec::Cuda(ordinal) => {
             use candle_core::cuda_backend::cudarc::driver::CudaContext;
-            let fail = |e: candle_core::cuda_backend::cudarc::driver::DriverError| EngineError::Device { device: spec.to_string(), reason: e.to_string() };
+            let fail = |e: candle_core::cuda_backend::cudarc::driver::DriverError| {
+                EngineError::Device { device: spec.to_string(), reason: e.to_string() }
+            };
             let ctx = CudaContext::new(ordinal).map_err(fail)?;
             ctx.mem_get_info().map(Some).map_err(fail)
         }
@@ -258,11 +298,10 @@ pub fn memory_info(device: &Device) -> Result<Option<(usize, usize)>> {
         #[cfg(feature = "cuda")]
         Device::Cuda(cuda) => {
             let stream = cuda.cuda_stream();
-            stream
-                .context()
-                .mem_get_info()
-                .map(Some)
-                .map_err(|e| EngineError::Device { device: format!("{:?}", device.location()), reason: format!("memory info: {e}") })
+            stream.context().mem_get_info().map(Some).map_err(|e| EngineError::Device {
+                device: format!("{:?}", device.location()),
+                reason: format!("memory info: {e}"),
+            })
         }
         _ => Ok(None),
     }

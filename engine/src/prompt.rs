@@ -11,7 +11,8 @@ use minijinja::{Environment, Error, ErrorKind, State};
 /// The Alpaca instruction-tuning template; the prompt ends where `{response}` starts.
 pub const ALPACA_SFT_TEMPLATE: &str = include_str!("../../data/prompts/alpaca_sft.prompt");
 /// The zero-shot system prompt (URIAL style); the model continues after the opening fence.
-pub const ZERO_SHOT_SYSTEM_TEMPLATE: &str = include_str!("../../data/prompts/zero_shot_system_prompt.prompt");
+pub const ZERO_SHOT_SYSTEM_TEMPLATE: &str =
+    include_str!("../../data/prompts/zero_shot_system_prompt.prompt");
 
 /// One turn of a conversation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,10 +32,13 @@ pub fn render_fixed_template(template: PromptTemplate, instruction: &str) -> Opt
     match template {
         PromptTemplate::Raw => Some(instruction.to_string()),
         PromptTemplate::AlpacaSft => {
-            let (head, _) = ALPACA_SFT_TEMPLATE.split_once("{response}").unwrap_or((ALPACA_SFT_TEMPLATE, ""));
+            let (head, _) =
+                ALPACA_SFT_TEMPLATE.split_once("{response}").unwrap_or((ALPACA_SFT_TEMPLATE, ""));
             Some(head.replacen("{instruction}", instruction, 1))
         }
-        PromptTemplate::ZeroShotSystem => Some(ZERO_SHOT_SYSTEM_TEMPLATE.replacen("{instruction}", instruction, 1)),
+        PromptTemplate::ZeroShotSystem => {
+            Some(ZERO_SHOT_SYSTEM_TEMPLATE.replacen("{instruction}", instruction, 1))
+        }
         PromptTemplate::Chat => None,
     }
 }
@@ -52,25 +56,44 @@ const TEMPLATE_NAME: &str = "chat";
 impl ChatTemplate {
     /// Compiles `source` and renders it once with a single user message, so a template that
     /// cannot render fails here rather than on the first job.
-    pub fn new(source: &str, bos_token: Option<&str>, eos_token: Option<&str>) -> Result<Self, String> {
+    pub fn new(
+        source: &str,
+        bos_token: Option<&str>,
+        eos_token: Option<&str>,
+    ) -> Result<Self, String> {
         let mut env = Environment::new();
         // As transformers' ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True).
-        let syntax = minijinja::syntax::SyntaxConfig::builder().trim_blocks(true).lstrip_blocks(true).build();
+        let syntax = minijinja::syntax::SyntaxConfig::builder()
+            .trim_blocks(true)
+            .lstrip_blocks(true)
+            .build();
         env.set_syntax(syntax.map_err(|e| describe(&e))?);
         env.set_unknown_method_callback(python_string_and_dict_methods);
         env.add_function("raise_exception", |message: String| -> Result<Value, Error> {
             Err(Error::new(ErrorKind::InvalidOperation, message))
         });
-        env.add_function("strftime_now", |format: String| -> Result<Value, Error> { Ok(Value::from(strftime_now(&format))) });
+        env.add_function("strftime_now", |format: String| -> Result<Value, Error> {
+            Ok(Value::from(strftime_now(&format)))
+        });
         env.add_template_owned(TEMPLATE_NAME, source.to_string()).map_err(|e| describe(&e))?;
-        let template = Self { env, bos_token: bos_token.unwrap_or_default().into(), eos_token: eos_token.unwrap_or_default().into() };
-        template.render(&[ChatMessage::new("user", "Hello")], true).map_err(|e| format!("test rendering failed: {e}"))?;
+        let template = Self {
+            env,
+            bos_token: bos_token.unwrap_or_default().into(),
+            eos_token: eos_token.unwrap_or_default().into(),
+        };
+        template
+            .render(&[ChatMessage::new("user", "Hello")], true)
+            .map_err(|e| format!("test rendering failed: {e}"))?;
         Ok(template)
     }
 
     /// The conversation in the model's format; with `add_generation_prompt` it ends where the
     /// assistant's answer starts.
-    pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String, String> {
+    pub fn render(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String, String> {
         let messages: Vec<Value> = messages
             .iter()
             .map(|m| {
@@ -105,7 +128,12 @@ fn describe(e: &Error) -> String {
 
 /// The Python `str` and `dict` methods that chat templates call (`.strip()`, `.items()`…),
 /// which Jinja2 gets from Python and minijinja does not have.
-fn python_string_and_dict_methods(state: &mut State, value: &Value, method: &str, args: &[Value]) -> Result<Value, Error> {
+fn python_string_and_dict_methods(
+    state: &mut State,
+    value: &Value,
+    method: &str,
+    args: &[Value],
+) -> Result<Value, Error> {
     let arg = |i: usize| args.get(i).and_then(|v| v.as_str()).map(str::to_string);
     if let Some(s) = value.as_str() {
         let out = match method {
@@ -135,8 +163,16 @@ fn python_string_and_dict_methods(state: &mut State, value: &Value, method: &str
                 Some(sep) => s.split(sep.as_str()).map(Value::from).collect(),
                 None => s.split_whitespace().map(Value::from).collect(),
             },
-            "count" => Value::from(arg(0).map_or(0, |p| if p.is_empty() { 0 } else { s.matches(p.as_str()).count() })),
-            "find" => Value::from(arg(0).and_then(|p| s.find(&p)).map_or(-1, |i| s[..i].chars().count() as i64)),
+            "count" => Value::from(arg(0).map_or(0, |p| {
+                if p.is_empty() {
+                    0
+                } else {
+                    s.matches(p.as_str()).count()
+                }
+            })),
+            "find" => Value::from(
+                arg(0).and_then(|p| s.find(&p)).map_or(-1, |i| s[..i].chars().count() as i64),
+            ),
             _ => return Err(Error::from(ErrorKind::UnknownMethod)),
         };
         return Ok(out);
@@ -145,7 +181,9 @@ fn python_string_and_dict_methods(state: &mut State, value: &Value, method: &str
         return match method {
             "items" => state.apply_filter("items", &[value.clone()]),
             "keys" => Ok(value.try_iter()?.collect()),
-            "values" => Ok(value.try_iter()?.map(|k| value.get_item(&k).unwrap_or_default()).collect()),
+            "values" => {
+                Ok(value.try_iter()?.map(|k| value.get_item(&k).unwrap_or_default()).collect())
+            }
             "get" => {
                 let key = args.first().cloned().unwrap_or_default();
                 let found = value.get_item(&key).ok().filter(|v| !v.is_undefined());
@@ -159,13 +197,27 @@ fn python_string_and_dict_methods(state: &mut State, value: &Value, method: &str
 
 /// Python's `strftime` for the directives chat templates use, on today's UTC date.
 fn strftime_now(format: &str) -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     format_utc(secs, format)
 }
 
 fn format_utc(secs: u64, format: &str) -> String {
-    const MONTHS: [&str; 12] =
-        ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
+    const MONTHS: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     let (hour, minute, second) = (rem / 3600, rem % 3600 / 60, rem % 60);
@@ -230,13 +282,18 @@ mod tests {
 
     #[test]
     fn raw_prompt_is_the_instruction() {
-        assert_eq!(render_fixed_template(PromptTemplate::Raw, "  x {response} ").unwrap(), "  x {response} ");
+        assert_eq!(
+            render_fixed_template(PromptTemplate::Raw, "  x {response} ").unwrap(),
+            "  x {response} "
+        );
         assert!(render_fixed_template(PromptTemplate::Chat, "x").is_none());
     }
 
     #[test]
     fn instruction_braces_are_not_template_fields() {
-        let p = render_fixed_template(PromptTemplate::AlpacaSft, "print {response} and {instruction}").unwrap();
+        let p =
+            render_fixed_template(PromptTemplate::AlpacaSft, "print {response} and {instruction}")
+                .unwrap();
         assert!(p.contains("print {response} and {instruction}\n\n### Response:\n"));
     }
 
@@ -244,9 +301,13 @@ mod tests {
 
     #[test]
     fn llama3_style_template_renders_system_and_user_turns() {
-        let t = ChatTemplate::new(LLAMA3_LIKE, Some("<|begin_of_text|>"), Some("<|eot_id|>")).unwrap();
+        let t =
+            ChatTemplate::new(LLAMA3_LIKE, Some("<|begin_of_text|>"), Some("<|eot_id|>")).unwrap();
         let text = t
-            .render(&[ChatMessage::new("system", " Be brief. "), ChatMessage::new("user", "Hi\n")], true)
+            .render(
+                &[ChatMessage::new("system", " Be brief. "), ChatMessage::new("user", "Hi\n")],
+                true,
+            )
             .unwrap();
         assert_eq!(
             text,
@@ -273,7 +334,8 @@ mod tests {
 
     #[test]
     fn template_with_a_syntax_error_is_rejected() {
-        let err = ChatTemplate::new("{% for m in messages %}{{ m.content }}", None, None).unwrap_err();
+        let err =
+            ChatTemplate::new("{% for m in messages %}{{ m.content }}", None, None).unwrap_err();
         assert!(!err.is_empty());
     }
 

@@ -79,10 +79,19 @@ impl PackedWeights {
             GgmlDType::Q4_1 => (20, Values::Nibbles),
             GgmlDType::Q4_0 => (18, Values::Nibbles),
             GgmlDType::Q8_0 => (34, Values::SignedBytes),
-            other => return Err(candle_core::Error::Msg(format!("quant_matmul: unsupported weight type {other:?}")).into()),
+            other => {
+                return Err(candle_core::Error::Msg(format!(
+                    "quant_matmul: unsupported weight type {other:?}"
+                ))
+                .into())
+            }
         };
         if cols % BLOCK != 0 || data.len() != rows * cols / BLOCK * block_bytes {
-            return Err(candle_core::Error::Msg(format!("quant_matmul: [{rows}, {cols}] {dtype:?} has {} bytes", data.len())).into());
+            return Err(candle_core::Error::Msg(format!(
+                "quant_matmul: [{rows}, {cols}] {dtype:?} has {} bytes",
+                data.len()
+            ))
+            .into());
         }
         let blocks = cols / BLOCK;
         let mut w = Self::zeros(rows, cols, values);
@@ -191,7 +200,11 @@ impl Q8Rows {
     /// Quantizes `x` (`rows × cols`, row-major; `cols` a multiple of 32) into `self`,
     /// reusing its buffers.
     pub fn quantize(&mut self, x: &[f32], rows: usize, cols: usize) {
-        assert!(cols % BLOCK == 0 && x.len() >= rows * cols, "q8: {rows}×{cols} from {} values", x.len());
+        assert!(
+            cols % BLOCK == 0 && x.len() >= rows * cols,
+            "q8: {rows}×{cols} from {} values",
+            x.len()
+        );
         let blocks = cols / BLOCK;
         self.rows = rows;
         self.cols = cols;
@@ -206,9 +219,20 @@ impl Q8Rows {
         };
         let (quants, scales, sums) = (&mut self.quants, &mut self.scales, &mut self.scaled_sums);
         if rows * cols >= 1 << 15 {
-            quants.par_chunks_mut(BLOCK).zip(scales.par_iter_mut()).zip(sums.par_iter_mut()).enumerate().with_min_len(256).for_each(blocks_of);
+            quants
+                .par_chunks_mut(BLOCK)
+                .zip(scales.par_iter_mut())
+                .zip(sums.par_iter_mut())
+                .enumerate()
+                .with_min_len(256)
+                .for_each(blocks_of);
         } else {
-            quants.chunks_mut(BLOCK).zip(scales.iter_mut()).zip(sums.iter_mut()).enumerate().for_each(blocks_of);
+            quants
+                .chunks_mut(BLOCK)
+                .zip(scales.iter_mut())
+                .zip(sums.iter_mut())
+                .enumerate()
+                .for_each(blocks_of);
         }
     }
 }
@@ -268,8 +292,11 @@ unsafe impl Send for SendPtr {}
 unsafe fn group_rows(x: &Q8Rows, w: &PackedWeights, g: usize, y: *mut f32, m: usize, n: usize) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            if VNNI_ENABLED.load(Ordering::Relaxed) && std::arch::is_x86_feature_detected!("avxvnni") {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            if VNNI_ENABLED.load(Ordering::Relaxed)
+                && std::arch::is_x86_feature_detected!("avxvnni")
+            {
                 avx2::group_rows_vnni(x, w, g, y, m, n);
             } else {
                 avx2::group_rows(x, w, g, y, m, n);
@@ -280,7 +307,14 @@ unsafe fn group_rows(x: &Q8Rows, w: &PackedWeights, g: usize, y: *mut f32, m: us
     portable_group_rows(x, w, g, y, m, n);
 }
 
-unsafe fn portable_group_rows(x: &Q8Rows, w: &PackedWeights, g: usize, y: *mut f32, m: usize, n: usize) {
+unsafe fn portable_group_rows(
+    x: &Q8Rows,
+    w: &PackedWeights,
+    g: usize,
+    y: *mut f32,
+    m: usize,
+    n: usize,
+) {
     let blocks = w.cols / BLOCK;
     for r in 0..m {
         let mut acc = [0f32; GROUP];
@@ -291,7 +325,12 @@ unsafe fn portable_group_rows(x: &Q8Rows, w: &PackedWeights, g: usize, y: *mut f
             for lane in 0..GROUP {
                 let mut isum = 0i32;
                 for c in 0..BLOCK {
-                    isum += w.value((g * blocks + b) * GROUP_BLOCK_BYTES + (c / 4) * GROUP * 4 + lane * 4 + c % 4) * i32::from(xq[c]);
+                    isum += w.value(
+                        (g * blocks + b) * GROUP_BLOCK_BYTES
+                            + (c / 4) * GROUP * 4
+                            + lane * 4
+                            + c % 4,
+                    ) * i32::from(xq[c]);
                 }
                 acc[lane] += isum as f32 * (sc[lane] * xs) + sc[GROUP + lane] * xss;
             }
@@ -319,16 +358,29 @@ mod avx2 {
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn quantize_block(x: &[f32; BLOCK], q: &mut [i8; BLOCK]) -> (f32, i32) {
         let p = x.as_ptr();
-        let v = [_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)), _mm256_loadu_ps(p.add(16)), _mm256_loadu_ps(p.add(24))];
+        let v = [
+            _mm256_loadu_ps(p),
+            _mm256_loadu_ps(p.add(8)),
+            _mm256_loadu_ps(p.add(16)),
+            _mm256_loadu_ps(p.add(24)),
+        ];
         let sign = _mm256_set1_ps(-0.0);
         let mut m = _mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1]));
-        m = _mm256_max_ps(m, _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
+        m = _mm256_max_ps(
+            m,
+            _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])),
+        );
         let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
         let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
         let amax = _mm_cvtss_f32(_mm_max_ss(m2, _mm_shuffle_ps(m2, m2, 1)));
         let scale = amax / 127.0;
         let inv = _mm256_set1_ps(if scale > 0.0 { 1.0 / scale } else { 0.0 });
-        let round = |v: __m256| _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v, inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        let round = |v: __m256| {
+            _mm256_cvtps_epi32(_mm256_round_ps(
+                _mm256_mul_ps(v, inv),
+                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
+            ))
+        };
         let i = [round(v[0]), round(v[1]), round(v[2]), round(v[3])];
         let sum = _mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3]));
         let s4 = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
@@ -336,14 +388,23 @@ mod avx2 {
         let total = _mm_cvtsi128_si32(_mm_add_epi32(s2, _mm_shuffle_epi32(s2, 0b10_11_00_01)));
         // Packing works within 128-bit halves: the 4-byte units come out as i0[0..4],
         // i1[0..4], i2[0..4], i3[0..4], i0[4..8], …; one permute puts them in order.
-        let packed = _mm256_packs_epi16(_mm256_packs_epi32(i[0], i[1]), _mm256_packs_epi32(i[2], i[3]));
-        let ordered = _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        let packed =
+            _mm256_packs_epi16(_mm256_packs_epi32(i[0], i[1]), _mm256_packs_epi32(i[2], i[3]));
+        let ordered =
+            _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
         _mm256_storeu_si256(q.as_mut_ptr() as *mut __m256i, ordered);
         (scale, total)
     }
 
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn group_rows(x: &Q8Rows, w: &PackedWeights, g: usize, y: *mut f32, m: usize, n: usize) {
+    pub(super) unsafe fn group_rows(
+        x: &Q8Rows,
+        w: &PackedWeights,
+        g: usize,
+        y: *mut f32,
+        m: usize,
+        n: usize,
+    ) {
         rows::<false>(x, w, g, y, m, n)
     }
 
@@ -351,12 +412,26 @@ mod avx2 {
     /// lanes: one instruction for `vpmaddubsw` + `vpmaddwd` + add). The integer sums are
     /// the same, so the results are bit for bit those of [`group_rows`].
     #[target_feature(enable = "avx2,fma,avxvnni")]
-    pub(super) unsafe fn group_rows_vnni(x: &Q8Rows, w: &PackedWeights, g: usize, y: *mut f32, m: usize, n: usize) {
+    pub(super) unsafe fn group_rows_vnni(
+        x: &Q8Rows,
+        w: &PackedWeights,
+        g: usize,
+        y: *mut f32,
+        m: usize,
+        n: usize,
+    ) {
         rows::<true>(x, w, g, y, m, n)
     }
 
     #[inline(always)]
-    unsafe fn rows<const VNNI: bool>(x: &Q8Rows, w: &PackedWeights, g: usize, y: *mut f32, m: usize, n: usize) {
+    unsafe fn rows<const VNNI: bool>(
+        x: &Q8Rows,
+        w: &PackedWeights,
+        g: usize,
+        y: *mut f32,
+        m: usize,
+        n: usize,
+    ) {
         let mut r = 0;
         while r < m {
             match (w.values, (m - r).min(TILE)) {
@@ -376,7 +451,14 @@ mod avx2 {
     /// Signed 8-bit weights: |q| (unsigned) times x with q's sign, widened every step
     /// (two products of 128·127 fill 16 bits).
     #[inline(always)]
-    unsafe fn signed_tile<const MX: usize, const VNNI: bool>(x: &Q8Rows, w: &PackedWeights, g: usize, y: *mut f32, n: usize, r0: usize) {
+    unsafe fn signed_tile<const MX: usize, const VNNI: bool>(
+        x: &Q8Rows,
+        w: &PackedWeights,
+        g: usize,
+        y: *mut f32,
+        n: usize,
+        r0: usize,
+    ) {
         let blocks = w.cols / BLOCK;
         let ones = _mm256_set1_epi16(1);
         let mut acc = [_mm256_setzero_ps(); MX];
@@ -391,12 +473,17 @@ mod avx2 {
                 let wv = _mm256_loadu_si256(wb.add(step * 32) as *const __m256i);
                 let magnitude = _mm256_sign_epi8(wv, wv);
                 for (r, s) in isum.iter_mut().enumerate() {
-                    let four = _mm256_set1_epi32((xq.add(r * x.cols + b * BLOCK + step * 4) as *const i32).read_unaligned());
+                    let four = _mm256_set1_epi32(
+                        (xq.add(r * x.cols + b * BLOCK + step * 4) as *const i32).read_unaligned(),
+                    );
                     let signed = _mm256_sign_epi8(four, wv);
                     *s = if VNNI {
                         _mm256_dpbusd_avx_epi32(*s, magnitude, signed)
                     } else {
-                        _mm256_add_epi32(*s, _mm256_madd_epi16(_mm256_maddubs_epi16(magnitude, signed), ones))
+                        _mm256_add_epi32(
+                            *s,
+                            _mm256_madd_epi16(_mm256_maddubs_epi16(magnitude, signed), ones),
+                        )
                     };
                 }
             }
@@ -410,7 +497,13 @@ mod avx2 {
     }
 
     #[inline(always)]
-    unsafe fn store_tile<const MX: usize>(acc: &[__m256; MX], y: *mut f32, n: usize, r0: usize, col: usize) {
+    unsafe fn store_tile<const MX: usize>(
+        acc: &[__m256; MX],
+        y: *mut f32,
+        n: usize,
+        r0: usize,
+        col: usize,
+    ) {
         for (r, a) in acc.iter().enumerate() {
             let out = y.add((r0 + r) * n + col);
             if col + GROUP <= n {
@@ -426,7 +519,14 @@ mod avx2 {
     }
 
     #[inline(always)]
-    unsafe fn tile<const MX: usize, const VNNI: bool>(x: &Q8Rows, w: &PackedWeights, g: usize, y: *mut f32, n: usize, r0: usize) {
+    unsafe fn tile<const MX: usize, const VNNI: bool>(
+        x: &Q8Rows,
+        w: &PackedWeights,
+        g: usize,
+        y: *mut f32,
+        n: usize,
+        r0: usize,
+    ) {
         let blocks = w.cols / BLOCK;
         let ones = _mm256_set1_epi16(1);
         let mut acc = [_mm256_setzero_ps(); MX];
@@ -441,9 +541,15 @@ mod avx2 {
             for step in 0..BLOCK / 4 {
                 let wv = _mm256_loadu_si256(wb.add(step * 32) as *const __m256i);
                 for (r, s) in isum.iter_mut().enumerate() {
-                    let four = _mm256_set1_epi32((xq.add(r * x.cols + b * BLOCK + step * 4) as *const i32).read_unaligned());
+                    let four = _mm256_set1_epi32(
+                        (xq.add(r * x.cols + b * BLOCK + step * 4) as *const i32).read_unaligned(),
+                    );
                     // 32-bit sums with VNNI, 16-bit ones (widened once per block) without.
-                    *s = if VNNI { _mm256_dpbusd_avx_epi32(*s, wv, four) } else { _mm256_add_epi16(*s, _mm256_maddubs_epi16(wv, four)) };
+                    *s = if VNNI {
+                        _mm256_dpbusd_avx_epi32(*s, wv, four)
+                    } else {
+                        _mm256_add_epi16(*s, _mm256_maddubs_epi16(wv, four))
+                    };
                 }
             }
             let d = _mm256_loadu_ps(ws.add(b * 2 * GROUP));
@@ -521,11 +627,16 @@ mod tests {
 
     #[test]
     fn kernel_matches_f32_product_of_the_quantized_values() -> Result<()> {
-        let shapes = [(1, 8, 32), (5, 13, 64), (9, 24, 576), (3, 1, 96), (7, 71, 160), (48, 40, 1536)];
-        for (dtype, (m, n, k)) in [GgmlDType::Q4_1, GgmlDType::Q4_0, GgmlDType::Q8_0].into_iter().flat_map(|d| shapes.map(|s| (d, s))) {
+        let shapes =
+            [(1, 8, 32), (5, 13, 64), (9, 24, 576), (3, 1, 96), (7, 71, 160), (48, 40, 1536)];
+        for (dtype, (m, n, k)) in [GgmlDType::Q4_1, GgmlDType::Q4_0, GgmlDType::Q8_0]
+            .into_iter()
+            .flat_map(|d| shapes.map(|s| (d, s)))
+        {
             let t = Tensor::randn(0f32, 0.05, (n, k), &Device::Cpu)?;
             let w = PackedWeights::from_qtensor(&QTensor::quantize(&t, dtype)?)?;
-            let x: Vec<f32> = Tensor::randn(0f32, 1.0, (m, k), &Device::Cpu)?.flatten_all()?.to_vec1()?;
+            let x: Vec<f32> =
+                Tensor::randn(0f32, 1.0, (m, k), &Device::Cpu)?.flatten_all()?.to_vec1()?;
             let mut xq = Q8Rows::default();
             xq.quantize(&x, m, k);
             let mut y = vec![0f32; m * n];
@@ -535,13 +646,20 @@ mod tests {
             for g in 0..n.div_ceil(GROUP) {
                 unsafe { portable_group_rows(&xq, &w, g, portable.as_mut_ptr(), m, n) };
                 #[cfg(target_arch = "x86_64")]
-                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
                     unsafe { avx2::group_rows(&xq, &w, g, plain_avx2.as_mut_ptr(), m, n) };
                 }
             }
             #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-                assert_eq!(y, plain_avx2, "{dtype:?} ({m},{n},{k}): the VNNI and AVX2 paths differ");
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                assert_eq!(
+                    y, plain_avx2,
+                    "{dtype:?} ({m},{n},{k}): the VNNI and AVX2 paths differ"
+                );
             }
             // The exact product of the dequantized weights with the unquantized activations:
             // the only difference is x's 8-bit rounding.
@@ -551,8 +669,14 @@ mod tests {
                     let exact: f32 = (0..k).map(|c| x[r * k + c] * wd[j * k + c]).sum();
                     let norm: f32 = (0..k).map(|c| (x[r * k + c] * wd[j * k + c]).abs()).sum();
                     let got = y[r * n + j];
-                    assert!((got - exact).abs() <= 0.01 * norm + 1e-5, "{dtype:?} ({m},{n},{k}) [{r},{j}]: {got} vs {exact}");
-                    assert!((got - portable[r * n + j]).abs() <= 1e-5 * norm + 1e-6, "{dtype:?}: avx2 vs portable");
+                    assert!(
+                        (got - exact).abs() <= 0.01 * norm + 1e-5,
+                        "{dtype:?} ({m},{n},{k}) [{r},{j}]: {got} vs {exact}"
+                    );
+                    assert!(
+                        (got - portable[r * n + j]).abs() <= 1e-5 * norm + 1e-6,
+                        "{dtype:?}: avx2 vs portable"
+                    );
                 }
             }
         }
@@ -579,7 +703,11 @@ mod tests {
                 x[0] = 127.0;
             }
             let (mut a, mut b) = ([0i8; BLOCK], [0i8; BLOCK]);
-            assert_eq!(quantize_block(&x, &mut a), quantize_block_portable(&x, &mut b), "case {case}");
+            assert_eq!(
+                quantize_block(&x, &mut a),
+                quantize_block_portable(&x, &mut b),
+                "case {case}"
+            );
             assert_eq!(a, b, "case {case}");
         }
     }
@@ -587,8 +715,12 @@ mod tests {
     #[test]
     fn rows_do_not_depend_on_the_batch_they_are_in() -> Result<()> {
         let (n, k) = (24, 128);
-        let w = PackedWeights::from_qtensor(&QTensor::quantize(&Tensor::randn(0f32, 0.05, (n, k), &Device::Cpu)?, GgmlDType::Q4_1)?)?;
-        let x: Vec<f32> = Tensor::randn(0f32, 1.0, (7, k), &Device::Cpu)?.flatten_all()?.to_vec1()?;
+        let w = PackedWeights::from_qtensor(&QTensor::quantize(
+            &Tensor::randn(0f32, 0.05, (n, k), &Device::Cpu)?,
+            GgmlDType::Q4_1,
+        )?)?;
+        let x: Vec<f32> =
+            Tensor::randn(0f32, 1.0, (7, k), &Device::Cpu)?.flatten_all()?.to_vec1()?;
         let mut all = Q8Rows::default();
         all.quantize(&x, 7, k);
         let mut y_all = vec![0f32; 7 * n];

@@ -39,7 +39,11 @@ pub struct NextTokenScores {
 
 impl Model {
     /// Raw next-token logits (`vocab` values) after each prompt, in prompt order.
-    pub fn next_token_logits(&self, prompts: &[Vec<u32>], options: &ScoringOptions) -> Result<Vec<Vec<f32>>> {
+    pub fn next_token_logits(
+        &self,
+        prompts: &[Vec<u32>],
+        options: &ScoringOptions,
+    ) -> Result<Vec<Vec<f32>>> {
         let mut out = vec![Vec::new(); prompts.len()];
         self.prefill_last_logits(prompts, options, |i, logits, _| {
             out[i] = logits.to_vec();
@@ -48,10 +52,18 @@ impl Model {
     }
 
     /// Log-probabilities of `candidates` as the token after each prompt, in prompt order.
-    pub fn next_token_logprobs(&self, prompts: &[Vec<u32>], candidates: &[u32], options: &ScoringOptions) -> Result<Vec<NextTokenScores>> {
+    pub fn next_token_logprobs(
+        &self,
+        prompts: &[Vec<u32>],
+        candidates: &[u32],
+        options: &ScoringOptions,
+    ) -> Result<Vec<NextTokenScores>> {
         let vocab = self.config().vocab_size;
         if let Some(&bad) = candidates.iter().find(|&&c| c as usize >= vocab) {
-            return Err(EngineError::BadRequest { request: 0, reason: format!("candidate token {bad} is outside the vocabulary ({vocab})") });
+            return Err(EngineError::BadRequest {
+                request: 0,
+                reason: format!("candidate token {bad} is outside the vocabulary ({vocab})"),
+            });
         }
         let mut out: Vec<Option<NextTokenScores>> = vec![None; prompts.len()];
         self.prefill_last_logits(prompts, options, |i, logits, seconds| {
@@ -59,7 +71,10 @@ impl Model {
             out[i] = Some(NextTokenScores {
                 index: i,
                 prompt_tokens: prompts[i].len(),
-                candidate_logprobs: candidates.iter().map(|&c| (logits[c as usize] as f64 - log_z) as f32).collect(),
+                candidate_logprobs: candidates
+                    .iter()
+                    .map(|&c| (logits[c as usize] as f64 - log_z) as f32)
+                    .collect(),
                 top_token,
                 top_logprob: (logits[top_token as usize] as f64 - log_z) as f32,
                 seconds,
@@ -69,7 +84,12 @@ impl Model {
     }
 
     /// Prefills every prompt and calls `on_done(index, last_logits, seconds)` once per prompt.
-    fn prefill_last_logits(&self, prompts: &[Vec<u32>], options: &ScoringOptions, mut on_done: impl FnMut(usize, &[f32], f64)) -> Result<()> {
+    fn prefill_last_logits(
+        &self,
+        prompts: &[Vec<u32>],
+        options: &ScoringOptions,
+        mut on_done: impl FnMut(usize, &[f32], f64),
+    ) -> Result<()> {
         let vocab = self.config().vocab_size;
         let capacity = self.network.kv_capacity();
         for (i, p) in prompts.iter().enumerate() {
@@ -77,10 +97,14 @@ impl Model {
                 return Err(EngineError::BadRequest { request: i, reason: "empty prompt".into() });
             }
             if let Some(&bad) = p.iter().find(|&&t| t as usize >= vocab) {
-                return Err(EngineError::BadRequest { request: i, reason: format!("token id {bad} is outside the vocabulary") });
+                return Err(EngineError::BadRequest {
+                    request: i,
+                    reason: format!("token id {bad} is outside the vocabulary"),
+                });
             }
             if let Some(capacity) = capacity.filter(|&c| p.len() > c) {
-                let reason = format!("{} prompt tokens exceed the key/value cache ({capacity})", p.len());
+                let reason =
+                    format!("{} prompt tokens exceed the key/value cache ({capacity})", p.len());
                 return Err(EngineError::BadRequest { request: i, reason });
             }
         }
@@ -91,7 +115,8 @@ impl Model {
         while next_prompt < prompts.len() || !in_flight.is_empty() {
             // Admit prompts while the budget has room for their next chunk (and, paged, the
             // cache for the whole prompt).
-            let mut planned: usize = in_flight.iter().map(|(i, done, ..)| prompts[*i].len() - done).sum();
+            let mut planned: usize =
+                in_flight.iter().map(|(i, done, ..)| prompts[*i].len() - done).sum();
             while next_prompt < prompts.len() && planned < budget {
                 let len = prompts[next_prompt].len();
                 let Some(cache) = self.network.new_cache(len, len) else {

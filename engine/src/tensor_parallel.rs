@@ -42,7 +42,8 @@ impl Shard {
 /// Checks that `degree` ranks can split the model: whole attention heads, whole key/value
 /// heads and equal slices of the MLP on each.
 pub fn check_degree(config: &ModelConfig, degree: usize, path: &std::path::Path) -> Result<()> {
-    let fail = |reason: String| Err(EngineError::TensorParallel { path: path.into(), degree, reason });
+    let fail =
+        |reason: String| Err(EngineError::TensorParallel { path: path.into(), degree, reason });
     if degree == 0 {
         return fail("must be at least 1".into());
     }
@@ -73,8 +74,13 @@ struct Exchange {
 impl InProcessAllReduce {
     /// The all-reduces of a group of `world` ranks, rank order.
     pub fn group(world: usize) -> Vec<Arc<dyn AllReduce>> {
-        let exchange = Arc::new(Exchange { slots: Mutex::new(vec![None; world]), barrier: Barrier::new(world) });
-        (0..world).map(|rank| Arc::new(Self { rank, exchange: exchange.clone() }) as Arc<dyn AllReduce>).collect()
+        let exchange = Arc::new(Exchange {
+            slots: Mutex::new(vec![None; world]),
+            barrier: Barrier::new(world),
+        });
+        (0..world)
+            .map(|rank| Arc::new(Self { rank, exchange: exchange.clone() }) as Arc<dyn AllReduce>)
+            .collect()
     }
 }
 
@@ -92,7 +98,8 @@ impl AllReduce for InProcessAllReduce {
         x.device().synchronize()?;
         lock()[self.rank] = Some(x.clone());
         self.exchange.barrier.wait();
-        let parts: Vec<Tensor> = lock().iter().map(|t| t.clone().expect("every rank left its part")).collect();
+        let parts: Vec<Tensor> =
+            lock().iter().map(|t| t.clone().expect("every rank left its part")).collect();
         let mut total = parts[0].to_device(x.device())?;
         for part in &parts[1..] {
             total = (total + part.to_device(x.device())?)?;
@@ -141,20 +148,34 @@ mod nccl {
 
     /// A group's id, made by one rank and handed to all before they join.
     pub fn unique_id() -> Result<[std::ffi::c_char; 128]> {
-        let id = Id::new().map_err(|e| EngineError::Device { device: "nccl".into(), reason: format!("ncclGetUniqueId: {e:?}") })?;
+        let id = Id::new().map_err(|e| EngineError::Device {
+            device: "nccl".into(),
+            reason: format!("ncclGetUniqueId: {e:?}"),
+        })?;
         Ok(*id.internal())
     }
 
     impl NcclAllReduce {
         /// Joins the group (blocks until all `world` ranks have joined).
-        pub fn join(device: &Device, rank: usize, world: usize, id: [std::ffi::c_char; 128]) -> Result<Self> {
+        pub fn join(
+            device: &Device,
+            rank: usize,
+            world: usize,
+            id: [std::ffi::c_char; 128],
+        ) -> Result<Self> {
             let Device::Cuda(cuda) = device else {
-                return Err(EngineError::Device { device: "nccl".into(), reason: "NCCL needs a CUDA device".into() });
+                return Err(EngineError::Device {
+                    device: "nccl".into(),
+                    reason: "NCCL needs a CUDA device".into(),
+                });
             };
-            let comm = Comm::from_rank(cuda.cuda_stream(), rank, world, Id::uninit(id)).map_err(|e| EngineError::Device {
-                device: format!("{:?}", device.location()),
-                reason: format!("ncclCommInitRank (rank {rank} of {world}): {e:?}"),
-            })?;
+            let comm =
+                Comm::from_rank(cuda.cuda_stream(), rank, world, Id::uninit(id)).map_err(|e| {
+                    EngineError::Device {
+                        device: format!("{:?}", device.location()),
+                        reason: format!("ncclCommInitRank (rank {rank} of {world}): {e:?}"),
+                    }
+                })?;
             Ok(Self { comm, rank })
         }
     }
@@ -164,7 +185,9 @@ mod nccl {
             let x = x.contiguous()?;
             let (storage, layout) = x.storage_and_layout();
             let Storage::Cuda(cuda) = &*storage else {
-                return Err(candle_core::Error::Msg("NCCL all-reduce of a CPU tensor".into()).into());
+                return Err(
+                    candle_core::Error::Msg("NCCL all-reduce of a CPU tensor".into()).into()
+                );
             };
             let n = layout.shape().elem_count();
             let start = layout.start_offset();
@@ -172,9 +195,9 @@ mod nccl {
             let dev = cuda.device().clone();
             // SAFETY: the all-reduce writes every element.
             let mut dst = unsafe { dev.alloc::<bf16>(n)? };
-            self.comm
-                .all_reduce(&src, &mut dst, &ReduceOp::Sum)
-                .map_err(|e| candle_core::Error::Msg(format!("ncclAllReduce (rank {}): {e:?}", self.rank)))?;
+            self.comm.all_reduce(&src, &mut dst, &ReduceOp::Sum).map_err(|e| {
+                candle_core::Error::Msg(format!("ncclAllReduce (rank {}): {e:?}", self.rank))
+            })?;
             let out = Storage::Cuda(CudaStorage::wrap_cuda_slice(dst, dev));
             Ok(Tensor::from_storage(out, layout.shape().clone(), BackpropOp::none(), false))
         }
@@ -200,7 +223,8 @@ mod tests {
                     s.spawn(move || {
                         let mut last = Vec::new();
                         for step in 0..3 {
-                            let x = Tensor::new(&[rank as f32 + step as f32, 1.0], &Device::Cpu).unwrap();
+                            let x = Tensor::new(&[rank as f32 + step as f32, 1.0], &Device::Cpu)
+                                .unwrap();
                             last = r.sum(&x).unwrap().to_vec1::<f32>().unwrap();
                         }
                         last

@@ -56,13 +56,15 @@ impl TokenCodec {
             let herd = HerdTokenizer::from_hf_dir(dir).map_err(|e| bad(e.to_string()))?;
             return Ok(Self::from_herd(herd));
         }
-        let inner = Tokenizer::from_file(&tokenizer_json).map_err(|e| bad(format!("tokenizer.json: {e}")))?;
+        let inner = Tokenizer::from_file(&tokenizer_json)
+            .map_err(|e| bad(format!("tokenizer.json: {e}")))?;
         let read_json = |name: &str| -> Result<Option<Value>> {
             let path = dir.join(name);
             if !path.is_file() {
                 return Ok(None);
             }
-            let text = std::fs::read_to_string(&path).map_err(|source| EngineError::Io { path: path.clone(), source })?;
+            let text = std::fs::read_to_string(&path)
+                .map_err(|source| EngineError::Io { path: path.clone(), source })?;
             serde_json::from_str(&text).map(Some).map_err(|e| bad(format!("{name}: {e}")))
         };
         let tokenizer_config = read_json("tokenizer_config.json")?.unwrap_or(Value::Null);
@@ -91,7 +93,10 @@ impl TokenCodec {
             None => {
                 let path = dir.join("chat_template.jinja");
                 path.is_file()
-                    .then(|| std::fs::read_to_string(&path).map_err(|source| EngineError::Io { path: path.clone(), source }))
+                    .then(|| {
+                        std::fs::read_to_string(&path)
+                            .map_err(|source| EngineError::Io { path: path.clone(), source })
+                    })
                     .transpose()?
             }
         };
@@ -100,7 +105,9 @@ impl TokenCodec {
             if let Some(cfg) = read_json(name)? {
                 match cfg.get("eos_token_id") {
                     Some(Value::Number(n)) => eos_ids.extend(n.as_u64().map(|v| v as u32)),
-                    Some(Value::Array(a)) => eos_ids.extend(a.iter().filter_map(Value::as_u64).map(|v| v as u32)),
+                    Some(Value::Array(a)) => {
+                        eos_ids.extend(a.iter().filter_map(Value::as_u64).map(|v| v as u32))
+                    }
                     _ => {}
                 }
             }
@@ -131,7 +138,8 @@ impl TokenCodec {
 
     /// From GGUF metadata (`tokenizer.ggml.*`, `tokenizer.chat_template`).
     pub fn from_gguf(path: &Path, content: &gguf_file::Content) -> Result<Self> {
-        let herd = tokenizer_from_gguf(content).map_err(|e| EngineError::Tokenizer { path: path.into(), reason: e.to_string() })?;
+        let herd = tokenizer_from_gguf(content)
+            .map_err(|e| EngineError::Tokenizer { path: path.into(), reason: e.to_string() })?;
         Ok(Self::from_herd(herd))
     }
 
@@ -142,7 +150,10 @@ impl TokenCodec {
             Inner::LlamaCpp(t) => t.encode(text, true, add_special).map_err(codec_error),
             Inner::HuggingFace(t) => Ok(t
                 .encode(text, add_special)
-                .map_err(|e| EngineError::Tokenizer { path: "<tokenizer>".into(), reason: format!("encoding: {e}") })?
+                .map_err(|e| EngineError::Tokenizer {
+                    path: "<tokenizer>".into(),
+                    reason: format!("encoding: {e}"),
+                })?
                 .get_ids()
                 .to_vec()),
         }
@@ -152,9 +163,10 @@ impl TokenCodec {
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         match &self.inner {
             Inner::LlamaCpp(t) => t.decode(ids, false).map_err(codec_error),
-            Inner::HuggingFace(t) => t
-                .decode(ids, true)
-                .map_err(|e| EngineError::Tokenizer { path: "<tokenizer>".into(), reason: format!("decoding: {e}") }),
+            Inner::HuggingFace(t) => t.decode(ids, true).map_err(|e| EngineError::Tokenizer {
+                path: "<tokenizer>".into(),
+                reason: format!("decoding: {e}"),
+            }),
         }
     }
 
@@ -166,7 +178,9 @@ impl TokenCodec {
     /// The id of a token written as its vocabulary text (`<|im_end|>`, `1`).
     pub fn token_id(&self, token: &str) -> Option<u32> {
         match &self.inner {
-            Inner::LlamaCpp(t) => t.special_token_id(token).or_else(|| t.hf_tokenizer().token_to_id(token)),
+            Inner::LlamaCpp(t) => {
+                t.special_token_id(token).or_else(|| t.hf_tokenizer().token_to_id(token))
+            }
             Inner::HuggingFace(t) => t.token_to_id(token),
         }
     }
@@ -201,5 +215,8 @@ fn is_byte_level(tokenizer_json: &Path) -> bool {
     let Ok(text) = std::fs::read_to_string(tokenizer_json) else { return false };
     let Ok(json) = serde_json::from_str::<Value>(&text) else { return false };
     let decoder = &json["decoder"];
-    decoder["type"] == "ByteLevel" || decoder["decoders"].as_array().is_some_and(|d| d.iter().any(|d| d["type"] == "ByteLevel"))
+    decoder["type"] == "ByteLevel"
+        || decoder["decoders"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|d| d["type"] == "ByteLevel"))
 }

@@ -91,7 +91,11 @@ impl WeightReader {
         format: WeightFormat,
     ) -> Result<Self> {
         // The header is in hand: check the data it points to is all there before reading any.
-        let file_len = file.get_ref().metadata().map_err(|source| EngineError::Io { path: path.into(), source })?.len();
+        let file_len = file
+            .get_ref()
+            .metadata()
+            .map_err(|source| EngineError::Io { path: path.into(), source })?
+            .len();
         for (name, info) in &content.tensor_infos {
             let elems = info.shape.elem_count();
             let bytes = elems / info.ggml_dtype.block_size() * info.ggml_dtype.type_size();
@@ -107,7 +111,8 @@ impl WeightReader {
             WeightFormat::Dense => true,
             WeightFormat::Quantized => false,
             WeightFormat::Auto => {
-                let elems: usize = content.tensor_infos.values().map(|i| i.shape.elem_count()).sum();
+                let elems: usize =
+                    content.tensor_infos.values().map(|i| i.shape.elem_count()).sum();
                 (elems as u64) * 4 <= AUTO_DENSE_LIMIT_BYTES
             }
         };
@@ -125,12 +130,21 @@ impl WeightReader {
     pub(crate) fn safetensors(dir: &Path, files: &[PathBuf]) -> Result<Self> {
         // SAFETY: the files are memory-mapped read-only; herd does not modify model files
         // while it runs.
-        let st = unsafe { MmapedSafetensors::multi(files) }.map_err(|e| EngineError::BadWeights {
+        let st =
+            unsafe { MmapedSafetensors::multi(files) }.map_err(|e| EngineError::BadWeights {
+                path: dir.into(),
+                tensor: "<header>".into(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
             path: dir.into(),
-            tensor: "<header>".into(),
-            reason: e.to_string(),
-        })?;
-        Ok(Self { path: dir.into(), source: Source::Safetensors(st), dense: true, pack: false, unpermute_qk: false, dtype: DType::F32, device: Device::Cpu })
+            source: Source::Safetensors(st),
+            dense: true,
+            pack: false,
+            unpermute_qk: false,
+            dtype: DType::F32,
+            device: Device::Cpu,
+        })
     }
 
     /// Loads tensors as `dtype` onto `device` (the CPU's f32 otherwise).
@@ -142,11 +156,18 @@ impl WeightReader {
 
     /// Whether GGUF blocks of `dtype` become a packed CPU layer.
     fn packs(&self, dtype: GgmlDType) -> bool {
-        self.pack && self.device.is_cpu() && self.dtype == DType::F32 && quant_matmul::supports(dtype)
+        self.pack
+            && self.device.is_cpu()
+            && self.dtype == DType::F32
+            && quant_matmul::supports(dtype)
     }
 
     fn bad(&self, tensor: &str, reason: impl Into<String>) -> EngineError {
-        EngineError::BadWeights { path: self.path.clone(), tensor: tensor.into(), reason: reason.into() }
+        EngineError::BadWeights {
+            path: self.path.clone(),
+            tensor: tensor.into(),
+            reason: reason.into(),
+        }
     }
 
     fn contains(&self, hf_name: &str) -> bool {
@@ -161,15 +182,21 @@ impl WeightReader {
         match &mut self.source {
             Source::Gguf { file, content } => {
                 let name = gguf_name(hf_name);
-                let q = content
-                    .tensor(file, &name, &Device::Cpu)
-                    .map_err(|e| EngineError::BadWeights { path: self.path.clone(), tensor: name.clone(), reason: e.to_string() })?;
+                let q = content.tensor(file, &name, &Device::Cpu).map_err(|e| {
+                    EngineError::BadWeights {
+                        path: self.path.clone(),
+                        tensor: name.clone(),
+                        reason: e.to_string(),
+                    }
+                })?;
                 Ok(RawWeight::Quantized(q))
             }
             Source::Safetensors(st) => {
-                let t = st
-                    .load(hf_name, &Device::Cpu)
-                    .map_err(|e| EngineError::BadWeights { path: self.path.clone(), tensor: hf_name.into(), reason: e.to_string() })?;
+                let t = st.load(hf_name, &Device::Cpu).map_err(|e| EngineError::BadWeights {
+                    path: self.path.clone(),
+                    tensor: hf_name.into(),
+                    reason: e.to_string(),
+                })?;
                 Ok(RawWeight::Dense(t))
             }
         }
@@ -193,7 +220,13 @@ impl WeightReader {
 
     /// Several `[out_i, in]` projections stacked into one layer (Q/K/V, gate/up), each cut
     /// to the rows its part keeps and to the columns `keep_cols` (tensor parallelism).
-    fn stacked_linear(&mut self, parts: &[Part], in_features: usize, bias: bool, keep_cols: Range<usize>) -> Result<Linear> {
+    fn stacked_linear(
+        &mut self,
+        parts: &[Part],
+        in_features: usize,
+        bias: bool,
+        keep_cols: Range<usize>,
+    ) -> Result<Linear> {
         let whole = keep_cols == (0..in_features) && parts.iter().all(|p| p.keep == (0..p.out));
         let mut raws = Vec::with_capacity(parts.len());
         for part in parts {
@@ -201,7 +234,10 @@ impl WeightReader {
             let raw = self.raw(&weight_name)?;
             let dims = raw.dims();
             if dims != [part.out, in_features] {
-                return Err(self.bad(&weight_name, format!("shape {dims:?}, expected [{}, {in_features}]", part.out)));
+                return Err(self.bad(
+                    &weight_name,
+                    format!("shape {dims:?}, expected [{}, {in_features}]", part.out),
+                ));
             }
             let raw = match part.rope_heads {
                 Some(heads) if self.unpermute_qk => raw.unpermute_rotary_rows(heads)?,
@@ -214,7 +250,9 @@ impl WeightReader {
             for part in parts {
                 let b = self.vector(&format!("{}.bias", part.name), part.out)?;
                 let b = match part.rope_heads {
-                    Some(heads) if self.unpermute_qk => unpermute_rotary_dense(&b.unsqueeze(1)?, heads)?.squeeze(1)?,
+                    Some(heads) if self.unpermute_qk => {
+                        unpermute_rotary_dense(&b.unsqueeze(1)?, heads)?.squeeze(1)?
+                    }
                     _ => b,
                 };
                 biases.push(b.narrow(0, part.keep.start, part.keep.len())?);
@@ -223,18 +261,32 @@ impl WeightReader {
         } else {
             None
         };
-        let same_quant = raws.iter().all(|r| matches!(r, RawWeight::Quantized(q) if q.dtype() == raws_dtype(&raws)));
+        let same_quant = raws
+            .iter()
+            .all(|r| matches!(r, RawWeight::Quantized(q) if q.dtype() == raws_dtype(&raws)));
         if whole && same_quant && self.packs(raws_dtype(&raws)) {
             return Linear::packed(&concat_quantized_rows(&raws)?, bias);
         }
-        if whole && !self.dense && same_quant && !matches!(raws_dtype(&raws), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16) {
+        if whole
+            && !self.dense
+            && same_quant
+            && !matches!(raws_dtype(&raws), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16)
+        {
             let q = concat_quantized_rows(&raws)?;
             return Linear::quantized(Arc::new(q), bias);
         }
         let mut dense = Vec::with_capacity(raws.len());
         for (raw, part) in raws.into_iter().zip(parts) {
             let t = raw.into_dense()?;
-            let t = if whole { t } else { t.narrow(0, part.keep.start, part.keep.len())?.narrow(1, keep_cols.start, keep_cols.len())? };
+            let t = if whole {
+                t
+            } else {
+                t.narrow(0, part.keep.start, part.keep.len())?.narrow(
+                    1,
+                    keep_cols.start,
+                    keep_cols.len(),
+                )?
+            };
             // Cut and converted on the CPU, so only this rank's slice travels to the device.
             dense.push(t.to_dtype(self.dtype)?.contiguous()?.to_device(&self.device)?);
         }
@@ -245,15 +297,28 @@ impl WeightReader {
         let name = "model.embed_tokens.weight";
         let raw = self.raw(name)?;
         if raw.dims() != [config.vocab_size, config.hidden_size] {
-            return Err(self.bad(name, format!("shape {:?}, expected [{}, {}]", raw.dims(), config.vocab_size, config.hidden_size)));
+            return Err(self.bad(
+                name,
+                format!(
+                    "shape {:?}, expected [{}, {}]",
+                    raw.dims(),
+                    config.vocab_size,
+                    config.hidden_size
+                ),
+            ));
         }
         Ok(match raw {
             // Packed LM heads keep their blocks for lookups too.
             RawWeight::Quantized(q) if self.packs(q.dtype()) => Embedding::Quantized(Arc::new(q)),
-            RawWeight::Quantized(q) if !self.dense && !matches!(q.dtype(), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16) => {
+            RawWeight::Quantized(q)
+                if !self.dense
+                    && !matches!(q.dtype(), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16) =>
+            {
                 Embedding::Quantized(Arc::new(q))
             }
-            raw => Embedding::Dense(raw.into_dense()?.to_dtype(self.dtype)?.to_device(&self.device)?),
+            raw => {
+                Embedding::Dense(raw.into_dense()?.to_dtype(self.dtype)?.to_device(&self.device)?)
+            }
         })
     }
 
@@ -270,7 +335,11 @@ impl WeightReader {
                     Source::Safetensors(_) => Vec::new(),
                 };
                 if factors.len() != config.head_dim / 2 {
-                    return Err(self.bad_gguf(format!("rope_freqs.weight has {} values, expected {}", factors.len(), config.head_dim / 2)));
+                    return Err(self.bad_gguf(format!(
+                        "rope_freqs.weight has {} values, expected {}",
+                        factors.len(),
+                        config.head_dim / 2
+                    )));
                 }
                 config.rope_scaling = RopeScaling::FreqFactors(factors);
             }
@@ -284,14 +353,19 @@ impl WeightReader {
 
     /// Builds the whole model, or one tensor-parallel rank's slice of it (`shard`: whole
     /// heads of Q/K/V and O, a slice of the MLP; the rest replicated).
-    pub(crate) fn load_llama(mut self, mut config: ModelConfig, shard: Option<&Shard>) -> Result<Llama> {
+    pub(crate) fn load_llama(
+        mut self,
+        mut config: ModelConfig,
+        shard: Option<&Shard>,
+    ) -> Result<Llama> {
         self.rope_freq_factors(&mut config)?;
         if shard.is_some() {
             self.dense = true;
             self.pack = false;
         }
         let c = &config;
-        let (hidden, h, kvh, d, inter) = (c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim, c.intermediate_size);
+        let (hidden, h, kvh, d, inter) =
+            (c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim, c.intermediate_size);
         let keep = |total: usize| shard.map_or(0..total, |s| s.range(total));
         let (heads, kv_heads, units) = (keep(h), keep(kvh), keep(inter));
         let scaled = |r: &Range<usize>| r.start * d..r.end * d;
@@ -300,18 +374,32 @@ impl WeightReader {
         let mut blocks = Vec::with_capacity(c.num_layers);
         for i in 0..c.num_layers {
             let p = format!("model.layers.{i}");
-            let (q_name, k_name, v_name) = (format!("{p}.self_attn.q_proj"), format!("{p}.self_attn.k_proj"), format!("{p}.self_attn.v_proj"));
+            let (q_name, k_name, v_name) = (
+                format!("{p}.self_attn.q_proj"),
+                format!("{p}.self_attn.k_proj"),
+                format!("{p}.self_attn.v_proj"),
+            );
             let qkv = self.stacked_linear(
                 &[
                     Part { name: &q_name, out: h * d, rope_heads: Some(h), keep: scaled(&heads) },
-                    Part { name: &k_name, out: kvh * d, rope_heads: Some(kvh), keep: scaled(&kv_heads) },
+                    Part {
+                        name: &k_name,
+                        out: kvh * d,
+                        rope_heads: Some(kvh),
+                        keep: scaled(&kv_heads),
+                    },
                     Part { name: &v_name, out: kvh * d, rope_heads: None, keep: scaled(&kv_heads) },
                 ],
                 hidden,
                 c.qkv_bias,
                 0..hidden,
             )?;
-            let o = self.stacked_linear(&[Part::whole(&format!("{p}.self_attn.o_proj"), hidden, None)], h * d, false, scaled(&heads))?;
+            let o = self.stacked_linear(
+                &[Part::whole(&format!("{p}.self_attn.o_proj"), hidden, None)],
+                h * d,
+                false,
+                scaled(&heads),
+            )?;
             let (gate_name, up_name) = (format!("{p}.mlp.gate_proj"), format!("{p}.mlp.up_proj"));
             let gate_up = self.stacked_linear(
                 &[
@@ -322,15 +410,34 @@ impl WeightReader {
                 false,
                 0..hidden,
             )?;
-            let down = self.stacked_linear(&[Part::whole(&format!("{p}.mlp.down_proj"), hidden, None)], inter, false, units.clone())?;
+            let down = self.stacked_linear(
+                &[Part::whole(&format!("{p}.mlp.down_proj"), hidden, None)],
+                inter,
+                false,
+                units.clone(),
+            )?;
             let (o, down) = match shard {
-                Some(s) => (o.row_parallel(s.all_reduce.clone()), down.row_parallel(s.all_reduce.clone())),
+                Some(s) => {
+                    (o.row_parallel(s.all_reduce.clone()), down.row_parallel(s.all_reduce.clone()))
+                }
                 None => (o, down),
             };
             blocks.push(DecoderBlock {
-                input_norm: RmsNorm { weight: self.vector(&format!("{p}.input_layernorm.weight"), hidden)?, eps },
-                attention: Attention { qkv, o, num_heads: heads.len(), num_kv_heads: kv_heads.len(), head_dim: d },
-                post_attention_norm: RmsNorm { weight: self.vector(&format!("{p}.post_attention_layernorm.weight"), hidden)?, eps },
+                input_norm: RmsNorm {
+                    weight: self.vector(&format!("{p}.input_layernorm.weight"), hidden)?,
+                    eps,
+                },
+                attention: Attention {
+                    qkv,
+                    o,
+                    num_heads: heads.len(),
+                    num_kv_heads: kv_heads.len(),
+                    head_dim: d,
+                },
+                post_attention_norm: RmsNorm {
+                    weight: self.vector(&format!("{p}.post_attention_layernorm.weight"), hidden)?,
+                    eps,
+                },
                 mlp: Mlp { gate_up, down, intermediate_size: units.len() },
             });
         }
@@ -342,7 +449,12 @@ impl WeightReader {
                 Embedding::Quantized(q) => Linear::quantized(q.clone(), None)?,
             }
         } else {
-            self.stacked_linear(&[Part::whole("lm_head", c.vocab_size, None)], hidden, false, 0..hidden)?
+            self.stacked_linear(
+                &[Part::whole("lm_head", c.vocab_size, None)],
+                hidden,
+                false,
+                0..hidden,
+            )?
         };
         Ok(Llama {
             rotary: RotaryEmbedding::new(c),
@@ -386,7 +498,9 @@ impl RawWeight {
                 let (rows, _) = q.shape().dims2()?;
                 let d = rows / heads;
                 let order: Vec<usize> = (0..heads)
-                    .flat_map(|h| (0..2).flat_map(move |c| (0..d / 2).map(move |i| h * d + 2 * i + c)))
+                    .flat_map(|h| {
+                        (0..2).flat_map(move |c| (0..d / 2).map(move |i| h * d + 2 * i + c))
+                    })
                     .collect();
                 RawWeight::Quantized(gather_quantized_rows(&q, &order)?)
             }
@@ -474,7 +588,10 @@ mod tests {
     fn hugging_face_names_map_to_llama_cpp_names() {
         assert_eq!(gguf_name("model.layers.12.self_attn.k_proj.weight"), "blk.12.attn_k.weight");
         assert_eq!(gguf_name("model.layers.0.self_attn.q_proj.bias"), "blk.0.attn_q.bias");
-        assert_eq!(gguf_name("model.layers.3.post_attention_layernorm.weight"), "blk.3.ffn_norm.weight");
+        assert_eq!(
+            gguf_name("model.layers.3.post_attention_layernorm.weight"),
+            "blk.3.ffn_norm.weight"
+        );
         assert_eq!(gguf_name("model.embed_tokens.weight"), "token_embd.weight");
         assert_eq!(gguf_name("lm_head.weight"), "output.weight");
     }
@@ -485,7 +602,9 @@ mod tests {
         let t = Tensor::arange(0f32, 16.0 * 64.0, &Device::Cpu)?.reshape((16, 64))?;
         let dense = unpermute_rotary_dense(&t, 2)?;
         let q = QTensor::quantize(&t, GgmlDType::Q8_0)?;
-        let RawWeight::Quantized(q) = RawWeight::Quantized(q).unpermute_rotary_rows(2)? else { unreachable!() };
+        let RawWeight::Quantized(q) = RawWeight::Quantized(q).unpermute_rotary_rows(2)? else {
+            unreachable!()
+        };
         let back = q.dequantize(&Device::Cpu)?;
         let expected = QTensor::quantize(&dense, GgmlDType::Q8_0)?.dequantize(&Device::Cpu)?;
         let diff = (back - expected)?.abs()?.max_all()?.to_scalar::<f32>()?;

@@ -5,12 +5,15 @@ use std::sync::OnceLock;
 
 use herd_core::jobs::{FinishReason, PromptTemplate};
 use herd_engine::{
-    BatchOptions, ChatMessage, GenerationOutput, GenerationRequest, LoadOptions, Model, ScoringOptions, WeightFormat, DEFAULT_MODEL,
+    BatchOptions, ChatMessage, GenerationOutput, GenerationRequest, LoadOptions, Model,
+    ScoringOptions, WeightFormat, DEFAULT_MODEL,
 };
 
 fn model() -> &'static Model {
     static MODEL: OnceLock<Model> = OnceLock::new();
-    MODEL.get_or_init(|| Model::load(DEFAULT_MODEL, &LoadOptions::default()).expect("default model loads"))
+    MODEL.get_or_init(|| {
+        Model::load(DEFAULT_MODEL, &LoadOptions::default()).expect("default model loads")
+    })
 }
 
 const INSTRUCTIONS: [&str; 6] = [
@@ -50,7 +53,13 @@ fn chat_prompt_is_smollm2_chatml_with_its_default_system_turn() {
     assert_eq!(ids[0], 1, "<|im_start|> is one special token");
     assert_eq!(*ids.last().unwrap(), 198, "ends with the newline after 'assistant'");
     let judge = model()
-        .render_chat(&[ChatMessage::new("system", "You rank answers."), ChatMessage::new("user", "Which is better?")], true)
+        .render_chat(
+            &[
+                ChatMessage::new("system", "You rank answers."),
+                ChatMessage::new("user", "Which is better?"),
+            ],
+            true,
+        )
         .unwrap();
     assert!(judge.starts_with("<|im_start|>system\nYou rank answers.<|im_end|>\n<|im_start|>user\nWhich is better?<|im_end|>\n"));
     // <|endoftext|> and <|im_end|> (EOS), plus what llama.cpp also counts as end of
@@ -78,11 +87,25 @@ fn greedy_generation_is_deterministic_and_does_not_depend_on_batching() {
 
     // One at a time, and a batch of 4 with a 64-token step budget (chunked prefills mixed
     // with decodes): the same tokens.
-    let alone = model().generate_all(requests(40, &[]), &BatchOptions { max_batch_size: 1, max_step_tokens: 512, ignore_eos: true }).unwrap();
-    let chunked = model().generate_all(requests(40, &[]), &BatchOptions { max_batch_size: 4, max_step_tokens: 64, ignore_eos: true }).unwrap();
+    let alone = model()
+        .generate_all(
+            requests(40, &[]),
+            &BatchOptions { max_batch_size: 1, max_step_tokens: 512, ignore_eos: true },
+        )
+        .unwrap();
+    let chunked = model()
+        .generate_all(
+            requests(40, &[]),
+            &BatchOptions { max_batch_size: 4, max_step_tokens: 64, ignore_eos: true },
+        )
+        .unwrap();
     for (i, ((a, b), c)) in first.iter().zip(&alone).zip(&chunked).enumerate() {
         assert_eq!(a.tokens, b.tokens, "request {i}: batched vs alone\n{:?}\n{:?}", a.text, b.text);
-        assert_eq!(a.tokens, c.tokens, "request {i}: batched vs chunked prefill\n{:?}\n{:?}", a.text, c.text);
+        assert_eq!(
+            a.tokens, c.tokens,
+            "request {i}: batched vs chunked prefill\n{:?}\n{:?}",
+            a.text, c.text
+        );
         assert_eq!(a.output_tokens, 40);
         assert_eq!(a.finish_reason, FinishReason::Length);
         assert!(!a.text.trim().is_empty());
@@ -93,7 +116,9 @@ fn greedy_generation_is_deterministic_and_does_not_depend_on_batching() {
 fn generation_stops_at_end_of_generation_token() {
     let request = GenerationRequest {
         id: 7,
-        prompt_tokens: model().prompt_tokens(PromptTemplate::Chat, "Reply with just the word yes.").unwrap(),
+        prompt_tokens: model()
+            .prompt_tokens(PromptTemplate::Chat, "Reply with just the word yes.")
+            .unwrap(),
         max_new_tokens: 200,
         stop: vec![],
     };
@@ -107,7 +132,9 @@ fn generation_stops_at_end_of_generation_token() {
 
 #[test]
 fn generation_stops_before_a_stop_string_even_across_tokens() {
-    let free = model().generate_all(requests(60, &[]), &BatchOptions { ignore_eos: true, ..Default::default() }).unwrap();
+    let free = model()
+        .generate_all(requests(60, &[]), &BatchOptions { ignore_eos: true, ..Default::default() })
+        .unwrap();
     let text = &free[2].text;
     // A stop string that starts inside one token and ends in a later one: the middle of
     // the answer, spanning a space.
@@ -115,7 +142,12 @@ fn generation_stops_before_a_stop_string_even_across_tokens() {
     let space = start + text[start..].find(' ').expect("a space in the answer");
     let stop: String = text[space - 2..space + 3].to_string();
     let cut = text.find(&stop).unwrap();
-    let stopped = model().generate_all(requests(60, &[stop.as_str(), "never appears ~~~"]), &BatchOptions { ignore_eos: true, ..Default::default() }).unwrap();
+    let stopped = model()
+        .generate_all(
+            requests(60, &[stop.as_str(), "never appears ~~~"]),
+            &BatchOptions { ignore_eos: true, ..Default::default() },
+        )
+        .unwrap();
     assert_eq!(stopped[2].finish_reason, FinishReason::Stop);
     assert_eq!(stopped[2].text, text[..cut], "stop {stop:?}");
     assert!(stopped[2].output_tokens < 60);
@@ -124,7 +156,9 @@ fn generation_stops_before_a_stop_string_even_across_tokens() {
 
 #[test]
 fn generation_stops_at_max_new_tokens() {
-    let out = model().generate_all(requests(5, &[]), &BatchOptions { ignore_eos: true, ..Default::default() }).unwrap();
+    let out = model()
+        .generate_all(requests(5, &[]), &BatchOptions { ignore_eos: true, ..Default::default() })
+        .unwrap();
     for o in out {
         assert_eq!(o.output_tokens, 5);
         assert_eq!(o.tokens.len(), 5);
@@ -137,16 +171,23 @@ fn generation_stops_at_max_new_tokens() {
 #[test]
 fn next_token_scores_agree_with_the_first_generated_token() {
     let prompts: Vec<Vec<u32>> = requests(1, &[]).into_iter().map(|r| r.prompt_tokens).collect();
-    let generated = model().generate_all(requests(1, &[]), &BatchOptions { ignore_eos: true, ..Default::default() }).unwrap();
-    let candidates = [model().tokenizer.token_id("1").unwrap(), model().tokenizer.token_id("2").unwrap()];
+    let generated = model()
+        .generate_all(requests(1, &[]), &BatchOptions { ignore_eos: true, ..Default::default() })
+        .unwrap();
+    let candidates =
+        [model().tokenizer.token_id("1").unwrap(), model().tokenizer.token_id("2").unwrap()];
     // A 100-token budget makes several prompts span passes.
-    let scores = model().next_token_logprobs(&prompts, &candidates, &ScoringOptions { max_step_tokens: 100 }).unwrap();
+    let scores = model()
+        .next_token_logprobs(&prompts, &candidates, &ScoringOptions { max_step_tokens: 100 })
+        .unwrap();
     for ((s, g), p) in scores.iter().zip(&generated).zip(&prompts) {
         assert_eq!(s.top_token, g.tokens[0]);
         assert_eq!(s.prompt_tokens, p.len());
         assert!(s.top_logprob <= 0.0 && s.top_logprob > -5.0);
         for &lp in &s.candidate_logprobs {
-            assert!(lp < s.top_logprob || s.top_token == candidates[0] || s.top_token == candidates[1]);
+            assert!(
+                lp < s.top_logprob || s.top_token == candidates[0] || s.top_token == candidates[1]
+            );
             assert!(lp.is_finite());
         }
     }
@@ -165,18 +206,27 @@ fn max_logprob_diff(a: &[f32], b: &[f32]) -> f32 {
 #[test]
 fn chunked_prefill_computes_the_same_next_token() {
     let prompt = requests(1, &[]).swap_remove(0).prompt_tokens;
-    let argmax = |v: &[f32]| v.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).unwrap();
+    let argmax =
+        |v: &[f32]| v.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).unwrap();
     // Dense f32 weights: chunking only reorders f32 sums in attention.
-    let dense = Model::load(DEFAULT_MODEL, &LoadOptions { weight_format: WeightFormat::Dense }).unwrap();
-    let whole = dense.next_token_logits(std::slice::from_ref(&prompt), &ScoringOptions::default()).unwrap();
-    let chunked = dense.next_token_logits(std::slice::from_ref(&prompt), &ScoringOptions { max_step_tokens: 7 }).unwrap();
+    let dense =
+        Model::load(DEFAULT_MODEL, &LoadOptions { weight_format: WeightFormat::Dense }).unwrap();
+    let whole =
+        dense.next_token_logits(std::slice::from_ref(&prompt), &ScoringOptions::default()).unwrap();
+    let chunked = dense
+        .next_token_logits(std::slice::from_ref(&prompt), &ScoringOptions { max_step_tokens: 7 })
+        .unwrap();
     let diff = whole[0].iter().zip(&chunked[0]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
     assert!(diff < 1e-3, "dense: chunked prefill changes logits by {diff}");
     // The default (GGUF blocks × 8-bit activations, as llama.cpp): those last-bit differences
     // can move an activation across an 8-bit rounding boundary, and that difference grows
     // through the layers; the prediction stays.
-    let whole = model().next_token_logits(std::slice::from_ref(&prompt), &ScoringOptions::default()).unwrap();
-    let chunked = model().next_token_logits(std::slice::from_ref(&prompt), &ScoringOptions { max_step_tokens: 7 }).unwrap();
+    let whole = model()
+        .next_token_logits(std::slice::from_ref(&prompt), &ScoringOptions::default())
+        .unwrap();
+    let chunked = model()
+        .next_token_logits(std::slice::from_ref(&prompt), &ScoringOptions { max_step_tokens: 7 })
+        .unwrap();
     assert_eq!(argmax(&whole[0]), argmax(&chunked[0]));
     let diff = max_logprob_diff(&whole[0], &chunked[0]);
     assert!(diff < 2.0, "packed: chunked prefill changes log-probabilities by {diff}");

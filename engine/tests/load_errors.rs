@@ -58,11 +58,14 @@ fn an_unsupported_architecture_in_config_json_is_rejected() {
     let dir = temp_dir("gpt2-config");
     TinyLlama::default().write(&dir);
     let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
-    let config = config.replace("\"llama\"", "\"gpt2\"").replace("LlamaForCausalLM", "GPT2LMHeadModel");
+    let config =
+        config.replace("\"llama\"", "\"gpt2\"").replace("LlamaForCausalLM", "GPT2LMHeadModel");
     std::fs::write(dir.join("config.json"), config).unwrap();
     let err = load(&dir).unwrap_err();
     match &err {
-        EngineError::UnsupportedArchitecture { architecture, .. } => assert_eq!(architecture, "gpt2"),
+        EngineError::UnsupportedArchitecture { architecture, .. } => {
+            assert_eq!(architecture, "gpt2")
+        }
         other => panic!("expected UnsupportedArchitecture, got {other}"),
     }
 }
@@ -71,7 +74,11 @@ fn an_unsupported_architecture_in_config_json_is_rejected() {
 fn a_chat_template_that_cannot_render_fails_the_load() {
     let dir = temp_dir("bad-template");
     TinyLlama::default().write(&dir);
-    std::fs::write(dir.join("tokenizer_config.json"), r#"{"chat_template": "{% for m in messages %}{{ m.content }}"}"#).unwrap();
+    std::fs::write(
+        dir.join("tokenizer_config.json"),
+        r#"{"chat_template": "{% for m in messages %}{{ m.content }}"}"#,
+    )
+    .unwrap();
     let err = load(&dir).unwrap_err();
     assert!(matches!(err, EngineError::ChatTemplate { .. }), "{err}");
 }
@@ -87,14 +94,18 @@ fn a_file_that_is_not_gguf_is_a_bad_gguf() {
 
 #[test]
 fn a_truncated_gguf_is_a_bad_gguf_before_any_weight_is_read() {
-    let ModelSource::Gguf(real) = ModelSource::resolve(DEFAULT_MODEL).unwrap() else { panic!("default is a GGUF") };
+    let ModelSource::Gguf(real) = ModelSource::resolve(DEFAULT_MODEL).unwrap() else {
+        panic!("default is a GGUF")
+    };
     let bytes = std::fs::read(&real).unwrap();
     let dir = temp_dir("truncated-gguf");
     let path = dir.join("truncated.gguf");
     std::fs::write(&path, &bytes[..bytes.len() * 9 / 10]).unwrap();
     let err = load(&path).unwrap_err();
     match &err {
-        EngineError::BadGguf { reason, .. } => assert!(reason.contains("past the end of the file"), "{reason}"),
+        EngineError::BadGguf { reason, .. } => {
+            assert!(reason.contains("past the end of the file"), "{reason}")
+        }
         other => panic!("expected BadGguf, got {other}"),
     }
     // Cut inside the header: still a clear BadGguf.
@@ -106,7 +117,11 @@ fn a_truncated_gguf_is_a_bad_gguf_before_any_weight_is_read() {
 fn a_gguf_of_an_unsupported_architecture_is_rejected() {
     let dir = temp_dir("gpt2-gguf");
     let path = dir.join("gpt2.gguf");
-    let weight = QTensor::quantize(&Tensor::zeros((4, 32), candle_core::DType::F32, &Device::Cpu).unwrap(), GgmlDType::F32).unwrap();
+    let weight = QTensor::quantize(
+        &Tensor::zeros((4, 32), candle_core::DType::F32, &Device::Cpu).unwrap(),
+        GgmlDType::F32,
+    )
+    .unwrap();
     let mut file = std::fs::File::create(&path).unwrap();
     gguf_file::write(
         &mut file,
@@ -117,7 +132,9 @@ fn a_gguf_of_an_unsupported_architecture_is_rejected() {
     drop(file);
     let err = load(&path).unwrap_err();
     match &err {
-        EngineError::UnsupportedArchitecture { architecture, .. } => assert_eq!(architecture, "gpt2"),
+        EngineError::UnsupportedArchitecture { architecture, .. } => {
+            assert_eq!(architecture, "gpt2")
+        }
         other => panic!("expected UnsupportedArchitecture, got {other}"),
     }
 }

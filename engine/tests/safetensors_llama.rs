@@ -25,26 +25,37 @@ impl Reference {
             .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
             .collect();
         files.sort();
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, DType::F32, &Device::Cpu).unwrap() };
+        let vb = unsafe {
+            VarBuilder::from_mmaped_safetensors(&files, DType::F32, &Device::Cpu).unwrap()
+        };
         Self { model: reference::Llama::load(vb, &config).unwrap(), config }
     }
 
     /// Logits after `tokens`, computed from scratch.
     fn logits(&self, tokens: &[u32]) -> Vec<f32> {
-        let mut cache = reference::Cache::new(true, DType::F32, &self.config, &Device::Cpu).unwrap();
+        let mut cache =
+            reference::Cache::new(true, DType::F32, &self.config, &Device::Cpu).unwrap();
         let input = Tensor::new(tokens, &Device::Cpu).unwrap().unsqueeze(0).unwrap();
         self.model.forward(&input, 0, &mut cache).unwrap().squeeze(0).unwrap().to_vec1().unwrap()
     }
 
     /// Greedy continuation of `prompt`, one token at a time with the reference's cache.
     fn greedy(&self, prompt: &[u32], n: usize) -> Vec<u32> {
-        let mut cache = reference::Cache::new(true, DType::F32, &self.config, &Device::Cpu).unwrap();
+        let mut cache =
+            reference::Cache::new(true, DType::F32, &self.config, &Device::Cpu).unwrap();
         let mut input = prompt.to_vec();
         let mut pos = 0;
         let mut out = Vec::new();
         for _ in 0..n {
             let x = Tensor::new(input.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
-            let logits: Vec<f32> = self.model.forward(&x, pos, &mut cache).unwrap().squeeze(0).unwrap().to_vec1().unwrap();
+            let logits: Vec<f32> = self
+                .model
+                .forward(&x, pos, &mut cache)
+                .unwrap()
+                .squeeze(0)
+                .unwrap()
+                .to_vec1()
+                .unwrap();
             pos += input.len();
             let next = argmax(&logits);
             out.push(next);
@@ -74,25 +85,39 @@ fn check_logits_against_reference(spec: TinyLlama, name: &str) {
     // splits the longer prompts into chunks.
     let prompts: Vec<Vec<u32>> = (2..=PROMPT.len()).map(|k| PROMPT[..k].to_vec()).collect();
     for budget in [4, 512] {
-        let ours = model.next_token_logits(&prompts, &ScoringOptions { max_step_tokens: budget }).unwrap();
+        let ours =
+            model.next_token_logits(&prompts, &ScoringOptions { max_step_tokens: budget }).unwrap();
         for (p, logits) in prompts.iter().zip(&ours) {
             assert_eq!(logits.len(), VOCAB);
             let expected = reference.logits(p);
             let diff = max_abs_diff(logits, &expected);
-            assert!(diff < 1e-4, "{name}: prompt of {} tokens, budget {budget}: max |diff| {diff}", p.len());
+            assert!(
+                diff < 1e-4,
+                "{name}: prompt of {} tokens, budget {budget}: max |diff| {diff}",
+                p.len()
+            );
         }
     }
 }
 
 #[test]
 fn logits_match_reference_for_untied_f32_with_llama3_rope_scaling() {
-    check_logits_against_reference(TinyLlama { llama3_rope: true, ..Default::default() }, "untied-llama3");
+    check_logits_against_reference(
+        TinyLlama { llama3_rope: true, ..Default::default() },
+        "untied-llama3",
+    );
 }
 
 #[test]
 fn logits_match_reference_for_tied_bf16_sharded_weights() {
     check_logits_against_reference(
-        TinyLlama { tie_word_embeddings: true, dtype: DType::BF16, shards: 3, seed: 11, ..Default::default() },
+        TinyLlama {
+            tie_word_embeddings: true,
+            dtype: DType::BF16,
+            shards: 3,
+            seed: 11,
+            ..Default::default()
+        },
         "tied-bf16-sharded",
     );
 }
@@ -119,11 +144,17 @@ fn batched_greedy_generation_matches_reference_step_by_step() {
     TinyLlama { seed: 5, ..Default::default() }.write(&dir);
     let model = Model::load(dir.to_str().unwrap(), &LoadOptions::default()).unwrap();
     let reference = Reference::load(&dir);
-    let prompts: Vec<Vec<u32>> = vec![PROMPT.to_vec(), PROMPT[..3].to_vec(), PROMPT[2..].to_vec(), vec![1, 44]];
+    let prompts: Vec<Vec<u32>> =
+        vec![PROMPT.to_vec(), PROMPT[..3].to_vec(), PROMPT[2..].to_vec(), vec![1, 44]];
     let requests: Vec<GenerationRequest> = prompts
         .iter()
         .enumerate()
-        .map(|(id, p)| GenerationRequest { id, prompt_tokens: p.clone(), max_new_tokens: 12, stop: vec![] })
+        .map(|(id, p)| GenerationRequest {
+            id,
+            prompt_tokens: p.clone(),
+            max_new_tokens: 12,
+            stop: vec![],
+        })
         .collect();
     // Batch of 2 over 4 requests: later ones are admitted as earlier ones finish, and a
     // 5-token step budget forces chunked prefills that ride along with decodes.

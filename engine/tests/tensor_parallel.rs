@@ -4,7 +4,9 @@
 mod common;
 
 use common::{temp_dir, TinyLlama};
-use herd_engine::{BatchOptions, EngineError, GenerationRequest, LoadOptions, Model, Placement, ScoringOptions};
+use herd_engine::{
+    BatchOptions, EngineError, GenerationRequest, LoadOptions, Model, Placement, ScoringOptions,
+};
 
 const PROMPT: [u32; 9] = [1, 5, 17, 3, 40, 22, 9, 31, 12];
 
@@ -32,7 +34,11 @@ fn tp2_logits_equal_tp1() {
         let got = two.next_token_logits(&prompts, &options).unwrap();
         for (p, (e, g)) in prompts.iter().zip(expected.iter().zip(&got)) {
             let diff = max_abs_diff(e, g);
-            assert!(diff < 1e-4, "prompt of {} tokens, budget {budget}: max |diff| {diff}", p.len());
+            assert!(
+                diff < 1e-4,
+                "prompt of {} tokens, budget {budget}: max |diff| {diff}",
+                p.len()
+            );
         }
     }
 }
@@ -46,12 +52,23 @@ fn tp2_greedy_generation_equals_tp1_with_a_cache_that_admits_two_sequences_at_a_
     // 48 positions: three blocks of 16; each request below needs 2 blocks at most, so
     // admission waits for a running sequence to end.
     let two = Model::load_on(spec, &LoadOptions::default(), &sharded(2, Some(48))).unwrap();
-    let prompts: Vec<Vec<u32>> = vec![PROMPT.to_vec(), PROMPT[..3].to_vec(), PROMPT[2..].to_vec(), vec![1, 44], PROMPT[1..6].to_vec()];
+    let prompts: Vec<Vec<u32>> = vec![
+        PROMPT.to_vec(),
+        PROMPT[..3].to_vec(),
+        PROMPT[2..].to_vec(),
+        vec![1, 44],
+        PROMPT[1..6].to_vec(),
+    ];
     let requests = || -> Vec<GenerationRequest> {
         prompts
             .iter()
             .enumerate()
-            .map(|(id, p)| GenerationRequest { id, prompt_tokens: p.clone(), max_new_tokens: 10, stop: vec![] })
+            .map(|(id, p)| GenerationRequest {
+                id,
+                prompt_tokens: p.clone(),
+                max_new_tokens: 10,
+                stop: vec![],
+            })
             .collect()
     };
     let options = BatchOptions { max_batch_size: 4, max_step_tokens: 6, ignore_eos: true };
@@ -69,7 +86,8 @@ fn a_degree_that_does_not_divide_the_heads_is_rejected_before_loading() {
     TinyLlama::default().write(&dir);
     let spec = dir.to_str().unwrap();
     for (degree, what) in [(3, "attention heads"), (4, "key/value heads")] {
-        let err = Model::load_on(spec, &LoadOptions::default(), &sharded(degree, None)).unwrap_err();
+        let err =
+            Model::load_on(spec, &LoadOptions::default(), &sharded(degree, None)).unwrap_err();
         match &err {
             EngineError::TensorParallel { degree: d, reason, .. } => {
                 assert_eq!(*d, degree);
@@ -84,8 +102,15 @@ fn a_degree_that_does_not_divide_the_heads_is_rejected_before_loading() {
 fn a_request_longer_than_the_whole_cache_is_a_bad_request() {
     let dir = temp_dir("tp2-too-long");
     TinyLlama::default().write(&dir);
-    let model = Model::load_on(dir.to_str().unwrap(), &LoadOptions::default(), &sharded(2, Some(32))).unwrap();
-    let request = GenerationRequest { id: 7, prompt_tokens: PROMPT.to_vec(), max_new_tokens: 30, stop: vec![] };
+    let model =
+        Model::load_on(dir.to_str().unwrap(), &LoadOptions::default(), &sharded(2, Some(32)))
+            .unwrap();
+    let request = GenerationRequest {
+        id: 7,
+        prompt_tokens: PROMPT.to_vec(),
+        max_new_tokens: 30,
+        stop: vec![],
+    };
     let err = model.generate_all(vec![request], &BatchOptions::default()).unwrap_err();
     match &err {
         EngineError::BadRequest { request, reason } => {

@@ -29,11 +29,9 @@ fn fixture_dir() -> PathBuf {
 }
 
 fn default_model_path() -> PathBuf {
-    let cache = std::env::var_os("HERD_MODEL_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/herd/models")
-        });
+    let cache = std::env::var_os("HERD_MODEL_CACHE").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/herd/models")
+    });
     let path = cache.join(DEFAULT_MODEL_FILE);
     assert!(
         path.exists(),
@@ -76,9 +74,7 @@ fn eval_set() -> &'static EvalSet {
             serde_json::from_str(&std::fs::read_to_string(data.join("eval_set.json")).unwrap())
                 .unwrap();
         let field = |name: &str| -> Vec<String> {
-            rows.iter()
-                .map(|r| r[name].as_str().unwrap().to_string())
-                .collect()
+            rows.iter().map(|r| r[name].as_str().unwrap().to_string()).collect()
         };
         EvalSet {
             instructions: field("instruction"),
@@ -119,10 +115,7 @@ fn fnv1a64(bytes: impl IntoIterator<Item = u8>, mut h: u64) -> u64 {
 const FNV_OFFSET: u64 = 0xCBF29CE484222325;
 
 fn fnv1a64_ids(ids: &[u32]) -> String {
-    format!(
-        "{:016x}",
-        fnv1a64(ids.iter().flat_map(|i| i.to_le_bytes()), FNV_OFFSET)
-    )
+    format!("{:016x}", fnv1a64(ids.iter().flat_map(|i| i.to_le_bytes()), FNV_OFFSET))
 }
 
 struct Reference {
@@ -139,19 +132,13 @@ fn load_reference(
     let fixture: Value = serde_json::from_slice(&gunzip(&fixture_dir().join(fixture_file)))
         .unwrap_or_else(|e| panic!("{fixture_file}: {e}"));
     let tokenizer = tokenizer_from_gguf(&gguf()).unwrap_or_else(|e| panic!("{label}: {e}"));
-    Reference {
-        label,
-        tokenizer,
-        fixture,
-    }
+    Reference { label, tokenizer, fixture }
 }
 
 fn smollm2() -> &'static Reference {
     static REFERENCE: OnceLock<Reference> = OnceLock::new();
     REFERENCE.get_or_init(|| {
-        load_reference("smollm2", "smollm2.json.gz", || {
-            read_gguf_file(&default_model_path())
-        })
+        load_reference("smollm2", "smollm2.json.gz", || read_gguf_file(&default_model_path()))
     })
 }
 
@@ -159,9 +146,7 @@ fn llama_bpe() -> &'static Reference {
     static REFERENCE: OnceLock<Reference> = OnceLock::new();
     REFERENCE.get_or_init(|| {
         load_reference("llama-bpe", "llama-bpe.json.gz", || {
-            read_gguf(&gunzip(
-                &fixture_dir().join("vocabs/ggml-vocab-llama-bpe.gguf.gz"),
-            ))
+            read_gguf(&gunzip(&fixture_dir().join("vocabs/ggml-vocab-llama-bpe.gguf.gz")))
         })
     })
 }
@@ -170,9 +155,7 @@ fn gpt2() -> &'static Reference {
     static REFERENCE: OnceLock<Reference> = OnceLock::new();
     REFERENCE.get_or_init(|| {
         load_reference("gpt-2", "gpt-2.json.gz", || {
-            read_gguf(&gunzip(
-                &fixture_dir().join("vocabs/ggml-vocab-gpt-2.gguf.gz"),
-            ))
+            read_gguf(&gunzip(&fixture_dir().join("vocabs/ggml-vocab-gpt-2.gguf.gz")))
         })
     })
 }
@@ -216,11 +199,7 @@ impl Reference {
                 }
             })
             .collect();
-        assert!(
-            !cases.is_empty(),
-            "{}: the fixture has no `{set}` case",
-            self.label
-        );
+        assert!(!cases.is_empty(), "{}: the fixture has no `{set}` case", self.label);
         cases
     }
 
@@ -252,21 +231,13 @@ impl Reference {
             self.label,
             failures.len(),
             cases.len(),
-            failures
-                .iter()
-                .take(12)
-                .cloned()
-                .collect::<Vec<_>>()
-                .join("\n")
+            failures.iter().take(12).cloned().collect::<Vec<_>>().join("\n")
         );
     }
 
     fn compare_ids(&self, case: &Case<'_>, ids: &[u32]) -> Option<String> {
         if let Some(expected) = case.json["ids"].as_array() {
-            let expected: Vec<u32> = expected
-                .iter()
-                .map(|v| v.as_u64().unwrap() as u32)
-                .collect();
+            let expected: Vec<u32> = expected.iter().map(|v| v.as_u64().unwrap() as u32).collect();
             if expected == ids {
                 return None;
             }
@@ -354,12 +325,7 @@ impl Reference {
             self.label,
             failures.len(),
             cases.len(),
-            failures
-                .iter()
-                .take(12)
-                .cloned()
-                .collect::<Vec<_>>()
-                .join("\n")
+            failures.iter().take(12).cloned().collect::<Vec<_>>().join("\n")
         );
     }
 
@@ -368,38 +334,14 @@ impl Reference {
         let vocab = &self.fixture["vocab"];
         let t = &self.tokenizer;
         let id = |v: &Value| v.as_u64().map(|x| x as u32);
-        assert_eq!(
-            t.vocab_size() as u64,
-            vocab["n_tokens"].as_u64().unwrap(),
-            "{}",
-            self.label
-        );
+        assert_eq!(t.vocab_size() as u64, vocab["n_tokens"].as_u64().unwrap(), "{}", self.label);
         assert_eq!(t.bos_id(), id(&vocab["bos"]), "{} BOS", self.label);
         assert_eq!(t.eos_id(), id(&vocab["eos"]), "{} EOS", self.label);
-        assert_eq!(
-            t.adds_bos(),
-            vocab["add_bos"].as_bool().unwrap(),
-            "{} add_bos",
-            self.label
-        );
-        assert_eq!(
-            t.adds_eos(),
-            vocab["add_eos"].as_bool().unwrap(),
-            "{} add_eos",
-            self.label
-        );
-        let eog: Vec<u32> = vocab["end_of_generation"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(id)
-            .collect();
-        assert_eq!(
-            t.end_of_generation_ids(),
-            eog.as_slice(),
-            "{} end of generation",
-            self.label
-        );
+        assert_eq!(t.adds_bos(), vocab["add_bos"].as_bool().unwrap(), "{} add_bos", self.label);
+        assert_eq!(t.adds_eos(), vocab["add_eos"].as_bool().unwrap(), "{} add_eos", self.label);
+        let eog: Vec<u32> =
+            vocab["end_of_generation"].as_array().unwrap().iter().filter_map(id).collect();
+        assert_eq!(t.end_of_generation_ids(), eog.as_slice(), "{} end of generation", self.label);
 
         let not_normal: BTreeSet<(u32, u64)> = vocab["attrs_not_normal"]
             .as_array()
@@ -434,9 +376,8 @@ impl Reference {
                     format!("{h:016x}")
                 })
                 .collect();
-            let differing: Vec<usize> = (0..expected.len())
-                .filter(|&b| expected[b] != ours[b])
-                .collect();
+            let differing: Vec<usize> =
+                (0..expected.len()).filter(|&b| expected[b] != ours[b]).collect();
             assert!(
                 differing.is_empty(),
                 "{}: pieces ({key} special tokens) differ in id blocks {differing:?} of {block}",
@@ -460,10 +401,7 @@ fn llama_attr(kind: TokenKind) -> u64 {
 }
 
 fn hex_decode(hex: &str) -> Vec<u8> {
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-        .collect()
+    (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect()
 }
 
 fn shorten(text: &str) -> String {
@@ -517,9 +455,7 @@ fn smollm2_decodes_like_llama_cpp_and_round_trips_raw_text() {
 #[test]
 fn smollm2_carries_its_chat_template_and_turn_end() {
     let t = &smollm2().tokenizer;
-    let template = t
-        .chat_template()
-        .expect("SmolLM2's GGUF has a chat template");
+    let template = t.chat_template().expect("SmolLM2's GGUF has a chat template");
     assert!(template.contains("<|im_start|>"), "{template}");
     let im_end = t.special_token_id("<|im_end|>").unwrap();
     assert!(t.is_end_of_generation(im_end));
@@ -559,15 +495,12 @@ fn llama3_encodes_the_judge_prompts_like_llama_cpp() {
     let reference = llama_bpe();
     reference.assert_encodes_like_llama_cpp("judge");
     // How long the 805 judge prompts take (printed, not asserted: timing is for bench/).
-    let prompts: Vec<String> = (0..eval_set().instructions.len())
-        .map(|i| eval_set().judge_prompt(i))
-        .collect();
+    let prompts: Vec<String> =
+        (0..eval_set().instructions.len()).map(|i| eval_set().judge_prompt(i)).collect();
     let bytes: usize = prompts.iter().map(String::len).sum();
     let (start, cpu_start) = (Instant::now(), thread_cpu_ms());
-    let tokens: usize = prompts
-        .iter()
-        .map(|p| reference.tokenizer.encode(p, true, false).unwrap().len())
-        .sum();
+    let tokens: usize =
+        prompts.iter().map(|p| reference.tokenizer.encode(p, true, false).unwrap().len()).sum();
     let cpu = match (cpu_start, thread_cpu_ms()) {
         (Some(a), Some(b)) => format!(", {} ms of CPU", b - a),
         _ => String::new(),
@@ -624,11 +557,7 @@ fn through_hf_folder(reference: &Reference) -> HerdTokenizer {
         std::process::id()
     ));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("tokenizer.json"),
-        t.hf_tokenizer().to_string(false).unwrap(),
-    )
-    .unwrap();
+    std::fs::write(dir.join("tokenizer.json"), t.hf_tokenizer().to_string(false).unwrap()).unwrap();
     let config = json!({
         "bos_token": t.bos_id().and_then(|id| t.token_text(id)),
         "eos_token": t.eos_id().and_then(|id| t.token_text(id)),
@@ -649,12 +578,7 @@ fn a_hugging_face_folder_gives_the_same_tokenizer() {
         assert_eq!(hf.bos_id(), gguf.bos_id(), "{}", reference.label);
         assert_eq!(hf.eos_id(), gguf.eos_id(), "{}", reference.label);
         assert_eq!(hf.adds_bos(), gguf.adds_bos(), "{}", reference.label);
-        assert_eq!(
-            hf.chat_template(),
-            gguf.chat_template(),
-            "{}",
-            reference.label
-        );
+        assert_eq!(hf.chat_template(), gguf.chat_template(), "{}", reference.label);
         assert_eq!(hf.vocab_size(), gguf.vocab_size(), "{}", reference.label);
         for set in ["awkward", "instruction"] {
             for case in reference.cases(set) {
@@ -679,10 +603,9 @@ fn a_hugging_face_folder_gives_the_same_tokenizer() {
 #[test]
 fn an_unknown_pre_tokenizer_is_refused_by_name() {
     let mut content = read_gguf_file(&default_model_path());
-    content.metadata.insert(
-        "tokenizer.ggml.pre".into(),
-        gguf_file::Value::String("deepseek-coder".into()),
-    );
+    content
+        .metadata
+        .insert("tokenizer.ggml.pre".into(), gguf_file::Value::String("deepseek-coder".into()));
     match tokenizer_from_gguf(&content) {
         Err(TokenizerError::UnsupportedPreTokenizer { pre }) => assert_eq!(pre, "deepseek-coder"),
         other => panic!("expected UnsupportedPreTokenizer, got {other:?}"),
@@ -692,10 +615,9 @@ fn an_unknown_pre_tokenizer_is_refused_by_name() {
 #[test]
 fn a_sentencepiece_vocabulary_is_refused_by_name() {
     let mut content = read_gguf_file(&default_model_path());
-    content.metadata.insert(
-        "tokenizer.ggml.model".into(),
-        gguf_file::Value::String("llama".into()),
-    );
+    content
+        .metadata
+        .insert("tokenizer.ggml.model".into(), gguf_file::Value::String("llama".into()));
     let error = tokenizer_from_gguf(&content).unwrap_err();
     assert!(
         matches!(&error, TokenizerError::UnsupportedModel { model } if model == "llama"),

@@ -57,7 +57,8 @@ impl JudgeCacheKey {
     /// The key of `job` judged by the model whose identity is `judge_model`.
     pub fn new(job: &JudgeJob, judge_model: &str) -> Self {
         let swap = SwapDecision::for_instruction(&job.instruction);
-        let (shown_1, shown_2) = swap.order(job.reference_output.as_str(), job.model_output.as_str());
+        let (shown_1, shown_2) =
+            swap.order(job.reference_output.as_str(), job.model_output.as_str());
         let parts = KeyParts {
             version: KEY_VERSION,
             instruction: &job.instruction,
@@ -66,7 +67,8 @@ impl JudgeCacheKey {
             judge_model,
             prompt_template: ALPACA_EVAL_FN_TEMPLATE,
             mode: job.judge.mode,
-            max_new_tokens: (job.judge.mode == JudgeMode::Ranking).then_some(job.judge.max_new_tokens),
+            max_new_tokens: (job.judge.mode == JudgeMode::Ranking)
+                .then_some(job.judge.max_new_tokens),
             max_context_tokens: job.judge.max_context_tokens,
         };
         let json = serde_json::to_vec(&parts).expect("key parts serialise");
@@ -154,7 +156,11 @@ impl JudgeCache {
     }
 
     /// Stores a parsed verdict (first write wins: the same key means the same judgement).
-    pub async fn put(&self, key: &JudgeCacheKey, verdict: &CachedJudgement) -> Result<(), StoreError> {
+    pub async fn put(
+        &self,
+        key: &JudgeCacheKey,
+        verdict: &CachedJudgement,
+    ) -> Result<(), StoreError> {
         if let Some(store) = &self.store {
             store.put_json_once(&key.store_key(), verdict).await?;
         }
@@ -178,7 +184,10 @@ impl ModelIdentities {
             .await
             .unwrap_or_else(|join| Err(format!("hashing panicked: {join}")))
             .map_err(|reason| ModelUnavailable { model: spec.to_string(), reason });
-        self.known.lock().unwrap_or_else(|p| p.into_inner()).insert(spec.to_string(), identity.clone());
+        self.known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(spec.to_string(), identity.clone());
         identity
     }
 }
@@ -200,7 +209,9 @@ pub fn model_identity(spec: &str) -> Result<String, String> {
         }
         ModelSource::HuggingFaceFolder(dir) => {
             let mut hasher = Sha256::new();
-            for name in ["config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"] {
+            for name in
+                ["config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"]
+            {
                 let path = dir.join(name);
                 if path.is_file() {
                     hasher.update(name.as_bytes());
@@ -211,7 +222,12 @@ pub fn model_identity(spec: &str) -> Result<String, String> {
                 .map_err(|e| io(&dir, e))?
                 .filter_map(Result::ok)
                 .filter(|e| e.file_name().to_string_lossy().ends_with(".safetensors"))
-                .map(|e| (e.file_name().to_string_lossy().into_owned(), e.metadata().map(|m| m.len()).unwrap_or(0)))
+                .map(|e| {
+                    (
+                        e.file_name().to_string_lossy().into_owned(),
+                        e.metadata().map(|m| m.len()).unwrap_or(0),
+                    )
+                })
                 .collect();
             weights.sort();
             for (name, len) in weights {
@@ -241,7 +257,13 @@ mod tests {
         let row = set.get(index).unwrap();
         JudgeJob {
             run_id: "run-a".into(),
-            judge: JudgeSpec { name: "j".into(), model: "m".into(), mode, max_new_tokens, max_context_tokens: 7000 },
+            judge: JudgeSpec {
+                name: "j".into(),
+                model: "m".into(),
+                mode,
+                max_new_tokens,
+                max_context_tokens: 7000,
+            },
             generator: "gen-a".into(),
             index,
             instruction: row.instruction.clone(),
@@ -258,7 +280,11 @@ mod tests {
         other_run.run_id = "run-b".into();
         other_run.generator = "gen-b".into();
         other_run.judge.name = "another-name".into();
-        assert_eq!(JudgeCacheKey::new(&other_run, "id-1"), base, "run, generator and judge name are not content");
+        assert_eq!(
+            JudgeCacheKey::new(&other_run, "id-1"),
+            base,
+            "run, generator and judge name are not content"
+        );
         assert_ne!(JudgeCacheKey::new(&job(0, "answer!", JudgeMode::Ranking, 100), "id-1"), base);
         assert_ne!(JudgeCacheKey::new(&job(1, "answer", JudgeMode::Ranking, 100), "id-1"), base);
         assert_ne!(JudgeCacheKey::new(&job(0, "answer", JudgeMode::Ranking, 100), "id-2"), base);
@@ -304,7 +330,10 @@ mod tests {
         let back = cache.get(&key).await.unwrap().unwrap();
         assert_eq!(back, verdict);
         let result = back.result(&job, "w");
-        assert_eq!((result.preference, result.index, result.generator.as_str()), (Some(1.25), 3, "gen-a"));
+        assert_eq!(
+            (result.preference, result.index, result.generator.as_str()),
+            (Some(1.25), 3, "gen-a")
+        );
 
         let disabled = JudgeCache::disabled();
         disabled.put(&key, &verdict).await.unwrap();

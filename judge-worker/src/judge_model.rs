@@ -27,9 +27,10 @@ pub struct JudgeModel<'a> {
 impl<'a> JudgeModel<'a> {
     pub fn new(model: &'a Model) -> Self {
         let tokenizer = &model.tokenizer;
-        let llama3 = ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|begin_of_text|>"]
-            .iter()
-            .all(|t| tokenizer.token_id(t).is_some());
+        let llama3 =
+            ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|begin_of_text|>"]
+                .iter()
+                .all(|t| tokenizer.token_id(t).is_some());
         let format = if llama3 {
             JudgeFormat::Llama3Verbatim
         } else if model.has_chat_template() {
@@ -43,16 +44,25 @@ impl<'a> JudgeModel<'a> {
     /// The prompt's token ids, ending where the judge's answer starts.
     pub fn prompt_tokens(&self, prompt: &JudgePrompt) -> Result<Vec<u32>, EngineError> {
         match self.format {
-            JudgeFormat::Llama3Verbatim => self.model.tokenizer.encode(&prompt.llama3_verbatim(), false),
+            JudgeFormat::Llama3Verbatim => {
+                self.model.tokenizer.encode(&prompt.llama3_verbatim(), false)
+            }
             JudgeFormat::ChatTemplate => {
-                let messages: Vec<ChatMessage> =
-                    prompt.messages().iter().map(|m| ChatMessage::new(m.role.as_str(), m.content.as_str())).collect();
+                let messages: Vec<ChatMessage> = prompt
+                    .messages()
+                    .iter()
+                    .map(|m| ChatMessage::new(m.role.as_str(), m.content.as_str()))
+                    .collect();
                 let text = self.model.render_chat(&messages, true)?;
                 self.model.encode_prompt(&text, PromptTemplate::Chat)
             }
             JudgeFormat::Plain => {
-                let mut text: String =
-                    prompt.messages().iter().map(|m| m.content.as_str()).collect::<Vec<_>>().join("\n\n");
+                let mut text: String = prompt
+                    .messages()
+                    .iter()
+                    .map(|m| m.content.as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n\n");
                 text.push_str("\n\n");
                 self.model.encode_prompt(&text, PromptTemplate::Raw)
             }

@@ -2,7 +2,9 @@
 //! and one continuous-batching generation for the ranking jobs.
 
 use herd_core::jobs::{JudgeJob, JudgeMode};
-use herd_core::judge::{logprob_raw_completion, preference_from_first_rank_logits, PreparedJudgment};
+use herd_core::judge::{
+    logprob_raw_completion, preference_from_first_rank_logits, PreparedJudgment,
+};
 use herd_engine::{BatchOptions, EngineError, GenerationRequest, Model, ScoringOptions};
 
 use crate::{JudgeModel, LogprobCandidates};
@@ -34,7 +36,8 @@ pub fn judge_batch(
     let mut ranking: Vec<(usize, PreparedJudgment, Vec<u32>)> = Vec::new();
     for (position, job) in jobs.iter().enumerate() {
         let mut fitted = job.clone();
-        fitted.judge.max_context_tokens = job.judge.max_context_tokens.min(judge.max_context_tokens());
+        fitted.judge.max_context_tokens =
+            job.judge.max_context_tokens.min(judge.max_context_tokens());
         let prepared = PreparedJudgment::prepare(&fitted, &judge);
         let tokens = match judge.prompt_tokens(&prepared.prompt) {
             Ok(tokens) => tokens,
@@ -60,7 +63,8 @@ pub fn judge_batch(
         let options = ScoringOptions { max_step_tokens: batch.max_step_tokens };
         for (position, prepared, tokens) in logprob {
             let score = model.next_token_logprobs(&[tokens], &c.candidates, &options)?.remove(0);
-            let (l1, l2) = (f64::from(score.candidate_logprobs[0]), f64::from(score.candidate_logprobs[1]));
+            let (l1, l2) =
+                (f64::from(score.candidate_logprobs[0]), f64::from(score.candidate_logprobs[1]));
             let shown = Some(preference_from_first_rank_logits(l1, l2)).filter(|p| !p.is_nan());
             let verdict = Verdict {
                 preference: prepared.swap.unswap_preference(shown),
@@ -86,7 +90,10 @@ pub fn judge_batch(
         let mut prepared: Vec<Option<(usize, PreparedJudgment)>> =
             ranking.into_iter().map(|(position, p, _)| Some((position, p))).collect();
         model.generate(requests, batch, |output| {
-            let Some((position, prepared)) = prepared.get_mut(output.id).and_then(Option::take) else { return };
+            let Some((position, prepared)) = prepared.get_mut(output.id).and_then(Option::take)
+            else {
+                return;
+            };
             let verdict = Verdict {
                 preference: prepared.preference_from_completion(&output.text).ok(),
                 raw_completion: output.text,

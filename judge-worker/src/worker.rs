@@ -12,12 +12,15 @@ use herd_queue::{Delivery, JobQueue, QueueName};
 use herd_store::{keys, ResultStore};
 use herd_telemetry::Metrics;
 use herd_worker::{
-    next_batch, settle, spawn_feeder, unix_now, ActivityRecorder, EngineThread, ModelCache, WorkerError,
-    NOOP_BENCHMARK_MODEL,
+    next_batch, settle, spawn_feeder, unix_now, ActivityRecorder, EngineThread, ModelCache,
+    WorkerError, NOOP_BENCHMARK_MODEL,
 };
 use tokio::sync::mpsc;
 
-use crate::{judge_batch, CachedJudgement, JudgeCache, JudgeCacheKey, LogprobCandidates, ModelIdentities, Verdict};
+use crate::{
+    judge_batch, CachedJudgement, JudgeCache, JudgeCacheKey, LogprobCandidates, ModelIdentities,
+    Verdict,
+};
 
 const ROLE: &str = "judge-worker";
 
@@ -81,7 +84,10 @@ impl JudgeWorker {
     fn refuses(&self, model: &str) -> Option<String> {
         let serves = self.model.as_deref()?;
         (model != serves).then(|| {
-            format!("the job asks for judge model {model} but this worker of judge {} serves {serves}", self.judge)
+            format!(
+                "the job asks for judge model {model} but this worker of judge {} serves {serves}",
+                self.judge
+            )
         })
     }
 
@@ -114,12 +120,20 @@ impl JudgeWorker {
             engine: &engine,
             identities: ModelIdentities::default(),
             candidates: HashMap::new(),
-            activity: ActivityRecorder::open(store.clone(), &self.run_id, Phase::Judging, &self.worker, name.as_str())
-                .await?,
+            activity: ActivityRecorder::open(
+                store.clone(),
+                &self.run_id,
+                Phase::Judging,
+                &self.worker,
+                name.as_str(),
+            )
+            .await?,
             stats: JudgeWorkerStats::default(),
         };
         let mut shutdown = std::pin::pin!(shutdown);
-        while let Some(batch) = next_batch(&mut feed, usize::from(self.prefetch), self.linger, &mut shutdown).await {
+        while let Some(batch) =
+            next_batch(&mut feed, usize::from(self.prefetch), self.linger, &mut shutdown).await
+        {
             pass.process(batch?).await?;
             pass.activity.flush().await?;
         }
@@ -179,7 +193,11 @@ impl Pass<'_> {
                 self.metrics.jobs_redelivered.with_label_values(&self.labels()).inc();
             }
             let job = &delivery.job;
-            if self.store.exists(&keys::annotation(&job.run_id, &job.judge.name, &job.generator, job.index)).await? {
+            if self
+                .store
+                .exists(&keys::annotation(&job.run_id, &job.judge.name, &job.generator, job.index))
+                .await?
+            {
                 self.stats.already_stored += 1;
                 self.metrics.jobs_completed.with_label_values(&self.labels()).inc();
                 settle(delivery.ack().await)?;
@@ -207,7 +225,11 @@ impl Pass<'_> {
                 self.store(delivery, result, batch_started, true).await?;
                 continue;
             }
-            misses.entry(job.judge.model.clone()).or_default().push(Miss { delivery, key, identity });
+            misses.entry(job.judge.model.clone()).or_default().push(Miss {
+                delivery,
+                key,
+                identity,
+            });
         }
         for (model, group) in misses {
             match self.models.get(&model).await {
@@ -245,7 +267,11 @@ impl Pass<'_> {
         settle(delivery.ack().await)
     }
 
-    async fn dead_letter(&mut self, delivery: Delivery<JudgeJob>, reason: &str) -> Result<(), WorkerError> {
+    async fn dead_letter(
+        &mut self,
+        delivery: Delivery<JudgeJob>,
+        reason: &str,
+    ) -> Result<(), WorkerError> {
         tracing::warn!(queue = %self.queue, index = delivery.job.index, reason, "dead-lettering a judge job");
         self.stats.dead_lettered += 1;
         self.metrics.jobs_dead_lettered.with_label_values(&self.labels()).inc();
@@ -261,7 +287,8 @@ impl Pass<'_> {
     ) -> Result<(), WorkerError> {
         if !self.candidates.contains_key(model_name) {
             let checked = model.clone();
-            let candidates = self.engine.submit(move || LogprobCandidates::for_model(&checked)).await?;
+            let candidates =
+                self.engine.submit(move || LogprobCandidates::for_model(&checked)).await?;
             self.candidates.insert(model_name.to_string(), candidates);
         }
         let candidates = self.candidates[model_name].clone();
@@ -272,9 +299,15 @@ impl Pass<'_> {
         let (sender, mut verdicts) = mpsc::unbounded_channel::<(usize, Result<Verdict, String>)>();
         let options = self.worker.batch.clone();
         let done = self.engine.submit(move || {
-            judge_batch(&model, &jobs, &options, candidates.as_ref().map_err(String::as_str), |position, outcome| {
-                let _ = sender.send((position, outcome));
-            })
+            judge_batch(
+                &model,
+                &jobs,
+                &options,
+                candidates.as_ref().map_err(String::as_str),
+                |position, outcome| {
+                    let _ = sender.send((position, outcome));
+                },
+            )
         });
         while let Some((position, outcome)) = verdicts.recv().await {
             let Some(miss) = pending.get_mut(position).and_then(Option::take) else { continue };
@@ -293,7 +326,9 @@ impl Pass<'_> {
                 verdict.seconds,
                 &self.worker.worker,
             );
-            if let Some(cached) = CachedJudgement::from_result(&result, &miss.identity, job.judge.mode) {
+            if let Some(cached) =
+                CachedJudgement::from_result(&result, &miss.identity, job.judge.mode)
+            {
                 self.cache.put(&miss.key, &cached).await?;
             }
             self.store(miss.delivery, result, batch_started, false).await?;

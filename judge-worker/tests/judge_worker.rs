@@ -7,7 +7,9 @@ use herd_core::eval_set::EvalSet;
 use herd_core::jobs::{JudgeJob, JudgeMode, JudgeResult, JudgeSpec};
 use herd_core::judge::{JudgeTokenizer, PreparedJudgment, SwapDecision, LOGPROB_ANSWER_PREFIX};
 use herd_engine::DEFAULT_MODEL;
-use herd_judge_worker::{JudgeCache, JudgeCacheKey, JudgeFormat, JudgeModel, JudgeWorker, LogprobCandidates};
+use herd_judge_worker::{
+    JudgeCache, JudgeCacheKey, JudgeFormat, JudgeModel, JudgeWorker, LogprobCandidates,
+};
 use herd_queue::{JobQueue, MemoryQueue};
 use herd_store::{keys, ResultStore};
 use herd_telemetry::Metrics;
@@ -59,11 +61,13 @@ async fn judge_all(
         }
     };
     let metrics = Metrics::new().unwrap();
-    let stats =
-        tokio::time::timeout(Duration::from_secs(240), worker.run(&queue, store, cache, models, &metrics, done))
-            .await
-            .expect("the judge finishes")
-            .unwrap();
+    let stats = tokio::time::timeout(
+        Duration::from_secs(240),
+        worker.run(&queue, store, cache, models, &metrics, done),
+    )
+    .await
+    .expect("the judge finishes")
+    .unwrap();
     assert_eq!(queue.stats(&worker.queue_name()).await.unwrap().messages, 0);
     stats
 }
@@ -99,13 +103,20 @@ async fn logprob_verdicts_are_stored_in_alpaca_evals_orientation_and_cached() {
     assert_eq!((stats.judged, stats.cached, stats.unparsed), (3, 0, 0));
 
     for job in &first_jobs {
-        let result: JudgeResult =
-            store.get_json(&keys::annotation("r1", &job.judge.name, "gen", job.index)).await.unwrap().unwrap();
+        let result: JudgeResult = store
+            .get_json(&keys::annotation("r1", &job.judge.name, "gen", job.index))
+            .await
+            .unwrap()
+            .unwrap();
         let p = result.preference.expect("logprob mode always gives a verdict");
         assert!((1.0..=2.0).contains(&p), "{p}");
-        assert_eq!(result.is_switched, SwapDecision::for_instruction(&job.instruction).is_switched());
+        assert_eq!(
+            result.is_switched,
+            SwapDecision::for_instruction(&job.instruction).is_switched()
+        );
         let raw: serde_json::Value = serde_json::from_str(&result.raw_completion).unwrap();
-        let (p1, p2) = (raw["p_model_1_first"].as_f64().unwrap(), raw["p_model_2_first"].as_f64().unwrap());
+        let (p1, p2) =
+            (raw["p_model_1_first"].as_f64().unwrap(), raw["p_model_2_first"].as_f64().unwrap());
         // The raw probabilities are in the order shown; the preference is mapped back.
         let shown = 1.0 + p2 / (p1 + p2);
         let expected = if result.is_switched { 3.0 - shown } else { shown };
@@ -117,16 +128,31 @@ async fn logprob_verdicts_are_stored_in_alpaca_evals_orientation_and_cached() {
     let fresh_models = ModelCache::default();
     let again_dir = tempfile::tempdir().unwrap();
     let again_store = ResultStore::local(again_dir.path()).unwrap();
-    let again =
-        judge_all("r2", &jobs("r2", JudgeMode::Logprob, 100, &[199, 370, 597]), &again_store, &cache, &fresh_models).await;
+    let again = judge_all(
+        "r2",
+        &jobs("r2", JudgeMode::Logprob, 100, &[199, 370, 597]),
+        &again_store,
+        &cache,
+        &fresh_models,
+    )
+    .await;
     assert_eq!((again.judged, again.cached), (0, 3));
     assert!(!fresh_models.is_loaded(DEFAULT_MODEL));
     for job in &first_jobs {
-        let first: JudgeResult =
-            store.get_json(&keys::annotation("r1", &job.judge.name, "gen", job.index)).await.unwrap().unwrap();
-        let second: JudgeResult =
-            again_store.get_json(&keys::annotation("r2", &job.judge.name, "gen", job.index)).await.unwrap().unwrap();
-        assert_eq!((first.preference, &first.raw_completion), (second.preference, &second.raw_completion));
+        let first: JudgeResult = store
+            .get_json(&keys::annotation("r1", &job.judge.name, "gen", job.index))
+            .await
+            .unwrap()
+            .unwrap();
+        let second: JudgeResult = again_store
+            .get_json(&keys::annotation("r2", &job.judge.name, "gen", job.index))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (first.preference, &first.raw_completion),
+            (second.preference, &second.raw_completion)
+        );
     }
 }
 
@@ -140,18 +166,24 @@ async fn an_unparsable_ranking_is_stored_as_null_with_its_text_and_not_cached() 
     let ranking = jobs("r3", JudgeMode::Ranking, 3, &[662]);
     let stats = judge_all("r3", &ranking, &store, &cache, &models).await;
     assert_eq!((stats.judged, stats.unparsed, stats.cached), (1, 1, 0));
-    let result: JudgeResult =
-        store.get_json(&keys::annotation("r3", &ranking[0].judge.name, "gen", 662)).await.unwrap().unwrap();
+    let result: JudgeResult = store
+        .get_json(&keys::annotation("r3", &ranking[0].judge.name, "gen", 662))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(result.preference, None);
     assert!(!result.raw_completion.is_empty(), "the judge's text is kept");
     assert!(store.list("cache/").await.unwrap().is_empty());
-    let key = JudgeCacheKey::new(&ranking[0], &herd_judge_worker::model_identity(DEFAULT_MODEL).unwrap());
+    let key =
+        JudgeCacheKey::new(&ranking[0], &herd_judge_worker::model_identity(DEFAULT_MODEL).unwrap());
     assert_eq!(cache.get(&key).await.unwrap(), None, "a failed verdict is not cached");
 
     // Judged again next time.
     let again_dir = tempfile::tempdir().unwrap();
     let again_store = ResultStore::local(again_dir.path()).unwrap();
-    let again = judge_all("r4", &jobs("r4", JudgeMode::Ranking, 3, &[662]), &again_store, &cache, &models).await;
+    let again =
+        judge_all("r4", &jobs("r4", JudgeMode::Ranking, 3, &[662]), &again_store, &cache, &models)
+            .await;
     assert_eq!((again.judged, again.cached), (1, 0));
 }
 
@@ -172,7 +204,11 @@ async fn a_started_judge_worker_exports_its_failure_counters_at_zero() {
         );
         assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
     }
-    assert!(text.lines().any(|l| l == "herd_judge_prompt_tokens_total{judge=\"judge\",run=\"r-zero\"} 0"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l == "herd_judge_prompt_tokens_total{judge=\"judge\",run=\"r-zero\"} 0"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -191,5 +227,8 @@ async fn the_benchmark_noop_judge_ties_at_once_without_a_model_or_the_cache() {
     let key = keys::annotation("r-noop", &noop[1].judge.name, "gen", 1);
     let verdict: JudgeResult = store.get_json(&key).await.unwrap().unwrap();
     assert_eq!(verdict.preference, Some(1.5));
-    assert_eq!(verdict.is_switched, SwapDecision::for_instruction(&noop[1].instruction).is_switched());
+    assert_eq!(
+        verdict.is_switched,
+        SwapDecision::for_instruction(&noop[1].instruction).is_switched()
+    );
 }

@@ -12,7 +12,12 @@ pub(crate) struct Backoff {
 
 impl Backoff {
     pub(crate) fn new(deadline: Duration) -> Self {
-        Self { started: Instant::now(), deadline, next: Duration::from_millis(100), max: Duration::from_secs(5) }
+        Self {
+            started: Instant::now(),
+            deadline,
+            next: Duration::from_millis(100),
+            max: Duration::from_secs(5),
+        }
     }
 
     /// Sleeps before the next attempt; `Err(waited)` once the deadline has passed.
@@ -35,8 +40,10 @@ impl Backoff {
 }
 
 fn pseudo_random_fraction() -> f64 {
-    let nanos =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
     f64::from(nanos % 1000) / 1000.0
 }
 
@@ -55,9 +62,15 @@ mod tests {
             }
             sleeps.push(before.elapsed());
         }
-        assert!(sleeps[0] >= Duration::from_millis(100) && sleeps[0] < Duration::from_millis(200), "{sleeps:?}");
+        assert!(
+            sleeps[0] >= Duration::from_millis(100) && sleeps[0] < Duration::from_millis(200),
+            "{sleeps:?}"
+        );
         assert!(sleeps[1] >= Duration::from_millis(200), "{sleeps:?}");
         assert!(sleeps[2] >= Duration::from_millis(400), "{sleeps:?}");
-        assert!(b.elapsed() >= Duration::from_millis(900) && b.elapsed() < Duration::from_millis(1500), "{sleeps:?}");
+        assert!(
+            b.elapsed() >= Duration::from_millis(900) && b.elapsed() < Duration::from_millis(1500),
+            "{sleeps:?}"
+        );
     }
 }

@@ -69,7 +69,10 @@ pub trait JobQueue: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<JobConsumer<T>, QueueError>> + Send;
 
     /// Jobs waiting (ready, not counting unacknowledged deliveries) and consumers attached.
-    fn stats(&self, queue: &QueueName) -> impl Future<Output = Result<QueueStats, QueueError>> + Send;
+    fn stats(
+        &self,
+        queue: &QueueName,
+    ) -> impl Future<Output = Result<QueueStats, QueueError>> + Send;
 
     /// Deletes `queue` with whatever it holds (cleanup after a run).
     fn delete(&self, queue: &QueueName) -> impl Future<Output = Result<(), QueueError>> + Send;
@@ -219,7 +222,9 @@ impl<T: DeserializeOwned> JobConsumer<T> {
                 } else {
                     raw.acker.dead_letter(&reason).await
                 };
-                Some(Err(settled.err().unwrap_or(QueueError::Malformed { queue: self.queue.to_string(), reason })))
+                Some(Err(settled
+                    .err()
+                    .unwrap_or(QueueError::Malformed { queue: self.queue.to_string(), reason })))
             }
         }
     }
@@ -253,7 +258,11 @@ impl JobQueue for AnyQueue {
         }
     }
 
-    async fn publish<T: Serialize + Sync>(&self, queue: &QueueName, jobs: &[T]) -> Result<(), QueueError> {
+    async fn publish<T: Serialize + Sync>(
+        &self,
+        queue: &QueueName,
+        jobs: &[T],
+    ) -> Result<(), QueueError> {
         match self {
             AnyQueue::Memory(q) => q.publish(queue, jobs).await,
             AnyQueue::Rabbit(q) => q.publish(queue, jobs).await,
@@ -295,6 +304,9 @@ impl JobQueue for AnyQueue {
 
 fn serialize_jobs<T: Serialize>(queue: &QueueName, jobs: &[T]) -> Result<Vec<Vec<u8>>, QueueError> {
     jobs.iter()
-        .map(|job| serde_json::to_vec(job).map_err(|source| QueueError::Serialize { queue: queue.to_string(), source }))
+        .map(|job| {
+            serde_json::to_vec(job)
+                .map_err(|source| QueueError::Serialize { queue: queue.to_string(), source })
+        })
         .collect()
 }

@@ -11,8 +11,8 @@ use serde::Serialize;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::{
-    Acker, AckerInner, ConsumerInner, DeadLetterInfo, JobConsumer, JobQueue, QueueError, QueueName, QueueStats,
-    RawDelivery, DEFAULT_DELIVERY_LIMIT, DELIVERY_LIMIT_REASON,
+    Acker, AckerInner, ConsumerInner, DeadLetterInfo, JobConsumer, JobQueue, QueueError, QueueName,
+    QueueStats, RawDelivery, DEFAULT_DELIVERY_LIMIT, DELIVERY_LIMIT_REASON,
 };
 
 /// An in-process job queue; clones share the same queues.
@@ -23,7 +23,9 @@ pub struct MemoryQueue {
 
 impl std::fmt::Debug for MemoryQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemoryQueue").field("delivery_limit", &self.shared.delivery_limit).finish_non_exhaustive()
+        f.debug_struct("MemoryQueue")
+            .field("delivery_limit", &self.shared.delivery_limit)
+            .finish_non_exhaustive()
     }
 }
 
@@ -63,7 +65,13 @@ impl Default for MemoryQueue {
 impl MemoryQueue {
     /// A job given back more than `delivery_limit` times goes to the dead-letter queue.
     pub fn new(delivery_limit: u32) -> Self {
-        Self { shared: Arc::new(Shared { delivery_limit, state: Mutex::default(), changed: Notify::new() }) }
+        Self {
+            shared: Arc::new(Shared {
+                delivery_limit,
+                state: Mutex::default(),
+                changed: Notify::new(),
+            }),
+        }
     }
 
     /// Ends every consumer's stream (`next` returns `None`); publishing fails afterwards.
@@ -100,7 +108,10 @@ impl Shared {
             payload: message.payload,
             delivery_count: 0,
             redelivered: false,
-            dead_letter_info: Some(DeadLetterInfo { reason: reason.to_string(), queue: queue.to_string() }),
+            dead_letter_info: Some(DeadLetterInfo {
+                reason: reason.to_string(),
+                queue: queue.to_string(),
+            }),
         };
         self.push(&queue.dead_letter_queue(), dead);
     }
@@ -114,7 +125,11 @@ impl JobQueue for MemoryQueue {
         Ok(())
     }
 
-    async fn publish<T: Serialize + Sync>(&self, queue: &QueueName, jobs: &[T]) -> Result<(), QueueError> {
+    async fn publish<T: Serialize + Sync>(
+        &self,
+        queue: &QueueName,
+        jobs: &[T],
+    ) -> Result<(), QueueError> {
         let payloads = crate::serialize_jobs(queue, jobs)?;
         let mut state = self.shared.lock();
         if state.closed {
@@ -143,13 +158,23 @@ impl JobQueue for MemoryQueue {
             queue: queue.clone(),
             permits: Arc::new(Semaphore::new(usize::from(prefetch.max(1)))),
         };
-        Ok(JobConsumer { queue: queue.clone(), inner: ConsumerInner::Memory(consumer), _job: PhantomData })
+        Ok(JobConsumer {
+            queue: queue.clone(),
+            inner: ConsumerInner::Memory(consumer),
+            _job: PhantomData,
+        })
     }
 
     async fn stats(&self, queue: &QueueName) -> Result<QueueStats, QueueError> {
         let state = self.shared.lock();
-        let q = state.queues.get(queue).ok_or_else(|| QueueError::NotFound { queue: queue.to_string() })?;
-        Ok(QueueStats { messages: u32::try_from(q.ready.len()).unwrap_or(u32::MAX), consumers: q.consumers })
+        let q = state
+            .queues
+            .get(queue)
+            .ok_or_else(|| QueueError::NotFound { queue: queue.to_string() })?;
+        Ok(QueueStats {
+            messages: u32::try_from(q.ready.len()).unwrap_or(u32::MAX),
+            consumers: q.consumers,
+        })
     }
 
     async fn delete(&self, queue: &QueueName) -> Result<(), QueueError> {
@@ -160,7 +185,10 @@ impl JobQueue for MemoryQueue {
 
     async fn purge(&self, queue: &QueueName) -> Result<u32, QueueError> {
         let mut state = self.shared.lock();
-        let q = state.queues.get_mut(queue).ok_or_else(|| QueueError::NotFound { queue: queue.to_string() })?;
+        let q = state
+            .queues
+            .get_mut(queue)
+            .ok_or_else(|| QueueError::NotFound { queue: queue.to_string() })?;
         let purged = u32::try_from(q.ready.len()).unwrap_or(u32::MAX);
         q.ready.clear();
         Ok(purged)
@@ -271,8 +299,14 @@ mod tests {
         QueueName::generation("unit", "m")
     }
 
-    async fn next_within<T: DeserializeOwned>(c: &mut JobConsumer<T>) -> Option<crate::Delivery<T>> {
-        tokio::time::timeout(Duration::from_millis(200), c.next()).await.ok().flatten().map(|r| r.unwrap())
+    async fn next_within<T: DeserializeOwned>(
+        c: &mut JobConsumer<T>,
+    ) -> Option<crate::Delivery<T>> {
+        tokio::time::timeout(Duration::from_millis(200), c.next())
+            .await
+            .ok()
+            .flatten()
+            .map(|r| r.unwrap())
     }
 
     #[tokio::test]
@@ -330,7 +364,10 @@ mod tests {
         let dead = next_within(&mut dlq).await.unwrap();
         assert_eq!(dead.job, 7);
         let info = dead.dead_letter_info.unwrap();
-        assert_eq!((info.reason.as_str(), info.queue.as_str()), (DELIVERY_LIMIT_REASON, q().as_str()));
+        assert_eq!(
+            (info.reason.as_str(), info.queue.as_str()),
+            (DELIVERY_LIMIT_REASON, q().as_str())
+        );
     }
 
     #[tokio::test]
@@ -338,7 +375,11 @@ mod tests {
         let queue = MemoryQueue::default();
         queue.publish(&q(), &["not a number"]).await.unwrap();
         let mut c = queue.consume::<u32>(&q(), 1).await.unwrap();
-        let err = tokio::time::timeout(Duration::from_millis(200), c.next()).await.unwrap().unwrap().unwrap_err();
+        let err = tokio::time::timeout(Duration::from_millis(200), c.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap_err();
         assert!(matches!(err, QueueError::Malformed { .. }) && !err.is_fatal(), "{err}");
         let mut dlq = queue.consume::<String>(&q().dead_letter_queue(), 1).await.unwrap();
         let dead = next_within(&mut dlq).await.unwrap();
@@ -366,8 +407,15 @@ mod tests {
         assert_eq!(queue.purge(&q()).await.unwrap(), 2);
         assert_eq!(queue.stats(&q()).await.unwrap().messages, 0);
         drop(held);
-        assert_eq!(next_within(&mut c).await.unwrap().job, 1, "the delivered job comes back after a purge");
-        assert!(matches!(queue.purge(&QueueName::generation("r", "none")).await, Err(QueueError::NotFound { .. })));
+        assert_eq!(
+            next_within(&mut c).await.unwrap().job,
+            1,
+            "the delivered job comes back after a purge"
+        );
+        assert!(matches!(
+            queue.purge(&QueueName::generation("r", "none")).await,
+            Err(QueueError::NotFound { .. })
+        ));
     }
 
     #[tokio::test]

@@ -71,7 +71,9 @@ impl fmt::Display for QueueName {
 }
 
 fn sanitize(part: &str) -> String {
-    part.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+    part.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .collect()
 }
 
 #[cfg(test)]

@@ -37,8 +37,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
-    QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
 };
 use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
 use lapin::tcp::OwnedTLSConfig;
@@ -50,8 +50,8 @@ use serde::Serialize;
 
 use crate::backoff::Backoff;
 use crate::{
-    Acker, AckerInner, ConsumerInner, DeadLetterInfo, JobConsumer, JobQueue, QueueError, QueueName, QueueStats,
-    RawDelivery, DEFAULT_DELIVERY_LIMIT, REASON_HEADER, SOURCE_QUEUE_HEADER,
+    Acker, AckerInner, ConsumerInner, DeadLetterInfo, JobConsumer, JobQueue, QueueError, QueueName,
+    QueueStats, RawDelivery, DEFAULT_DELIVERY_LIMIT, REASON_HEADER, SOURCE_QUEUE_HEADER,
 };
 
 /// How one TCP+AMQP handshake may take before it counts as a failed attempt.
@@ -125,7 +125,9 @@ pub struct RabbitQueue {
 
 impl std::fmt::Debug for RabbitQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RabbitQueue").field("endpoint", &self.shared.endpoint).finish_non_exhaustive()
+        f.debug_struct("RabbitQueue")
+            .field("endpoint", &self.shared.endpoint)
+            .finish_non_exhaustive()
     }
 }
 
@@ -165,7 +167,9 @@ fn classify(e: &lapin::Error) -> Failure {
                 AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED) => Failure::AccessRefused,
                 _ if message.contains("ACCESS_REFUSED") => Failure::AccessRefused,
                 AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND) => Failure::NotFound,
-                AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED) => Failure::Fatal(e.to_string()),
+                AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED) => {
+                    Failure::Fatal(e.to_string())
+                }
                 AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED) => Failure::Fatal(e.to_string()),
                 // CONNECTION_FORCED (broker stopping), INTERNAL_ERROR, a quorum queue not yet
                 // elected after a restart, …: worth another attempt.
@@ -199,17 +203,20 @@ impl RabbitQueue {
     /// broker certificate the TLS handshake refuses with [`QueueError::Tls`].
     pub async fn connect(config: RabbitConfig) -> Result<Self, QueueError> {
         let endpoint_hint = redact_url(&config.url);
-        let mut uri: AMQPUri = config.url.parse().map_err(|reason: String| QueueError::InvalidUrl {
-            url: endpoint_hint.clone(),
-            reason: redact_reason(&reason, &config),
-        })?;
+        let mut uri: AMQPUri =
+            config.url.parse().map_err(|reason: String| QueueError::InvalidUrl {
+                url: endpoint_hint.clone(),
+                reason: redact_reason(&reason, &config),
+            })?;
         if let Some(password) = &config.password {
             uri.authority.userinfo.password = password.clone();
         }
         let mut tls = OwnedTLSConfig::default();
         if let Some(path) = &config.tls_ca_file {
-            let pem = std::fs::read_to_string(path)
-                .map_err(|source| QueueError::TlsCaFile { path: path.display().to_string(), source })?;
+            let pem = std::fs::read_to_string(path).map_err(|source| QueueError::TlsCaFile {
+                path: path.display().to_string(),
+                source,
+            })?;
             tls.cert_chain = Some(pem);
         }
         let scheme = match uri.scheme {
@@ -257,15 +264,34 @@ impl RabbitQueue {
     }
 
     fn unreachable(&self, backoff: &Backoff, last_error: String) -> QueueError {
-        QueueError::Unreachable { endpoint: self.shared.endpoint.clone(), waited: backoff.elapsed(), last_error }
+        QueueError::Unreachable {
+            endpoint: self.shared.endpoint.clone(),
+            waited: backoff.elapsed(),
+            last_error,
+        }
     }
 
-    fn broker_error(&self, queue: &QueueName, operation: &'static str, message: String) -> QueueError {
-        QueueError::Broker { endpoint: self.shared.endpoint.clone(), queue: queue.to_string(), operation, message }
+    fn broker_error(
+        &self,
+        queue: &QueueName,
+        operation: &'static str,
+        message: String,
+    ) -> QueueError {
+        QueueError::Broker {
+            endpoint: self.shared.endpoint.clone(),
+            queue: queue.to_string(),
+            operation,
+            message,
+        }
     }
 
     /// Waits before another attempt, or gives up with `Unreachable` past the deadline.
-    async fn retry_after(&self, backoff: &mut Backoff, what: &str, error: String) -> Result<(), QueueError> {
+    async fn retry_after(
+        &self,
+        backoff: &mut Backoff,
+        what: &str,
+        error: String,
+    ) -> Result<(), QueueError> {
         tracing::warn!(endpoint = %self.shared.endpoint, %error, "RabbitMQ {what} failed; retrying");
         backoff.wait().await.map_err(|_| self.unreachable(backoff, error))
     }
@@ -273,10 +299,11 @@ impl RabbitQueue {
     /// One connection, retried with backoff while the broker is unreachable.
     async fn open_connection(&self, backoff: &mut Backoff) -> Result<Connection, QueueError> {
         loop {
-            let properties =
-                ConnectionProperties::default().with_connection_name(self.shared.connection_name.clone().into());
-            let runtime = lapin::runtime::default_runtime()
-                .map_err(|e| self.broker_error(&QueueName::dead_letters("-"), "connect", e.to_string()))?;
+            let properties = ConnectionProperties::default()
+                .with_connection_name(self.shared.connection_name.clone().into());
+            let runtime = lapin::runtime::default_runtime().map_err(|e| {
+                self.broker_error(&QueueName::dead_letters("-"), "connect", e.to_string())
+            })?;
             let attempt = Connection::connect_uri_with_config(
                 self.shared.uri.clone(),
                 properties,
@@ -333,7 +360,10 @@ impl RabbitQueue {
             args.insert("x-delivery-limit".into(), AMQPValue::LongInt(limit));
             // The default exchange routes by queue name: no exchange to create or clean up.
             args.insert("x-dead-letter-exchange".into(), long_string(""));
-            args.insert("x-dead-letter-routing-key".into(), long_string(queue.dead_letter_queue().as_str()));
+            args.insert(
+                "x-dead-letter-routing-key".into(),
+                long_string(queue.dead_letter_queue().as_str()),
+            );
         }
         args
     }
@@ -344,13 +374,20 @@ impl RabbitQueue {
         let dlq = queue.dead_letter_queue();
         channel.queue_declare(dlq.as_str().into(), durable, self.queue_arguments(&dlq)).await?;
         if !queue.is_dead_letter_queue() {
-            channel.queue_declare(queue.as_str().into(), durable, self.queue_arguments(queue)).await?;
+            channel
+                .queue_declare(queue.as_str().into(), durable, self.queue_arguments(queue))
+                .await?;
         }
         Ok(())
     }
 
     /// Runs `operation` on a fresh channel of the shared connection, reconnecting as needed.
-    async fn on_channel<R, F, Fut>(&self, queue: &QueueName, name: &'static str, operation: F) -> Result<R, QueueError>
+    async fn on_channel<R, F, Fut>(
+        &self,
+        queue: &QueueName,
+        name: &'static str,
+        operation: F,
+    ) -> Result<R, QueueError>
     where
         F: Fn(Channel) -> Fut,
         Fut: Future<Output = Result<R, lapin::Error>>,
@@ -402,8 +439,9 @@ impl RabbitQueue {
         payloads: &[Vec<u8>],
         headers: Option<FieldTable>,
     ) -> Result<(), QueueError> {
-        let mut properties =
-            BasicProperties::default().with_delivery_mode(2).with_content_type("application/json".into());
+        let mut properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("application/json".into());
         if let Some(headers) = headers {
             properties = properties.with_headers(headers);
         }
@@ -415,7 +453,8 @@ impl RabbitQueue {
                 *guard = Some(self.open_link(&mut backoff).await?);
             }
             let Some(link) = guard.as_mut() else { continue };
-            let outcome = self.publish_on(link, queue, payloads, &properties, &mut unconfirmed).await;
+            let outcome =
+                self.publish_on(link, queue, payloads, &properties, &mut unconfirmed).await;
             let message = match outcome {
                 Ok(()) => return Ok(()),
                 Err(PublishFailure::Nacked(n)) => format!("the broker nacked {n} publishes"),
@@ -423,7 +462,9 @@ impl RabbitQueue {
                     Failure::Reconnect(message) => message,
                     Failure::AccessRefused => return Err(self.access_refused()),
                     Failure::NotFound => e.to_string(),
-                    Failure::Fatal(message) => return Err(self.broker_error(queue, "publish", message)),
+                    Failure::Fatal(message) => {
+                        return Err(self.broker_error(queue, "publish", message))
+                    }
                 },
             };
             *guard = None;
@@ -451,7 +492,13 @@ impl RabbitQueue {
         for &i in unconfirmed.iter() {
             match link
                 .channel
-                .basic_publish("".into(), queue.as_str().into(), options, &payloads[i], properties.clone())
+                .basic_publish(
+                    "".into(),
+                    queue.as_str().into(),
+                    options,
+                    &payloads[i],
+                    properties.clone(),
+                )
                 .await
             {
                 Ok(confirm) => confirms.push((i, confirm)),
@@ -501,10 +548,17 @@ impl From<lapin::Error> for PublishFailure {
 
 impl JobQueue for RabbitQueue {
     async fn declare(&self, queue: &QueueName) -> Result<(), QueueError> {
-        self.on_channel(queue, "declare", |channel| async move { self.declare_on(&channel, queue).await }).await
+        self.on_channel(queue, "declare", |channel| async move {
+            self.declare_on(&channel, queue).await
+        })
+        .await
     }
 
-    async fn publish<T: Serialize + Sync>(&self, queue: &QueueName, jobs: &[T]) -> Result<(), QueueError> {
+    async fn publish<T: Serialize + Sync>(
+        &self,
+        queue: &QueueName,
+        jobs: &[T],
+    ) -> Result<(), QueueError> {
         let payloads = crate::serialize_jobs(queue, jobs)?;
         self.publish_payloads(queue, &payloads, None).await
     }
@@ -523,13 +577,19 @@ impl JobQueue for RabbitQueue {
         };
         // Open now, so that a wrong queue or broker shows up here rather than at `next`.
         consumer.session = Some(consumer.open_session(&mut self.backoff()).await?);
-        Ok(JobConsumer { queue: queue.clone(), inner: ConsumerInner::Rabbit(consumer), _job: PhantomData })
+        Ok(JobConsumer {
+            queue: queue.clone(),
+            inner: ConsumerInner::Rabbit(consumer),
+            _job: PhantomData,
+        })
     }
 
     async fn stats(&self, queue: &QueueName) -> Result<QueueStats, QueueError> {
         self.on_channel(queue, "passive declare", |channel| async move {
             let passive = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
-            let q = channel.queue_declare(queue.as_str().into(), passive, FieldTable::default()).await?;
+            let q = channel
+                .queue_declare(queue.as_str().into(), passive, FieldTable::default())
+                .await?;
             Ok(QueueStats { messages: q.message_count(), consumers: q.consumer_count() })
         })
         .await
@@ -537,7 +597,10 @@ impl JobQueue for RabbitQueue {
 
     async fn delete(&self, queue: &QueueName) -> Result<(), QueueError> {
         self.on_channel(queue, "delete", |channel| async move {
-            channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await.map(|_| ())
+            channel
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await
+                .map(|_| ())
         })
         .await?;
         if let Some(link) = self.shared.link.lock().await.as_mut() {
@@ -580,7 +643,11 @@ impl RabbitConsumer {
                 let channel = connection.create_channel().await?;
                 self.queue.declare_on(&channel, &self.name).await?;
                 channel.basic_qos(self.prefetch, BasicQosOptions::default()).await?;
-                let tag = format!("herd.{}.{}", std::process::id(), CONSUMER_SEQUENCE.fetch_add(1, Ordering::Relaxed));
+                let tag = format!(
+                    "herd.{}.{}",
+                    std::process::id(),
+                    CONSUMER_SEQUENCE.fetch_add(1, Ordering::Relaxed)
+                );
                 let consumer = channel
                     .basic_consume(
                         self.name.as_str().into(),
@@ -595,10 +662,16 @@ impl RabbitConsumer {
             match setup {
                 Ok((channel, consumer)) => return Ok(Session { connection, channel, consumer }),
                 Err(e) => match classify(&e) {
-                    Failure::Reconnect(message) => self.queue.retry_after(backoff, "consumer setup", message).await?,
+                    Failure::Reconnect(message) => {
+                        self.queue.retry_after(backoff, "consumer setup", message).await?
+                    }
                     Failure::AccessRefused => return Err(self.queue.access_refused()),
-                    Failure::NotFound => return Err(QueueError::NotFound { queue: self.name.to_string() }),
-                    Failure::Fatal(message) => return Err(self.queue.broker_error(&self.name, "consume", message)),
+                    Failure::NotFound => {
+                        return Err(QueueError::NotFound { queue: self.name.to_string() })
+                    }
+                    Failure::Fatal(message) => {
+                        return Err(self.queue.broker_error(&self.name, "consume", message))
+                    }
                 },
             }
         }
@@ -629,7 +702,9 @@ impl RabbitConsumer {
                 Some(Err(e)) => {
                     tracing::warn!(queue = %self.name, error = %e, "consumer lost its connection; reconnecting");
                 }
-                None if session.connection.status().connected() && session.channel.status().connected() => {
+                None if session.connection.status().connected()
+                    && session.channel.status().connected() =>
+                {
                     // The broker cancelled the consumer (queue deleted): the stream ends.
                     return None;
                 }
@@ -711,7 +786,13 @@ impl RabbitAcker {
         headers.insert(REASON_HEADER.into(), long_string(reason));
         headers.insert(SOURCE_QUEUE_HEADER.into(), long_string(self.name.as_str()));
         // On failure `self` drops unsettled, which gives the job back: it is never lost.
-        self.queue.publish_payloads(&self.name.dead_letter_queue(), std::slice::from_ref(&self.payload), Some(headers)).await?;
+        self.queue
+            .publish_payloads(
+                &self.name.dead_letter_queue(),
+                std::slice::from_ref(&self.payload),
+                Some(headers),
+            )
+            .await?;
         self.ack().await
     }
 }
@@ -796,7 +877,10 @@ mod tests {
     fn urls_lose_their_password_when_shown() {
         assert_eq!(redact_url("amqp://herd:s3cret@mq:5672/%2f"), "amqp://herd@mq:5672/%2f");
         assert_eq!(redact_url("amqps://mq.example/vh"), "amqps://mq.example/vh");
-        let config = RabbitConfig { password: Some("hunter2".into()), ..RabbitConfig::new("amqp://u:pw@h/") };
+        let config = RabbitConfig {
+            password: Some("hunter2".into()),
+            ..RabbitConfig::new("amqp://u:pw@h/")
+        };
         let shown = format!("{config:?}");
         assert!(!shown.contains("hunter2") && !shown.contains(":pw@"), "{shown}");
     }
@@ -808,6 +892,9 @@ mod tests {
         headers.insert(REASON_HEADER.into(), long_string("model cannot load"));
         headers.insert(SOURCE_QUEUE_HEADER.into(), long_string("herd.r.gen.m"));
         let info = dead_letter_info(&headers).unwrap();
-        assert_eq!((info.reason.as_str(), info.queue.as_str()), ("model cannot load", "herd.r.gen.m"));
+        assert_eq!(
+            (info.reason.as_str(), info.queue.as_str()),
+            ("model cannot load", "herd.r.gen.m")
+        );
     }
 }

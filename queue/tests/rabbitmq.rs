@@ -6,7 +6,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use herd_core::jobs::GenerationJob;
-use herd_queue::{JobQueue, QueueError, QueueName, QueueStats, RabbitConfig, RabbitQueue, DELIVERY_LIMIT_REASON};
+use herd_queue::{
+    JobQueue, QueueError, QueueName, QueueStats, RabbitConfig, RabbitQueue, DELIVERY_LIMIT_REASON,
+};
 use support::*;
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -48,7 +50,10 @@ async fn prefetch_bounds_the_unacknowledged_deliveries() {
     let mut consumer = queue.consume::<GenerationJob>(&q, 2).await.unwrap();
     let first = next_within(&mut consumer, WAIT).await.unwrap();
     let _second = next_within(&mut consumer, WAIT).await.unwrap();
-    assert!(next_within(&mut consumer, QUIET).await.is_none(), "a third job arrived with prefetch 2");
+    assert!(
+        next_within(&mut consumer, QUIET).await.is_none(),
+        "a third job arrived with prefetch 2"
+    );
     first.ack().await.unwrap();
     assert_eq!(next_within(&mut consumer, WAIT).await.unwrap().job.index, 2);
     consumer.close().await;
@@ -121,7 +126,8 @@ async fn job_a_worker_refuses_lands_in_the_dead_letter_queue_with_the_workers_re
     assert!(next_within(&mut consumer, QUIET).await.is_none(), "a dead-lettered job came back");
 
     let mut dead = queue.consume::<GenerationJob>(&q.dead_letter_queue(), 1).await.unwrap();
-    let letter = next_within(&mut dead, WAIT).await.expect("the refused job is in the dead-letter queue");
+    let letter =
+        next_within(&mut dead, WAIT).await.expect("the refused job is in the dead-letter queue");
     let info = letter.dead_letter_info.clone().unwrap();
     assert_eq!(info.reason, "model cannot load: no such file model.gguf");
     assert_eq!(info.queue, q.as_str());
@@ -143,7 +149,9 @@ async fn malformed_message_is_dead_lettered_and_the_consumer_goes_on() {
     let report = tokio::time::timeout(WAIT, consumer.next()).await.unwrap().unwrap().unwrap_err();
     assert!(matches!(report, QueueError::Malformed { .. }), "{report}");
     assert!(!report.is_fatal());
-    let good = next_within(&mut consumer, WAIT).await.expect("the consumer goes on after a malformed message");
+    let good = next_within(&mut consumer, WAIT)
+        .await
+        .expect("the consumer goes on after a malformed message");
     assert_eq!(good.job.index, 2);
     good.ack().await.unwrap();
 
@@ -182,11 +190,18 @@ async fn stats_count_ready_jobs_and_consumers_and_missing_queues_are_named() {
     let run = unique_run("stats");
     let q = QueueName::judge(&run, "judge");
     let missing = queue.stats(&q).await.unwrap_err();
-    assert!(matches!(missing, QueueError::NotFound { .. }) && missing.to_string().contains(q.as_str()), "{missing}");
+    assert!(
+        matches!(missing, QueueError::NotFound { .. }) && missing.to_string().contains(q.as_str()),
+        "{missing}"
+    );
 
     queue.declare(&q).await.unwrap();
     assert_eq!(queue.stats(&q).await.unwrap(), QueueStats { messages: 0, consumers: 0 });
-    assert_eq!(queue.stats(&q.dead_letter_queue()).await.unwrap().messages, 0, "declare makes the DLQ too");
+    assert_eq!(
+        queue.stats(&q.dead_letter_queue()).await.unwrap().messages,
+        0,
+        "declare makes the DLQ too"
+    );
     queue.publish(&q, &[1u32, 2, 3, 4]).await.unwrap();
     let mut consumer = queue.consume::<u32>(&q, 1).await.unwrap();
     let held = next_within(&mut consumer, WAIT).await.unwrap();
@@ -248,5 +263,8 @@ async fn unreachable_broker_is_reported_after_the_reconnect_deadline() {
     let err = RabbitQueue::connect(config).await.unwrap_err();
     assert!(matches!(err, QueueError::Unreachable { .. }), "{err:?}");
     let message = err.to_string();
-    assert!(message.contains(&format!("127.0.0.1:{port}")) && !message.contains("secret-pw"), "{message}");
+    assert!(
+        message.contains(&format!("127.0.0.1:{port}")) && !message.contains("secret-pw"),
+        "{message}"
+    );
 }

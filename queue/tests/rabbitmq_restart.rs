@@ -12,8 +12,13 @@ use herd_queue::{JobQueue, QueueName};
 use support::*;
 
 fn rabbitmqctl(args: &[&str]) {
-    let output = Command::new("rabbitmqctl").args(args).output().expect("rabbitmqctl (run as root)");
-    assert!(output.status.success(), "rabbitmqctl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    let output =
+        Command::new("rabbitmqctl").args(args).output().expect("rabbitmqctl (run as root)");
+    assert!(
+        output.status.success(),
+        "rabbitmqctl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 /// Starts the broker's app again even if the test fails midway.
@@ -69,7 +74,11 @@ async fn consumer_and_publisher_survive_a_broker_restart() {
         }
     }
     seen.sort();
-    assert_eq!(seen, vec![(1, true), (2, false)], "the held job comes back redelivered, and the new one arrives");
+    assert_eq!(
+        seen,
+        vec![(1, true), (2, false)],
+        "the held job comes back redelivered, and the new one arrives"
+    );
     assert!(next_within(&mut consumer, Duration::from_millis(700)).await.is_none());
     consumer.close().await;
     cleanup(&queue, &[q]).await;

@@ -16,7 +16,8 @@ use support::{job, next_within, unique_run};
 /// Writes `ca.pem`, `server.pem` and `server.key` into `dir` with the `openssl` tool.
 fn make_certificates(dir: &Path) {
     let openssl = |args: &[&str]| {
-        let out = Command::new("openssl").args(args).current_dir(dir).output().expect("run openssl");
+        let out =
+            Command::new("openssl").args(args).current_dir(dir).output().expect("run openssl");
         assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     };
     let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
@@ -24,14 +25,32 @@ fn make_certificates(dir: &Path) {
         &[
             &["req", "-x509"][..],
             &ec,
-            &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=herd amqps test CA"],
-            &["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=herd amqps test CA",
+            ],
+            &[
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
         ]
         .concat(),
     );
     openssl(
-        &[&["req", "-new"][..], &ec, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"]]
-            .concat(),
+        &[
+            &["req", "-new"][..],
+            &ec,
+            &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"],
+        ]
+        .concat(),
     );
     std::fs::write(
         dir.join("server.ext"),
@@ -99,7 +118,11 @@ impl TlsNode {
         .unwrap();
         // The package's script runs the node as the rabbitmq user: it must read all of this.
         let chown = Command::new("chown").args(["-R", "rabbitmq:rabbitmq"]).arg(root).status();
-        assert!(chown.is_ok_and(|s| s.success()), "cannot give {} to the rabbitmq user", root.display());
+        assert!(
+            chown.is_ok_and(|s| s.success()),
+            "cannot give {} to the rabbitmq user",
+            root.display()
+        );
 
         let name = format!("herd-tls-{}@localhost", std::process::id());
         let server = Command::new("rabbitmq-server")
@@ -141,7 +164,8 @@ impl TlsNode {
 
     fn log_tail(&self) -> String {
         let text =
-            std::fs::read_to_string(self.dir.path().join("log").join(format!("{}.log", self.name))).unwrap_or_default();
+            std::fs::read_to_string(self.dir.path().join("log").join(format!("{}.log", self.name)))
+                .unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(20)..].join("\n")
     }
@@ -149,7 +173,9 @@ impl TlsNode {
     /// SIGTERM to the Erlang VM (the pid file names it), then waits until it is gone.
     fn stop(&mut self) {
         let Some(mut server) = self.server.take() else { return };
-        let pid = std::fs::read_to_string(self.dir.path().join("pid")).ok().and_then(|p| p.trim().parse::<u32>().ok());
+        let pid = std::fs::read_to_string(self.dir.path().join("pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok());
         if let Some(pid) = pid {
             let _ = Command::new("kill").arg(pid.to_string()).status();
             let started = Instant::now();
@@ -194,7 +220,9 @@ async fn round_trip(queue: &RabbitQueue, label: &str) {
     let sent = job(&run, "smol", 7);
     queue.publish(&q, std::slice::from_ref(&sent)).await.expect("publish over amqps");
     let mut consumer = queue.consume::<GenerationJob>(&q, 1).await.expect("consume over amqps");
-    let delivery = next_within(&mut consumer, Duration::from_secs(10)).await.expect("the job, back over amqps");
+    let delivery = next_within(&mut consumer, Duration::from_secs(10))
+        .await
+        .expect("the job, back over amqps");
     assert_eq!(delivery.job, sent);
     delivery.ack().await.unwrap();
     consumer.close().await;
@@ -210,8 +238,9 @@ async fn amqps_with_the_ca_file_carries_jobs_and_without_it_fails_fast_on_the_ce
 
     // Trusted through the CA file, by IP address and by name (both are in the certificate).
     for host in ["127.0.0.1", "localhost"] {
-        let queue =
-            RabbitQueue::connect(config(node.url(host), Some(node.ca_file()))).await.expect("connect over amqps");
+        let queue = RabbitQueue::connect(config(node.url(host), Some(node.ca_file())))
+            .await
+            .expect("connect over amqps");
         assert!(queue.endpoint().starts_with("amqps://guest@"), "{}", queue.endpoint());
         round_trip(&queue, "amqps").await;
     }
@@ -219,13 +248,18 @@ async fn amqps_with_the_ca_file_carries_jobs_and_without_it_fails_fast_on_the_ce
     // Without it the system's roots do not know the CA: a clear error at once, not a wait
     // for the reconnect deadline.
     let attempt = Instant::now();
-    let err = RabbitQueue::connect(config(node.url("127.0.0.1"), None)).await.expect_err("an untrusted certificate");
+    let err = RabbitQueue::connect(config(node.url("127.0.0.1"), None))
+        .await
+        .expect_err("an untrusted certificate");
     let message = err.to_string();
     eprintln!("without the CA file: {message}");
     assert!(attempt.elapsed() < Duration::from_secs(15), "took {:?}: {message}", attempt.elapsed());
     assert!(matches!(err, QueueError::Tls { .. }), "{err:?}");
     assert!(message.contains("certificate") && message.contains("UnknownIssuer"), "{message}");
-    assert!(message.contains(&format!("127.0.0.1:{}", node.tls_port)), "names the broker: {message}");
+    assert!(
+        message.contains(&format!("127.0.0.1:{}", node.tls_port)),
+        "names the broker: {message}"
+    );
     assert!(!message.contains("guest:guest"), "no password: {message}");
     drop(node);
     eprintln!("whole test {:?}", started.elapsed());

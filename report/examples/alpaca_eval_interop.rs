@@ -18,15 +18,18 @@ use herd_report::{build_report, ReportOptions};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let out = PathBuf::from(args.next().ok_or("usage: alpaca_eval_interop OUT_DIR [SHARED_DATA_DIR]")?);
+    let out =
+        PathBuf::from(args.next().ok_or("usage: alpaca_eval_interop OUT_DIR [SHARED_DATA_DIR]")?);
     let shared = args.next().map(PathBuf::from).unwrap_or_else(|| "../shared/data".into());
     let annotator = "weighted_alpaca_eval_gpt4_turbo";
 
-    let mut annotations =
-        read_annotations(shared.join(format!("oracle/results/claude-2.1/{annotator}/annotations.json.gz")))?;
+    let mut annotations = read_annotations(
+        shared.join(format!("oracle/results/claude-2.1/{annotator}/annotations.json.gz")),
+    )?;
     // What herd's own judge writes and the oracle file does not have: a string raw
     // completion, and text outside ASCII and the BMP (lengths count code points in both).
-    annotations[0].raw_completion = Some(serde_json::Value::String("(b) </raw> \"quoted\" \\ é".into()));
+    annotations[0].raw_completion =
+        Some(serde_json::Value::String("(b) </raw> \"quoted\" \\ é".into()));
     annotations[1].output_2.push_str(" — ünïcödé 😀 / done");
 
     let model_outputs: Vec<ModelOutput> = annotations
@@ -62,7 +65,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let annotations_path = out.join(annotator).join("annotations.json");
     write_annotations(&annotations_path, &annotations)?;
 
-    let report = build_report(&[annotations_path], &ReportOptions { error_samples: 0, ..ReportOptions::default() })?;
+    let report = build_report(
+        &[annotations_path],
+        &ReportOptions { error_samples: 0, ..ReportOptions::default() },
+    )?;
     std::fs::write(out.join("leaderboard.csv"), report.leaderboard_csv())?;
     println!("wrote herd's files under {}", out.display());
     Ok(())

@@ -167,7 +167,9 @@ fn leaderboard_table(page: &mut String, report: &Report) {
          Average length counts characters (Unicode code points) of the model's outputs.",
     );
     if !with_throughput {
-        page.push_str(" No throughput.json was found for these inputs, so generation speed is not shown.");
+        page.push_str(
+            " No throughput.json was found for these inputs, so generation speed is not shown.",
+        );
     }
     page.push_str("</p>\n");
 }
@@ -206,7 +208,9 @@ fn charts(page: &mut String, report: &Report) {
     let points = chart_points(report);
     page.push_str("<h2>Win rates</h2>\n<div class=\"chart\">");
     page.push_str(&win_rate_bars(&points));
-    page.push_str("</div>\n<p class=\"note\">The dashed line marks 50%: as good as the reference.</p>\n");
+    page.push_str(
+        "</div>\n<p class=\"note\">The dashed line marks 50%: as good as the reference.</p>\n",
+    );
     page.push_str("<h2>Win rate against output length</h2>\n<div class=\"chart\">");
     page.push_str(&length_scatter(&points));
     page.push_str(
@@ -225,7 +229,9 @@ fn heat(win_rate: f64) -> String {
 }
 
 fn dataset_table(page: &mut String, report: &Report) {
-    let datasets = distinct(report.generators.iter().flat_map(|g| g.datasets.iter().map(|d| d.dataset.as_str())));
+    let datasets = distinct(
+        report.generators.iter().flat_map(|g| g.datasets.iter().map(|d| d.dataset.as_str())),
+    );
     if datasets.is_empty() {
         return;
     }
@@ -245,7 +251,12 @@ fn dataset_table(page: &mut String, report: &Report) {
     for g in &report.generators {
         let _ = write!(page, "<tr><td class=\"name\">{}</td>", escape(&g.name));
         for dataset in &datasets {
-            match g.datasets.iter().find(|d| d.dataset == *dataset).filter(|d| d.win_rate.is_finite()) {
+            match g
+                .datasets
+                .iter()
+                .find(|d| d.dataset == *dataset)
+                .filter(|d| d.win_rate.is_finite())
+            {
                 Some(d) => {
                     let _ = write!(
                         page,
@@ -268,7 +279,9 @@ fn warnings(page: &mut String, report: &Report) {
     let noted: Vec<&GeneratorReport> = report
         .generators
         .iter()
-        .filter(|g| !g.warnings.is_empty() || g.metrics.diagnostics.length_controlled_unavailable.is_some())
+        .filter(|g| {
+            !g.warnings.is_empty() || g.metrics.diagnostics.length_controlled_unavailable.is_some()
+        })
         .collect();
     if noted.is_empty() {
         return;
@@ -340,7 +353,9 @@ fn error_samples(page: &mut String, report: &Report) {
                         escape(&raw)
                     );
                 }
-                None => page.push_str("<div class=\"label muted\">The file has no raw judge output.</div>\n"),
+                None => page.push_str(
+                    "<div class=\"label muted\">The file has no raw judge output.</div>\n",
+                ),
             }
             page.push_str("</article>\n");
         }

@@ -52,7 +52,8 @@ pub fn find_generators(input: &Path) -> Result<Vec<GeneratorSource>, ReportError
         action: "read",
         source,
     })?;
-    let mut folders: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.is_dir()).collect();
+    let mut folders: Vec<PathBuf> =
+        entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.is_dir()).collect();
     folders.sort();
     let sources: Vec<GeneratorSource> = folders
         .iter()

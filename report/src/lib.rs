@@ -23,8 +23,12 @@ use std::path::{Path, PathBuf};
 use herd_core::error_analysis::{self, ErrorSample};
 use herd_core::eval_set::EvalSet;
 use herd_core::formats::leaderboard::{render_leaderboard, sort_like_alpaca_eval, DEFAULT_MODE};
-use herd_core::formats::{read_annotations, validate_annotations, Annotation, FormatError, LeaderboardRow};
-use herd_core::metrics::{compute_metrics, head_to_head, MetricsError, MetricsOptions, MetricsReport};
+use herd_core::formats::{
+    read_annotations, validate_annotations, Annotation, FormatError, LeaderboardRow,
+};
+use herd_core::metrics::{
+    compute_metrics, head_to_head, MetricsError, MetricsOptions, MetricsReport,
+};
 use herd_core::throughput::{read_throughput, GeneratorThroughput, ThroughputFileError};
 
 pub use inputs::{find_generators, GeneratorSource};
@@ -59,7 +63,12 @@ pub struct ReportOptions {
 
 impl Default for ReportOptions {
     fn default() -> Self {
-        Self { error_samples: 10, seed: 0, mode: DEFAULT_MODE.to_string(), metrics: MetricsOptions::default() }
+        Self {
+            error_samples: 10,
+            seed: 0,
+            mode: DEFAULT_MODE.to_string(),
+            metrics: MetricsOptions::default(),
+        }
     }
 }
 
@@ -217,7 +226,8 @@ pub fn build_report(inputs: &[PathBuf], options: &ReportOptions) -> Result<Repor
     }
     make_names_unique(&mut generators);
 
-    let mut leaderboard: Vec<LeaderboardRow> = generators.iter().map(|g| g.leaderboard_row(&options.mode)).collect();
+    let mut leaderboard: Vec<LeaderboardRow> =
+        generators.iter().map(|g| g.leaderboard_row(&options.mode)).collect();
     sort_like_alpaca_eval(&mut leaderboard);
     generators.sort_by_key(|g| leaderboard.iter().position(|row| row.generator == g.name));
     Ok(Report { generators, leaderboard, seed: options.seed })
@@ -234,7 +244,9 @@ pub fn load_generator(
     let annotations = read_annotations(path)?;
     let warnings = match validate_annotations(path, &annotations, eval_set) {
         Ok(warnings) => warnings.iter().map(ToString::to_string).collect(),
-        Err(not_alpaca_eval_2) => vec![format!("not checked against the AlpacaEval 2 eval set: {not_alpaca_eval_2}")],
+        Err(not_alpaca_eval_2) => {
+            vec![format!("not checked against the AlpacaEval 2 eval set: {not_alpaca_eval_2}")]
+        }
     };
     // In a run, the folder is the generator's name; a file speaks for itself.
     let name = source.run_folder_name.clone().unwrap_or_else(|| {
@@ -245,15 +257,17 @@ pub fn load_generator(
             .map(str::to_string)
             .unwrap_or_else(|| source.fallback_name.clone())
     });
-    let metrics = compute_metrics(&annotations, &options.metrics).map_err(|source| ReportError::Metrics {
-        path: path.clone(),
-        generator: name.clone(),
-        source,
+    let metrics = compute_metrics(&annotations, &options.metrics).map_err(|source| {
+        ReportError::Metrics { path: path.clone(), generator: name.clone(), source }
     })?;
     let throughput = source.throughput.as_ref().map(read_throughput).transpose()?;
     Ok(GeneratorReport {
         datasets: dataset_win_rates(&annotations),
-        errors: error_analysis::sample_dispreferred(&annotations, options.error_samples, options.seed),
+        errors: error_analysis::sample_dispreferred(
+            &annotations,
+            options.error_samples,
+            options.seed,
+        ),
         name,
         annotations_path: path.clone(),
         run_folder_name: source.run_folder_name.clone(),

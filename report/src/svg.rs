@@ -31,8 +31,11 @@ impl Axis {
         let max = if max.is_finite() && max > 0.0 { max } else { 1.0 };
         let rough = max / max_ticks as f64;
         let magnitude = 10f64.powf(rough.log10().floor());
-        let step =
-            [1.0, 2.0, 2.5, 5.0, 10.0].iter().map(|m| m * magnitude).find(|s| *s >= rough).unwrap_or(10.0 * magnitude);
+        let step = [1.0, 2.0, 2.5, 5.0, 10.0]
+            .iter()
+            .map(|m| m * magnitude)
+            .find(|s| *s >= rough)
+            .unwrap_or(10.0 * magnitude);
         Self { max: (max / step).ceil() * step, step }
     }
 
@@ -53,7 +56,10 @@ pub fn win_rate_bars(points: &[ChartPoint]) -> String {
     let max = points
         .iter()
         .flat_map(|p| {
-            [p.win_rate + p.standard_error, p.lc_win_rate.unwrap_or(0.0) + p.lc_standard_error.unwrap_or(0.0)]
+            [
+                p.win_rate + p.standard_error,
+                p.lc_win_rate.unwrap_or(0.0) + p.lc_standard_error.unwrap_or(0.0),
+            ]
         })
         .filter(|v| v.is_finite())
         .fold(0.0, f64::max);
@@ -145,7 +151,8 @@ pub fn length_scatter(points: &[ChartPoint]) -> String {
     let (plot_width, plot_height) = (980.0, 420.0);
     let width = left + plot_width + right;
     let height = top + plot_height + bottom;
-    let max_length = points.iter().map(|p| p.avg_length).filter(|v| v.is_finite()).fold(0.0, f64::max);
+    let max_length =
+        points.iter().map(|p| p.avg_length).filter(|v| v.is_finite()).fold(0.0, f64::max);
     let x_axis = Axis::from_zero_to(max_length * 1.05, 10);
     let x_max = x_axis.max;
     let max_rate = points
@@ -284,11 +291,17 @@ struct LabelSpot {
 /// Greedy label placement for the 12px labels: right of the point if free, else nudged
 /// up or down, else to the left; a label that fits nowhere is left out (the point's
 /// tooltip still names it). Labels are placed top to bottom.
-fn place_labels(labels: &[(f64, f64, String)], markers: &[(f64, f64)], area: Rect) -> Vec<Option<LabelSpot>> {
+fn place_labels(
+    labels: &[(f64, f64, String)],
+    markers: &[(f64, f64)],
+    area: Rect,
+) -> Vec<Option<LabelSpot>> {
     const CHAR_WIDTH: f64 = 6.6;
     const STEP: f64 = 13.0;
-    let obstacles: Vec<Rect> =
-        markers.iter().map(|&(x, y)| Rect { x0: x - 6.0, y0: y - 6.0, x1: x + 6.0, y1: y + 6.0 }).collect();
+    let obstacles: Vec<Rect> = markers
+        .iter()
+        .map(|&(x, y)| Rect { x0: x - 6.0, y0: y - 6.0, x1: x + 6.0, y1: y + 6.0 })
+        .collect();
     let mut order: Vec<usize> = (0..labels.len()).collect();
     order.sort_by(|&a, &b| labels[a].1.total_cmp(&labels[b].1));
     let mut taken: Vec<Rect> = Vec::new();
@@ -296,7 +309,13 @@ fn place_labels(labels: &[(f64, f64, String)], markers: &[(f64, f64)], area: Rec
     for i in order {
         let (px, py, text) = &labels[i];
         let text_width = text.chars().count() as f64 * CHAR_WIDTH;
-        let shifts = (0..8).flat_map(|k| if k == 0 { vec![0.0] } else { vec![k as f64 * STEP, -(k as f64) * STEP] });
+        let shifts = (0..8).flat_map(|k| {
+            if k == 0 {
+                vec![0.0]
+            } else {
+                vec![k as f64 * STEP, -(k as f64) * STEP]
+            }
+        });
         let candidates = shifts.flat_map(|dy| [(false, dy), (true, dy)]);
         for (anchor_end, dy) in candidates {
             let baseline = py + 4.0 + dy;

@@ -20,14 +20,18 @@ fn fast_options() -> ReportOptions {
 
 #[test]
 fn report_over_two_oracle_files_ranks_both_and_writes_every_file() {
-    let report = build_report(&[oracle("alpaca-7b"), oracle("claude-2.1")], &fast_options()).unwrap();
+    let report =
+        build_report(&[oracle("alpaca-7b"), oracle("claude-2.1")], &fast_options()).unwrap();
     // alpaca_eval's order: higher length-controlled win rate first.
     let names: Vec<&str> = report.generators.iter().map(|g| g.name.as_str()).collect();
     assert_eq!(names, ["claude-2.1", "alpaca-7b"]);
 
     let html = report.html();
     for name in names {
-        assert!(html.contains(&format!("<td class=\"name\" title=\"{}", oracle(name).display())), "{name} row");
+        assert!(
+            html.contains(&format!("<td class=\"name\" title=\"{}", oracle(name).display())),
+            "{name} row"
+        );
     }
     assert!(html.contains("<svg") && !html.contains("<script"));
     for external in ["<link", "<img", "<iframe", "<object", "@import", "url("] {
@@ -42,14 +46,19 @@ fn report_over_two_oracle_files_ranks_both_and_writes_every_file() {
 
     let dir = tempfile::tempdir().unwrap();
     let written = report.files().write_to(dir.path()).unwrap();
-    for expected in ["leaderboard.csv", "report.html", "claude-2.1/errors.md", "alpaca-7b/errors.md"] {
+    for expected in
+        ["leaderboard.csv", "report.html", "claude-2.1/errors.md", "alpaca-7b/errors.md"]
+    {
         assert!(written.contains(&dir.path().join(expected)), "{expected} in {written:?}");
     }
     let csv = std::fs::read_to_string(dir.path().join("leaderboard.csv")).unwrap();
     assert_eq!(csv.lines().next().unwrap(), format!(",{}", COLUMNS.join(",")));
     let rows = read_leaderboard(dir.path().join("leaderboard.csv")).unwrap();
     assert_eq!(rows, report.leaderboard);
-    assert_eq!((rows[0].generator.as_str(), rows[0].n_total, rows[0].mode.as_str()), ("claude-2.1", 805, "community"));
+    assert_eq!(
+        (rows[0].generator.as_str(), rows[0].n_total, rows[0].mode.as_str()),
+        ("claude-2.1", 805, "community")
+    );
 }
 
 #[test]
@@ -74,7 +83,9 @@ fn model_text_and_names_are_html_escaped() {
     assert!(!html.contains("<script>alert"), "raw script tag in the page");
     assert!(!html.contains("<img src=x"));
     assert!(!html.contains("</pre><h1>judge"));
-    assert!(html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &lt;img src=x onerror=1&gt;"));
+    assert!(html.contains(
+        "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &lt;img src=x onerror=1&gt;"
+    ));
     assert!(html.contains("&lt;/pre&gt;&lt;h1&gt;judge&lt;/h1&gt;"));
     assert!(html.contains("evil&lt;b&gt;&quot;model&quot;"));
     assert!(!html.contains("evil<b>"));
@@ -114,7 +125,10 @@ fn a_run_folder_with_throughput_shows_speed_and_keeps_generators_apart() {
     let names: Vec<&str> = report.generators.iter().map(|g| g.name.as_str()).collect();
     assert_eq!(names, ["NullModel", "gemma-7b-it", "vicuna-13b"]);
     let paths: Vec<PathBuf> = report.generators.iter().map(GeneratorReport::errors_path).collect();
-    assert_eq!(paths, ["NullModel/errors.md", "gemma-7b-it/errors.md", "vicuna-13b/errors.md"].map(PathBuf::from));
+    assert_eq!(
+        paths,
+        ["NullModel/errors.md", "gemma-7b-it/errors.md", "vicuna-13b/errors.md"].map(PathBuf::from)
+    );
     let vicuna = &report.generators[2];
     assert_eq!(vicuna.throughput.as_ref(), Some(&throughput));
     let html = report.html();

@@ -25,7 +25,12 @@ pub struct ClusterArgs {
     pub run_id: String,
     /// RabbitMQ: `amqp://user@host:5672/vhost` or `amqps://…`. Put the password in
     /// --amqp-password-file rather than here.
-    #[arg(long, env = "HERD_AMQP_URL", default_value = "amqp://guest@127.0.0.1:5672/%2f", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "HERD_AMQP_URL",
+        default_value = "amqp://guest@127.0.0.1:5672/%2f",
+        hide_env_values = true
+    )]
     pub amqp_url: String,
     /// A file holding the AMQP password (a mounted secret); it replaces any password in the URL.
     #[arg(long, env = "HERD_AMQP_PASSWORD_FILE", value_name = "FILE")]
@@ -71,8 +76,9 @@ impl ClusterArgs {
     pub async fn connect_queue(&self, role: &str) -> anyhow::Result<RabbitQueue> {
         let mut config = RabbitConfig::new(self.amqp_url.clone());
         if let Some(path) = &self.amqp_password_file {
-            let password = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read the AMQP password file {}", path.display()))?;
+            let password = std::fs::read_to_string(path).with_context(|| {
+                format!("cannot read the AMQP password file {}", path.display())
+            })?;
             config.password = Some(password.trim_end_matches(['\r', '\n']).to_string());
         }
         config.tls_ca_file = self.amqp_ca_file.clone();

@@ -92,7 +92,10 @@ async fn coordinate(args: Args) -> anyhow::Result<()> {
     tracing::info!(files = stored, prefix = %keys::report_prefix(&plan.run_id), "stored the run folder");
     print_summary(&plan.run_id, &summary, args.out.is_some(), store.description());
     for (name, dropped) in coordinator.dropped() {
-        eprintln!("herd coordinator: generator {name} was dropped ({} dead-lettered job(s)): {}", dropped.jobs, dropped.first);
+        eprintln!(
+            "herd coordinator: generator {name} was dropped ({} dead-lettered job(s)): {}",
+            dropped.jobs, dropped.first
+        );
     }
     Ok(())
 }
@@ -101,7 +104,8 @@ async fn coordinate(args: Args) -> anyhow::Result<()> {
 async fn log_progress(mut progress: watch::Receiver<RunProgress>) {
     while progress.changed().await.is_ok() {
         let now = progress.borrow_and_update().clone();
-        let ((outputs, expected_outputs), (verdicts, expected_verdicts)) = (now.outputs(), now.annotations());
+        let ((outputs, expected_outputs), (verdicts, expected_verdicts)) =
+            (now.outputs(), now.annotations());
         tracing::info!(outputs, expected_outputs, verdicts, expected_verdicts, "progress");
         tokio::time::sleep(Duration::from_secs(10)).await;
     }
@@ -109,12 +113,17 @@ async fn log_progress(mut progress: watch::Receiver<RunProgress>) {
 
 fn print_summary(run: &str, summary: &RunSummary, local: bool, store: &str) {
     println!("herd coordinator {run}: {} generator(s) complete", summary.generators.len());
-    println!("{:<30} {:>8} {:>15} {:>15} {:>8}", "generator", "examples", "win rate", "LC win rate", "unparsed");
+    println!(
+        "{:<30} {:>8} {:>15} {:>15} {:>8}",
+        "generator", "examples", "win rate", "LC win rate", "unparsed"
+    );
     for g in &summary.generators {
         let (win, lc) = match &g.leaderboard {
             Some(row) => (
                 format!("{:.2} ± {:.2}", row.win_rate, row.standard_error),
-                row.length_controlled_winrate.map(|lc| format!("{lc:.2}")).unwrap_or_else(|| "—".into()),
+                row.length_controlled_winrate
+                    .map(|lc| format!("{lc:.2}"))
+                    .unwrap_or_else(|| "—".into()),
             ),
             None => ("—".into(), "—".into()),
         };

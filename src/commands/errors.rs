@@ -29,7 +29,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let markdown = render_markdown(&args.annotations.display().to_string(), &annotations, &sample);
     match &args.out {
         Some(path) => {
-            std::fs::write(path, &markdown).with_context(|| format!("{}: cannot write", path.display()))?;
+            std::fs::write(path, &markdown)
+                .with_context(|| format!("{}: cannot write", path.display()))?;
             eprintln!(
                 "herd errors: {} of {} dispreferred rows (of {}) → {}",
                 sample.rows.len(),

@@ -46,7 +46,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let judge = args.judge.spec()?;
     let (run_id, out) = args.local.run_id_and_out("eval")?;
     args.local.engine.apply_threads();
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async {
         let local = LocalRun::open(&args.local, &args.judge_cache, &out)?;
         let mut generators = Vec::new();
@@ -79,7 +80,10 @@ fn check_inputs(paths: &[PathBuf], eval_set: &EvalSet) -> anyhow::Result<Vec<Imp
         }
         let name = rows[0].generator.clone();
         if name.trim().is_empty() {
-            bail!("{}: row 0: field `generator`: empty; the generator's name is needed", path.display());
+            bail!(
+                "{}: row 0: field `generator`: empty; the generator's name is needed",
+                path.display()
+            );
         }
         if let Some((row, other)) = rows.iter().enumerate().find(|(_, r)| r.generator != name) {
             bail!(
@@ -89,25 +93,40 @@ fn check_inputs(paths: &[PathBuf], eval_set: &EvalSet) -> anyhow::Result<Vec<Imp
             );
         }
         if herd_report::folder_name(&name) == STORE_FOLDER {
-            bail!("{}: generator {name:?}: the run folder keeps its results in {STORE_FOLDER:?}", path.display());
+            bail!(
+                "{}: generator {name:?}: the run folder keeps its results in {STORE_FOLDER:?}",
+                path.display()
+            );
         }
-        if let Some(first) =
-            models.iter().find(|m| herd_report::folder_name(&m.name) == herd_report::folder_name(&name))
+        if let Some(first) = models
+            .iter()
+            .find(|m| herd_report::folder_name(&m.name) == herd_report::folder_name(&name))
         {
             bail!("{} and {} both hold generator {name:?}", first.path.display(), path.display());
         }
         let by_index: BTreeMap<usize, ModelOutput> = rows
             .into_iter()
-            .map(|row| (eval_set.index_of(&row.instruction).expect("validated against the eval set"), row))
+            .map(|row| {
+                (eval_set.index_of(&row.instruction).expect("validated against the eval set"), row)
+            })
             .collect();
-        models.push(ImportedModel { path: path.clone(), name, rows: by_index.into_iter().collect() });
+        models.push(ImportedModel {
+            path: path.clone(),
+            name,
+            rows: by_index.into_iter().collect(),
+        });
     }
     Ok(models)
 }
 
 /// Stores each answer as the generation worker would have; an answer already stored for
 /// the run must be the same (the run folder was made from another file otherwise).
-async fn import(store: &ResultStore, run_id: &str, model: &ImportedModel, out: &Path) -> anyhow::Result<()> {
+async fn import(
+    store: &ResultStore,
+    run_id: &str,
+    model: &ImportedModel,
+    out: &Path,
+) -> anyhow::Result<()> {
     for (index, row) in &model.rows {
         let result = GenerationResult {
             run_id: run_id.to_string(),
@@ -124,7 +143,8 @@ async fn import(store: &ResultStore, run_id: &str, model: &ImportedModel, out: &
         };
         if store.put_output(&result).await? == Stored::AlreadyThere {
             let key = keys::output(run_id, &model.name, *index);
-            let stored: GenerationResult = store.get_json(&key).await?.with_context(|| format!("{key} vanished"))?;
+            let stored: GenerationResult =
+                store.get_json(&key).await?.with_context(|| format!("{key} vanished"))?;
             if stored.output != result.output {
                 bail!(
                     "{}: the answer of {:?} to eval-set instruction {index} differs from the one run {run_id} in {} \

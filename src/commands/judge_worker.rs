@@ -42,7 +42,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let models = args.engine.models()?;
     let queue = args.cluster.connect_queue("judge-worker").await?;
     let store = args.cluster.open_store()?;
-    let cache = if args.no_judge_cache { JudgeCache::disabled() } else { JudgeCache::new(store.clone()) };
+    let cache =
+        if args.no_judge_cache { JudgeCache::disabled() } else { JudgeCache::new(store.clone()) };
     let (metrics, _server) = args.cluster.serve_metrics().await?;
     // The model loads on the first cache miss: a fully cached run never loads it.
     let worker = JudgeWorker {

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use herd_core::calibration::Calibration;
 use herd_core::formats::read_annotations;
-use herd_core::metrics::{compute_metrics, DifficultyLookup, GlmVariant, MetricsOptions, MetricsReport};
+use herd_core::metrics::{
+    compute_metrics, DifficultyLookup, GlmVariant, MetricsOptions, MetricsReport,
+};
 
 /// How many dropped rows the diagnostics list by number.
 const LISTED_ROWS: usize = 20;
@@ -53,7 +55,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             GlmVariant::LengthControlledV1
         },
     };
-    let report = compute_metrics(&annotations, &options).with_context(|| args.annotations.display().to_string())?;
+    let report = compute_metrics(&annotations, &options)
+        .with_context(|| args.annotations.display().to_string())?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report.metrics)?);
         eprint!("{}", diagnostics(&report));
@@ -101,11 +104,18 @@ fn diagnostics(report: &MetricsReport) -> String {
     let d = &report.diagnostics;
     let mut out = String::new();
     let _ = writeln!(out, "herd metrics: LC calibration: {}", d.calibration_source);
-    let _ = writeln!(out, "herd metrics: LC GLM: {}, instruction difficulty looked up {}", d.glm, d.difficulty_lookup);
+    let _ = writeln!(
+        out,
+        "herd metrics: LC GLM: {}, instruction difficulty looked up {}",
+        d.glm, d.difficulty_lookup
+    );
     match (&d.length_controlled, &d.length_controlled_unavailable) {
         (Some(fit), _) => {
             let w = fit.weights;
-            let c = fit.chosen_c.map(|c| format!("{c:.6}")).unwrap_or_else(|| "none (baseline against itself)".into());
+            let c = fit
+                .chosen_c
+                .map(|c| format!("{c:.6}"))
+                .unwrap_or_else(|| "none (baseline against itself)".into());
             let _ = writeln!(
                 out,
                 "herd metrics: chosen C {c}; weights: tanh(std_delta_len) {:.6}, instruction_difficulty {:.6}, not_gamed_baseline {:.6}",
@@ -123,7 +133,12 @@ fn diagnostics(report: &MetricsReport) -> String {
             .unparsed_rows
             .iter()
             .map(|r| format!("{r} (null)"))
-            .chain(screening.out_of_range.iter().map(|p| format!("{} ({})", p.row, p.preference.unwrap_or(f64::NAN))))
+            .chain(
+                screening
+                    .out_of_range
+                    .iter()
+                    .map(|p| format!("{} ({})", p.row, p.preference.unwrap_or(f64::NAN))),
+            )
             .collect();
         let more = rows.len().saturating_sub(LISTED_ROWS);
         let _ = writeln!(
@@ -145,7 +160,10 @@ fn diagnostics(report: &MetricsReport) -> String {
                 "alpaca_eval's positional lookup would misalign difficulties from there on"
             }
         };
-        let _ = writeln!(out, "herd metrics: row {row} is not the eval-set instruction at that position; {note}");
+        let _ = writeln!(
+            out,
+            "herd metrics: row {row} is not the eval-set instruction at that position; {note}"
+        );
     }
     out
 }

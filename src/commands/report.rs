@@ -31,7 +31,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         (None, [single]) if single.is_dir() => single.clone(),
         (None, _) => PathBuf::from("herd-report"),
     };
-    let options = ReportOptions { error_samples: args.n, seed: args.seed, mode: args.mode, ..ReportOptions::default() };
+    let options = ReportOptions {
+        error_samples: args.n,
+        seed: args.seed,
+        mode: args.mode,
+        ..ReportOptions::default()
+    };
     let report = build_report(&args.inputs, &options)?;
     let written = report.files().write_to(&out)?;
 

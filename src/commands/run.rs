@@ -69,8 +69,14 @@ pub struct PlanArgs {
 
 impl PlanArgs {
     /// The run's plan: every generator × the first `--limit` instructions, one judge.
-    pub fn plan(&self, run_id: &str, judge: JudgeSpec, eval_set: &EvalSet) -> anyhow::Result<RunPlan> {
-        let generators = generator_specs(&self.generators, self.baseline.as_deref(), self.max_new_tokens)?;
+    pub fn plan(
+        &self,
+        run_id: &str,
+        judge: JudgeSpec,
+        eval_set: &EvalSet,
+    ) -> anyhow::Result<RunPlan> {
+        let generators =
+            generator_specs(&self.generators, self.baseline.as_deref(), self.max_new_tokens)?;
         Ok(RunPlan::first_n(run_id, generators, judge, self.limit, eval_set))
     }
 }
@@ -155,7 +161,8 @@ pub struct EngineArgs {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     args.local.engine.apply_threads();
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(run_async(args))
 }
 
@@ -186,14 +193,17 @@ pub fn generator_specs(
     };
     let mut generators = Vec::new();
     for spec in specs.iter().filter(|s| !s.trim().is_empty()) {
-        generators.push(parse_generator(spec, &defaults).with_context(|| format!("--generator {spec:?}"))?);
+        generators.push(
+            parse_generator(spec, &defaults).with_context(|| format!("--generator {spec:?}"))?,
+        );
     }
     if generators.is_empty() {
         generators.push(parse_generator("", &defaults)?);
     }
     if let Some(baseline) = baseline {
         let first = GeneratorSpec { name: String::new(), ..generators[0].clone() };
-        let spec = parse_generator(baseline, &first).with_context(|| format!("--baseline {baseline:?}"))?;
+        let spec = parse_generator(baseline, &first)
+            .with_context(|| format!("--baseline {baseline:?}"))?;
         generators.push(spec);
     }
     let mut names = BTreeSet::new();
@@ -231,8 +241,9 @@ pub fn parse_generator(text: &str, defaults: &GeneratorSpec) -> anyhow::Result<G
                 })?
             }
             "max_new_tokens" => {
-                spec.max_new_tokens =
-                    value.parse().with_context(|| format!("max_new_tokens {value:?} is not a count"))?
+                spec.max_new_tokens = value
+                    .parse()
+                    .with_context(|| format!("max_new_tokens {value:?} is not a count"))?
             }
             "stop" => {
                 if !stops_given {
@@ -258,9 +269,13 @@ fn default_name(spec: &GeneratorSpec) -> String {
     let base = if spec.model.eq_ignore_ascii_case(DEFAULT_MODEL) {
         DEFAULT_MODEL.to_string()
     } else if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
-        path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| spec.model.clone())
+        path.file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| spec.model.clone())
     } else {
-        path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| spec.model.clone())
+        path.file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| spec.model.clone())
     };
     match spec.template {
         PromptTemplate::Chat => base,
@@ -321,7 +336,10 @@ impl JudgeArgs {
             stop: Vec::new(),
         });
         Ok(JudgeSpec {
-            name: self.judge_name.clone().unwrap_or_else(|| format!("{model_name}_{}", mode.as_str())),
+            name: self
+                .judge_name
+                .clone()
+                .unwrap_or_else(|| format!("{model_name}_{}", mode.as_str())),
             model: self.judge_model.clone(),
             mode,
             max_new_tokens: self.judge_max_new_tokens,
@@ -339,7 +357,9 @@ impl JudgeCacheArgs {
             Some(dir) => dir.clone(),
             None => home_cache_dir(),
         };
-        Ok(JudgeCache::new(ResultStore::local(&dir).with_context(|| format!("judge cache {}", dir.display()))?))
+        Ok(JudgeCache::new(
+            ResultStore::local(&dir).with_context(|| format!("judge cache {}", dir.display()))?,
+        ))
     }
 }
 
@@ -401,7 +421,8 @@ impl LocalArgs {
     /// name, a missing folder is `runs/<id>`, and without either the id is
     /// `<prefix>-<UTC timestamp>`.
     pub fn run_id_and_out(&self, prefix: &str) -> anyhow::Result<(String, PathBuf)> {
-        let from_out = self.out.as_ref().and_then(|o| o.file_name()).map(|n| n.to_string_lossy().into_owned());
+        let from_out =
+            self.out.as_ref().and_then(|o| o.file_name()).map(|n| n.to_string_lossy().into_owned());
         let run_id = match (&self.run_id, from_out) {
             (Some(id), _) => id.clone(),
             (None, Some(name)) => name,
@@ -413,12 +434,14 @@ impl LocalArgs {
         let out = self.out.clone().unwrap_or_else(|| Path::new("runs").join(&run_id));
         Ok((run_id, out))
     }
-
 }
 
 /// `YYYYMMDD-HHMMSS` in UTC.
 fn utc_timestamp() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
     // Howard Hinnant's civil_from_days.
     let z = days + 719_468;
@@ -463,9 +486,14 @@ pub struct RunOutcome {
 }
 
 impl LocalRun {
-    pub fn open(local: &LocalArgs, judge_cache: &JudgeCacheArgs, out: &Path) -> anyhow::Result<Self> {
+    pub fn open(
+        local: &LocalArgs,
+        judge_cache: &JudgeCacheArgs,
+        out: &Path,
+    ) -> anyhow::Result<Self> {
         let store_dir = out.join(STORE_FOLDER);
-        let store = ResultStore::local(&store_dir).with_context(|| format!("run store {}", store_dir.display()))?;
+        let store = ResultStore::local(&store_dir)
+            .with_context(|| format!("run store {}", store_dir.display()))?;
         Ok(Self {
             out: out.to_path_buf(),
             store,
@@ -488,8 +516,12 @@ impl LocalRun {
     /// generation workers run one generator at a time (each model loaded once), the judge
     /// worker after them (or alongside with --pipeline), then the run folder is written.
     pub async fn execute(&self, plan: RunPlan) -> anyhow::Result<RunOutcome> {
-        let mut coordinator =
-            Coordinator::new(self.queue.clone(), self.store.clone(), self.metrics.clone(), plan.clone())?;
+        let mut coordinator = Coordinator::new(
+            self.queue.clone(),
+            self.store.clone(),
+            self.metrics.clone(),
+            plan.clone(),
+        )?;
         coordinator.poll_interval = Duration::from_millis(100);
         let already = coordinator.start().await?;
         let (progress_sender, progress) = watch::channel(already.clone());
@@ -523,7 +555,9 @@ impl LocalRun {
         };
         let generation_phase = async {
             let started = Instant::now();
-            let stats = self.generate(&plan, &models, &bars, &already, progress.clone(), failed.clone()).await;
+            let stats = self
+                .generate(&plan, &models, &bars, &already, progress.clone(), failed.clone())
+                .await;
             if stats.is_err() {
                 failed_sender.send_replace(true);
             }
@@ -538,7 +572,8 @@ impl LocalRun {
         };
         bar_updates.abort();
         bars.finish();
-        if let Err(worker_error) = generation.as_ref().map(|_| ()).and(judging.as_ref().map(|_| ())) {
+        if let Err(worker_error) = generation.as_ref().map(|_| ()).and(judging.as_ref().map(|_| ()))
+        {
             if watcher.is_finished() {
                 // The coordinator's error (a dead-lettered job) explains the stop best.
                 watcher.await.context("the coordinator task failed")??;
@@ -614,9 +649,11 @@ impl LocalRun {
                 model: None,
             };
             let name = generator.name.clone();
-            let complete = move |p: &RunProgress| p.generator(&name).is_some_and(|g| g.generation_complete());
+            let complete =
+                move |p: &RunProgress| p.generator(&name).is_some_and(|g| g.generation_complete());
             let shutdown = wait_for(progress.clone(), failed.clone(), complete);
-            let stats = worker.run(&self.queue, &self.store, models, &self.metrics, shutdown).await?;
+            let stats =
+                worker.run(&self.queue, &self.store, models, &self.metrics, shutdown).await?;
             all.push((generator.name.clone(), stats));
             let needed_later = plan.judge.model == spec.model
                 || plan.generators[position + 1..]
@@ -651,7 +688,9 @@ impl LocalRun {
             model: None,
         };
         let shutdown = wait_for(progress, failed, RunProgress::is_complete);
-        Ok(worker.run(&self.queue, &self.store, &self.cache, models, &self.metrics, shutdown).await?)
+        Ok(worker
+            .run(&self.queue, &self.store, &self.cache, models, &self.metrics, shutdown)
+            .await?)
     }
 }
 
@@ -678,10 +717,11 @@ struct Bars {
 impl Bars {
     fn new(plan: &RunPlan, already: &RunProgress) -> Self {
         let multi = MultiProgress::new();
-        let style =
-            ProgressStyle::with_template("{prefix:>34} [{bar:30}] {pos}/{len} {per_sec:>10} eta {eta:>4} {wide_msg}")
-                .expect("a valid template")
-                .progress_chars("=> ");
+        let style = ProgressStyle::with_template(
+            "{prefix:>34} [{bar:30}] {pos}/{len} {per_sec:>10} eta {eta:>4} {wide_msg}",
+        )
+        .expect("a valid template")
+        .progress_chars("=> ");
         let bar = |prefix: String, len: usize, pos: usize| {
             let bar = multi.add(ProgressBar::new(len as u64));
             bar.set_style(style.clone());
@@ -701,7 +741,11 @@ impl Bars {
     }
 
     fn generation(&self, name: &str) -> ProgressBar {
-        self.generation.iter().find(|(n, _)| n == name).map(|(_, b)| b.clone()).unwrap_or_else(ProgressBar::hidden)
+        self.generation
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, b)| b.clone())
+            .unwrap_or_else(ProgressBar::hidden)
     }
 
     async fn follow(self, mut progress: watch::Receiver<RunProgress>) {
@@ -746,7 +790,14 @@ impl RunOutcome {
         println!();
         println!(
             "{:<30} {:>10} {:>10} {:>9} {:>9} {:>15} {:>15} {:>8}",
-            "generator", "examples/s", "out tok/s", "gen wall", "judge", "win rate", "LC win rate", "unparsed"
+            "generator",
+            "examples/s",
+            "out tok/s",
+            "gen wall",
+            "judge",
+            "win rate",
+            "LC win rate",
+            "unparsed"
         );
         for g in &s.generators {
             let (eps, tps, gen_wall, judge_wall) = match &g.throughput {
@@ -796,15 +847,20 @@ mod tests {
 
     #[test]
     fn a_generator_spec_overrides_the_defaults_key_by_key() {
-        let spec =
-            parse_generator(r"model=/m/My-Model.Q4.gguf,template=alpaca_sft,stop=###,stop=\n\n,stop=a\,b", &defaults())
-                .unwrap();
+        let spec = parse_generator(
+            r"model=/m/My-Model.Q4.gguf,template=alpaca_sft,stop=###,stop=\n\n,stop=a\,b",
+            &defaults(),
+        )
+        .unwrap();
         assert_eq!(spec.name, "My-Model.Q4-alpaca_sft");
         assert_eq!(spec.template, PromptTemplate::AlpacaSft);
         assert_eq!(spec.stop, vec!["###".to_string(), "\n\n".into(), "a,b".into()]);
         assert_eq!(spec.max_new_tokens, 512);
         assert_eq!(parse_generator("", &defaults()).unwrap().name, DEFAULT_MODEL);
-        assert!(parse_generator("template=fancy", &defaults()).unwrap_err().to_string().contains("not one of"));
+        assert!(parse_generator("template=fancy", &defaults())
+            .unwrap_err()
+            .to_string()
+            .contains("not one of"));
         assert!(parse_generator("colour=red", &defaults()).is_err());
         assert!(parse_generator("max_new_tokens=many", &defaults()).is_err());
     }
@@ -813,7 +869,10 @@ mod tests {
     fn the_baseline_is_the_first_generator_without_its_chat_template() {
         let specs = generator_specs(&[], Some("template=raw"), 64).unwrap();
         assert_eq!(specs.len(), 2);
-        assert_eq!((specs[0].name.as_str(), specs[1].name.as_str()), (DEFAULT_MODEL, "smollm2-135m-instruct-raw"));
+        assert_eq!(
+            (specs[0].name.as_str(), specs[1].name.as_str()),
+            (DEFAULT_MODEL, "smollm2-135m-instruct-raw")
+        );
         assert_eq!((specs[1].template, specs[1].max_new_tokens), (PromptTemplate::Raw, 64));
         let same = generator_specs(&["name=a".into()], Some("name=a"), 64).unwrap_err();
         assert!(same.to_string().contains("two generators"), "{same}");
@@ -834,8 +893,14 @@ mod tests {
             },
             pipeline: false,
         };
-        assert_eq!(local(Some("x/today"), None).run_id_and_out("run").unwrap(), ("today".into(), "x/today".into()));
-        assert_eq!(local(None, Some("r1")).run_id_and_out("run").unwrap(), ("r1".into(), "runs/r1".into()));
+        assert_eq!(
+            local(Some("x/today"), None).run_id_and_out("run").unwrap(),
+            ("today".into(), "x/today".into())
+        );
+        assert_eq!(
+            local(None, Some("r1")).run_id_and_out("run").unwrap(),
+            ("r1".into(), "runs/r1".into())
+        );
         let (id, out) = local(None, None).run_id_and_out("run").unwrap();
         assert!(id.starts_with("run-20") && id.len() == "run-20260101-000000".len(), "{id}");
         assert_eq!(out, Path::new("runs").join(&id));

@@ -44,7 +44,9 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         tokio::spawn(async move {
             match models.get(&model).await {
                 Ok(_) => tracing::info!(%model, "model loaded"),
-                Err(e) => tracing::error!(error = %e, "the model cannot be loaded; its jobs will be dead-lettered"),
+                Err(e) => {
+                    tracing::error!(error = %e, "the model cannot be loaded; its jobs will be dead-lettered")
+                }
             }
         });
     }

@@ -61,7 +61,8 @@ impl StoreConfig {
         fill(&mut self.s3_secret_access_key, &["AWS_SECRET_ACCESS_KEY"])?;
         fill(&mut self.s3_session_token, &["AWS_SESSION_TOKEN"])?;
         if self.s3_ca_file.is_none() {
-            self.s3_ca_file = std::env::var_os("AWS_CA_BUNDLE").filter(|v| !v.is_empty()).map(PathBuf::from);
+            self.s3_ca_file =
+                std::env::var_os("AWS_CA_BUNDLE").filter(|v| !v.is_empty()).map(PathBuf::from);
         }
         Ok(self)
     }
@@ -105,10 +106,8 @@ fn fill(slot: &mut Option<String>, variables: &[&str]) -> Result<(), StoreError>
         }
         let file_variable = format!("{variable}_FILE");
         if let Some(path) = std::env::var(&file_variable).ok().filter(|v| !v.is_empty()) {
-            let value = std::fs::read_to_string(&path).map_err(|source| StoreError::CredentialFile {
-                variable: file_variable,
-                path,
-                source,
+            let value = std::fs::read_to_string(&path).map_err(|source| {
+                StoreError::CredentialFile { variable: file_variable, path, source }
             })?;
             *slot = Some(value.trim().to_string());
             return Ok(());
@@ -140,13 +139,17 @@ pub(crate) enum Location {
 }
 
 pub(crate) fn parse_location(url: &str) -> Result<Location, StoreError> {
-    let invalid = |reason: &str| StoreError::InvalidUrl { url: redact_url(url), reason: reason.to_string() };
+    let invalid =
+        |reason: &str| StoreError::InvalidUrl { url: redact_url(url), reason: reason.to_string() };
     if let Some(rest) = url.strip_prefix("s3://") {
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
             return Err(invalid("no bucket name (expected s3://bucket/prefix)"));
         }
-        return Ok(Location::S3 { bucket: bucket.to_string(), prefix: prefix.trim_matches('/').to_string() });
+        return Ok(Location::S3 {
+            bucket: bucket.to_string(),
+            prefix: prefix.trim_matches('/').to_string(),
+        });
     }
     if let Some(path) = url.strip_prefix("file://") {
         if !path.starts_with('/') {
@@ -178,7 +181,10 @@ mod tests {
             parse_location("s3://bucket/a/b/").unwrap(),
             Location::S3 { bucket: "bucket".into(), prefix: "a/b".into() }
         );
-        assert_eq!(parse_location("s3://bucket").unwrap(), Location::S3 { bucket: "bucket".into(), prefix: "".into() });
+        assert_eq!(
+            parse_location("s3://bucket").unwrap(),
+            Location::S3 { bucket: "bucket".into(), prefix: "".into() }
+        );
         assert!(parse_location("file://relative").is_err());
         assert!(parse_location("gs://b").is_err());
     }

@@ -25,7 +25,13 @@ pub enum StoreError {
 
     /// Transient failures went on past the retry deadline.
     #[error("{store} stayed unavailable for {waited:?} while trying to {operation} {key}; last error: {last_error}")]
-    Unavailable { store: String, key: String, operation: &'static str, waited: Duration, last_error: String },
+    Unavailable {
+        store: String,
+        key: String,
+        operation: &'static str,
+        waited: Duration,
+        last_error: String,
+    },
 
     #[error("{key} in {store} does not hold the expected JSON: {source}")]
     Decode { store: String, key: String, source: serde_json::Error },

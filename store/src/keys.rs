@@ -66,8 +66,10 @@ pub fn index_of(key: &str) -> Option<usize> {
 /// A name as one path segment: `/` and anything unusual become `_`, so a model called
 /// `org/model` cannot reach into another folder.
 pub fn segment(name: &str) -> String {
-    let cleaned: String =
-        name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' }).collect();
+    let cleaned: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' })
+        .collect();
     match cleaned.as_str() {
         "" | "." | ".." => cleaned.replace('.', "_") + "_",
         _ => cleaned,
@@ -83,11 +85,20 @@ mod tests {
         assert_eq!(output("r1", "smol", 7), "runs/r1/outputs/smol/7.json");
         assert_eq!(annotation("r1", "llama", "smol", 7), "runs/r1/annotations/llama/smol/7.json");
         assert_eq!(index_of(&output("r1", "smol", 804)), Some(804));
-        assert_eq!(activity("r1", "generation", "host-1"), "runs/r1/activity/generation/host-1.json");
+        assert_eq!(
+            activity("r1", "generation", "host-1"),
+            "runs/r1/activity/generation/host-1.json"
+        );
         assert_eq!(plan("r1", "judge"), "runs/r1/plan/judge.json");
         assert_eq!(judge_cache("ab12"), "cache/judgements/ab12.json");
-        assert_eq!(report_file("r1", "smol/model_outputs.json"), "runs/r1/report/smol/model_outputs.json");
-        assert_eq!(report_file("r1", "../x/leaderboard.csv"), "runs/r1/report/___/x/leaderboard.csv");
+        assert_eq!(
+            report_file("r1", "smol/model_outputs.json"),
+            "runs/r1/report/smol/model_outputs.json"
+        );
+        assert_eq!(
+            report_file("r1", "../x/leaderboard.csv"),
+            "runs/r1/report/___/x/leaderboard.csv"
+        );
     }
 
     #[test]

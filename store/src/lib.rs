@@ -23,8 +23,8 @@ use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
 use object_store::{
-    BackoffConfig, Certificate, ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
-    RetryConfig,
+    BackoffConfig, Certificate, ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions,
+    PutPayload, RetryConfig,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -65,30 +65,40 @@ impl ResultStore {
     /// yet: an unreachable S3 server shows up (and is waited for) at the first operation.
     pub fn open(config: &StoreConfig) -> Result<Self, StoreError> {
         let secrets = Arc::new(config.secrets());
-        let (store, description): (Arc<dyn ObjectStore>, String) = match parse_location(&config.url)? {
-            Location::Local(dir) => {
-                let open_error = |message: String| StoreError::Open { store: dir.display().to_string(), message };
-                std::fs::create_dir_all(&dir).map_err(|e| open_error(e.to_string()))?;
-                let local = LocalFileSystem::new_with_prefix(&dir).map_err(|e| open_error(e.to_string()))?;
-                let dir = dir.canonicalize().unwrap_or(dir);
-                (Arc::new(local), format!("file://{}", dir.display()))
-            }
-            Location::Memory => (Arc::new(InMemory::new()), "memory://".to_string()),
-            Location::S3 { bucket, prefix } => {
-                let endpoint = config.s3_endpoint.clone();
-                let description = match &endpoint {
-                    Some(e) => format!("{} at {}", redact_url(&config.url), redact_url(e)),
-                    None => redact_url(&config.url),
-                };
-                let s3 = s3_builder(config, &bucket, &description)?.build().map_err(|e| StoreError::Open {
-                    store: description.clone(),
-                    message: scrub(&e.to_string(), &secrets),
-                })?;
-                let store: Arc<dyn ObjectStore> =
-                    if prefix.is_empty() { Arc::new(s3) } else { Arc::new(PrefixStore::new(s3, prefix.as_str())) };
-                (store, description)
-            }
-        };
+        let (store, description): (Arc<dyn ObjectStore>, String) =
+            match parse_location(&config.url)? {
+                Location::Local(dir) => {
+                    let open_error = |message: String| StoreError::Open {
+                        store: dir.display().to_string(),
+                        message,
+                    };
+                    std::fs::create_dir_all(&dir).map_err(|e| open_error(e.to_string()))?;
+                    let local = LocalFileSystem::new_with_prefix(&dir)
+                        .map_err(|e| open_error(e.to_string()))?;
+                    let dir = dir.canonicalize().unwrap_or(dir);
+                    (Arc::new(local), format!("file://{}", dir.display()))
+                }
+                Location::Memory => (Arc::new(InMemory::new()), "memory://".to_string()),
+                Location::S3 { bucket, prefix } => {
+                    let endpoint = config.s3_endpoint.clone();
+                    let description = match &endpoint {
+                        Some(e) => format!("{} at {}", redact_url(&config.url), redact_url(e)),
+                        None => redact_url(&config.url),
+                    };
+                    let s3 = s3_builder(config, &bucket, &description)?.build().map_err(|e| {
+                        StoreError::Open {
+                            store: description.clone(),
+                            message: scrub(&e.to_string(), &secrets),
+                        }
+                    })?;
+                    let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+                        Arc::new(s3)
+                    } else {
+                        Arc::new(PrefixStore::new(s3, prefix.as_str()))
+                    };
+                    (store, description)
+                }
+            };
         Ok(Self { store, description, retry_deadline: config.retry_deadline, secrets })
     }
 
@@ -103,7 +113,11 @@ impl ResultStore {
     }
 
     /// Writes `value` at `key`, replacing what is there (last write wins).
-    pub async fn put_json<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<(), StoreError> {
+    pub async fn put_json<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+    ) -> Result<(), StoreError> {
         let (path, payload) = self.encode(key, value)?;
         self.retrying("put", key, || {
             let payload = payload.clone();
@@ -115,7 +129,11 @@ impl ResultStore {
 
     /// Writes `value` at `key` unless the key already holds a document: the first write
     /// wins, a repeated one (the same job delivered twice) returns [`Stored::AlreadyThere`].
-    pub async fn put_json_once<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<Stored, StoreError> {
+    pub async fn put_json_once<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+    ) -> Result<Stored, StoreError> {
         let (path, payload) = self.encode(key, value)?;
         let result = self
             .retrying("put", key, || {
@@ -211,7 +229,13 @@ impl ResultStore {
             .retrying("list", prefix, || {
                 let path = path.clone();
                 async move {
-                    match self.store.list(path.as_ref()).map_ok(|meta| meta.location.to_string()).try_collect().await {
+                    match self
+                        .store
+                        .list(path.as_ref())
+                        .map_ok(|meta| meta.location.to_string())
+                        .try_collect()
+                        .await
+                    {
                         Err(object_store::Error::NotFound { .. }) => Ok(Vec::new()),
                         other => other,
                     }
@@ -239,28 +263,43 @@ impl ResultStore {
 
     /// Stores one generated answer under [`keys::output`], first write wins.
     pub async fn put_output(&self, result: &GenerationResult) -> Result<Stored, StoreError> {
-        self.put_json_once(&keys::output(&result.run_id, &result.generator, result.index), result).await
+        self.put_json_once(&keys::output(&result.run_id, &result.generator, result.index), result)
+            .await
     }
 
     /// Stores one verdict under [`keys::annotation`], first write wins.
     pub async fn put_annotation(&self, result: &JudgeResult) -> Result<Stored, StoreError> {
-        self.put_json_once(&keys::annotation(&result.run_id, &result.judge, &result.generator, result.index), result)
-            .await
+        self.put_json_once(
+            &keys::annotation(&result.run_id, &result.judge, &result.generator, result.index),
+            result,
+        )
+        .await
     }
 
     fn path(&self, key: &str) -> Result<Path, StoreError> {
-        Path::parse(key).map_err(|e| StoreError::InvalidKey { key: key.to_string(), reason: e.to_string() })
+        Path::parse(key)
+            .map_err(|e| StoreError::InvalidKey { key: key.to_string(), reason: e.to_string() })
     }
 
-    fn encode<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<(Path, PutPayload), StoreError> {
+    fn encode<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+    ) -> Result<(Path, PutPayload), StoreError> {
         let path = self.path(key)?;
-        let json = serde_json::to_vec(value).map_err(|source| StoreError::Encode { key: key.to_string(), source })?;
+        let json = serde_json::to_vec(value)
+            .map_err(|source| StoreError::Encode { key: key.to_string(), source })?;
         Ok((path, PutPayload::from(json)))
     }
 
     /// Runs `attempt` until it succeeds, fails for good, or transient failures outlast
     /// the retry deadline.
-    async fn retrying<R, F, Fut>(&self, operation: &'static str, key: &str, attempt: F) -> Result<R, StoreError>
+    async fn retrying<R, F, Fut>(
+        &self,
+        operation: &'static str,
+        key: &str,
+        attempt: F,
+    ) -> Result<R, StoreError>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = object_store::Result<R>>,
@@ -284,7 +323,8 @@ impl ResultStore {
             let message = scrub(&error.to_string(), &self.secrets);
             if !is_transient(&error) {
                 let message = match error {
-                    object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => {
+                    object_store::Error::AlreadyExists { .. }
+                    | object_store::Error::Precondition { .. } => {
                         format!("{ALREADY_EXISTS}: {message}")
                     }
                     _ => message,
@@ -315,7 +355,11 @@ impl ResultStore {
 
 const ALREADY_EXISTS: &str = "already exists";
 
-fn s3_builder(config: &StoreConfig, bucket: &str, description: &str) -> Result<AmazonS3Builder, StoreError> {
+fn s3_builder(
+    config: &StoreConfig,
+    bucket: &str,
+    description: &str,
+) -> Result<AmazonS3Builder, StoreError> {
     // object_store's own retries are kept short; `retrying` owns the long deadline.
     let retry = RetryConfig {
         backoff: BackoffConfig {
@@ -364,7 +408,10 @@ fn s3_builder(config: &StoreConfig, bucket: &str, description: &str) -> Result<A
 }
 
 /// The certificates of a PEM bundle (one CA or several), to trust for an https:// endpoint.
-fn ca_certificates(path: &std::path::Path, description: &str) -> Result<Vec<Certificate>, StoreError> {
+fn ca_certificates(
+    path: &std::path::Path,
+    description: &str,
+) -> Result<Vec<Certificate>, StoreError> {
     let error = |message: String| StoreError::CaFile {
         store: description.to_string(),
         path: path.display().to_string(),
@@ -425,7 +472,10 @@ mod tests {
     async fn memory_store_round_trip_and_second_put_is_harmless() {
         let store = ResultStore::open(&StoreConfig::new("memory://")).unwrap();
         assert_eq!(store.put_json_once("runs/r/outputs/m/1.json", &1).await.unwrap(), Stored::New);
-        assert_eq!(store.put_json_once("runs/r/outputs/m/1.json", &2).await.unwrap(), Stored::AlreadyThere);
+        assert_eq!(
+            store.put_json_once("runs/r/outputs/m/1.json", &2).await.unwrap(),
+            Stored::AlreadyThere
+        );
         assert_eq!(store.get_json::<i32>("runs/r/outputs/m/1.json").await.unwrap(), Some(1));
         assert_eq!(store.get_json::<i32>("runs/r/outputs/m/2.json").await.unwrap(), None);
     }
@@ -435,7 +485,10 @@ mod tests {
         let store = ResultStore::open(&StoreConfig::new("memory://")).unwrap();
         store.put_bytes("runs/r/report/leaderboard.csv", b"a,b\n".to_vec()).await.unwrap();
         store.put_bytes("runs/r/report/leaderboard.csv", b"c,d\n".to_vec()).await.unwrap();
-        assert_eq!(store.get_bytes("runs/r/report/leaderboard.csv").await.unwrap(), Some(b"c,d\n".to_vec()));
+        assert_eq!(
+            store.get_bytes("runs/r/report/leaderboard.csv").await.unwrap(),
+            Some(b"c,d\n".to_vec())
+        );
         assert_eq!(store.get_bytes("runs/r/report/none.csv").await.unwrap(), None);
     }
 

@@ -14,9 +14,13 @@ async fn s3_settings_come_from_aws_variables_and_secret_files() {
     let secret_file = secrets.path().join("secret-key");
     std::fs::write(&key_file, format!("{ACCESS_KEY}\n")).unwrap();
     std::fs::write(&secret_file, format!("{SECRET_KEY}\n")).unwrap();
-    for variable in
-        ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT"]
-    {
+    for variable in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_ENDPOINT_URL_S3",
+        "AWS_ENDPOINT",
+    ] {
         std::env::remove_var(variable);
     }
     std::env::set_var("AWS_ENDPOINT_URL", server.endpoint());
@@ -35,7 +39,9 @@ async fn s3_settings_come_from_aws_variables_and_secret_files() {
 
     // An explicit setting wins over the environment.
     let explicit =
-        StoreConfig { s3_region: Some("eu-west-1".into()), ..StoreConfig::new("s3://b") }.with_env().unwrap();
+        StoreConfig { s3_region: Some("eu-west-1".into()), ..StoreConfig::new("s3://b") }
+            .with_env()
+            .unwrap();
     assert_eq!(explicit.s3_region.as_deref(), Some("eu-west-1"));
 
     // A secret file that cannot be read is an error naming the variable, not a silent skip.

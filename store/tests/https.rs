@@ -27,8 +27,16 @@ impl TestPki {
     fn new() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let openssl = |args: &[&str]| {
-            let out = Command::new("openssl").args(args).current_dir(dir.path()).output().expect("run openssl");
-            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .expect("run openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         };
         let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
         openssl(
@@ -36,13 +44,22 @@ impl TestPki {
                 &["req", "-x509"][..],
                 &ec,
                 &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=herd test CA"],
-                &["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+                &[
+                    "-addext",
+                    "basicConstraints=critical,CA:TRUE",
+                    "-addext",
+                    "keyUsage=critical,keyCertSign,cRLSign",
+                ],
             ]
             .concat(),
         );
         openssl(
-            &[&["req", "-new"][..], &ec, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"]]
-                .concat(),
+            &[
+                &["req", "-new"][..],
+                &ec,
+                &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"],
+            ]
+            .concat(),
         );
         std::fs::write(
             dir.path().join("server.ext"),
@@ -85,9 +102,13 @@ struct TlsProxy {
 impl TlsProxy {
     async fn start(pki: &TestPki, backend: std::net::SocketAddr) -> Self {
         let chain: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_file_iter(pki.path("server.pem")).unwrap().collect::<Result<_, _>>().unwrap();
+            CertificateDer::pem_file_iter(pki.path("server.pem"))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
         let key = PrivateKeyDer::from_pem_file(pki.path("server.key")).unwrap();
-        let config = ServerConfig::builder().with_no_client_auth().with_single_cert(chain, key).unwrap();
+        let config =
+            ServerConfig::builder().with_no_client_auth().with_single_cert(chain, key).unwrap();
         let acceptor = TlsAcceptor::from(Arc::new(config));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -117,7 +138,12 @@ impl Drop for TlsProxy {
     }
 }
 
-fn https_config(server: &S3Server, proxy: &TlsProxy, prefix: &str, ca: Option<&Path>) -> StoreConfig {
+fn https_config(
+    server: &S3Server,
+    proxy: &TlsProxy,
+    prefix: &str,
+    ca: Option<&Path>,
+) -> StoreConfig {
     StoreConfig {
         s3_endpoint: Some(proxy.endpoint()),
         s3_ca_file: ca.map(Path::to_path_buf),
@@ -147,12 +173,16 @@ async fn https_endpoint_with_the_ca_file_writes_and_reads_results() {
     let pki = TestPki::new();
     let server = S3Server::start();
     let proxy = TlsProxy::start(&pki, server.addr()).await;
-    let store = ResultStore::open(&https_config(&server, &proxy, "tls", Some(&pki.path("ca.pem")))).unwrap();
+    let store = ResultStore::open(&https_config(&server, &proxy, "tls", Some(&pki.path("ca.pem"))))
+        .unwrap();
     assert!(store.description().contains(&proxy.endpoint()), "{}", store.description());
 
     let key = keys::output("r", "smol", 3);
     assert_eq!(store.put_output(&output("r", "smol", 3, "over TLS")).await.unwrap(), Stored::New);
-    assert_eq!(store.put_output(&output("r", "smol", 3, "again")).await.unwrap(), Stored::AlreadyThere);
+    assert_eq!(
+        store.put_output(&output("r", "smol", 3, "again")).await.unwrap(),
+        Stored::AlreadyThere
+    );
     let back: GenerationResult = store.get_json(&key).await.unwrap().expect("the stored answer");
     assert_eq!(back.output, "over TLS");
     assert!(store.exists(&key).await.unwrap());
@@ -191,6 +221,10 @@ async fn an_unreadable_or_empty_ca_file_is_an_error_naming_it() {
     let err = ResultStore::open(&https_config(&server, &proxy, "x", Some(&missing))).unwrap_err();
     assert!(matches!(err, StoreError::CaFile { .. }), "{err:?}");
     assert!(err.to_string().contains("no-such-ca.pem"), "{err}");
-    let err = ResultStore::open(&https_config(&server, &proxy, "x", Some(&pki.path("server.ext")))).unwrap_err();
-    assert!(err.to_string().contains("server.ext") && err.to_string().contains("no PEM certificate"), "{err}");
+    let err = ResultStore::open(&https_config(&server, &proxy, "x", Some(&pki.path("server.ext"))))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("server.ext") && err.to_string().contains("no PEM certificate"),
+        "{err}"
+    );
 }

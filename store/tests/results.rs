@@ -48,10 +48,17 @@ async fn exercise(store: &ResultStore) {
     let again = output("r1", "smol", 3, "a second delivery's answer");
     assert_eq!(store.put_output(&again).await.unwrap(), Stored::AlreadyThere);
     let key = keys::output("r1", "smol", 3);
-    assert_eq!(store.get_json::<GenerationResult>(&key).await.unwrap(), Some(first), "the first write stays");
+    assert_eq!(
+        store.get_json::<GenerationResult>(&key).await.unwrap(),
+        Some(first),
+        "the first write stays"
+    );
     assert!(store.exists(&key).await.unwrap());
     assert!(!store.exists(&keys::output("r1", "smol", 4)).await.unwrap());
-    assert_eq!(store.get_json::<GenerationResult>(&keys::output("r1", "smol", 4)).await.unwrap(), None);
+    assert_eq!(
+        store.get_json::<GenerationResult>(&keys::output("r1", "smol", 4)).await.unwrap(),
+        None
+    );
 
     store.put_output(&output("r1", "smol", 10, "x")).await.unwrap();
     store.put_output(&output("r1", "other", 1, "y")).await.unwrap();
@@ -70,7 +77,8 @@ async fn exercise(store: &ResultStore) {
     // Plain puts overwrite (for documents that are meant to change, like a run's manifest).
     store.put_json("runs/r1/manifest.json", &serde_json::json!({"v": 1})).await.unwrap();
     store.put_json("runs/r1/manifest.json", &serde_json::json!({"v": 2})).await.unwrap();
-    let manifest: serde_json::Value = store.get_json("runs/r1/manifest.json").await.unwrap().unwrap();
+    let manifest: serde_json::Value =
+        store.get_json("runs/r1/manifest.json").await.unwrap().unwrap();
     assert_eq!(manifest["v"], 2);
 
     // A document of the wrong shape is a typed error naming the key.
@@ -84,7 +92,9 @@ async fn exercise(store: &ResultStore) {
 #[tokio::test]
 async fn local_folder_round_trip_through_a_file_url() {
     let dir = tempfile::tempdir().unwrap();
-    let store = ResultStore::open(&StoreConfig::new(format!("file://{}/results", dir.path().display()))).unwrap();
+    let store =
+        ResultStore::open(&StoreConfig::new(format!("file://{}/results", dir.path().display())))
+            .unwrap();
     exercise(&store).await;
     let on_disk = dir.path().join("results/runs/r1/outputs/smol/3.json");
     let text = std::fs::read_to_string(&on_disk).expect("results are plain files");
@@ -105,7 +115,11 @@ async fn s3_round_trip_on_s3s_fs() {
     let store = ResultStore::open(&server.config("herd/prefix")).unwrap();
     exercise(&store).await;
     // The prefix from the URL is where the objects are.
-    assert!(server.data_dir().join(BUCKET).join("herd/prefix/runs/r1/outputs/smol/3.json").is_file());
+    assert!(server
+        .data_dir()
+        .join(BUCKET)
+        .join("herd/prefix/runs/r1/outputs/smol/3.json")
+        .is_file());
     assert!(store.description().contains(&server.endpoint()));
 }
 
@@ -118,10 +132,15 @@ async fn put_while_the_s3_server_is_down_waits_and_succeeds_after_it_returns() {
     server.stop();
     let pending = {
         let store = store.clone();
-        tokio::spawn(async move { store.put_output(&output("r", "smol", 1, "during the outage")).await })
+        tokio::spawn(
+            async move { store.put_output(&output("r", "smol", 1, "during the outage")).await },
+        )
     };
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(!pending.is_finished(), "the put gave up (or claimed success) while the store was down");
+    assert!(
+        !pending.is_finished(),
+        "the put gave up (or claimed success) while the store was down"
+    );
     server.restart();
     let stored = tokio::time::timeout(Duration::from_secs(45), pending)
         .await
@@ -129,14 +148,16 @@ async fn put_while_the_s3_server_is_down_waits_and_succeeds_after_it_returns() {
         .unwrap()
         .expect("put");
     assert_eq!(stored, Stored::New);
-    let back: GenerationResult = store.get_json(&keys::output("r", "smol", 1)).await.unwrap().unwrap();
+    let back: GenerationResult =
+        store.get_json(&keys::output("r", "smol", 1)).await.unwrap().unwrap();
     assert_eq!(back.output, "during the outage");
 }
 
 #[tokio::test]
 async fn put_gives_up_after_the_deadline_with_an_error_naming_key_and_store_but_no_secret() {
     let mut server = S3Server::start();
-    let config = StoreConfig { retry_deadline: Duration::from_secs(2), ..server.config("deadline") };
+    let config =
+        StoreConfig { retry_deadline: Duration::from_secs(2), ..server.config("deadline") };
     let store = ResultStore::open(&config).unwrap();
     server.stop();
     let started = Instant::now();
@@ -144,14 +165,20 @@ async fn put_gives_up_after_the_deadline_with_an_error_naming_key_and_store_but_
     assert!(started.elapsed() >= Duration::from_secs(2), "gave up before the deadline");
     assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
     let message = err.to_string();
-    assert!(message.contains("runs/r/outputs/smol/5.json") && message.contains(&server.endpoint()), "{message}");
+    assert!(
+        message.contains("runs/r/outputs/smol/5.json") && message.contains(&server.endpoint()),
+        "{message}"
+    );
     assert!(!message.contains(SECRET_KEY) && !format!("{err:?}").contains(SECRET_KEY));
 }
 
 #[tokio::test]
 async fn wrong_secret_fails_without_waiting_for_the_deadline() {
     let server = S3Server::start();
-    let config = StoreConfig { s3_secret_access_key: Some("not-the-secret".into()), ..server.config("auth") };
+    let config = StoreConfig {
+        s3_secret_access_key: Some("not-the-secret".into()),
+        ..server.config("auth")
+    };
     let store = ResultStore::open(&config).unwrap();
     let started = Instant::now();
     let err = store.put_output(&output("r", "smol", 1, "x")).await.unwrap_err();

@@ -7,7 +7,9 @@
 mod server;
 
 use herd_core::jobs::{GenerationResult, JudgeResult};
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 pub use server::{Health, MetricsServer};
 
@@ -16,7 +18,8 @@ pub use server::{Health, MetricsServer};
 pub const GENERATION_SECONDS_BUCKETS: &[f64] =
     &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0, 640.0];
 /// Seconds for one verdict: a single forward pass (logprob mode) up to a long ranking.
-pub const JUDGE_SECONDS_BUCKETS: &[f64] = &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
+pub const JUDGE_SECONDS_BUCKETS: &[f64] =
+    &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
 /// Sequences in one batch.
 pub const BATCH_SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
 
@@ -135,7 +138,12 @@ impl Metrics {
                 "Prompt tokens read by the judge.",
                 &["run", "judge"],
             )?,
-            annotations: counter(r, "herd_annotations_total", "Verdicts stored.", &["run", "judge", "generator"])?,
+            annotations: counter(
+                r,
+                "herd_annotations_total",
+                "Verdicts stored.",
+                &["run", "judge", "generator"],
+            )?,
             generation_seconds: histogram(
                 r,
                 "herd_generation_duration_seconds",
@@ -163,7 +171,12 @@ impl Metrics {
                 "Jobs ready in a queue (not counting unacknowledged ones).",
                 &["run", "queue"],
             )?,
-            queue_consumers: gauge(r, "herd_queue_consumers", "Consumers attached to a queue.", &["run", "queue"])?,
+            queue_consumers: gauge(
+                r,
+                "herd_queue_consumers",
+                "Consumers attached to a queue.",
+                &["run", "queue"],
+            )?,
             run_jobs_done: gauge(
                 r,
                 "herd_run_jobs_done",
@@ -205,7 +218,9 @@ impl Metrics {
         let labels = [result.run_id.as_str(), result.judge.as_str()];
         self.judge_prompt_tokens.with_label_values(&labels).inc_by(result.prompt_tokens as u64);
         self.judge_seconds.with_label_values(&labels).observe(result.seconds);
-        self.annotations.with_label_values(&[&result.run_id, &result.judge, &result.generator]).inc();
+        self.annotations
+            .with_label_values(&[&result.run_id, &result.judge, &result.generator])
+            .inc();
     }
 
     /// Exports a consumer's job counters for one queue at 0 (`herd_jobs_completed_total`,
@@ -214,7 +229,12 @@ impl Metrics {
     /// instead of "no data". Counting starts from what is already there.
     pub fn init_job_counters(&self, run: &str, role: &str, queue: &str) {
         let labels = [run, role, queue];
-        for counter in [&self.jobs_completed, &self.jobs_failed, &self.jobs_redelivered, &self.jobs_dead_lettered] {
+        for counter in [
+            &self.jobs_completed,
+            &self.jobs_failed,
+            &self.jobs_redelivered,
+            &self.jobs_dead_lettered,
+        ] {
             counter.with_label_values(&labels);
         }
     }
@@ -230,7 +250,9 @@ impl Metrics {
 
     /// Sets `herd_worker_info{role, model, worker, version}` to 1 (version: this build's).
     pub fn set_worker_info(&self, role: &str, model: &str, worker: &str) {
-        self.worker_info.with_label_values(&[role, model, worker, env!("CARGO_PKG_VERSION")]).set(1);
+        self.worker_info
+            .with_label_values(&[role, model, worker, env!("CARGO_PKG_VERSION")])
+            .set(1);
     }
 
     /// Everything registered, in the Prometheus text exposition format.
@@ -244,11 +266,21 @@ pub(crate) fn render(registry: &Registry) -> String {
     TextEncoder::new().encode_to_string(&registry.gather()).unwrap_or_default()
 }
 
-fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Result<IntCounterVec, TelemetryError> {
+fn counter(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<IntCounterVec, TelemetryError> {
     register(r, name, IntCounterVec::new(Opts::new(name, help), labels))
 }
 
-fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Result<IntGaugeVec, TelemetryError> {
+fn gauge(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<IntGaugeVec, TelemetryError> {
     register(r, name, IntGaugeVec::new(Opts::new(name, help), labels))
 }
 
@@ -259,7 +291,11 @@ fn histogram(
     labels: &[&str],
     buckets: &[f64],
 ) -> Result<HistogramVec, TelemetryError> {
-    register(r, name, HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), labels))
+    register(
+        r,
+        name,
+        HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), labels),
+    )
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(
@@ -290,7 +326,9 @@ mod tests {
             let is_counter = family.get_field_type() == prometheus::proto::MetricType::COUNTER;
             assert_eq!(name.ends_with("_total"), is_counter, "{name}: only counters end in _total");
         }
-        assert!(metrics.render().contains("herd_run_jobs_expected{phase=\"generation\",run=\"r\"} 805"));
+        assert!(metrics
+            .render()
+            .contains("herd_run_jobs_expected{phase=\"generation\",run=\"r\"} 805"));
     }
 
     #[test]
@@ -315,9 +353,9 @@ mod tests {
         assert_eq!(metrics.output_tokens.with_label_values(&["r", "g"]).get(), 50);
         assert_eq!(metrics.generation_seconds.with_label_values(&["r", "g"]).get_sample_count(), 2);
         metrics.set_worker_info("worker", "g", "host-1");
-        assert!(metrics
-            .render()
-            .contains("herd_worker_info{model=\"g\",role=\"worker\",version=\"0.1.0\",worker=\"host-1\"} 1"));
+        assert!(metrics.render().contains(
+            "herd_worker_info{model=\"g\",role=\"worker\",version=\"0.1.0\",worker=\"host-1\"} 1"
+        ));
     }
 
     #[test]
@@ -327,7 +365,9 @@ mod tests {
         metrics.init_generation_counters("r", "g");
         let text = metrics.render();
         for family in ["completed", "failed", "redelivered", "dead_lettered"] {
-            let line = format!("herd_jobs_{family}_total{{queue=\"herd.r.gen.g\",role=\"worker\",run=\"r\"}} 0");
+            let line = format!(
+                "herd_jobs_{family}_total{{queue=\"herd.r.gen.g\",role=\"worker\",run=\"r\"}} 0"
+            );
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }
         for name in ["examples_generated", "output_tokens", "prompt_tokens"] {
@@ -336,7 +376,9 @@ mod tests {
         }
         // Counting goes on from zero.
         metrics.jobs_failed.with_label_values(&["r", "worker", "herd.r.gen.g"]).inc();
-        assert!(metrics.render().contains("herd_jobs_failed_total{queue=\"herd.r.gen.g\",role=\"worker\",run=\"r\"} 1"));
+        assert!(metrics.render().contains(
+            "herd_jobs_failed_total{queue=\"herd.r.gen.g\",role=\"worker\",run=\"r\"} 1"
+        ));
     }
 
     #[test]
@@ -344,7 +386,13 @@ mod tests {
         let metrics = Metrics::new().unwrap();
         metrics.batch_size.with_label_values(&["worker", "m"]).observe(3.0);
         let text = metrics.render();
-        assert!(text.contains("herd_batch_size_bucket{model=\"m\",role=\"worker\",le=\"4\"} 1"), "{text}");
-        assert!(text.contains("herd_batch_size_bucket{model=\"m\",role=\"worker\",le=\"2\"} 0"), "{text}");
+        assert!(
+            text.contains("herd_batch_size_bucket{model=\"m\",role=\"worker\",le=\"4\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("herd_batch_size_bucket{model=\"m\",role=\"worker\",le=\"2\"} 0"),
+            "{text}"
+        );
     }
 }

@@ -51,10 +51,12 @@ pub struct MetricsServer {
 impl MetricsServer {
     /// Listens on `addr` (port 0 picks a free port; see [`MetricsServer::local_addr`]).
     pub async fn start(addr: SocketAddr, registry: Registry) -> Result<Self, TelemetryError> {
-        let listener =
-            TcpListener::bind(addr).await.map_err(|source| TelemetryError::Bind { addr: addr.to_string(), source })?;
-        let local_addr =
-            listener.local_addr().map_err(|source| TelemetryError::Bind { addr: addr.to_string(), source })?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| TelemetryError::Bind { addr: addr.to_string(), source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| TelemetryError::Bind { addr: addr.to_string(), source })?;
         let health = Health::default();
         let (stop, mut stopped) = watch::channel(false);
         let (task_health, task_stop) = (health.clone(), stopped.clone());
@@ -109,15 +111,25 @@ impl Drop for MetricsServer {
 }
 
 async fn answer(mut stream: TcpStream, registry: &Registry, health: &Health) {
-    let Ok(Some(head)) = tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await else { return };
+    let Ok(Some(head)) = tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await else {
+        return;
+    };
     let mut request_line = head.lines().next().unwrap_or("").split_whitespace();
     let (method, target) = (request_line.next().unwrap_or(""), request_line.next().unwrap_or(""));
     let path = target.split('?').next().unwrap_or("");
     let (status, content_type, body) = match (method, path) {
-        ("GET" | "HEAD", "/metrics") => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", crate::render(registry)),
-        ("GET" | "HEAD", "/healthz") if health.is_healthy() => ("200 OK", "text/plain", "ok\n".to_string()),
-        ("GET" | "HEAD", "/healthz") => ("503 Service Unavailable", "text/plain", "unhealthy\n".to_string()),
-        ("GET" | "HEAD", _) => ("404 Not Found", "text/plain", "not found: try /metrics or /healthz\n".to_string()),
+        ("GET" | "HEAD", "/metrics") => {
+            ("200 OK", "text/plain; version=0.0.4; charset=utf-8", crate::render(registry))
+        }
+        ("GET" | "HEAD", "/healthz") if health.is_healthy() => {
+            ("200 OK", "text/plain", "ok\n".to_string())
+        }
+        ("GET" | "HEAD", "/healthz") => {
+            ("503 Service Unavailable", "text/plain", "unhealthy\n".to_string())
+        }
+        ("GET" | "HEAD", _) => {
+            ("404 Not Found", "text/plain", "not found: try /metrics or /healthz\n".to_string())
+        }
         _ => ("405 Method Not Allowed", "text/plain", "only GET and HEAD\n".to_string()),
     };
     let mut response = format!(

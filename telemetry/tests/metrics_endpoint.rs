@@ -43,7 +43,8 @@ fn touch_every_metric(metrics: &Metrics) {
 
 /// The metric names in telemetry/README.md's table.
 fn documented_names() -> Vec<String> {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let mut names: Vec<String> = readme
         .lines()
         .filter_map(|line| line.strip_prefix("| `"))
@@ -58,36 +59,55 @@ fn documented_names() -> Vec<String> {
 async fn metrics_endpoint_serves_every_documented_name_in_prometheus_text_format() {
     let metrics = Metrics::new().unwrap();
     touch_every_metric(&metrics);
-    let server = MetricsServer::start("127.0.0.1:0".parse().unwrap(), metrics.registry().clone()).await.unwrap();
+    let server = MetricsServer::start("127.0.0.1:0".parse().unwrap(), metrics.registry().clone())
+        .await
+        .unwrap();
     let addr = server.local_addr();
-    let (status, head, body) = tokio::task::spawn_blocking(move || http_get(addr, "/metrics")).await.unwrap();
+    let (status, head, body) =
+        tokio::task::spawn_blocking(move || http_get(addr, "/metrics")).await.unwrap();
     assert_eq!(status, "HTTP/1.1 200 OK");
     assert!(head.contains("Content-Type: text/plain; version=0.0.4"), "{head}");
 
-    let mut registered: Vec<String> = metrics.registry().gather().iter().map(|f| f.name().to_string()).collect();
+    let mut registered: Vec<String> =
+        metrics.registry().gather().iter().map(|f| f.name().to_string()).collect();
     registered.sort();
-    assert_eq!(registered, documented_names(), "telemetry/README.md's table and the registry disagree");
+    assert_eq!(
+        registered,
+        documented_names(),
+        "telemetry/README.md's table and the registry disagree"
+    );
     for name in &registered {
         assert!(body.contains(&format!("# TYPE {name} ")), "{name} missing from /metrics");
     }
-    assert!(body.contains("herd_jobs_published_total{queue=\"herd.t1.gen.smol\",run=\"t1\"} 3"), "{body}");
-    assert!(body.contains("herd_generation_duration_seconds_bucket{generator=\"smol\",run=\"t1\",le=\"1\"} 1"));
+    assert!(
+        body.contains("herd_jobs_published_total{queue=\"herd.t1.gen.smol\",run=\"t1\"} 3"),
+        "{body}"
+    );
+    assert!(body.contains(
+        "herd_generation_duration_seconds_bucket{generator=\"smol\",run=\"t1\",le=\"1\"} 1"
+    ));
     server.shutdown().await;
 }
 
 #[tokio::test]
 async fn healthz_reports_the_health_flag_and_unknown_paths_are_404() {
     let metrics = Metrics::new().unwrap();
-    let server = MetricsServer::start("127.0.0.1:0".parse().unwrap(), metrics.registry().clone()).await.unwrap();
+    let server = MetricsServer::start("127.0.0.1:0".parse().unwrap(), metrics.registry().clone())
+        .await
+        .unwrap();
     let addr = server.local_addr();
-    let get = move |target: &'static str| tokio::task::spawn_blocking(move || http_get(addr, target));
+    let get =
+        move |target: &'static str| tokio::task::spawn_blocking(move || http_get(addr, target));
     let (status, _, body) = get("/healthz").await.unwrap();
     assert_eq!((status.as_str(), body.as_str()), ("HTTP/1.1 200 OK", "ok\n"));
     server.health().set(false);
     assert_eq!(get("/healthz").await.unwrap().0, "HTTP/1.1 503 Service Unavailable");
     assert_eq!(get("/nope").await.unwrap().0, "HTTP/1.1 404 Not Found");
     server.shutdown().await;
-    assert!(TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_err(), "still listening after shutdown");
+    assert!(
+        TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_err(),
+        "still listening after shutdown"
+    );
 }
 
 /// A Prometheus process with a generated config; killed on drop.
@@ -134,14 +154,18 @@ impl Drop for Prometheus {
 async fn a_real_prometheus_scrapes_the_endpoint_and_answers_a_query() {
     let metrics = Metrics::new().unwrap();
     touch_every_metric(&metrics);
-    let server = MetricsServer::start("127.0.0.1:0".parse().unwrap(), metrics.registry().clone()).await.unwrap();
+    let server = MetricsServer::start("127.0.0.1:0".parse().unwrap(), metrics.registry().clone())
+        .await
+        .unwrap();
     let prometheus = Prometheus::start(server.local_addr());
     let api = prometheus.addr;
     let query = "/api/v1/query?query=herd_run_jobs_expected%7Bphase%3D%22generation%22%7D";
     let started = Instant::now();
     let answer = loop {
         let response = tokio::task::spawn_blocking(move || {
-            TcpStream::connect_timeout(&api, Duration::from_millis(500)).ok().map(|_| http_get(api, query))
+            TcpStream::connect_timeout(&api, Duration::from_millis(500))
+                .ok()
+                .map(|_| http_get(api, query))
         })
         .await
         .unwrap();
@@ -150,7 +174,10 @@ async fn a_real_prometheus_scrapes_the_endpoint_and_answers_a_query() {
                 break body;
             }
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "Prometheus returned no value within 60 s");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "Prometheus returned no value within 60 s"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     let json: serde_json::Value = serde_json::from_str(&answer).unwrap();

@@ -36,7 +36,8 @@ pub fn scrape_a_small_run() -> Families {
         "RabbitMQ is not listening on {AMQP_HOST}; run scripts/test-services.sh"
     );
     let dir = tempfile::tempdir().unwrap();
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
     let run = format!("chart-live-{}-{nanos}", std::process::id());
     std::fs::write(dir.path().join("amqp-password"), "guest\n").unwrap();
     let roles = RoleEnv { dir: dir.path(), run: &run };
@@ -44,9 +45,20 @@ pub fn scrape_a_small_run() -> Families {
 
     let mut worker = roles.spawn(
         "worker",
-        &["worker", "--generator", GENERATOR, "--model", MODEL, "--batch-size", "2", "--prefetch", "2"],
+        &[
+            "worker",
+            "--generator",
+            GENERATOR,
+            "--model",
+            MODEL,
+            "--batch-size",
+            "2",
+            "--prefetch",
+            "2",
+        ],
     );
-    let mut judge = roles.spawn("judge-worker", &["judge-worker", "--judge-name", JUDGE, "--judge-model", NOOP]);
+    let mut judge = roles
+        .spawn("judge-worker", &["judge-worker", "--judge-name", JUDGE, "--judge-model", NOOP]);
     let generator = format!("name={GENERATOR},model={MODEL},template=chat,max_new_tokens=2");
     let mut coordinator = roles.spawn(
         "coordinator",
@@ -70,7 +82,11 @@ pub fn scrape_a_small_run() -> Families {
         if let Some(text) = coordinator.scrape() {
             add_families(&mut families, &text);
         }
-        assert!(started.elapsed() < Duration::from_secs(120), "the run did not finish\n{}", roles.logs());
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the run did not finish\n{}",
+            roles.logs()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let status = coordinator.child.wait().unwrap();
@@ -90,7 +106,8 @@ pub fn scrape_a_small_run() -> Families {
             .await
             .unwrap();
     });
-    let worker_counts = ["herd_jobs_failed_total", "herd_jobs_redelivered_total", "herd_jobs_dead_lettered_total"];
+    let worker_counts =
+        ["herd_jobs_failed_total", "herd_jobs_redelivered_total", "herd_jobs_dead_lettered_total"];
     let started = Instant::now();
     loop {
         let text = worker.scrape().unwrap_or_default();
@@ -154,7 +171,11 @@ fn add_families(families: &mut Families, text: &str) {
         let (name, labels) = series.split_once('{').unwrap_or((series, ""));
         let family = declared
             .iter()
-            .find(|f| ["", "_bucket", "_sum", "_count"].iter().any(|suffix| format!("{f}{suffix}") == name))
+            .find(|f| {
+                ["", "_bucket", "_sum", "_count"]
+                    .iter()
+                    .any(|suffix| format!("{f}{suffix}") == name)
+            })
             .cloned()
             .unwrap_or_else(|| name.to_string());
         let entry = families.entry(family).or_default();
@@ -217,7 +238,8 @@ impl RoleEnv<'_> {
         ["worker", "judge-worker", "coordinator"]
             .iter()
             .map(|name| {
-                let text = std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default();
+                let text = std::fs::read_to_string(self.dir.join(format!("{name}.log")))
+                    .unwrap_or_default();
                 format!("--- {name}:\n{text}")
             })
             .collect::<Vec<_>>()
@@ -234,7 +256,8 @@ struct LiveRole {
 impl LiveRole {
     /// The role's /metrics text, or `None` while it does not answer.
     fn scrape(&self) -> Option<String> {
-        let mut stream = TcpStream::connect_timeout(&self.metrics, Duration::from_millis(300)).ok()?;
+        let mut stream =
+            TcpStream::connect_timeout(&self.metrics, Duration::from_millis(300)).ok()?;
         stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
         write!(stream, "GET /metrics HTTP/1.0\r\nHost: {}\r\n\r\n", self.metrics).ok()?;
         let mut response = String::new();

@@ -86,10 +86,8 @@ impl Chart {
         let metadata = yaml_to_json(&read(&dir.join("Chart.yaml")));
         let default_values = yaml_to_json(&read(&dir.join("values.yaml")));
         let mut templates = Vec::new();
-        let mut entries: Vec<_> = std::fs::read_dir(dir.join("templates"))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
+        let mut entries: Vec<_> =
+            std::fs::read_dir(dir.join("templates")).unwrap().map(|e| e.unwrap().path()).collect();
         entries.sort();
         for path in entries {
             let name = format!("templates/{}", path.file_name().unwrap().to_string_lossy());
@@ -117,7 +115,12 @@ impl Chart {
     }
 
     /// Renders every template (`helm template`), or returns the first error.
-    pub fn render(&self, values: &Json, release: &str, namespace: &str) -> Result<Rendered, String> {
+    pub fn render(
+        &self,
+        values: &Json,
+        release: &str,
+        namespace: &str,
+    ) -> Result<Rendered, String> {
         let context = self.context(values, release, namespace);
         let sources: Vec<(String, String)> = self
             .templates
@@ -225,13 +228,13 @@ fn execute(name: &str, sources: &[(String, String)], dot: &Value) -> Result<Stri
     let mut t = Template::with_name(name);
     t.add_funcs(&FUNCS);
     for (file, text) in sources {
-        t.add_template(file.clone(), text.clone())
-            .map_err(|e| format!("parsing {file}: {e}"))?;
+        t.add_template(file.clone(), text.clone()).map_err(|e| format!("parsing {file}: {e}"))?;
     }
     if !t.tree_set.contains_key(name) {
         return Err(format!("no template named {name:?}"));
     }
-    let out = t.render(&Context::from(dot.clone())).map_err(|e| format!("executing {name}: {e}"))?;
+    let out =
+        t.render(&Context::from(dot.clone())).map_err(|e| format!("executing {name}: {e}"))?;
     // Helm renders missing values as "" rather than Go's "<no value>".
     Ok(out.replace("<no value>", ""))
 }
@@ -358,7 +361,9 @@ fn go_quote(s: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\t' => out.push_str("\\t"),
             '\r' => out.push_str("\\r"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
             c => out.push(c),
         }
     }
@@ -533,7 +538,9 @@ fn urlquery(args: &[Value]) -> Result<Value, FuncError> {
     let mut out = String::new();
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
             b' ' => out.push('+'),
             b => out.push_str(&format!("%{b:02X}")),
         }
@@ -543,7 +550,8 @@ fn urlquery(args: &[Value]) -> Result<Value, FuncError> {
 
 fn regex_replace_all(args: &[Value]) -> Result<Value, FuncError> {
     arity("regexReplaceAll", args, 3)?;
-    let re = regex::Regex::new(&strval(&args[0])).map_err(|e| err(format!("regexReplaceAll: {e}")))?;
+    let re =
+        regex::Regex::new(&strval(&args[0])).map_err(|e| err(format!("regexReplaceAll: {e}")))?;
     // Go's Regexp.ReplaceAllString expands $1 / ${1} like the regex crate does.
     Ok(Value::from(re.replace_all(&strval(&args[1]), strval(&args[2]).as_str()).into_owned()))
 }
@@ -573,7 +581,9 @@ fn keys(args: &[Value]) -> Result<Value, FuncError> {
     let mut out = Vec::new();
     for a in args {
         match a {
-            Value::Map(m) | Value::Object(m) => out.extend(m.keys().map(|k| Value::from(k.clone()))),
+            Value::Map(m) | Value::Object(m) => {
+                out.extend(m.keys().map(|k| Value::from(k.clone())))
+            }
             other => return Err(err(format!("keys: {other} is not a map"))),
         }
     }

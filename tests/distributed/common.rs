@@ -30,7 +30,8 @@ pub const JUDGE_MAX_CONTEXT: &str = "600";
 
 /// A run id no other test (or earlier test run) uses.
 pub fn unique_run(tag: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
     format!("t-{tag}-{}-{nanos}", std::process::id())
 }
 
@@ -45,7 +46,12 @@ pub fn require_rabbitmq() {
 
 /// Polls `ready` every 100 ms until it holds; panics with `what` (and `context()`, e.g. the
 /// roles' logs) after `limit`.
-pub fn wait_until(limit: Duration, what: &str, mut ready: impl FnMut() -> bool, context: impl Fn() -> String) {
+pub fn wait_until(
+    limit: Duration,
+    what: &str,
+    mut ready: impl FnMut() -> bool,
+    context: impl Fn() -> String,
+) {
     let started = Instant::now();
     while !ready() {
         if started.elapsed() > limit {
@@ -152,7 +158,8 @@ impl Cluster {
     pub fn spawn_command(&mut self, name: &str, command: &mut Command) -> Role {
         let port = free_port();
         let logs = self.path("logs");
-        let (stdout, stderr) = (logs.join(format!("{name}.stdout")), logs.join(format!("{name}.stderr")));
+        let (stdout, stderr) =
+            (logs.join(format!("{name}.stdout")), logs.join(format!("{name}.stderr")));
         let child = command
             .env("HERD_METRICS_ADDR", format!("127.0.0.1:{port}"))
             .stdin(Stdio::null())
@@ -173,7 +180,8 @@ impl Cluster {
 
     /// Runs `herd <args>` to completion (e.g. `herd run`, the in-process reference).
     pub fn run_to_end(&self, args: &[&str], limit: Duration) -> (ExitStatus, String, String) {
-        let mut child = self.command(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut child =
+            self.command(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         let started = Instant::now();
         loop {
             if let Some(_status) = child.try_wait().unwrap() {
@@ -274,7 +282,8 @@ impl Role {
 
     /// SIGTERM: what Kubernetes sends a pod it stops.
     pub fn terminate(&self) {
-        let status = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().unwrap();
+        let status =
+            Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().unwrap();
         assert!(status.success(), "kill -TERM {} failed", self.pid());
     }
 
@@ -323,14 +332,26 @@ impl Role {
 
     /// Both outputs, labelled, for failure messages.
     pub fn logs(&self) -> String {
-        format!("--- {} stdout:\n{}\n--- {} stderr:\n{}", self.name, self.stdout(), self.name, self.stderr())
+        format!(
+            "--- {} stdout:\n{}\n--- {} stderr:\n{}",
+            self.name,
+            self.stdout(),
+            self.name,
+            self.stderr()
+        )
     }
 
     /// The body of `GET path` on the role's metrics server, or `None` while it does not answer.
     pub fn http_get(&self, path: &str) -> Option<(u16, String)> {
-        let mut stream = TcpStream::connect_timeout(&self.metrics_addr, Duration::from_millis(500)).ok()?;
+        let mut stream =
+            TcpStream::connect_timeout(&self.metrics_addr, Duration::from_millis(500)).ok()?;
         stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(stream, "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.metrics_addr).ok()?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.metrics_addr
+        )
+        .ok()?;
         let mut response = String::new();
         stream.read_to_string(&mut response).ok()?;
         let (head, body) = response.split_once("\r\n\r\n")?;
@@ -350,7 +371,12 @@ impl Role {
             if let Some(status) = self.exited() {
                 panic!("{} exited with {status} before it was healthy\n{}", self.name, self.logs());
             }
-            assert!(started.elapsed() < limit, "{} not healthy within {limit:?}\n{}", self.name, self.logs());
+            assert!(
+                started.elapsed() < limit,
+                "{} not healthy within {limit:?}\n{}",
+                self.name,
+                self.logs()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -395,7 +421,11 @@ pub fn folder_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
                 }
             } else {
                 let relative = path.strip_prefix(root).unwrap();
-                let key = relative.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
+                let key = relative
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join("/");
                 files.insert(key, std::fs::read(&path).unwrap());
             }
         }

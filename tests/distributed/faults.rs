@@ -48,8 +48,12 @@ impl Roles {
             "worker",
             &["worker", "--generator", GENERATOR, "--model", MODEL, "--batch-size", "2"],
         );
-        let judge =
-            spawn(cluster, amqp_url, "judge-worker", &["judge-worker", "--judge-name", JUDGE, "--judge-model", MODEL]);
+        let judge = spawn(
+            cluster,
+            amqp_url,
+            "judge-worker",
+            &["judge-worker", "--judge-name", JUDGE, "--judge-model", MODEL],
+        );
         (worker, judge)
     }
 
@@ -86,7 +90,11 @@ impl Roles {
     }
 
     fn logs(&self) -> String {
-        [&self.worker, &self.judge, &self.coordinator].iter().map(|r| r.logs()).collect::<Vec<_>>().join("\n")
+        [&self.worker, &self.judge, &self.coordinator]
+            .iter()
+            .map(|r| r.logs())
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// Panics (with the logs) if a role has exited: during a fault every role must wait.
@@ -122,7 +130,10 @@ fn spawn(cluster: &mut Cluster, amqp_url: Option<&str>, name: &str, args: &[&str
 /// can be read while the server is down).
 fn json_files(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
-    entries.filter_map(Result::ok).filter(|e| e.path().extension().is_some_and(|x| x == "json")).count()
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .count()
 }
 
 /// Where s3s-fs keeps the run's answers and verdicts (the bucket is a folder, keys are paths).
@@ -142,19 +153,28 @@ fn assert_every_example_once(cluster: &Cluster, roles: &Roles) {
     let folder = cluster.dir.path().join("out").join(herd_report::folder_name(GENERATOR));
     let read = |file: &str| -> Vec<serde_json::Value> {
         let path = folder.join(file);
-        let text =
-            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}\n{}", path.display(), roles.logs()));
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}\n{}", path.display(), roles.logs()));
         serde_json::from_str(&text).unwrap()
     };
     let eval_set = EvalSet::embedded();
-    let expected: Vec<&str> = eval_set.rows()[..LIMIT].iter().map(|r| r.instruction.as_str()).collect();
+    let expected: Vec<&str> =
+        eval_set.rows()[..LIMIT].iter().map(|r| r.instruction.as_str()).collect();
     let outputs = read("model_outputs.json");
     let annotations = read("annotations.json");
     let instructions = |rows: &[serde_json::Value]| -> Vec<String> {
         rows.iter().map(|r| r["instruction"].as_str().unwrap_or_default().to_string()).collect()
     };
-    assert_eq!(instructions(&outputs), expected, "model_outputs.json: each instruction once, in order");
-    assert_eq!(instructions(&annotations), expected, "annotations.json: each instruction once, in order");
+    assert_eq!(
+        instructions(&outputs),
+        expected,
+        "model_outputs.json: each instruction once, in order"
+    );
+    assert_eq!(
+        instructions(&annotations),
+        expected,
+        "annotations.json: each instruction once, in order"
+    );
     for row in &annotations {
         assert!(row["preference"].as_f64().is_some(), "a verdict without a preference: {row}");
     }
@@ -179,8 +199,13 @@ impl PrivateBroker {
         let (port, dist_port) = (free_port(), free_port());
         std::fs::create_dir_all(dir.path().join("mnesia")).unwrap();
         std::fs::create_dir_all(dir.path().join("log")).unwrap();
-        std::fs::write(dir.path().join("rabbitmq.conf"), format!("listeners.tcp.1 = 127.0.0.1:{port}\n")).unwrap();
-        let chown = Command::new("chown").args(["-R", "rabbitmq:rabbitmq"]).arg(dir.path()).status();
+        std::fs::write(
+            dir.path().join("rabbitmq.conf"),
+            format!("listeners.tcp.1 = 127.0.0.1:{port}\n"),
+        )
+        .unwrap();
+        let chown =
+            Command::new("chown").args(["-R", "rabbitmq:rabbitmq"]).arg(dir.path()).status();
         assert!(
             chown.map(|s| s.success()).unwrap_or(false),
             "cannot hand {} to the rabbitmq user",
@@ -211,7 +236,11 @@ impl PrivateBroker {
         let started = Instant::now();
         while !listening(addr) {
             if started.elapsed() > Duration::from_secs(90) {
-                panic!("RabbitMQ node {} did not listen on {addr} within 90 s; log:\n{}", self.node, self.log_tail());
+                panic!(
+                    "RabbitMQ node {} did not listen on {addr} within 90 s; log:\n{}",
+                    self.node,
+                    self.log_tail()
+                );
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -224,14 +253,23 @@ impl PrivateBroker {
     fn log_tail(&self) -> String {
         let log = self.dir.path().join("log").join(format!("{}.log", self.node));
         let text = std::fs::read_to_string(log).unwrap_or_default();
-        text.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+        text.lines()
+            .rev()
+            .take(20)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// Stops the node (SIGTERM to the Erlang VM: a clean broker shutdown) and waits until
     /// it is gone. The data folder stays, so the durable queues come back on restart.
     fn stop(&mut self) {
         let mut server = self.server.take();
-        let pid = std::fs::read_to_string(self.dir.path().join("pid")).ok().and_then(|p| p.trim().parse::<i32>().ok());
+        let pid = std::fs::read_to_string(self.dir.path().join("pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok());
         if let Some(pid) = pid {
             let _ = Command::new("kill").arg(pid.to_string()).status();
             // Gone, or a zombie its parent (the package's start script, our child) has not reaped yet.
@@ -245,7 +283,9 @@ impl PrivateBroker {
                     .map(|rest| rest.trim_start())
                     .is_none_or(|state| state.is_empty() || state.starts_with('Z'))
             };
-            wait_until(Duration::from_secs(60), "the RabbitMQ node to stop", gone, || self.log_tail());
+            wait_until(Duration::from_secs(60), "the RabbitMQ node to stop", gone, || {
+                self.log_tail()
+            });
         }
         if let Some(mut server) = server {
             let _ = server.kill();
@@ -291,16 +331,27 @@ impl Prometheus {
             .stderr(Stdio::null())
             .spawn()
             .expect("prometheus is not installed; run scripts/test-services.sh");
-        wait_until(Duration::from_secs(30), "Prometheus to listen", || listening(addr), String::new);
+        wait_until(
+            Duration::from_secs(30),
+            "Prometheus to listen",
+            || listening(addr),
+            String::new,
+        );
         // It listens before its storage has started, answering 503 to queries until then.
         let ready = || http_get(addr, "/-/ready").0.contains("200");
-        wait_until(Duration::from_secs(60), "Prometheus to be ready (/-/ready)", ready, String::new);
+        wait_until(
+            Duration::from_secs(60),
+            "Prometheus to be ready (/-/ready)",
+            ready,
+            String::new,
+        );
         Self { child, addr, _dir: dir }
     }
 
     /// The instant vector `promql` evaluates to now, as (labels, value) pairs.
     fn query(&self, promql: &str) -> Vec<(serde_json::Value, f64)> {
-        let (status, body) = http_get(self.addr, &format!("/api/v1/query?query={}", url_encode(promql)));
+        let (status, body) =
+            http_get(self.addr, &format!("/api/v1/query?query={}", url_encode(promql)));
         assert!(status.contains("200"), "Prometheus answered {status} to {promql}: {body}");
         let json: serde_json::Value = serde_json::from_str(&body).expect("Prometheus answers JSON");
         json["data"]["result"]
@@ -325,7 +376,9 @@ impl Drop for Prometheus {
 fn url_encode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -364,7 +417,10 @@ fn run_completes_when_rabbitmq_restarts_mid_run() {
     broker.stop();
     let at_stop = (json_files(&outputs), json_files(&annotations));
     // Verdicts still missing need judge jobs, and the coordinator publishes those as answers land.
-    assert!(at_stop.1 < LIMIT, "the run was complete before the broker stopped ({at_stop:?}): nothing was tested");
+    assert!(
+        at_stop.1 < LIMIT,
+        "the run was complete before the broker stopped ({at_stop:?}): nothing was tested"
+    );
     std::thread::sleep(Duration::from_secs(3));
     roles.assert_all_running("while the broker was down");
     broker.spawn();
@@ -372,7 +428,12 @@ fn run_completes_when_rabbitmq_restarts_mid_run() {
     roles.coordinator.wait_success(RUN_LIMIT);
     roles.stop_workers();
     for role in [&roles.worker, &roles.judge] {
-        assert!(role.logs().contains("consumer resumed"), "{} never reconnected\n{}", role.name, role.logs());
+        assert!(
+            role.logs().contains("consumer resumed"),
+            "{} never reconnected\n{}",
+            role.name,
+            role.logs()
+        );
     }
     assert_every_example_once(&cluster, &roles);
 }
@@ -389,7 +450,10 @@ fn run_waits_for_the_s3_server_and_loses_no_example() {
 
     cluster.s3.stop();
     let at_stop = (json_files(&outputs), json_files(&annotations));
-    assert!(at_stop.1 < LIMIT, "the run was complete before the S3 server stopped ({at_stop:?}): nothing was tested");
+    assert!(
+        at_stop.1 < LIMIT,
+        "the run was complete before the S3 server stopped ({at_stop:?}): nothing was tested"
+    );
     std::thread::sleep(Duration::from_secs(6));
     roles.assert_all_running("while the S3 server was down");
     cluster.s3.restart();
@@ -398,8 +462,16 @@ fn run_waits_for_the_s3_server_and_loses_no_example() {
     roles.stop_workers();
     // The coordinator lists the store every 200 ms; a worker stored an answer or a verdict.
     let waited = |role: &Role| role.logs().contains("store unavailable; retrying");
-    assert!(waited(&roles.coordinator), "the coordinator never waited for the store\n{}", roles.logs());
-    assert!(waited(&roles.worker) || waited(&roles.judge), "no worker waited for the store\n{}", roles.logs());
+    assert!(
+        waited(&roles.coordinator),
+        "the coordinator never waited for the store\n{}",
+        roles.logs()
+    );
+    assert!(
+        waited(&roles.worker) || waited(&roles.judge),
+        "no worker waited for the store\n{}",
+        roles.logs()
+    );
     assert_every_example_once(&cluster, &roles);
 }
 
@@ -412,10 +484,16 @@ fn prometheus_scrapes_the_roles_and_answers_examples_per_second() {
     // The coordinator's port is chosen here (the flag wins over the cluster's env), so that
     // Prometheus scrapes the workers before the first job is published.
     let coordinator_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let prometheus = Prometheus::start(&[worker.metrics_addr, judge.metrics_addr, coordinator_addr]);
+    let prometheus =
+        Prometheus::start(&[worker.metrics_addr, judge.metrics_addr, coordinator_addr]);
     let worker_up = format!("up{{instance=\"{}\"}}", worker.metrics_addr);
     let worker_scraped = || prometheus.query(&worker_up).first().is_some_and(|(_, up)| *up == 1.0);
-    wait_until(Duration::from_secs(30), "Prometheus to scrape the worker", worker_scraped, String::new);
+    wait_until(
+        Duration::from_secs(30),
+        "Prometheus to scrape the worker",
+        worker_scraped,
+        String::new,
+    );
     let addr = coordinator_addr.to_string();
     let coordinator = Roles::start_coordinator(&mut cluster, None, &["--metrics-addr", &addr]);
     let mut roles = Roles { worker, judge, coordinator };
@@ -423,10 +501,17 @@ fn prometheus_scrapes_the_roles_and_answers_examples_per_second() {
 
     let run = cluster.run_id.clone();
     let total = format!("sum(herd_examples_generated_total{{run=\"{run}\"}})");
-    let total_scraped = || prometheus.query(&total).first().is_some_and(|(_, n)| *n == LIMIT as f64);
-    wait_until(Duration::from_secs(30), "Prometheus to scrape the final count", total_scraped, || roles.logs());
-    let rate =
-        prometheus.query(&format!("sum by (generator) (rate(herd_examples_generated_total{{run=\"{run}\"}}[1m]))"));
+    let total_scraped =
+        || prometheus.query(&total).first().is_some_and(|(_, n)| *n == LIMIT as f64);
+    wait_until(
+        Duration::from_secs(30),
+        "Prometheus to scrape the final count",
+        total_scraped,
+        || roles.logs(),
+    );
+    let rate = prometheus.query(&format!(
+        "sum by (generator) (rate(herd_examples_generated_total{{run=\"{run}\"}}[1m]))"
+    ));
     assert_eq!(rate.len(), 1, "one examples/s series per generator: {rate:?}");
     let (labels, examples_per_second) = &rate[0];
     assert_eq!(labels["generator"], GENERATOR, "{labels}");
@@ -441,9 +526,13 @@ fn prometheus_scrapes_the_roles_and_answers_examples_per_second() {
     // The judge worker counts a verdict once it is stored, so the coordinator may finish
     // before the last count is scraped: wait for a scrape that has them all.
     let verdicts = format!("sum(herd_annotations_total{{run=\"{run}\"}})");
-    let verdicts_scraped = || prometheus.query(&verdicts).first().is_some_and(|(_, n)| *n == LIMIT as f64);
-    wait_until(Duration::from_secs(30), "Prometheus to scrape every verdict of the judge worker", verdicts_scraped, || {
-        format!("{:?}", prometheus.query(&verdicts))
-    });
+    let verdicts_scraped =
+        || prometheus.query(&verdicts).first().is_some_and(|(_, n)| *n == LIMIT as f64);
+    wait_until(
+        Duration::from_secs(30),
+        "Prometheus to scrape every verdict of the judge worker",
+        verdicts_scraped,
+        || format!("{:?}", prometheus.query(&verdicts)),
+    );
     roles.stop_workers();
 }

@@ -28,7 +28,13 @@ fn coordinator_args(generators: &[&str], limit: usize) -> Vec<String> {
     args.extend(
         ["--judge-name", JUDGE, "--judge-model", MODEL, "--judge-mode", "logprob"]
             .iter()
-            .chain(&["--judge-max-context", JUDGE_MAX_CONTEXT, "--poll-interval-ms", "200", "--limit"])
+            .chain(&[
+                "--judge-max-context",
+                JUDGE_MAX_CONTEXT,
+                "--poll-interval-ms",
+                "200",
+                "--limit",
+            ])
             .map(|s| s.to_string()),
     );
     args.push(limit.to_string());
@@ -40,11 +46,30 @@ fn strs(args: &[String]) -> Vec<&str> {
 }
 
 fn worker_args<'a>(generator: &'a str, model: &'a str, batch: &'a str) -> Vec<&'a str> {
-    vec!["worker", "--generator", generator, "--model", model, "--batch-size", batch, "--prefetch", batch]
+    vec![
+        "worker",
+        "--generator",
+        generator,
+        "--model",
+        model,
+        "--batch-size",
+        batch,
+        "--prefetch",
+        batch,
+    ]
 }
 
-const JUDGE_WORKER_ARGS: &[&str] =
-    &["judge-worker", "--judge-name", JUDGE, "--judge-model", MODEL, "--tensor-parallel", "1", "--batch-size", "4"];
+const JUDGE_WORKER_ARGS: &[&str] = &[
+    "judge-worker",
+    "--judge-name",
+    JUDGE,
+    "--judge-model",
+    MODEL,
+    "--tensor-parallel",
+    "1",
+    "--batch-size",
+    "4",
+];
 
 /// report.html with the leaderboard's throughput cells (examples/s, output tok/s, wall
 /// time: timings, which differ between any two runs) blanked; panics if there are none.
@@ -58,7 +83,8 @@ fn without_timings(html: &[u8]) -> String {
 /// Where two texts part, with some context of each.
 fn first_difference(a: &str, b: &str) -> String {
     let at = a.bytes().zip(b.bytes()).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()));
-    let excerpt = |s: &str| s.get(at.saturating_sub(120)..(at + 120).min(s.len())).unwrap_or("").to_string();
+    let excerpt =
+        |s: &str| s.get(at.saturating_sub(120)..(at + 120).min(s.len())).unwrap_or("").to_string();
     format!("at byte {at}:\n  ours:   {:?}\n  theirs: {:?}", excerpt(a), excerpt(b))
 }
 
@@ -77,7 +103,12 @@ fn stop_cleanly(roles: &[&Role]) {
     }
     for role in roles {
         let status = role.wait(EXIT_LIMIT);
-        assert!(status.success(), "{} exited with {status} after SIGTERM\n{}", role.name, role.logs());
+        assert!(
+            status.success(),
+            "{} exited with {status} after SIGTERM\n{}",
+            role.name,
+            role.logs()
+        );
     }
 }
 
@@ -89,13 +120,23 @@ struct RabbitUser {
 
 impl RabbitUser {
     fn create(name: &str, password: &str) -> Self {
-        let ctl = |args: &[&str]| Command::new("rabbitmqctl").arg("-q").args(args).output().expect("rabbitmqctl");
+        let ctl = |args: &[&str]| {
+            Command::new("rabbitmqctl").arg("-q").args(args).output().expect("rabbitmqctl")
+        };
         if !ctl(&["add_user", name, password]).status.success() {
             let changed = ctl(&["change_password", name, password]);
-            assert!(changed.status.success(), "rabbitmqctl change_password: {}", String::from_utf8_lossy(&changed.stderr));
+            assert!(
+                changed.status.success(),
+                "rabbitmqctl change_password: {}",
+                String::from_utf8_lossy(&changed.stderr)
+            );
         }
         let permitted = ctl(&["set_permissions", "-p", "/", name, ".*", ".*", ".*"]);
-        assert!(permitted.status.success(), "rabbitmqctl set_permissions: {}", String::from_utf8_lossy(&permitted.stderr));
+        assert!(
+            permitted.status.success(),
+            "rabbitmqctl set_permissions: {}",
+            String::from_utf8_lossy(&permitted.stderr)
+        );
         Self { name: name.to_string() }
     }
 }
@@ -156,7 +197,8 @@ fn coordinator_two_workers_and_a_judge_worker_write_the_same_run_folder_as_herd_
     eprintln!("distributed run done: {:.1} s", started.elapsed().as_secs_f64());
 
     // The run folder: every file as herd run wrote it; throughput.json holds timings only.
-    let (expected, local, stored) = (folder_files(&reference), folder_files(&distributed), stored_report(&cluster));
+    let (expected, local, stored) =
+        (folder_files(&reference), folder_files(&distributed), stored_report(&cluster));
     assert_eq!(local.keys().collect::<Vec<_>>(), expected.keys().collect::<Vec<_>>());
     for (file, bytes) in &expected {
         match file.as_str() {
@@ -173,17 +215,26 @@ fn coordinator_two_workers_and_a_judge_worker_write_the_same_run_folder_as_herd_
         }
     }
     assert_eq!(stored, local, "the run folder in the store is the one written locally");
-    let outputs = read_model_outputs(distributed.join(GENERATOR).join("model_outputs.json")).unwrap();
+    let outputs =
+        read_model_outputs(distributed.join(GENERATOR).join("model_outputs.json")).unwrap();
     assert_eq!(outputs.len(), limit);
 
     // Metrics: each answer generated once over both workers, each verdict stored once.
     let worker_metrics: Vec<String> = workers.iter().map(Role::metrics).collect();
-    let generated: f64 =
-        worker_metrics.iter().map(|m| metric_sum(m, "herd_examples_generated_total", &[("generator", GENERATOR)])).sum();
+    let generated: f64 = worker_metrics
+        .iter()
+        .map(|m| metric_sum(m, "herd_examples_generated_total", &[("generator", GENERATOR)]))
+        .sum();
     assert_eq!(generated, limit as f64, "{worker_metrics:#?}");
     let judge_metrics = judge.metrics();
-    assert_eq!(metric_sum(&judge_metrics, "herd_annotations_total", &[("generator", GENERATOR)]), limit as f64);
-    assert!(metric_sum(&judge_metrics, "herd_judge_prompt_tokens_total", &[]) > 0.0, "{judge_metrics}");
+    assert_eq!(
+        metric_sum(&judge_metrics, "herd_annotations_total", &[("generator", GENERATOR)]),
+        limit as f64
+    );
+    assert!(
+        metric_sum(&judge_metrics, "herd_judge_prompt_tokens_total", &[]) > 0.0,
+        "{judge_metrics}"
+    );
 
     // Credentials: the AMQP password and the S3 secret appear in no log and no metric.
     stop_cleanly(&[&workers[0], &workers[1], &judge]);
@@ -242,7 +293,8 @@ fn a_worker_killed_mid_batch_loses_no_example_and_stores_none_twice() {
     let rows = read_model_outputs(dir.join("model_outputs.json")).unwrap();
     let eval_set = EvalSet::embedded();
     let instructions: Vec<&str> = rows.iter().map(|r| r.instruction.as_str()).collect();
-    let expected: Vec<&str> = eval_set.rows()[..limit].iter().map(|r| r.instruction.as_str()).collect();
+    let expected: Vec<&str> =
+        eval_set.rows()[..limit].iter().map(|r| r.instruction.as_str()).collect();
     assert_eq!(instructions, expected, "every example exactly once, in eval-set order");
     let survivor_metrics = survivor.metrics();
     assert!(
@@ -262,10 +314,13 @@ fn a_restarted_coordinator_resumes_and_republishes_only_what_the_store_lacks() {
     let mut cluster = Cluster::new("restart");
     let limit = 5;
     // Answers long enough that the stop comes before the first worker has answered all.
-    let args = coordinator_args(&["name=smol,model=smollm2-135m-instruct,max_new_tokens=48"], limit);
+    let args =
+        coordinator_args(&["name=smol,model=smollm2-135m-instruct,max_new_tokens=48"], limit);
     let first = cluster.spawn("coordinator-1", &strs(&args));
-    let (gen_queue, judge_queue) =
-        (QueueName::generation(&cluster.run_id, GENERATOR), QueueName::judge(&cluster.run_id, JUDGE));
+    let (gen_queue, judge_queue) = (
+        QueueName::generation(&cluster.run_id, GENERATOR),
+        QueueName::judge(&cluster.run_id, JUDGE),
+    );
     wait_until(
         RUN_LIMIT,
         "the generation jobs",
@@ -275,7 +330,12 @@ fn a_restarted_coordinator_resumes_and_republishes_only_what_the_store_lacks() {
 
     // A worker answers some, then is stopped; the coordinator crashes.
     let worker = cluster.spawn("worker-1", &worker_args(GENERATOR, MODEL, "1"));
-    wait_until(RUN_LIMIT, "two answers", || stored_indices(&cluster, GENERATOR).len() >= 2, || worker.logs());
+    wait_until(
+        RUN_LIMIT,
+        "two answers",
+        || stored_indices(&cluster, GENERATOR).len() >= 2,
+        || worker.logs(),
+    );
     stop_cleanly(&[&worker]);
     first.kill();
     let answered = stored_indices(&cluster, GENERATOR).len();
@@ -290,9 +350,16 @@ fn a_restarted_coordinator_resumes_and_republishes_only_what_the_store_lacks() {
     );
     let missing = (limit - answered) as f64;
     assert_eq!(published(&second, &gen_queue), missing, "only the missing answers are republished");
-    assert_eq!(published(&second, &judge_queue), answered as f64, "a verdict job per stored answer");
+    assert_eq!(
+        published(&second, &judge_queue),
+        answered as f64,
+        "a verdict job per stored answer"
+    );
     let stats = cluster.queue_stats(&gen_queue).unwrap();
-    assert_eq!(stats.messages as f64, missing, "the first coordinator's jobs were not queued twice");
+    assert_eq!(
+        stats.messages as f64, missing,
+        "the first coordinator's jobs were not queued twice"
+    );
 
     let worker = cluster.spawn("worker-2", &worker_args(GENERATOR, MODEL, "2"));
     let judge = cluster.spawn("judge-worker", JUDGE_WORKER_ARGS);
@@ -303,7 +370,8 @@ fn a_restarted_coordinator_resumes_and_republishes_only_what_the_store_lacks() {
         missing,
         "the second worker generated only what was missing"
     );
-    let annotations = cluster.stored(&format!("runs/{}/annotations/{JUDGE}/{GENERATOR}/", cluster.run_id));
+    let annotations =
+        cluster.stored(&format!("runs/{}/annotations/{JUDGE}/{GENERATOR}/", cluster.run_id));
     assert_eq!(annotations.len(), limit);
     assert!(stored_report(&cluster).contains_key("leaderboard.csv"));
     stop_cleanly(&[&worker, &judge]);
@@ -314,16 +382,26 @@ fn poison_jobs_end_in_the_dead_letter_queue_with_a_reason_and_the_rest_of_the_ru
     let mut cluster = Cluster::new("poison");
     let limit = 3;
     let broken_spec = "name=broken,model=/no/such/model.gguf,max_new_tokens=8";
-    let coordinator = cluster.spawn("coordinator", &strs(&coordinator_args(&[GENERATOR_SPEC, broken_spec], limit)));
-    let (gen_queue, broken_queue) =
-        (QueueName::generation(&cluster.run_id, GENERATOR), QueueName::generation(&cluster.run_id, "broken"));
+    let coordinator = cluster
+        .spawn("coordinator", &strs(&coordinator_args(&[GENERATOR_SPEC, broken_spec], limit)));
+    let (gen_queue, broken_queue) = (
+        QueueName::generation(&cluster.run_id, GENERATOR),
+        QueueName::generation(&cluster.run_id, "broken"),
+    );
     wait_until(
         RUN_LIMIT,
         "the generation jobs",
         || cluster.queue_stats(&gen_queue).is_some_and(|s| s.messages == limit as u32),
         || coordinator.logs(),
     );
-    block_on(async { cluster.queue().await.publish(&gen_queue, &[serde_json::json!({"not": "a job"})]).await.unwrap() });
+    block_on(async {
+        cluster
+            .queue()
+            .await
+            .publish(&gen_queue, &[serde_json::json!({"not": "a job"})])
+            .await
+            .unwrap()
+    });
 
     let worker = cluster.spawn("worker", &worker_args(GENERATOR, MODEL, "2"));
     let broken = cluster.spawn("broken-worker", &worker_args("broken", "/no/such/model.gguf", "2"));
@@ -331,7 +409,10 @@ fn poison_jobs_end_in_the_dead_letter_queue_with_a_reason_and_the_rest_of_the_ru
     coordinator.wait_success(RUN_LIMIT);
 
     let said = coordinator.logs();
-    assert!(said.contains("generator broken was dropped") && said.contains("cannot be loaded"), "{said}");
+    assert!(
+        said.contains("generator broken was dropped") && said.contains("cannot be loaded"),
+        "{said}"
+    );
     assert_eq!(stored_indices(&cluster, GENERATOR), (0..limit).collect::<Vec<_>>());
     assert!(stored_indices(&cluster, "broken").is_empty());
     let report = stored_report(&cluster);
@@ -345,21 +426,38 @@ fn poison_jobs_end_in_the_dead_letter_queue_with_a_reason_and_the_rest_of_the_ru
     // malformed message, each with its source queue and reason.
     let dead = block_on(async {
         let queue = cluster.queue().await;
-        let mut consumer = queue.consume::<serde_json::Value>(&QueueName::dead_letters(&cluster.run_id), 32).await.unwrap();
+        let mut consumer = queue
+            .consume::<serde_json::Value>(&QueueName::dead_letters(&cluster.run_id), 32)
+            .await
+            .unwrap();
         let mut dead = Vec::new();
-        while let Ok(Some(Ok(delivery))) = tokio::time::timeout(Duration::from_secs(3), consumer.next()).await {
-            let info = delivery.dead_letter_info.clone().expect("a dead letter says where it came from");
+        while let Ok(Some(Ok(delivery))) =
+            tokio::time::timeout(Duration::from_secs(3), consumer.next()).await
+        {
+            let info =
+                delivery.dead_letter_info.clone().expect("a dead letter says where it came from");
             dead.push((info.queue, info.reason, delivery.job.clone()));
             delivery.ack().await.unwrap();
         }
         consumer.close().await;
         dead
     });
-    let from = |queue: &QueueName| dead.iter().filter(|(q, _, _)| q == queue.as_str()).collect::<Vec<_>>();
+    let from =
+        |queue: &QueueName| dead.iter().filter(|(q, _, _)| q == queue.as_str()).collect::<Vec<_>>();
     let broken_jobs = from(&broken_queue);
-    let indices: BTreeSet<u64> = broken_jobs.iter().filter_map(|(_, _, job)| job["index"].as_u64()).collect();
-    assert_eq!(indices, (0..limit as u64).collect::<BTreeSet<u64>>(), "every job of the broken generator: {dead:#?}");
-    assert!(broken_jobs.iter().all(|(_, reason, _)| reason.contains("/no/such/model.gguf cannot be loaded")), "{dead:#?}");
+    let indices: BTreeSet<u64> =
+        broken_jobs.iter().filter_map(|(_, _, job)| job["index"].as_u64()).collect();
+    assert_eq!(
+        indices,
+        (0..limit as u64).collect::<BTreeSet<u64>>(),
+        "every job of the broken generator: {dead:#?}"
+    );
+    assert!(
+        broken_jobs
+            .iter()
+            .all(|(_, reason, _)| reason.contains("/no/such/model.gguf cannot be loaded")),
+        "{dead:#?}"
+    );
     let malformed = from(&gen_queue);
     assert_eq!(malformed.len(), 1, "{dead:#?}");
     assert!(malformed[0].1.starts_with("malformed message"), "{dead:#?}");
@@ -381,9 +479,18 @@ fn a_wrong_amqp_password_fails_every_role_fast_with_a_clear_message_and_no_secre
         let elapsed = started.elapsed();
         let stderr = role.stderr();
         assert!(!status.success(), "{name} accepted a wrong password\n{stderr}");
-        assert!(elapsed < Duration::from_secs(10), "{name} took {elapsed:?} to give up on refused credentials");
-        assert!(stderr.contains("RabbitMQ refused the credentials for user guest at 127.0.0.1:5672"), "{name}: {stderr}");
-        assert!(!stderr.contains("not-the-guest-password-42") && !role.stdout().contains("not-the-guest-password-42"));
+        assert!(
+            elapsed < Duration::from_secs(10),
+            "{name} took {elapsed:?} to give up on refused credentials"
+        );
+        assert!(
+            stderr.contains("RabbitMQ refused the credentials for user guest at 127.0.0.1:5672"),
+            "{name}: {stderr}"
+        );
+        assert!(
+            !stderr.contains("not-the-guest-password-42")
+                && !role.stdout().contains("not-the-guest-password-42")
+        );
     }
     // --help shows which variable holds the URL, never its value.
     let help = cluster

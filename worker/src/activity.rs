@@ -9,7 +9,10 @@ use herd_store::{keys, ResultStore, StoreError};
 
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or_default()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
 }
 
 /// One worker loop's activity in one run and phase, written to the store after each batch
@@ -35,7 +38,12 @@ impl ActivityRecorder {
         let key = keys::activity(run_id, phase.as_str(), &format!("{worker}.{queue}"));
         let doc = match store.get_json::<WorkerActivity>(&key).await? {
             Some(doc) => doc,
-            None => WorkerActivity { run_id: run_id.into(), phase, worker: worker.into(), generators: BTreeMap::new() },
+            None => WorkerActivity {
+                run_id: run_id.into(),
+                phase,
+                worker: worker.into(),
+                generators: BTreeMap::new(),
+            },
         };
         Ok(Self { store, key, doc, dirty: false })
     }

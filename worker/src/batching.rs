@@ -36,7 +36,9 @@ pub fn spawn_feeder<T: DeserializeOwned + Send + 'static>(mut consumer: JobConsu
                         break;
                     }
                 }
-                Err(e) if !e.is_fatal() => tracing::warn!(queue = %consumer.queue(), error = %e, "skipped a message"),
+                Err(e) if !e.is_fatal() => {
+                    tracing::warn!(queue = %consumer.queue(), error = %e, "skipped a message")
+                }
                 Err(e) => {
                     let _ = sender.send(Err(e));
                     break;
@@ -101,9 +103,11 @@ mod tests {
         let mut feed = spawn_feeder(queue.consume::<u32>(&name, 8).await.unwrap());
         let never = std::future::pending::<()>();
         let mut never = std::pin::pin!(never);
-        let batch = next_batch(&mut feed, 3, Duration::from_millis(50), &mut never).await.unwrap().unwrap();
+        let batch =
+            next_batch(&mut feed, 3, Duration::from_millis(50), &mut never).await.unwrap().unwrap();
         assert_eq!(batch.iter().map(|d| d.job).collect::<Vec<_>>(), vec![1, 2, 3]);
-        let rest = next_batch(&mut feed, 3, Duration::from_millis(50), &mut never).await.unwrap().unwrap();
+        let rest =
+            next_batch(&mut feed, 3, Duration::from_millis(50), &mut never).await.unwrap().unwrap();
         assert_eq!(rest.iter().map(|d| d.job).collect::<Vec<_>>(), vec![4, 5]);
         let mut now = std::pin::pin!(async {});
         assert!(next_batch(&mut feed, 3, Duration::from_millis(50), &mut now).await.is_none());

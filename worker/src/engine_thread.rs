@@ -56,7 +56,9 @@ impl EngineThread {
             }
             match answer.await {
                 Ok(Ok(value)) => Ok(value),
-                Ok(Err(reason)) => Err(EngineThreadGone { name, reason: format!("a task panicked: {reason}") }),
+                Ok(Err(reason)) => {
+                    Err(EngineThreadGone { name, reason: format!("a task panicked: {reason}") })
+                }
                 Err(_) => Err(EngineThreadGone { name, reason: "it dropped the task".into() }),
             }
         }

@@ -13,8 +13,8 @@ use herd_telemetry::Metrics;
 use tokio::sync::mpsc;
 
 use crate::{
-    next_batch, settle, spawn_feeder, unix_now, ActivityRecorder, EngineThread, ModelCache, WorkerError,
-    NOOP_BENCHMARK_MODEL,
+    next_batch, settle, spawn_feeder, unix_now, ActivityRecorder, EngineThread, ModelCache,
+    WorkerError, NOOP_BENCHMARK_MODEL,
 };
 
 const ROLE: &str = "worker";
@@ -80,7 +80,10 @@ impl GenerationWorker {
     fn refuses(&self, model: &str) -> Option<String> {
         let serves = self.model.as_deref()?;
         (model != serves).then(|| {
-            format!("the job asks for model {model} but this worker of generator {} serves {serves}", self.generator)
+            format!(
+                "the job asks for model {model} but this worker of generator {} serves {serves}",
+                self.generator
+            )
         })
     }
 
@@ -100,7 +103,8 @@ impl GenerationWorker {
         // At 0 from the start, so that dashboards show a series before the first failure.
         metrics.init_job_counters(&self.run_id, ROLE, name.as_str());
         metrics.init_generation_counters(&self.run_id, &self.generator);
-        let mut feed = spawn_feeder(queue.consume::<GenerationJob>(&name, self.prefetch.max(1)).await?);
+        let mut feed =
+            spawn_feeder(queue.consume::<GenerationJob>(&name, self.prefetch.max(1)).await?);
         let engine = EngineThread::spawn(&format!("engine-{}", self.generator));
         let mut pass = Pass {
             worker: self,
@@ -120,7 +124,9 @@ impl GenerationWorker {
             stats: GenerationWorkerStats::default(),
         };
         let mut shutdown = std::pin::pin!(shutdown);
-        while let Some(batch) = next_batch(&mut feed, usize::from(self.prefetch), self.linger, &mut shutdown).await {
+        while let Some(batch) =
+            next_batch(&mut feed, usize::from(self.prefetch), self.linger, &mut shutdown).await
+        {
             pass.process(batch?).await?;
             pass.activity.flush().await?;
         }
@@ -145,14 +151,18 @@ impl Pass<'_> {
         [self.worker.run_id.as_str(), ROLE, self.queue.as_str()]
     }
 
-    async fn process(&mut self, deliveries: Vec<Delivery<GenerationJob>>) -> Result<(), WorkerError> {
+    async fn process(
+        &mut self,
+        deliveries: Vec<Delivery<GenerationJob>>,
+    ) -> Result<(), WorkerError> {
         let mut by_model: BTreeMap<String, Vec<Delivery<GenerationJob>>> = BTreeMap::new();
         for delivery in deliveries {
             if delivery.redelivered {
                 self.metrics.jobs_redelivered.with_label_values(&self.labels()).inc();
             }
             let job = &delivery.job;
-            if self.store.exists(&keys::output(&job.run_id, &job.generator.name, job.index)).await? {
+            if self.store.exists(&keys::output(&job.run_id, &job.generator.name, job.index)).await?
+            {
                 self.stats.already_stored += 1;
                 self.metrics.jobs_completed.with_label_values(&self.labels()).inc();
                 settle(delivery.ack().await)?;
@@ -182,9 +192,15 @@ impl Pass<'_> {
     }
 
     /// The benchmark-only model: an empty answer per job, stored and acked like any other.
-    async fn answer_empty(&mut self, group: Vec<Delivery<GenerationJob>>) -> Result<(), WorkerError> {
+    async fn answer_empty(
+        &mut self,
+        group: Vec<Delivery<GenerationJob>>,
+    ) -> Result<(), WorkerError> {
         let batch_started = unix_now();
-        self.metrics.batch_size.with_label_values(&[ROLE, NOOP_BENCHMARK_MODEL]).observe(group.len() as f64);
+        self.metrics
+            .batch_size
+            .with_label_values(&[ROLE, NOOP_BENCHMARK_MODEL])
+            .observe(group.len() as f64);
         for delivery in group {
             let job = &delivery.job;
             let result = GenerationResult {
@@ -210,7 +226,11 @@ impl Pass<'_> {
         Ok(())
     }
 
-    async fn dead_letter(&mut self, delivery: Delivery<GenerationJob>, reason: &str) -> Result<(), WorkerError> {
+    async fn dead_letter(
+        &mut self,
+        delivery: Delivery<GenerationJob>,
+        reason: &str,
+    ) -> Result<(), WorkerError> {
         tracing::warn!(queue = %self.queue, index = delivery.job.index, reason, "dead-lettering a generation job");
         self.stats.dead_lettered += 1;
         self.metrics.jobs_dead_lettered.with_label_values(&self.labels()).inc();
@@ -231,7 +251,9 @@ impl Pass<'_> {
             .submit(move || {
                 jobs.iter()
                     .map(|job| {
-                        tokenizer.prompt_tokens(job.generator.template, &job.instruction).map_err(|e| e.to_string())
+                        tokenizer
+                            .prompt_tokens(job.generator.template, &job.instruction)
+                            .map_err(|e| e.to_string())
                     })
                     .collect::<Vec<_>>()
             })
@@ -250,13 +272,19 @@ impl Pass<'_> {
                     });
                     pending.insert(id, delivery);
                 }
-                Err(reason) => self.dead_letter(delivery, &format!("cannot build the prompt: {reason}")).await?,
+                Err(reason) => {
+                    self.dead_letter(delivery, &format!("cannot build the prompt: {reason}"))
+                        .await?
+                }
             }
         }
         if requests.is_empty() {
             return Ok(());
         }
-        self.metrics.batch_size.with_label_values(&[ROLE, model_name]).observe(requests.len() as f64);
+        self.metrics
+            .batch_size
+            .with_label_values(&[ROLE, model_name])
+            .observe(requests.len() as f64);
 
         let (finished, mut outputs) = mpsc::unbounded_channel();
         let options = self.worker.batch.clone();
@@ -284,7 +312,12 @@ impl Pass<'_> {
             self.store.put_output(&result).await?;
             self.metrics.record_output(&result);
             self.metrics.jobs_completed.with_label_values(&self.labels()).inc();
-            self.activity.record(&result.generator, batch_started, result.output_tokens as u64, false);
+            self.activity.record(
+                &result.generator,
+                batch_started,
+                result.output_tokens as u64,
+                false,
+            );
             self.stats.generated += 1;
             self.stats.output_tokens += result.output_tokens as u64;
             settle(delivery.ack().await)?;

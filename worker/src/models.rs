@@ -61,7 +61,13 @@ impl ModelCache {
 
     /// Models loaded onto `placement` (a GPU, or tensor-parallel ranks).
     pub fn on(options: LoadOptions, placement: Placement) -> Self {
-        Self { slots: Arc::default(), options, placement, resident_at_once: 1, resident: Arc::default() }
+        Self {
+            slots: Arc::default(),
+            options,
+            placement,
+            resident_at_once: 1,
+            resident: Arc::default(),
+        }
     }
 
     /// Splits the placement's GPU memory fraction among `models` held at once.
@@ -103,7 +109,10 @@ impl ModelCache {
                         Ok(Arc::new(model))
                     }
                     Ok(Err(e)) => Err(ModelUnavailable { model: spec, reason: e.to_string() }),
-                    Err(join) => Err(ModelUnavailable { model: spec, reason: format!("loading panicked: {join}") }),
+                    Err(join) => Err(ModelUnavailable {
+                        model: spec,
+                        reason: format!("loading panicked: {join}"),
+                    }),
                 }
             }
         })
@@ -122,7 +131,9 @@ impl ModelCache {
     pub async fn release(&self, spec: &str) -> bool {
         let mut resident = self.resident.lock().await;
         let Some(slot) = self.lock().remove(spec) else { return false };
-        let Some(model) = slot.get().and_then(|loaded| loaded.as_ref().ok()).cloned() else { return false };
+        let Some(model) = slot.get().and_then(|loaded| loaded.as_ref().ok()).cloned() else {
+            return false;
+        };
         drop(slot);
         *resident = resident.saturating_sub(1);
         // Jobs still running hold the model; the next load must wait for their memory.
@@ -131,7 +142,10 @@ impl ModelCache {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         if Arc::strong_count(&model) > 1 {
-            tracing::warn!(model = spec, "released while still in use: its memory is freed when that use ends");
+            tracing::warn!(
+                model = spec,
+                "released while still in use: its memory is freed when that use ends"
+            );
         }
         let placement = self.placement.clone();
         let returned = tokio::task::spawn_blocking(move || {
@@ -141,8 +155,12 @@ impl ModelCache {
         .await;
         match returned {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(model = spec, error = %e, "the released model's GPU memory stays pooled"),
-            Err(join) => tracing::warn!(model = spec, error = %join, "freeing the released model panicked"),
+            Ok(Err(e)) => {
+                tracing::warn!(model = spec, error = %e, "the released model's GPU memory stays pooled")
+            }
+            Err(join) => {
+                tracing::warn!(model = spec, error = %join, "freeing the released model panicked")
+            }
         }
         true
     }

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use herd_core::eval_set::EvalSet;
 use herd_core::jobs::{
-    FinishReason, GenerationJob, GenerationResult, GeneratorSpec, Phase, PromptTemplate, WorkerActivity,
+    FinishReason, GenerationJob, GenerationResult, GeneratorSpec, Phase, PromptTemplate,
+    WorkerActivity,
 };
 use herd_engine::DEFAULT_MODEL;
 use herd_queue::{JobQueue, MemoryQueue, QueueName};
@@ -53,31 +54,50 @@ async fn answers_are_stored_then_acknowledged_and_match_the_engine() {
     queue.publish(&name, &jobs("r1", DEFAULT_MODEL, 3, 12)).await.unwrap();
 
     let done = stored(store.clone(), keys::outputs_prefix("r1", "smol"), 3);
-    let stats = tokio::time::timeout(Duration::from_secs(120), worker.run(&queue, &store, &models, &metrics, done))
-        .await
-        .expect("the worker finishes")
-        .unwrap();
+    let stats = tokio::time::timeout(
+        Duration::from_secs(120),
+        worker.run(&queue, &store, &models, &metrics, done),
+    )
+    .await
+    .expect("the worker finishes")
+    .unwrap();
     assert_eq!((stats.generated, stats.dead_lettered, stats.already_stored), (3, 0, 0));
     assert_eq!(queue.stats(&name).await.unwrap().messages, 0, "every job acknowledged");
 
     let model = models.get(DEFAULT_MODEL).await.unwrap();
     for job in jobs("r1", DEFAULT_MODEL, 3, 12) {
-        let result: GenerationResult = store.get_json(&keys::output("r1", "smol", job.index)).await.unwrap().unwrap();
-        assert_eq!((result.index, result.instruction.as_str()), (job.index, job.instruction.as_str()));
+        let result: GenerationResult =
+            store.get_json(&keys::output("r1", "smol", job.index)).await.unwrap().unwrap();
+        assert_eq!(
+            (result.index, result.instruction.as_str()),
+            (job.index, job.instruction.as_str())
+        );
         assert!(result.output_tokens <= 12 && result.output_tokens > 0);
-        assert!(result.finish_reason == FinishReason::Length || result.finish_reason == FinishReason::Eos);
+        assert!(
+            result.finish_reason == FinishReason::Length
+                || result.finish_reason == FinishReason::Eos
+        );
         // The same answer as the engine gives for this prompt alone.
         let prompt = model.prompt_tokens(PromptTemplate::Chat, &job.instruction).unwrap();
-        let request = herd_engine::GenerationRequest { id: 0, prompt_tokens: prompt, max_new_tokens: 12, stop: vec![] };
+        let request = herd_engine::GenerationRequest {
+            id: 0,
+            prompt_tokens: prompt,
+            max_new_tokens: 12,
+            stop: vec![],
+        };
         let alone = model.generate_all(vec![request], &Default::default()).unwrap();
         assert_eq!(result.output, alone[0].text, "instruction {}", job.index);
     }
     assert_eq!(metrics.examples_generated.with_label_values(&["r1", "smol"]).get(), 3);
-    let completed = metrics.jobs_completed.with_label_values(&["r1", "worker", name.as_str()]).get();
+    let completed =
+        metrics.jobs_completed.with_label_values(&["r1", "worker", name.as_str()]).get();
     assert_eq!(completed, 3);
 
-    let activity: WorkerActivity =
-        store.get_json(&keys::activity("r1", "generation", &format!("test-worker.{name}"))).await.unwrap().unwrap();
+    let activity: WorkerActivity = store
+        .get_json(&keys::activity("r1", "generation", &format!("test-worker.{name}")))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(activity.phase, Phase::Generation);
     let span = activity.generators["smol"];
     assert_eq!(span.jobs, 3);
@@ -118,7 +138,11 @@ async fn a_job_whose_model_cannot_load_is_dead_lettered_with_the_reason() {
     assert_eq!((stats.generated, stats.dead_lettered), (0, 2));
     let dead = first.unwrap().unwrap();
     let info = dead.dead_letter_info.unwrap();
-    assert!(info.reason.contains("/nowhere/model.gguf") && info.reason.contains("no such file"), "{}", info.reason);
+    assert!(
+        info.reason.contains("/nowhere/model.gguf") && info.reason.contains("no such file"),
+        "{}",
+        info.reason
+    );
     assert_eq!(info.queue, worker.queue_name().as_str());
     assert!(store.list("runs/r2/outputs/").await.unwrap().is_empty());
 }
@@ -130,15 +154,22 @@ async fn the_benchmark_noop_model_answers_empty_at_once_without_loading_a_model(
     let metrics = Metrics::new().unwrap();
     let models = ModelCache::default();
     let worker = GenerationWorker::new("r-noop", "smol", "test-worker");
-    queue.publish(&worker.queue_name(), &jobs("r-noop", herd_worker::NOOP_BENCHMARK_MODEL, 5, 12)).await.unwrap();
-    let done = stored(store.clone(), keys::outputs_prefix("r-noop", "smol"), 5);
-    let stats = tokio::time::timeout(Duration::from_secs(10), worker.run(&queue, &store, &models, &metrics, done))
+    queue
+        .publish(&worker.queue_name(), &jobs("r-noop", herd_worker::NOOP_BENCHMARK_MODEL, 5, 12))
         .await
-        .expect("the worker finishes")
         .unwrap();
+    let done = stored(store.clone(), keys::outputs_prefix("r-noop", "smol"), 5);
+    let stats = tokio::time::timeout(
+        Duration::from_secs(10),
+        worker.run(&queue, &store, &models, &metrics, done),
+    )
+    .await
+    .expect("the worker finishes")
+    .unwrap();
     assert_eq!(stats.generated, 5);
     assert!(!models.is_loaded(herd_worker::NOOP_BENCHMARK_MODEL));
-    let result: GenerationResult = store.get_json(&keys::output("r-noop", "smol", 4)).await.unwrap().unwrap();
+    let result: GenerationResult =
+        store.get_json(&keys::output("r-noop", "smol", 4)).await.unwrap().unwrap();
     assert_eq!((result.output.as_str(), result.output_tokens), ("", 0));
 }
 
@@ -149,7 +180,10 @@ async fn a_started_worker_exports_its_failure_counters_at_zero() {
     let metrics = Metrics::new().unwrap();
     let worker = GenerationWorker::new("r-zero", "smol", "test-worker");
     // No job, and told to stop at once: what a worker exports before its first job.
-    let stats = worker.run(&queue, &store, &ModelCache::default(), &metrics, std::future::ready(())).await.unwrap();
+    let stats = worker
+        .run(&queue, &store, &ModelCache::default(), &metrics, std::future::ready(()))
+        .await
+        .unwrap();
     assert_eq!(stats, Default::default());
     let text = metrics.render();
     for family in ["completed", "failed", "redelivered", "dead_lettered"] {
@@ -168,7 +202,10 @@ async fn a_worker_serving_one_model_dead_letters_a_job_naming_another_with_both_
     let queue = MemoryQueue::default();
     let metrics = Metrics::new().unwrap();
     let models = ModelCache::default();
-    let worker = GenerationWorker { model: Some("/models/mine.gguf".into()), ..GenerationWorker::new("r3", "smol", "w") };
+    let worker = GenerationWorker {
+        model: Some("/models/mine.gguf".into()),
+        ..GenerationWorker::new("r3", "smol", "w")
+    };
     queue.publish(&worker.queue_name(), &jobs("r3", "/models/other.gguf", 1, 4)).await.unwrap();
     let mut dlq = queue.consume::<GenerationJob>(&QueueName::dead_letters("r3"), 4).await.unwrap();
     let worker_run = worker.run(&queue, &store, &models, &metrics, async {
@@ -177,6 +214,9 @@ async fn a_worker_serving_one_model_dead_letters_a_job_naming_another_with_both_
     let (stats, first) = tokio::join!(worker_run, dlq.next());
     assert_eq!(stats.unwrap().dead_lettered, 1);
     let reason = first.unwrap().unwrap().dead_letter_info.unwrap().reason;
-    assert!(reason.contains("/models/other.gguf") && reason.contains("serves /models/mine.gguf"), "{reason}");
+    assert!(
+        reason.contains("/models/other.gguf") && reason.contains("serves /models/mine.gguf"),
+        "{reason}"
+    );
     assert!(!models.is_loaded("/models/other.gguf"), "the other model was not loaded");
 }

@@ -7,7 +7,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::records::{column_order, parse_records, read_bytes, render_records, write_bytes, Record};
+use super::records::{
+    column_order, parse_records, read_bytes, render_records, write_bytes, Record,
+};
 use super::{check_instructions, FormatError, FormatWarning, InstructionPreview, WarningKind};
 use crate::eval_set::EvalSet;
 
@@ -26,8 +28,16 @@ const COLUMNS: [&str; 11] = [
     "raw_completion",
 ];
 /// The columns every row has; the last three only some annotators write.
-const REQUIRED_COLUMNS: [&str; 8] =
-    ["instruction", "output_1", "generator_1", "dataset", "output_2", "generator_2", "annotator", "preference"];
+const REQUIRED_COLUMNS: [&str; 8] = [
+    "instruction",
+    "output_1",
+    "generator_1",
+    "dataset",
+    "output_2",
+    "generator_2",
+    "annotator",
+    "preference",
+];
 
 /// One judged pair, with alpaca_eval's field names.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -117,7 +127,9 @@ impl Annotation {
     pub fn raw_completion_text(&self) -> Option<String> {
         match self.raw_completion.as_ref()? {
             Value::String(text) => Some(text.clone()),
-            other => Some(serde_json::to_string_pretty(other).unwrap_or_else(|_| other.to_string())),
+            other => {
+                Some(serde_json::to_string_pretty(other).unwrap_or_else(|_| other.to_string()))
+            }
         }
     }
 }
@@ -144,7 +156,10 @@ pub fn render_annotations(annotations: &[Annotation]) -> String {
 }
 
 /// Writes pandas-style JSON (gzipped when the name ends in `.gz`).
-pub fn write_annotations(path: impl AsRef<Path>, annotations: &[Annotation]) -> Result<(), FormatError> {
+pub fn write_annotations(
+    path: impl AsRef<Path>,
+    annotations: &[Annotation],
+) -> Result<(), FormatError> {
     write_bytes(path.as_ref(), render_annotations(annotations).as_bytes())
 }
 
@@ -156,10 +171,12 @@ pub fn validate_annotations(
     annotations: &[Annotation],
     eval_set: &EvalSet,
 ) -> Result<Vec<FormatWarning>, FormatError> {
-    let mut warnings = check_instructions(path, annotations.iter().map(|a| a.instruction.as_str()), eval_set)?;
+    let mut warnings =
+        check_instructions(path, annotations.iter().map(|a| a.instruction.as_str()), eval_set)?;
     for (row, annotation) in annotations.iter().enumerate() {
         let instruction = || InstructionPreview::of(&annotation.instruction);
-        let mut warn = |kind| warnings.push(FormatWarning { path: path.to_path_buf(), row: Some(row), kind });
+        let mut warn =
+            |kind| warnings.push(FormatWarning { path: path.to_path_buf(), row: Some(row), kind });
         if annotation.output_2.is_empty() {
             warn(WarningKind::EmptyOutput { field: "output_2", instruction: instruction() });
         }

@@ -54,7 +54,8 @@ pub struct LeaderboardRow {
 /// for a single key only with `kind="stable"`; ties are rare enough not to matter).
 pub fn sort_like_alpaca_eval(rows: &mut [LeaderboardRow]) {
     let by_lc = rows.iter().any(|r| r.length_controlled_winrate.is_some());
-    let key = |r: &LeaderboardRow| if by_lc { r.length_controlled_winrate } else { Some(r.win_rate) };
+    let key =
+        |r: &LeaderboardRow| if by_lc { r.length_controlled_winrate } else { Some(r.win_rate) };
     rows.sort_by(|a, b| match (key(a), key(b)) {
         (Some(x), Some(y)) => y.total_cmp(&x),
         (Some(_), None) => std::cmp::Ordering::Less,
@@ -65,9 +66,11 @@ pub fn sort_like_alpaca_eval(rows: &mut [LeaderboardRow]) {
 
 /// The text `write_leaderboard` writes (rows in the order given).
 pub fn render_leaderboard(rows: &[LeaderboardRow]) -> String {
-    let mut writer = csv::WriterBuilder::new().terminator(csv::Terminator::Any(b'\n')).from_writer(Vec::new());
+    let mut writer =
+        csv::WriterBuilder::new().terminator(csv::Terminator::Any(b'\n')).from_writer(Vec::new());
     let header: Vec<&str> = std::iter::once("").chain(COLUMNS).collect();
-    let optional = |x: Option<f64>| x.filter(|v| !v.is_nan()).map(python_float_repr).unwrap_or_default();
+    let optional =
+        |x: Option<f64>| x.filter(|v| !v.is_nan()).map(python_float_repr).unwrap_or_default();
     let float = |x: f64| optional(Some(x));
     let mut lines = vec![header.iter().map(|s| s.to_string()).collect::<Vec<_>>()];
     for r in rows {
@@ -89,11 +92,15 @@ pub fn render_leaderboard(rows: &[LeaderboardRow]) -> String {
     for line in lines {
         writer.write_record(&line).expect("writing CSV to memory cannot fail");
     }
-    String::from_utf8(writer.into_inner().expect("writing CSV to memory cannot fail")).expect("CSV of strings is UTF-8")
+    String::from_utf8(writer.into_inner().expect("writing CSV to memory cannot fail"))
+        .expect("CSV of strings is UTF-8")
 }
 
 /// Writes `leaderboard.csv` (rows in the order given: sort first).
-pub fn write_leaderboard(path: impl AsRef<Path>, rows: &[LeaderboardRow]) -> Result<(), FormatError> {
+pub fn write_leaderboard(
+    path: impl AsRef<Path>,
+    rows: &[LeaderboardRow],
+) -> Result<(), FormatError> {
     write_bytes(path.as_ref(), render_leaderboard(rows).as_bytes())
 }
 
@@ -102,13 +109,19 @@ pub fn write_leaderboard(path: impl AsRef<Path>, rows: &[LeaderboardRow]) -> Res
 pub fn read_leaderboard(path: impl AsRef<Path>) -> Result<Vec<LeaderboardRow>, FormatError> {
     let path = path.as_ref();
     let bytes = read_bytes(path)?;
-    let malformed =
-        |row: Option<usize>, message: String| FormatError::MalformedCsv { path: path.to_path_buf(), row, message };
+    let malformed = |row: Option<usize>, message: String| FormatError::MalformedCsv {
+        path: path.to_path_buf(),
+        row,
+        message,
+    };
     let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(bytes.as_slice());
     let header = reader.headers().map_err(|e| malformed(None, e.to_string()))?.clone();
     let find = |name: &str| header.iter().position(|h| h == name);
     let require = |name: &str| {
-        find(name).ok_or_else(|| FormatError::MissingColumn { path: path.to_path_buf(), column: name.to_string() })
+        find(name).ok_or_else(|| FormatError::MissingColumn {
+            path: path.to_path_buf(),
+            column: name.to_string(),
+        })
     };
     let columns = RequiredColumns {
         win_rate: require("win_rate")?,
@@ -130,16 +143,22 @@ pub fn read_leaderboard(path: impl AsRef<Path>) -> Result<Vec<LeaderboardRow>, F
         let cell = |column: usize| record.get(column).unwrap_or("").trim();
         let generator = cell(0).to_string();
         let field_error = |column: usize, why: &str| {
-            malformed(Some(row), format!("({generator:?}): field `{}`: {why} {:?}", &header[column], cell(column)))
+            malformed(
+                Some(row),
+                format!("({generator:?}): field `{}`: {why} {:?}", &header[column], cell(column)),
+            )
         };
         let float = |column: usize| -> Result<Option<f64>, FormatError> {
             match cell(column) {
                 "" => Ok(None),
-                text => text.parse::<f64>().map(Some).map_err(|_| field_error(column, "not a number:")),
+                text => {
+                    text.parse::<f64>().map(Some).map_err(|_| field_error(column, "not a number:"))
+                }
             }
         };
-        let required_float =
-            |column: usize| float(column)?.ok_or_else(|| field_error(column, "empty, expected a number:"));
+        let required_float = |column: usize| {
+            float(column)?.ok_or_else(|| field_error(column, "empty, expected a number:"))
+        };
         // pandas writes an integer column that held a NaN as floats: accept "676.0".
         let count = |column: usize| -> Result<u64, FormatError> {
             let x = required_float(column)?;
@@ -159,7 +178,11 @@ pub fn read_leaderboard(path: impl AsRef<Path>) -> Result<Vec<LeaderboardRow>, F
             discrete_win_rate: required_float(columns.discrete_win_rate)?,
             mode: cell(columns.mode).to_string(),
             avg_length: count(columns.avg_length)?,
-            length_controlled_winrate: columns.length_controlled_winrate.map(float).transpose()?.flatten(),
+            length_controlled_winrate: columns
+                .length_controlled_winrate
+                .map(float)
+                .transpose()?
+                .flatten(),
             lc_standard_error: columns.lc_standard_error.map(float).transpose()?.flatten(),
             generator,
         });

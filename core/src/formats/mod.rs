@@ -27,7 +27,9 @@ use std::path::PathBuf;
 
 pub use annotations::{read_annotations, validate_annotations, write_annotations, Annotation};
 pub use leaderboard::{read_leaderboard, write_leaderboard, LeaderboardRow};
-pub use model_outputs::{read_model_outputs, validate_model_outputs, write_model_outputs, ModelOutput};
+pub use model_outputs::{
+    read_model_outputs, validate_model_outputs, write_model_outputs, ModelOutput,
+};
 pub use python_float::python_float_repr;
 
 /// How many characters of an instruction an error or warning quotes.
@@ -46,13 +48,24 @@ pub enum FormatError {
     RowNotObject { path: PathBuf, row: usize, found: &'static str },
 
     #[error("{}: row {row} ({instruction}): field `{field}`: {problem}", path.display())]
-    Field { path: PathBuf, row: usize, instruction: InstructionPreview, field: String, problem: FieldProblem },
+    Field {
+        path: PathBuf,
+        row: usize,
+        instruction: InstructionPreview,
+        field: String,
+        problem: FieldProblem,
+    },
 
     #[error("{}: row {row} ({instruction}): field `instruction`: not in the eval set", path.display())]
     UnknownInstruction { path: PathBuf, row: usize, instruction: InstructionPreview },
 
     #[error("{}: row {row} ({instruction}): field `instruction`: duplicate of row {first_row}", path.display())]
-    DuplicateInstruction { path: PathBuf, row: usize, first_row: usize, instruction: InstructionPreview },
+    DuplicateInstruction {
+        path: PathBuf,
+        row: usize,
+        first_row: usize,
+        instruction: InstructionPreview,
+    },
 
     #[error("{}: malformed CSV{}: {message}", path.display(), row_phrase(*row))]
     MalformedCsv { path: PathBuf, row: Option<usize>, message: String },
@@ -77,7 +90,9 @@ impl fmt::Display for FieldProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FieldProblem::Missing => write!(f, "missing"),
-            FieldProblem::WrongType { expected, found } => write!(f, "expected {expected}, found {found}"),
+            FieldProblem::WrongType { expected, found } => {
+                write!(f, "expected {expected}, found {found}")
+            }
             FieldProblem::Invalid(why) => write!(f, "{why}"),
         }
     }
@@ -206,13 +221,20 @@ pub(crate) fn check_instructions<'a>(
     }
 
     let mut warnings = Vec::new();
-    let missing: Vec<usize> =
-        first_row_of_position.iter().enumerate().filter(|(_, row)| row.is_none()).map(|(p, _)| p).collect();
+    let missing: Vec<usize> = first_row_of_position
+        .iter()
+        .enumerate()
+        .filter(|(_, row)| row.is_none())
+        .map(|(p, _)| p)
+        .collect();
     if !missing.is_empty() {
         warnings.push(FormatWarning {
             path: path.to_path_buf(),
             row: None,
-            kind: WarningKind::MissingInstructions { positions: missing, eval_set_len: eval_set.len() },
+            kind: WarningKind::MissingInstructions {
+                positions: missing,
+                eval_set_len: eval_set.len(),
+            },
         });
     }
     if let Some((first_row, eval_position)) = out_of_order {

@@ -5,7 +5,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::records::{column_order, parse_records, read_bytes, render_records, write_bytes, Record};
+use super::records::{
+    column_order, parse_records, read_bytes, render_records, write_bytes, Record,
+};
 use super::{check_instructions, FormatError, FormatWarning, InstructionPreview, WarningKind};
 use crate::eval_set::EvalSet;
 
@@ -68,7 +70,10 @@ pub fn render_model_outputs(outputs: &[ModelOutput]) -> String {
 }
 
 /// Writes pandas-style JSON (gzipped when the name ends in `.gz`).
-pub fn write_model_outputs(path: impl AsRef<Path>, outputs: &[ModelOutput]) -> Result<(), FormatError> {
+pub fn write_model_outputs(
+    path: impl AsRef<Path>,
+    outputs: &[ModelOutput],
+) -> Result<(), FormatError> {
     write_bytes(path.as_ref(), render_model_outputs(outputs).as_bytes())
 }
 
@@ -79,7 +84,8 @@ pub fn validate_model_outputs(
     outputs: &[ModelOutput],
     eval_set: &EvalSet,
 ) -> Result<Vec<FormatWarning>, FormatError> {
-    let mut warnings = check_instructions(path, outputs.iter().map(|o| o.instruction.as_str()), eval_set)?;
+    let mut warnings =
+        check_instructions(path, outputs.iter().map(|o| o.instruction.as_str()), eval_set)?;
     for (row, output) in outputs.iter().enumerate() {
         if output.output.is_empty() {
             warnings.push(FormatWarning {

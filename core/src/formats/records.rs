@@ -43,10 +43,15 @@ pub(crate) fn write_bytes(path: &Path, bytes: &[u8]) -> Result<(), FormatError> 
 }
 
 /// Parses a JSON array of objects. A syntax error names the row the parser was in.
-pub(crate) fn parse_records(path: &Path, bytes: &[u8]) -> Result<Vec<Map<String, Value>>, FormatError> {
+pub(crate) fn parse_records(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<Vec<Map<String, Value>>, FormatError> {
     let mut values = Vec::new();
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let parsed = deserializer.deserialize_seq(ArrayOfValues { values: &mut values }).and_then(|()| deserializer.end());
+    let parsed = deserializer
+        .deserialize_seq(ArrayOfValues { values: &mut values })
+        .and_then(|()| deserializer.end());
     if let Err(err) = parsed {
         let row = (!values.is_empty() || err.is_syntax() || err.is_eof()).then_some(values.len());
         return Err(FormatError::MalformedJson {
@@ -62,7 +67,11 @@ pub(crate) fn parse_records(path: &Path, bytes: &[u8]) -> Result<Vec<Map<String,
         .enumerate()
         .map(|(row, value)| match value {
             Value::Object(object) => Ok(object),
-            other => Err(FormatError::RowNotObject { path: path.to_path_buf(), row, found: json_type(&other) }),
+            other => Err(FormatError::RowNotObject {
+                path: path.to_path_buf(),
+                row,
+                found: json_type(&other),
+            }),
         })
         .collect()
 }
@@ -139,9 +148,10 @@ impl<'a> Record<'a> {
         match self.fields.shift_remove(field) {
             Some(Value::String(text)) => Ok(text),
             None => Err(self.error(field, FieldProblem::Missing)),
-            Some(other) => {
-                Err(self.error(field, FieldProblem::WrongType { expected: "a string", found: json_type(&other) }))
-            }
+            Some(other) => Err(self.error(
+                field,
+                FieldProblem::WrongType { expected: "a string", found: json_type(&other) },
+            )),
         }
     }
 
@@ -165,10 +175,10 @@ impl<'a> Record<'a> {
         match value {
             Value::Null => Ok(None),
             Value::Number(n) => Ok(n.as_f64()),
-            other => {
-                Err(self
-                    .error(field, FieldProblem::WrongType { expected: "a number or null", found: json_type(&other) }))
-            }
+            other => Err(self.error(
+                field,
+                FieldProblem::WrongType { expected: "a number or null", found: json_type(&other) },
+            )),
         }
     }
 
@@ -186,10 +196,17 @@ impl<'a> Record<'a> {
 
 /// Column order for writing: `known` columns in their order (those in `always`, and
 /// the others when some row has them), then the remaining columns in first-seen order.
-pub(crate) fn column_order(known: &[&str], always: &[&str], rows: &[Map<String, Value>]) -> Vec<String> {
+pub(crate) fn column_order(
+    known: &[&str],
+    always: &[&str],
+    rows: &[Map<String, Value>],
+) -> Vec<String> {
     let present: HashSet<&str> = rows.iter().flat_map(|r| r.keys().map(String::as_str)).collect();
-    let mut columns: Vec<String> =
-        known.iter().filter(|c| always.contains(c) || present.contains(*c)).map(|c| c.to_string()).collect();
+    let mut columns: Vec<String> = known
+        .iter()
+        .filter(|c| always.contains(c) || present.contains(*c))
+        .map(|c| c.to_string())
+        .collect();
     let mut seen: HashSet<String> = columns.iter().cloned().collect();
     for row in rows {
         for key in row.keys() {
@@ -334,7 +351,8 @@ mod tests {
 
     #[test]
     fn nested_values_are_indented_one_level_per_depth() {
-        let row: Map<String, Value> = serde_json::from_str(r#"{"a":1.0,"b":{"c":[77],"d":[]},"e":null}"#).unwrap();
+        let row: Map<String, Value> =
+            serde_json::from_str(r#"{"a":1.0,"b":{"c":[77],"d":[]},"e":null}"#).unwrap();
         let text = render_records(&["a".into(), "b".into(), "e".into()], &[row]);
         let expected = "[\n  {\n    \"a\":1.0,\n    \"b\":{\n      \"c\":[\n        77\n      ],\n      \"d\":[]\n    },\n    \"e\":null\n  }\n]";
         assert_eq!(text, expected);

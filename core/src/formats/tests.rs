@@ -28,7 +28,8 @@ const ORACLE_MODELS: [&str; 12] = [
 ];
 
 fn oracle_annotations(model: &str) -> PathBuf {
-    shared().join(format!("oracle/results/{model}/weighted_alpaca_eval_gpt4_turbo/annotations.json.gz"))
+    shared()
+        .join(format!("oracle/results/{model}/weighted_alpaca_eval_gpt4_turbo/annotations.json.gz"))
 }
 
 fn gunzip(path: &Path) -> String {
@@ -54,7 +55,8 @@ fn all_twelve_oracle_annotation_files_load_and_validate() {
         let expected_rows = if model == "phi-2" { 803 } else { 805 };
         assert_eq!(rows.len(), expected_rows, "{model}");
         assert!(rows.iter().all(|r| r.generator_1 == "gpt4_1106_preview"), "{model}");
-        let warnings = validate_annotations(&path, &rows, &eval_set).unwrap_or_else(|e| panic!("{e}"));
+        let warnings =
+            validate_annotations(&path, &rows, &eval_set).unwrap_or_else(|e| panic!("{e}"));
         if model == "phi-2" {
             let missing = warnings.iter().find_map(|w| match &w.kind {
                 WarningKind::MissingInstructions { positions, .. } => Some(positions.clone()),
@@ -62,7 +64,10 @@ fn all_twelve_oracle_annotation_files_load_and_validate() {
             });
             assert_eq!(missing, Some(vec![131, 209]));
         }
-        assert!(!warnings.iter().any(|w| matches!(w.kind, WarningKind::NotInEvalSetOrder { .. })), "{model}");
+        assert!(
+            !warnings.iter().any(|w| matches!(w.kind, WarningKind::NotInEvalSetOrder { .. })),
+            "{model}"
+        );
     }
 }
 
@@ -127,7 +132,8 @@ fn annotations_round_trip_through_json_and_gzip() {
 #[test]
 fn model_outputs_round_trip_with_extra_fields() {
     let dir = tempfile::tempdir().unwrap();
-    let mut rows = read_model_outputs(shared().join("alpaca_eval/reference_gpt4_turbo.json")).unwrap();
+    let mut rows =
+        read_model_outputs(shared().join("alpaca_eval/reference_gpt4_turbo.json")).unwrap();
     rows.truncate(20);
     for (i, row) in rows.iter_mut().enumerate() {
         row.generator = "herd-smol".into();
@@ -144,7 +150,9 @@ fn model_outputs_round_trip_with_extra_fields() {
 
 #[test]
 fn leaderboard_round_trips_and_matches_alpaca_eval_columns_and_numbers() {
-    let path = shared().join("oracle/leaderboards/data_AlpacaEval_2/weighted_alpaca_eval_gpt4_turbo_leaderboard.csv");
+    let path = shared().join(
+        "oracle/leaderboards/data_AlpacaEval_2/weighted_alpaca_eval_gpt4_turbo_leaderboard.csv",
+    );
     let original = std::fs::read_to_string(&path).unwrap();
     let rows = read_leaderboard(&path).unwrap();
     assert_eq!(rows.len(), 223);
@@ -157,7 +165,10 @@ fn leaderboard_round_trips_and_matches_alpaca_eval_columns_and_numbers() {
     // Every number is written exactly as pandas wrote it (Python's float repr).
     assert_eq!(render_leaderboard(&rows), original);
     let baseline = rows.iter().find(|r| r.generator == "gpt4_1106_preview").unwrap();
-    assert_eq!((baseline.win_rate, baseline.n_draws, baseline.lc_standard_error), (50.0, 805, None));
+    assert_eq!(
+        (baseline.win_rate, baseline.n_draws, baseline.lc_standard_error),
+        (50.0, 805, None)
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("leaderboard.csv");
@@ -201,7 +212,10 @@ fn malformed_json_names_the_file_and_row() {
     let text = annotations_text(&[GOOD_ROW, GOOD_ROW, r#"{"instruction":"x","output_1": }"#]);
     let err = parse_annotations(Path::new("runs/a/annotations.json"), text.as_bytes()).unwrap_err();
     assert!(matches!(err, FormatError::MalformedJson { row: Some(2), .. }), "{err:?}");
-    assert_mentions(&message(err), &["runs/a/annotations.json", "malformed JSON", "row 2", "line 1"]);
+    assert_mentions(
+        &message(err),
+        &["runs/a/annotations.json", "malformed JSON", "row 2", "line 1"],
+    );
 
     let err = parse_annotations(Path::new("o.json"), br#"{"instruction":"x"}"#).unwrap_err();
     assert_mentions(&message(err), &["o.json", "expected a JSON array"]);
@@ -217,7 +231,13 @@ fn a_missing_field_names_file_row_instruction_and_field() {
     let err = parse_annotations(Path::new("ann.json"), text.as_bytes()).unwrap_err();
     assert_mentions(
         &message(err),
-        &["ann.json", "row 1", "\"What is the capital of France, and why i…\"", "`output_2`", "missing"],
+        &[
+            "ann.json",
+            "row 1",
+            "\"What is the capital of France, and why i…\"",
+            "`output_2`",
+            "missing",
+        ],
     );
 }
 
@@ -228,18 +248,30 @@ fn a_non_string_output_names_file_row_and_field() {
     let err = parse_model_outputs(Path::new("model_outputs.json"), text.as_bytes()).unwrap_err();
     assert_mentions(
         &message(err),
-        &["model_outputs.json", "row 1", "\"Say bye\"", "`output`", "expected a string, found a number"],
+        &[
+            "model_outputs.json",
+            "row 1",
+            "\"Say bye\"",
+            "`output`",
+            "expected a string, found a number",
+        ],
     );
 
     let bad_preference = GOOD_ROW.replace(r#""preference":2.0"#, r#""preference":"2""#);
-    let err = parse_annotations(Path::new("ann.json"), annotations_text(&[&bad_preference]).as_bytes()).unwrap_err();
-    assert_mentions(&message(err), &["row 0", "`preference`", "expected a number or null, found a string"]);
+    let err =
+        parse_annotations(Path::new("ann.json"), annotations_text(&[&bad_preference]).as_bytes())
+            .unwrap_err();
+    assert_mentions(
+        &message(err),
+        &["row 0", "`preference`", "expected a number or null, found a string"],
+    );
 }
 
 #[test]
 fn an_instruction_outside_the_eval_set_is_an_error_only_when_validating() {
     let eval_set = EvalSet::embedded();
-    let mut rows = read_model_outputs(shared().join("alpaca_eval/reference_gpt4_turbo.json")).unwrap();
+    let mut rows =
+        read_model_outputs(shared().join("alpaca_eval/reference_gpt4_turbo.json")).unwrap();
     rows[3].instruction = "Write a haiku about queues.".into();
     // Parsing does not know the eval set: the file loads.
     let text = render_model_outputs(&rows);
@@ -247,7 +279,13 @@ fn an_instruction_outside_the_eval_set_is_an_error_only_when_validating() {
     let err = validate_model_outputs(Path::new("mine.json"), &parsed, &eval_set).unwrap_err();
     assert_mentions(
         &message(err),
-        &["mine.json", "row 3", "\"Write a haiku about queues.\"", "`instruction`", "not in the eval set"],
+        &[
+            "mine.json",
+            "row 3",
+            "\"Write a haiku about queues.\"",
+            "`instruction`",
+            "not in the eval set",
+        ],
     );
 }
 
@@ -258,7 +296,10 @@ fn a_duplicate_instruction_names_both_rows() {
     rows[10] = rows[4].clone();
     let err = validate_annotations(Path::new("dup.json"), &rows, &eval_set).unwrap_err();
     let preview = InstructionPreview::of(&rows[4].instruction).to_string();
-    assert_mentions(&message(err), &["dup.json", "row 10", &preview, "`instruction`", "duplicate of row 4"]);
+    assert_mentions(
+        &message(err),
+        &["dup.json", "row 10", &preview, "`instruction`", "duplicate of row 4"],
+    );
 }
 
 #[test]
@@ -277,14 +318,19 @@ fn empty_outputs_and_unparsed_preferences_are_warnings_not_errors() {
         &["v.json", "row 7", "`output_2`: empty output", "row 9", "`preference`: null", "row 21"],
     );
 
-    let mut outputs = read_model_outputs(shared().join("alpaca_eval/reference_gpt4_turbo.json")).unwrap();
+    let mut outputs =
+        read_model_outputs(shared().join("alpaca_eval/reference_gpt4_turbo.json")).unwrap();
     outputs[0].output.clear();
     outputs.pop();
     let warnings = validate_model_outputs(Path::new("m.json"), &outputs, &eval_set).unwrap();
     let text: Vec<String> = warnings.iter().map(ToString::to_string).collect();
     assert_mentions(
         &text.join("\n"),
-        &["row 0", "`output`: empty output", "1 of the 805 eval-set instructions have no row (positions 804)"],
+        &[
+            "row 0",
+            "`output`: empty output",
+            "1 of the 805 eval-set instructions have no row (positions 804)",
+        ],
     );
 }
 
@@ -292,9 +338,16 @@ fn empty_outputs_and_unparsed_preferences_are_warnings_not_errors() {
 fn a_leaderboard_with_a_bad_number_names_row_and_column() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("lb.csv");
-    std::fs::write(&path, format!(",{}\nm,12.5,1.0,1,2,0,3,10.0,community,12x,,\n", COLUMNS.join(","))).unwrap();
+    std::fs::write(
+        &path,
+        format!(",{}\nm,12.5,1.0,1,2,0,3,10.0,community,12x,,\n", COLUMNS.join(",")),
+    )
+    .unwrap();
     let err = read_leaderboard(&path).unwrap_err();
     assert_mentions(&message(err), &["lb.csv", "row 0", "\"m\"", "`avg_length`", "12x"]);
     std::fs::write(&path, ",win_rate\nm,1.0\n").unwrap();
-    assert_mentions(&message(read_leaderboard(&path).unwrap_err()), &["lb.csv", "missing column `standard_error`"]);
+    assert_mentions(
+        &message(read_leaderboard(&path).unwrap_err()),
+        &["lb.csv", "missing column `standard_error`"],
+    );
 }

@@ -69,7 +69,10 @@ mod tests {
             worker: "w".into(),
         };
         let row = annotation_from(&job, &result);
-        assert_eq!((row.output_1.as_str(), row.generator_1.as_str()), ("Hello!", "gpt4_1106_preview"));
+        assert_eq!(
+            (row.output_1.as_str(), row.generator_1.as_str()),
+            ("Hello!", "gpt4_1106_preview")
+        );
         assert_eq!((row.output_2.as_str(), row.generator_2.as_str()), ("hi", "my-model"));
         assert_eq!(
             (row.annotator.as_str(), row.preference, row.dataset.as_str()),

@@ -29,7 +29,8 @@ impl PreparedJudgment {
     /// leaves room for the answer.
     pub fn prepare(job: &JudgeJob, tokenizer: &dyn JudgeTokenizer) -> Self {
         let swap = SwapDecision::for_instruction(&job.instruction);
-        let (shown_1, shown_2) = swap.order(job.reference_output.as_str(), job.model_output.as_str());
+        let (shown_1, shown_2) =
+            swap.order(job.reference_output.as_str(), job.model_output.as_str());
         let fitted = fit_prompt(
             JudgeTemplate::alpaca_eval_fn(),
             &job.instruction,
@@ -42,7 +43,13 @@ impl PreparedJudgment {
         } else {
             (fitted.truncated_1, fitted.truncated_2)
         };
-        Self { swap, prompt: fitted.prompt, truncated_reference, truncated_model, prompt_tokens: fitted.prompt_tokens }
+        Self {
+            swap,
+            prompt: fitted.prompt,
+            truncated_reference,
+            truncated_model,
+            prompt_tokens: fitted.prompt_tokens,
+        }
     }
 
     pub fn truncated(&self) -> bool {
@@ -58,7 +65,11 @@ impl PreparedJudgment {
 
     /// Logprob mode: the probabilities that the judge names the first / second output shown
     /// as rank 1, as a preference in alpaca_eval's orientation; `None` without a verdict.
-    pub fn preference_from_first_rank_probs(&self, p_model_1_first: f64, p_model_2_first: f64) -> Option<f64> {
+    pub fn preference_from_first_rank_probs(
+        &self,
+        p_model_1_first: f64,
+        p_model_2_first: f64,
+    ) -> Option<f64> {
         let shown = preference_from_first_rank_probs(p_model_1_first, p_model_2_first);
         self.swap.unswap_preference(Some(shown).filter(|p| !p.is_nan()))
     }
@@ -108,12 +119,23 @@ mod tests {
 
     const WORDS: Words = Words { lumpy: false };
 
-    fn job(index: usize, model_output: &str, mode: JudgeMode, max_context_tokens: usize) -> JudgeJob {
+    fn job(
+        index: usize,
+        model_output: &str,
+        mode: JudgeMode,
+        max_context_tokens: usize,
+    ) -> JudgeJob {
         let set = EvalSet::embedded();
         let row = set.get(index).expect("an eval-set row");
         JudgeJob {
             run_id: "run".into(),
-            judge: JudgeSpec { name: "judge".into(), model: "m".into(), mode, max_new_tokens: 100, max_context_tokens },
+            judge: JudgeSpec {
+                name: "judge".into(),
+                model: "m".into(),
+                mode,
+                max_new_tokens: 100,
+                max_context_tokens,
+            },
             generator: "gen".into(),
             index,
             instruction: row.instruction.clone(),
@@ -126,7 +148,8 @@ mod tests {
     /// The first eval-set rows that alpaca_eval shows unswapped and swapped (seed 0).
     fn rows_by_swap() -> (usize, usize) {
         let set = EvalSet::embedded();
-        let is_switched = |i: usize| SwapDecision::for_instruction(&set.rows()[i].instruction).is_switched();
+        let is_switched =
+            |i: usize| SwapDecision::for_instruction(&set.rows()[i].instruction).is_switched();
         let kept = (0..set.len()).find(|&i| !is_switched(i)).expect("an unswapped row");
         let switched = (0..set.len()).find(|&i| is_switched(i)).expect("a swapped row");
         (kept, switched)
@@ -139,8 +162,10 @@ mod tests {
             let job = job(index, "MODEL ANSWER", JudgeMode::Ranking, 100_000);
             let prepared = PreparedJudgment::prepare(&job, &WORDS);
             assert_eq!(prepared.swap.is_switched(), is_switched);
-            let model_position = prepared.prompt.user().find("MODEL ANSWER").expect("model output in prompt");
-            let reference_position = prepared.prompt.user().find(&job.reference_output).expect("reference in prompt");
+            let model_position =
+                prepared.prompt.user().find("MODEL ANSWER").expect("model output in prompt");
+            let reference_position =
+                prepared.prompt.user().find(&job.reference_output).expect("reference in prompt");
             assert_eq!(model_position < reference_position, is_switched);
             // The judge prefers the second output shown.
             let answer = "[{'model': 'model_2', 'rank': 1}, {'model': 'model_1', 'rank': 2}]";
@@ -150,7 +175,10 @@ mod tests {
             assert_eq!(prepared.preference_from_first_rank_probs(0.0, 0.0), None);
             assert!(prepared.preference_from_completion("no idea").is_err());
             let result = prepared.result(&job, Some(model_wins), answer.into(), 0.5, "w1");
-            assert_eq!((result.is_switched, result.truncated, result.index), (is_switched, false, index));
+            assert_eq!(
+                (result.is_switched, result.truncated, result.index),
+                (is_switched, false, index)
+            );
         }
     }
 
@@ -170,6 +198,9 @@ mod tests {
         let ranking = job(0, "x", JudgeMode::Ranking, 7_000);
         let logprob = job(0, "x", JudgeMode::Logprob, 7_000);
         assert_eq!(max_prompt_tokens(&ranking.judge, &WORDS), 6_900);
-        assert_eq!(max_prompt_tokens(&logprob.judge, &WORDS), 7_000 - WORDS.count_tokens(LOGPROB_ANSWER_PREFIX));
+        assert_eq!(
+            max_prompt_tokens(&logprob.judge, &WORDS),
+            7_000 - WORDS.count_tokens(LOGPROB_ANSWER_PREFIX)
+        );
     }
 }

@@ -30,7 +30,10 @@ pub fn preference_from_first_rank_probs(p_model_1_first: f64, p_model_2_first: f
 
 /// The same from the two logits (or log-probabilities): 1 + sigmoid(logit_2 − logit_1),
 /// which stays exact where the probabilities would underflow. NaN for NaN inputs.
-pub fn preference_from_first_rank_logits(logit_model_1_first: f64, logit_model_2_first: f64) -> f64 {
+pub fn preference_from_first_rank_logits(
+    logit_model_1_first: f64,
+    logit_model_2_first: f64,
+) -> f64 {
     let d = logit_model_2_first - logit_model_1_first;
     if d.is_nan() {
         return f64::NAN;
@@ -42,7 +45,8 @@ pub fn preference_from_first_rank_logits(logit_model_1_first: f64, logit_model_2
 
 /// What herd records as `raw_completion` in logprob mode: the two probabilities as JSON.
 pub fn logprob_raw_completion(p_model_1_first: f64, p_model_2_first: f64) -> String {
-    serde_json::json!({ "p_model_1_first": p_model_1_first, "p_model_2_first": p_model_2_first }).to_string()
+    serde_json::json!({ "p_model_1_first": p_model_1_first, "p_model_2_first": p_model_2_first })
+        .to_string()
 }
 
 #[cfg(test)]
@@ -63,7 +67,12 @@ mod tests {
     fn logits_give_the_same_preference_and_survive_underflow() {
         let (l1, l2) = (0.2f64.ln(), 0.6f64.ln());
         assert!((preference_from_first_rank_logits(l1, l2) - 1.75).abs() < 1e-12);
-        assert!((preference_from_first_rank_logits(-2000.0, -2001.0) - (1.0 + 1.0 / (1.0 + 1f64.exp()))).abs() < 1e-12);
+        assert!(
+            (preference_from_first_rank_logits(-2000.0, -2001.0)
+                - (1.0 + 1.0 / (1.0 + 1f64.exp())))
+            .abs()
+                < 1e-12
+        );
         assert_eq!(preference_from_first_rank_logits(0.0, 1000.0), 2.0);
         assert_eq!(preference_from_first_rank_logits(1000.0, 0.0), 1.0);
     }
@@ -74,13 +83,17 @@ mod tests {
         assert!(prompt.user().contains("[\n    {'model': <model-name>, 'rank': <model-rank>},"));
         for candidate in LOGPROB_CANDIDATES {
             let answer = format!("{LOGPROB_ANSWER_PREFIX}{candidate}', 'rank': 1}}]");
-            assert_eq!(super::super::ranking_parser::ranking_parser(&answer).is_ok(), candidate == "1");
+            assert_eq!(
+                super::super::ranking_parser::ranking_parser(&answer).is_ok(),
+                candidate == "1"
+            );
         }
     }
 
     #[test]
     fn raw_completion_records_both_probabilities() {
-        let raw: serde_json::Value = serde_json::from_str(&logprob_raw_completion(0.25, 0.5)).unwrap();
+        let raw: serde_json::Value =
+            serde_json::from_str(&logprob_raw_completion(0.25, 0.5)).unwrap();
         assert_eq!(raw["p_model_1_first"], 0.25);
         assert_eq!(raw["p_model_2_first"], 0.5);
     }

@@ -18,12 +18,12 @@ pub mod swap;
 pub use annotation::annotation_from;
 pub use judgment::{max_prompt_tokens, PreparedJudgment};
 pub use logprob::{
-    logprob_raw_completion, preference_from_first_rank_logits, preference_from_first_rank_probs, LOGPROB_ANSWER_PREFIX,
-    LOGPROB_CANDIDATES,
+    logprob_raw_completion, preference_from_first_rank_logits, preference_from_first_rank_probs,
+    LOGPROB_ANSWER_PREFIX, LOGPROB_CANDIDATES,
 };
 pub use prompt::{
-    fit_outputs, fit_prompt, ChatMessage, FittedOutputs, FittedPrompt, JudgePrompt, JudgeTemplate, JudgeTokenizer,
-    TRUNCATION_MARKER,
+    fit_outputs, fit_prompt, ChatMessage, FittedOutputs, FittedPrompt, JudgePrompt, JudgeTemplate,
+    JudgeTokenizer, TRUNCATION_MARKER,
 };
 pub use ranking_parser::{ranking_parser, RankingParseError};
 pub use swap::SwapDecision;

@@ -67,7 +67,8 @@ impl JudgeTemplate {
     pub fn alpaca_eval_fn() -> &'static JudgeTemplate {
         static TEMPLATE: OnceLock<JudgeTemplate> = OnceLock::new();
         TEMPLATE.get_or_init(|| {
-            JudgeTemplate::parse(ALPACA_EVAL_FN_TEMPLATE).expect("the embedded judge template is valid")
+            JudgeTemplate::parse(ALPACA_EVAL_FN_TEMPLATE)
+                .expect("the embedded judge template is valid")
         })
     }
 
@@ -85,7 +86,9 @@ impl JudgeTemplate {
             }
             let role_start = pos + START_HEADER.len();
             let role_end = role_start
-                + text[role_start..].find(END_HEADER).ok_or(malformed(role_start, "header is never closed"))?;
+                + text[role_start..]
+                    .find(END_HEADER)
+                    .ok_or(malformed(role_start, "header is never closed"))?;
             let role = &text[role_start..role_end];
             pos = role_end + END_HEADER.len();
             if role == "assistant" {
@@ -99,10 +102,14 @@ impl JudgeTemplate {
             }
             let content_start = pos + HEADER_SEPARATOR.len();
             let content_end = content_start
-                + text[content_start..].find(END_OF_TURN).ok_or(malformed(content_start, "message never ends"))?;
+                + text[content_start..]
+                    .find(END_OF_TURN)
+                    .ok_or(malformed(content_start, "message never ends"))?;
             glue.push(text[glue_start..content_start].to_string());
-            messages
-                .push(ChatMessage { role: role.to_string(), content: text[content_start..content_end].to_string() });
+            messages.push(ChatMessage {
+                role: role.to_string(),
+                content: text[content_start..content_end].to_string(),
+            });
             glue_start = content_end;
             pos = content_end + END_OF_TURN.len();
         }
@@ -116,7 +123,8 @@ impl JudgeTemplate {
     }
 
     fn check_placeholders(&self) -> Result<(), TemplateError> {
-        let found: Vec<String> = self.messages.iter().flat_map(|m| find_placeholders(&m.content)).collect();
+        let found: Vec<String> =
+            self.messages.iter().flat_map(|m| find_placeholders(&m.content)).collect();
         if let Some(unknown) = found.iter().find(|name| !PLACEHOLDERS.contains(&name.as_str())) {
             return Err(TemplateError::UnknownPlaceholder { name: unknown.clone() });
         }
@@ -266,7 +274,12 @@ impl FittedOutputs {
 ///
 /// Token counts need not be additive: each cut is re-counted and shortened until it fits.
 /// A share smaller than the marker gives the marker alone.
-pub fn fit_outputs(output_1: &str, output_2: &str, budget: usize, tokenizer: &dyn JudgeTokenizer) -> FittedOutputs {
+pub fn fit_outputs(
+    output_1: &str,
+    output_2: &str,
+    budget: usize,
+    tokenizer: &dyn JudgeTokenizer,
+) -> FittedOutputs {
     let (n1, n2) = (tokenizer.count_tokens(output_1), tokenizer.count_tokens(output_2));
     if n1 + n2 <= budget {
         return FittedOutputs {
@@ -343,7 +356,12 @@ pub fn fit_prompt(
     let whole = template.fill(instruction, output_1, output_2);
     let whole_tokens = tokenizer.count_prompt(&whole);
     if whole_tokens <= max_prompt_tokens {
-        return FittedPrompt { prompt: whole, truncated_1: false, truncated_2: false, prompt_tokens: whole_tokens };
+        return FittedPrompt {
+            prompt: whole,
+            truncated_1: false,
+            truncated_2: false,
+            prompt_tokens: whole_tokens,
+        };
     }
     let overhead = tokenizer.count_prompt(&template.fill(instruction, "", ""));
     let mut budget = max_prompt_tokens.saturating_sub(overhead);
@@ -410,9 +428,14 @@ pub(crate) mod tests {
         let prompt = template.fill("{instruction}", "{output_1}", "{output_2}");
         let roles: Vec<&str> = prompt.messages().iter().map(|m| m.role.as_str()).collect();
         assert_eq!(roles, ["system", "user"]);
-        assert_eq!(prompt.system(), "You are a helpful assistant that ranks models by the quality of their answers.");
+        assert_eq!(
+            prompt.system(),
+            "You are a helpful assistant that ranks models by the quality of their answers."
+        );
         assert!(prompt.user().starts_with("I want you to create a leaderboard"));
-        assert!(prompt.user().ends_with("Please provide the ranking that the majority of humans would give."));
+        assert!(prompt
+            .user()
+            .ends_with("Please provide the ranking that the majority of humans would give."));
         assert!(!prompt.user().contains("<|"));
         // Filling the placeholders with themselves gives the file back, byte for byte.
         assert_eq!(prompt.llama3_verbatim(), ALPACA_EVAL_FN_TEMPLATE);
@@ -445,7 +468,8 @@ pub(crate) mod tests {
         for line in fixture.lines().filter(|l| !l.trim().is_empty()) {
             let case: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
             let field = |name: &str| case[name].as_str().expect(name).to_string();
-            let prompt = JudgePrompt::new(&field("instruction"), &field("output_1"), &field("output_2"));
+            let prompt =
+                JudgePrompt::new(&field("instruction"), &field("output_1"), &field("output_2"));
             assert_eq!(prompt.llama3_verbatim(), field("prompt"), "case {checked}");
             checked += 1;
         }
@@ -461,7 +485,10 @@ pub(crate) mod tests {
             Err(TemplateError::Placeholder { name: "output_2".into(), count: 0 })
         );
         let unknown = ALPACA_EVAL_FN_TEMPLATE.replace("{output_2}", "{output_2} {score}");
-        assert_eq!(JudgeTemplate::parse(&unknown), Err(TemplateError::UnknownPlaceholder { name: "score".into() }));
+        assert_eq!(
+            JudgeTemplate::parse(&unknown),
+            Err(TemplateError::UnknownPlaceholder { name: "score".into() })
+        );
     }
 
     #[test]

@@ -81,9 +81,11 @@ impl PyValue {
     /// `self[key]` for a str key on a dict: the last entry whose key equals `key`.
     pub fn dict_get(&self, key: &str) -> Option<&PyValue> {
         match self {
-            PyValue::Dict(entries) => {
-                entries.iter().rev().find(|(k, _)| matches!(k, PyValue::Str(s) if s == key)).map(|(_, v)| v)
-            }
+            PyValue::Dict(entries) => entries
+                .iter()
+                .rev()
+                .find(|(k, _)| matches!(k, PyValue::Str(s) if s == key))
+                .map(|(_, v)| v),
             _ => None,
         }
     }
@@ -144,15 +146,21 @@ pub fn literal_eval(text: &str) -> Result<PyValue, LiteralError> {
     }
     let source = stripped.replace("\r\n", "\n").replace('\r', "\n");
     let tokens = Lexer::new(&source).tokenize().map_err(|e| e.shifted(offset_base))?;
-    let node = Parser { tokens: &tokens, pos: 0 }.parse_eval_input().map_err(|e| e.shifted(offset_base))?;
+    let node = Parser { tokens: &tokens, pos: 0 }
+        .parse_eval_input()
+        .map_err(|e| e.shifted(offset_base))?;
     convert(&node).map_err(|e| e.shifted(offset_base))
 }
 
 impl LiteralError {
     fn shifted(self, by: usize) -> Self {
         match self {
-            LiteralError::Syntax { offset, message } => LiteralError::Syntax { offset: offset + by, message },
-            LiteralError::Malformed { offset, what } => LiteralError::Malformed { offset: offset + by, what },
+            LiteralError::Syntax { offset, message } => {
+                LiteralError::Syntax { offset: offset + by, message }
+            }
+            LiteralError::Malformed { offset, what } => {
+                LiteralError::Malformed { offset: offset + by, what }
+            }
             other => other,
         }
     }
@@ -213,7 +221,14 @@ struct Lexer<'a> {
 
 impl<'a> Lexer<'a> {
     fn new(src: &'a str) -> Self {
-        Self { src, pos: 0, brackets: Vec::new(), at_line_start: true, line_has_tokens: false, tokens: Vec::new() }
+        Self {
+            src,
+            pos: 0,
+            brackets: Vec::new(),
+            at_line_start: true,
+            line_has_tokens: false,
+            tokens: Vec::new(),
+        }
     }
 
     fn peek(&self) -> Option<char> {
@@ -267,7 +282,12 @@ impl<'a> Lexer<'a> {
                             return Err(syntax(start, "unexpected EOF while parsing"))
                         }
                         Some('\n') => {}
-                        _ => return Err(syntax(start, "unexpected character after line continuation character")),
+                        _ => {
+                            return Err(syntax(
+                                start,
+                                "unexpected character after line continuation character",
+                            ))
+                        }
                     }
                 }
                 '(' | '[' | '{' => {
@@ -288,7 +308,10 @@ impl<'a> Lexer<'a> {
                     match self.brackets.pop() {
                         Some(open) if open == expected => self.push(Tok::Close(c), start),
                         Some(open) => {
-                            return Err(syntax(start, format!("closing parenthesis '{c}' does not match '{open}'")))
+                            return Err(syntax(
+                                start,
+                                format!("closing parenthesis '{c}' does not match '{open}'"),
+                            ))
                         }
                         None => return Err(syntax(start, format!("unmatched '{c}'"))),
                     }
@@ -330,7 +353,8 @@ impl<'a> Lexer<'a> {
                         self.bump();
                     }
                     let word = &self.src[start..self.pos];
-                    if let (Some('\'' | '"'), Some(prefix)) = (self.peek(), StrPrefix::parse(word)) {
+                    if let (Some('\'' | '"'), Some(prefix)) = (self.peek(), StrPrefix::parse(word))
+                    {
                         let lit = self.string(prefix)?;
                         self.push(Tok::Str(lit), start);
                     } else {
@@ -421,18 +445,21 @@ impl<'a> Lexer<'a> {
             if digits.is_empty() || self.peek().is_some_and(|c| c == '_' || c.is_alphanumeric()) {
                 return Err(syntax(start, format!("invalid {name} literal")));
             }
-            let value = i128::from_str_radix(&digits, radix).map(PyInt::Small).unwrap_or_else(|_| {
-                // Only its float value can matter (in `int + complex`); folding is close enough.
-                PyInt::Big(
-                    digits
-                        .chars()
-                        .fold(0.0, |acc, d| acc * f64::from(radix) + f64::from(d.to_digit(radix).unwrap_or(0))),
-                )
-            });
+            let value =
+                i128::from_str_radix(&digits, radix).map(PyInt::Small).unwrap_or_else(|_| {
+                    // Only its float value can matter (in `int + complex`); folding is close enough.
+                    PyInt::Big(digits.chars().fold(0.0, |acc, d| {
+                        acc * f64::from(radix) + f64::from(d.to_digit(radix).unwrap_or(0))
+                    }))
+                });
             return Ok(PyValue::Int(value));
         }
 
-        let integer = if self.peek() == Some('.') { String::new() } else { self.digits(|c| c.is_ascii_digit())? };
+        let integer = if self.peek() == Some('.') {
+            String::new()
+        } else {
+            self.digits(|c| c.is_ascii_digit())?
+        };
         let mut float_text = integer.clone();
         let mut is_float = false;
         if self.peek() == Some('.') {
@@ -468,14 +495,25 @@ impl<'a> Lexer<'a> {
             return Err(syntax(start, "invalid decimal literal"));
         }
         if imaginary || is_float {
-            let value: f64 = float_text.parse().map_err(|_| syntax(start, "invalid decimal literal"))?;
-            return Ok(if imaginary { PyValue::Complex { re: 0.0, im: value } } else { PyValue::Float(value) });
+            let value: f64 =
+                float_text.parse().map_err(|_| syntax(start, "invalid decimal literal"))?;
+            return Ok(if imaginary {
+                PyValue::Complex { re: 0.0, im: value }
+            } else {
+                PyValue::Float(value)
+            });
         }
         if integer.len() > 1 && integer.starts_with('0') && integer.chars().any(|c| c != '0') {
-            return Err(syntax(start, "leading zeros in decimal integer literals are not permitted"));
+            return Err(syntax(
+                start,
+                "leading zeros in decimal integer literals are not permitted",
+            ));
         }
         if integer.len() > MAX_INT_DIGITS {
-            return Err(syntax(start, "Exceeds the limit (4300 digits) for integer string conversion"));
+            return Err(syntax(
+                start,
+                "Exceeds the limit (4300 digits) for integer string conversion",
+            ));
         }
         let value = integer
             .parse::<i128>()
@@ -498,7 +536,9 @@ impl<'a> Lexer<'a> {
             let Some(c) = self.bump() else {
                 return Err(syntax(start, "unterminated string literal"));
             };
-            if c == quote && (!triple || (self.peek() == Some(quote) && self.peek_at(1) == Some(quote))) {
+            if c == quote
+                && (!triple || (self.peek() == Some(quote) && self.peek_at(1) == Some(quote)))
+            {
                 if triple {
                     self.pos += 2;
                 }
@@ -676,13 +716,17 @@ fn ascii_character_named(name: &str) -> Option<char> {
         ("RIGHT CURLY BRACKET", '}'),
         ("TILDE", '~'),
     ];
-    const DIGITS: [&str; 10] = ["ZERO", "ONE", "TWO", "THREE", "FOUR", "FIVE", "SIX", "SEVEN", "EIGHT", "NINE"];
+    const DIGITS: [&str; 10] =
+        ["ZERO", "ONE", "TWO", "THREE", "FOUR", "FIVE", "SIX", "SEVEN", "EIGHT", "NINE"];
     let name = name.to_ascii_uppercase();
     if let Some(&(_, c)) = PUNCTUATION.iter().find(|(n, _)| *n == name) {
         return Some(c);
     }
     if let Some(digit) = name.strip_prefix("DIGIT ") {
-        return DIGITS.iter().position(|d| *d == digit).and_then(|i| char::from_digit(i as u32, 10));
+        return DIGITS
+            .iter()
+            .position(|d| *d == digit)
+            .and_then(|i| char::from_digit(i as u32, 10));
     }
     let single_letter = |rest: &str| {
         let mut chars = rest.chars();
@@ -757,9 +801,9 @@ enum Node {
 }
 
 const KEYWORDS: &[&str] = &[
-    "and", "as", "assert", "async", "await", "break", "class", "continue", "def", "del", "elif", "else", "except",
-    "finally", "for", "from", "global", "if", "import", "in", "is", "lambda", "nonlocal", "not", "or", "pass", "raise",
-    "return", "try", "while", "with", "yield",
+    "and", "as", "assert", "async", "await", "break", "class", "continue", "def", "del", "elif",
+    "else", "except", "finally", "for", "from", "global", "if", "import", "in", "is", "lambda",
+    "nonlocal", "not", "or", "pass", "raise", "return", "try", "while", "with", "yield",
 ];
 
 struct Parser<'t> {
@@ -930,10 +974,18 @@ impl Parser<'_> {
         }
         let value = if all_bytes {
             PyValue::Bytes(
-                parts.into_iter().flat_map(|p| if let StrLit::Bytes(b) = p { b } else { Vec::new() }).collect(),
+                parts
+                    .into_iter()
+                    .flat_map(|p| if let StrLit::Bytes(b) = p { b } else { Vec::new() })
+                    .collect(),
             )
         } else {
-            PyValue::Str(parts.into_iter().map(|p| if let StrLit::Text(t) = p { t } else { String::new() }).collect())
+            PyValue::Str(
+                parts
+                    .into_iter()
+                    .map(|p| if let StrLit::Text(t) = p { t } else { String::new() })
+                    .collect(),
+            )
         };
         Ok(Node::Constant(value, offset))
     }
@@ -990,8 +1042,12 @@ impl Parser<'_> {
 fn convert(node: &Node) -> Result<PyValue, LiteralError> {
     match node {
         Node::Constant(value, _) => Ok(value.clone()),
-        Node::Tuple(items) => Ok(PyValue::Tuple(items.iter().map(convert).collect::<Result<_, _>>()?)),
-        Node::List(items) => Ok(PyValue::List(items.iter().map(convert).collect::<Result<_, _>>()?)),
+        Node::Tuple(items) => {
+            Ok(PyValue::Tuple(items.iter().map(convert).collect::<Result<_, _>>()?))
+        }
+        Node::List(items) => {
+            Ok(PyValue::List(items.iter().map(convert).collect::<Result<_, _>>()?))
+        }
         Node::Set(items) => {
             let mut elements = Vec::with_capacity(items.len());
             for item in items {
@@ -1014,9 +1070,14 @@ fn convert(node: &Node) -> Result<PyValue, LiteralError> {
             let left = signed_number(left)?;
             let right = number(right)?;
             match (&left, right) {
-                (PyValue::Int(PyInt::Big(approx)), PyValue::Complex { .. }) if approx.is_infinite() => {
+                (PyValue::Int(PyInt::Big(approx)), PyValue::Complex { .. })
+                    if approx.is_infinite() =>
+                {
                     // Python: OverflowError: int too large to convert to float.
-                    Err(LiteralError::Malformed { offset: *offset, what: "an int too large to convert to float" })
+                    Err(LiteralError::Malformed {
+                        offset: *offset,
+                        what: "an int too large to convert to float",
+                    })
                 }
                 (PyValue::Int(_) | PyValue::Float(_), PyValue::Complex { re, im }) => {
                     let l = left.as_f64().unwrap_or(f64::NAN);
@@ -1045,7 +1106,9 @@ fn hashable(value: PyValue) -> Result<PyValue, LiteralError> {
 
 fn first_unhashable(value: &PyValue) -> &'static str {
     match value {
-        PyValue::Tuple(items) => items.iter().find(|v| !v.is_hashable()).map_or("tuple", first_unhashable),
+        PyValue::Tuple(items) => {
+            items.iter().find(|v| !v.is_hashable()).map_or("tuple", first_unhashable)
+        }
         other => other.type_name(),
     }
 }
@@ -1053,8 +1116,14 @@ fn first_unhashable(value: &PyValue) -> &'static str {
 /// `_convert_num`: a number constant (int, float, complex; not bool).
 fn number(node: &Node) -> Result<PyValue, LiteralError> {
     match node {
-        Node::Constant(value @ (PyValue::Int(_) | PyValue::Float(_) | PyValue::Complex { .. }), _) => Ok(value.clone()),
-        other => Err(LiteralError::Malformed { offset: node_offset(other), what: "a non-numeric operand" }),
+        Node::Constant(
+            value @ (PyValue::Int(_) | PyValue::Float(_) | PyValue::Complex { .. }),
+            _,
+        ) => Ok(value.clone()),
+        other => Err(LiteralError::Malformed {
+            offset: node_offset(other),
+            what: "a non-numeric operand",
+        }),
     }
 }
 
@@ -1101,7 +1170,9 @@ mod tests {
 
     #[test]
     fn reads_the_judges_ranking_list() {
-        let value = literal_eval("[\n    {'model': 'model_2', 'rank': 1},\n    {'model': 'model_1', 'rank': 2}\n]");
+        let value = literal_eval(
+            "[\n    {'model': 'model_2', 'rank': 1},\n    {'model': 'model_1', 'rank': 2}\n]",
+        );
         assert_eq!(
             value,
             Ok(PyValue::List(vec![
@@ -1125,12 +1196,20 @@ mod tests {
         assert_eq!(literal_eval("01.5"), Ok(PyValue::Float(1.5)));
         assert_eq!(literal_eval("1e999"), Ok(PyValue::Float(f64::INFINITY)));
         assert_eq!(literal_eval("-1-2j"), Ok(PyValue::Complex { re: -1.0, im: -2.0 }));
-        assert_eq!(literal_eval("99999999999999999999999999999999999999999"), Ok(PyValue::Int(PyInt::Big(1e41))));
+        assert_eq!(
+            literal_eval("99999999999999999999999999999999999999999"),
+            Ok(PyValue::Int(PyInt::Big(1e41)))
+        );
         for bad in ["01", "1__0", "1_", "1e", "1e_5", "0b102", "0x1g", "1._5", "1abc"] {
             assert!(matches!(literal_eval(bad), Err(LiteralError::Syntax { .. })), "{bad}");
         }
-        for not_literal in ["--1", "1+2", "1+2j+3j", "1 + -2j", "-True", "True + 1j", "-1j - 2j", "x"] {
-            assert!(matches!(literal_eval(not_literal), Err(LiteralError::Malformed { .. })), "{not_literal}");
+        for not_literal in
+            ["--1", "1+2", "1+2j+3j", "1 + -2j", "-True", "True + 1j", "-1j - 2j", "x"]
+        {
+            assert!(
+                matches!(literal_eval(not_literal), Err(LiteralError::Malformed { .. })),
+                "{not_literal}"
+            );
         }
     }
 
@@ -1144,14 +1223,26 @@ mod tests {
         assert_eq!(literal_eval("'''a\r\nb'''"), Ok(s("a\nb")));
         assert_eq!(literal_eval("Rb'a'"), Ok(PyValue::Bytes(b"a".to_vec())));
         assert!(matches!(literal_eval("f'a'"), Err(LiteralError::Malformed { .. })));
-        for bad in ["'abc", "'a\nb'", r"'\x4'", r"'\U00110000'", "b'é'", "'a' b'b'", "ur'a'", r"rb'\'"] {
+        for bad in
+            ["'abc", "'a\nb'", r"'\x4'", r"'\U00110000'", "b'é'", "'a' b'b'", "ur'a'", r"rb'\'"]
+        {
             assert!(matches!(literal_eval(bad), Err(LiteralError::Syntax { .. })), "{bad}");
         }
     }
 
     #[test]
     fn follows_pythons_line_and_indentation_rules() {
-        for ok in ["\n[1]", "[1]\n  \n", "[1]\n  # c", "\t [1]", "[1] # c", "\\\n[1]", "(\n1\n)", "[1]\r", "\x0c[1]"] {
+        for ok in [
+            "\n[1]",
+            "[1]\n  \n",
+            "[1]\n  # c",
+            "\t [1]",
+            "[1] # c",
+            "\\\n[1]",
+            "(\n1\n)",
+            "[1]\r",
+            "\x0c[1]",
+        ] {
             assert!(literal_eval(ok).is_ok(), "{ok:?}");
         }
         for bad in [
@@ -1182,10 +1273,16 @@ mod tests {
         assert_eq!(literal_eval("[...]"), Ok(PyValue::List(vec![PyValue::Ellipsis])));
         let dict = literal_eval("{'model': 'model_2', 'model': 'model_1',}").expect("a dict");
         assert_eq!(dict.dict_get("model"), Some(&s("model_1")));
-        assert_eq!(literal_eval("{(1, [2]): 3}"), Err(LiteralError::Unhashable { type_name: "list" }));
+        assert_eq!(
+            literal_eval("{(1, [2]): 3}"),
+            Err(LiteralError::Unhashable { type_name: "list" })
+        );
         assert_eq!(literal_eval("{1, 2, {}}"), Err(LiteralError::Unhashable { type_name: "dict" }));
         // Python converts key, value, then inserts: an earlier unhashable key wins over a later name...
-        assert_eq!(literal_eval("{[1]: 1, 'a': x}"), Err(LiteralError::Unhashable { type_name: "list" }));
+        assert_eq!(
+            literal_eval("{[1]: 1, 'a': x}"),
+            Err(LiteralError::Unhashable { type_name: "list" })
+        );
         // ...and a name in the same entry's value wins over the key's insertion.
         assert!(matches!(literal_eval("{[1]: x}"), Err(LiteralError::Malformed { .. })));
     }

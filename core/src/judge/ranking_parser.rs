@@ -54,7 +54,9 @@ impl RankingParseError {
             RankingParseError::NotALiteral(LiteralError::Unhashable { .. })
             | RankingParseError::NotIterable { .. }
             | RankingParseError::EntryNotADict { .. } => "TypeError",
-            RankingParseError::EntryWithoutModel { .. } | RankingParseError::Model1WithoutRank => "KeyError",
+            RankingParseError::EntryWithoutModel { .. } | RankingParseError::Model1WithoutRank => {
+                "KeyError"
+            }
             RankingParseError::NoModel1 => "IndexError",
             RankingParseError::RankNotOneOrTwo { .. } => "AssertionError",
         }
@@ -75,7 +77,9 @@ pub fn ranking_parser(completion: &str) -> Result<f64, RankingParseError> {
 /// `[c for c in value if c["model"] == model_1_name][0]["rank"]`, then `assert rank in [1, 2]`.
 fn rank_of_model_1(value: &PyValue, model_1_name: &str) -> Result<f64, RankingParseError> {
     let elements: Vec<&PyValue> = match value {
-        PyValue::List(items) | PyValue::Tuple(items) | PyValue::Set(items) => items.iter().collect(),
+        PyValue::List(items) | PyValue::Tuple(items) | PyValue::Set(items) => {
+            items.iter().collect()
+        }
         PyValue::Dict(entries) => entries.iter().map(|(k, _)| k).collect(),
         // Iterating a str or bytes gives str / int elements: the first one fails `c["model"]`.
         PyValue::Str(text) => {
@@ -98,9 +102,13 @@ fn rank_of_model_1(value: &PyValue, model_1_name: &str) -> Result<f64, RankingPa
     let mut first_match = None;
     for (position, element) in elements.iter().enumerate() {
         if !matches!(element, PyValue::Dict(_)) {
-            return Err(RankingParseError::EntryNotADict { position, type_name: element.type_name() });
+            return Err(RankingParseError::EntryNotADict {
+                position,
+                type_name: element.type_name(),
+            });
         }
-        let model = element.dict_get("model").ok_or(RankingParseError::EntryWithoutModel { position })?;
+        let model =
+            element.dict_get("model").ok_or(RankingParseError::EntryWithoutModel { position })?;
         if first_match.is_none() && matches!(model, PyValue::Str(name) if name == model_1_name) {
             first_match = Some(*element);
         }
@@ -121,7 +129,8 @@ mod tests {
 
     #[test]
     fn the_judges_usual_answer_gives_the_rank_of_model_1() {
-        let model_2_wins = "[\n    {'model': 'model_2', 'rank': 1},\n    {'model': 'model_1', 'rank': 2}\n]";
+        let model_2_wins =
+            "[\n    {'model': 'model_2', 'rank': 1},\n    {'model': 'model_1', 'rank': 2}\n]";
         assert_eq!(ranking_parser(model_2_wins), Ok(2.0));
         let model_1_wins = "[{'model': 'model_1', 'rank': 1}, {'model': 'model_2', 'rank': 2}]";
         assert_eq!(ranking_parser(model_1_wins), Ok(1.0));
@@ -131,9 +140,15 @@ mod tests {
     fn double_quotes_floats_bools_and_tuples_are_accepted() {
         assert_eq!(ranking_parser(r#"[{"model": "model_1", "rank": 2.0}]"#), Ok(2.0));
         assert_eq!(ranking_parser("[{'model': 'model_1', 'rank': True}]"), Ok(1.0));
-        assert_eq!(ranking_parser("{'model': 'model_1', 'rank': 1}, {'model': 'model_2', 'rank': 2}"), Ok(1.0));
+        assert_eq!(
+            ranking_parser("{'model': 'model_1', 'rank': 1}, {'model': 'model_2', 'rank': 2}"),
+            Ok(1.0)
+        );
         // A tie is fine: only model_1's rank is read.
-        assert_eq!(ranking_parser("[{'model': 'model_1', 'rank': 1}, {'model': 'model_2', 'rank': 1}]"), Ok(1.0));
+        assert_eq!(
+            ranking_parser("[{'model': 'model_1', 'rank': 1}, {'model': 'model_2', 'rank': 1}]"),
+            Ok(1.0)
+        );
     }
 
     #[test]
@@ -188,19 +203,31 @@ mod tests {
             checked += 1;
         }
         assert!(checked >= 300, "only {checked} reference cases");
-        assert!(disagreements.is_empty(), "{} disagreements:\n{}", disagreements.len(), disagreements.join("\n"));
+        assert!(
+            disagreements.is_empty(),
+            "{} disagreements:\n{}",
+            disagreements.len(),
+            disagreements.join("\n")
+        );
     }
 
     /// Python's SyntaxError (IndentationError) and literal_eval's ValueError are one outcome for herd (the text is
     /// not a literal); RecursionError and OverflowError are literal_eval failures too.
     fn same_exception(ours: &RankingParseError, python: &str) -> bool {
         let not_a_literal = |e: &str| {
-            matches!(e, "SyntaxError" | "IndentationError" | "ValueError" | "RecursionError" | "OverflowError")
+            matches!(
+                e,
+                "SyntaxError"
+                    | "IndentationError"
+                    | "ValueError"
+                    | "RecursionError"
+                    | "OverflowError"
+            )
         };
         match ours {
-            RankingParseError::NotALiteral(LiteralError::Syntax { .. } | LiteralError::Malformed { .. }) => {
-                not_a_literal(python)
-            }
+            RankingParseError::NotALiteral(
+                LiteralError::Syntax { .. } | LiteralError::Malformed { .. },
+            ) => not_a_literal(python),
             RankingParseError::Empty => python == "EmptyCompletion",
             other => other.python_exception() == python,
         }

@@ -108,8 +108,10 @@ impl PythonRandom {
     /// Seeds with the integer whose big-endian bytes are given: its 32-bit words, least
     /// significant first, without leading zero words (at least one word), as CPython does.
     fn from_big_endian_integer(bytes: &[u8]) -> Self {
-        let mut key: Vec<u32> =
-            bytes.rchunks(4).map(|chunk| chunk.iter().fold(0u32, |word, &b| (word << 8) | u32::from(b))).collect();
+        let mut key: Vec<u32> = bytes
+            .rchunks(4)
+            .map(|chunk| chunk.iter().fold(0u32, |word, &b| (word << 8) | u32::from(b)))
+            .collect();
         while key.len() > 1 && key.last() == Some(&0) {
             key.pop();
         }
@@ -159,7 +161,9 @@ mod tests {
         EvalSet::embedded()
             .rows()
             .iter()
-            .map(|row| SwapDecision::for_instruction_with_seed(&row.instruction, seed).is_switched())
+            .map(|row| {
+                SwapDecision::for_instruction_with_seed(&row.instruction, seed).is_switched()
+            })
             .collect()
     }
 
@@ -172,7 +176,10 @@ mod tests {
         assert_eq!(expected.len(), 805);
         let ours = decisions(0);
         let mismatches: Vec<usize> = (0..805).filter(|&i| ours[i] != expected[i]).collect();
-        assert!(mismatches.is_empty(), "swap decisions differ from alpaca_eval at rows {mismatches:?}");
+        assert!(
+            mismatches.is_empty(),
+            "swap decisions differ from alpaca_eval at rows {mismatches:?}"
+        );
         // Both outcomes occur, so a constant answer cannot pass.
         let switched = ours.iter().filter(|&&s| s).count();
         assert!(switched > 300 && switched < 505, "{switched} of 805 switched");

@@ -10,8 +10,8 @@
 //!   model is refit on all rows with it.
 
 use super::l1_logistic::{Instance, L1LogisticProblem};
-use crate::mersenne_twister::LiblinearSeeds;
 use super::numeric::{expit, mean};
+use crate::mersenne_twister::LiblinearSeeds;
 
 /// scikit-learn's defaults that the LC fit keeps.
 const N_CS: usize = 10;
@@ -33,7 +33,10 @@ pub struct SoftLabelRow {
 /// `np.logspace(-4, 4, n)`, as numpy computes it (start + i·step, the last one exact).
 pub fn default_cs(n: usize) -> Vec<f64> {
     let step = 8.0 / (n - 1) as f64;
-    (0..n).map(|i| if i + 1 == n { 4.0 } else { i as f64 * step + -4.0 }).map(|e| 10f64.powf(e)).collect()
+    (0..n)
+        .map(|i| if i + 1 == n { 4.0 } else { i as f64 * step + -4.0 })
+        .map(|e| 10f64.powf(e))
+        .collect()
 }
 
 /// scikit-learn ≥ 1.6 `GroupKFold(n_splits).split`: the test indices of each fold.
@@ -59,7 +62,9 @@ pub fn group_k_fold(groups: &[usize], n_splits: usize) -> Vec<Vec<usize>> {
         fold_of_group[g] = lightest;
     }
     (0..n_splits)
-        .map(|fold| (0..groups.len()).filter(|&i| fold_of_group[group_of(groups[i])] == fold).collect())
+        .map(|fold| {
+            (0..groups.len()).filter(|&i| fold_of_group[group_of(groups[i])] == fold).collect()
+        })
         .collect()
 }
 
@@ -112,7 +117,11 @@ impl<'a> DuplicatedRows<'a> {
 
     fn instance(&self, k: usize) -> Instance<'a> {
         let row = self.row(k);
-        Instance { features: &row.features, positive: self.positive(k), weight: self.true_probability(k) * row.weight }
+        Instance {
+            features: &row.features,
+            positive: self.positive(k),
+            weight: self.true_probability(k) * row.weight,
+        }
     }
 
     fn groups(&self) -> Vec<usize> {
@@ -128,14 +137,24 @@ impl<'a> DuplicatedRows<'a> {
                 let row = self.row(k);
                 let margin = row.features.iter().zip(w).fold(0.0, |acc, (x, wj)| acc + x * wj);
                 let predicted = expit(margin).clamp(LOG_LOSS_EPSILON, 1.0 - LOG_LOSS_EPSILON);
-                let truth = if self.positive(k) { self.true_probability(k) } else { 1.0 - self.true_probability(k) };
+                let truth = if self.positive(k) {
+                    self.true_probability(k)
+                } else {
+                    1.0 - self.true_probability(k)
+                };
                 (truth * predicted.ln() + (1.0 - truth) * (1.0 - predicted).ln()) * row.weight
             })
             .collect();
         mean(&log_likelihoods)
     }
 
-    fn fit(&self, indices: impl Iterator<Item = usize>, n_features: usize, c: f64, seed: u32) -> Vec<f64> {
+    fn fit(
+        &self,
+        indices: impl Iterator<Item = usize>,
+        n_features: usize,
+        c: f64,
+        seed: u32,
+    ) -> Vec<f64> {
         let problem = L1LogisticProblem::new(indices.map(|k| self.instance(k)), n_features, c);
         problem.solve(TOLERANCE, MAX_NEWTON_STEPS, seed).weights
     }
@@ -173,11 +192,17 @@ pub fn fit_soft_label_logistic_cv(
         })
         .collect();
 
-    let summed: Vec<f64> =
-        (0..cs.len()).map(|ci| scores.iter().fold(0.0, |acc, fold_scores| acc + fold_scores[ci])).collect();
+    let summed: Vec<f64> = (0..cs.len())
+        .map(|ci| scores.iter().fold(0.0, |acc, fold_scores| acc + fold_scores[ci]))
+        .collect();
     let best = first_argmax(&summed);
     let chosen_c = cs[best];
-    let weights = data.fit(0..data.len(), n_features, chosen_c, LiblinearSeeds::new(RANDOM_STATE).next_seed());
+    let weights = data.fit(
+        0..data.len(),
+        n_features,
+        chosen_c,
+        LiblinearSeeds::new(RANDOM_STATE).next_seed(),
+    );
     Ok(CrossValidatedFit { cs, scores, chosen_c, weights })
 }
 

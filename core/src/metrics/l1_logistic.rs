@@ -57,9 +57,17 @@ pub(crate) struct L1LogisticFit {
 impl L1LogisticProblem {
     /// Lays out the instances as liblinear does before solving: weight ≤ 0 (or NaN)
     /// dropped, negatives then positives, each group in the given order.
-    pub(crate) fn new<'a>(instances: impl IntoIterator<Item = Instance<'a>>, n_features: usize, c: f64) -> Self {
-        let kept: Vec<Instance<'a>> = instances.into_iter().filter(|inst| inst.weight > 0.0).collect();
-        let ordered = kept.iter().filter(|inst| !inst.positive).chain(kept.iter().filter(|inst| inst.positive));
+    pub(crate) fn new<'a>(
+        instances: impl IntoIterator<Item = Instance<'a>>,
+        n_features: usize,
+        c: f64,
+    ) -> Self {
+        let kept: Vec<Instance<'a>> =
+            instances.into_iter().filter(|inst| inst.weight > 0.0).collect();
+        let ordered = kept
+            .iter()
+            .filter(|inst| !inst.positive)
+            .chain(kept.iter().filter(|inst| inst.positive));
         let mut columns = vec![Vec::new(); n_features];
         let mut labels = Vec::with_capacity(kept.len());
         let mut costs = Vec::with_capacity(kept.len());
@@ -236,7 +244,9 @@ impl<'p> NewtonGlmnet<'p> {
                         -plus
                     } else if minus > 0.0 {
                         minus
-                    } else if plus > previous_max_violation / l && minus < -previous_max_violation / l {
+                    } else if plus > previous_max_violation / l
+                        && minus < -previous_max_violation / l
+                    {
                         active -= 1;
                         order.swap(s, active);
                         continue;
@@ -255,7 +265,9 @@ impl<'p> NewtonGlmnet<'p> {
             if newton_step == 0 {
                 initial_violation = total_violation;
             }
-            if total_violation <= tolerance * initial_violation || steps_without_change >= MAX_STEPS_WITHOUT_CHANGE {
+            if total_violation <= tolerance * initial_violation
+                || steps_without_change >= MAX_STEPS_WITHOUT_CHANGE
+            {
                 break;
             }
             steps_without_change += 1;
@@ -323,7 +335,9 @@ impl<'p> NewtonGlmnet<'p> {
                         -plus
                     } else if minus > 0.0 {
                         minus
-                    } else if plus > previous_max_violation / l && minus < -previous_max_violation / l {
+                    } else if plus > previous_max_violation / l
+                        && minus < -previous_max_violation / l
+                    {
                         qp_active -= 1;
                         order.swap(s, qp_active);
                         continue;
@@ -387,7 +401,9 @@ impl<'p> NewtonGlmnet<'p> {
         }
         predicted += trial_norm - *w_norm;
         let mut negative_shift = 0.0;
-        for ((&label, &cost), &d) in problem.labels.iter().zip(&problem.costs).zip(&direction_margin) {
+        for ((&label, &cost), &d) in
+            problem.labels.iter().zip(&problem.costs).zip(&direction_margin)
+        {
             if label < 0.0 {
                 negative_shift += cost * d;
             }
@@ -396,11 +412,13 @@ impl<'p> NewtonGlmnet<'p> {
         let mut new_exp_margin = vec![0.0; l];
         let mut accepted = false;
         for _ in 0..MAX_LINE_SEARCH_STEPS {
-            let mut decrease = trial_norm - *w_norm + negative_shift - SUFFICIENT_DECREASE * predicted;
+            let mut decrease =
+                trial_norm - *w_norm + negative_shift - SUFFICIENT_DECREASE * predicted;
             for i in 0..l {
                 let exp_step = direction_margin[i].exp();
                 new_exp_margin[i] = self.exp_margin[i] * exp_step;
-                decrease += problem.costs[i] * ((1.0 + new_exp_margin[i]) / (exp_step + new_exp_margin[i])).ln();
+                decrease += problem.costs[i]
+                    * ((1.0 + new_exp_margin[i]) / (exp_step + new_exp_margin[i])).ln();
             }
             if decrease <= 0.0 {
                 *w_norm = trial_norm;
@@ -454,7 +472,8 @@ mod tests {
             state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             (state >> 11) as f64 / (1u64 << 53) as f64
         };
-        let rows: Vec<[f64; 3]> = (0..300).map(|_| [uniform() * 2.0 - 1.0, uniform() * 3.0 - 1.5, 1.0]).collect();
+        let rows: Vec<[f64; 3]> =
+            (0..300).map(|_| [uniform() * 2.0 - 1.0, uniform() * 3.0 - 1.5, 1.0]).collect();
         let probs: Vec<f64> = rows
             .iter()
             .map(|x| {
@@ -462,10 +481,15 @@ mod tests {
                 (truth + 0.3 * (uniform() - 0.5)).clamp(0.0, 1.0)
             })
             .collect();
-        let instances =
-            rows.iter().zip(&probs).map(|(x, &p)| Instance { features: x, positive: true, weight: p }).chain(
-                rows.iter().zip(&probs).map(|(x, &p)| Instance { features: x, positive: false, weight: 1.0 - p }),
-            );
+        let instances = rows
+            .iter()
+            .zip(&probs)
+            .map(|(x, &p)| Instance { features: x, positive: true, weight: p })
+            .chain(rows.iter().zip(&probs).map(|(x, &p)| Instance {
+                features: x,
+                positive: false,
+                weight: 1.0 - p,
+            }));
         L1LogisticProblem::new(instances, 3, c)
     }
 
@@ -510,7 +534,10 @@ mod tests {
             for delta in [-1e-3, 1e-3] {
                 let mut w = fit.weights.clone();
                 w[j] += delta;
-                assert!(problem.objective(&w) >= best - 1e-9, "moving w[{j}] by {delta} improved the objective");
+                assert!(
+                    problem.objective(&w) >= best - 1e-9,
+                    "moving w[{j}] by {delta} improved the objective"
+                );
             }
         }
     }

@@ -123,7 +123,10 @@ pub struct LengthControlledGlm<'a> {
 
 impl LengthControlledGlm<'_> {
     /// The LC win rate of the file's model against its reference.
-    pub fn evaluate(&self, annotations: &[Annotation]) -> Result<LengthControlledFit, LengthControlledUnavailable> {
+    pub fn evaluate(
+        &self,
+        annotations: &[Annotation],
+    ) -> Result<LengthControlledFit, LengthControlledUnavailable> {
         let first = annotations.first().ok_or(LengthControlledUnavailable::NoRows)?;
         let mut models: Vec<&str> = annotations.iter().map(|a| a.generator_2.as_str()).collect();
         models.sort_unstable();
@@ -169,13 +172,16 @@ impl LengthControlledGlm<'_> {
     }
 
     /// The instruction difficulty of every row of the file.
-    fn difficulties(&self, annotations: &[Annotation]) -> Result<Vec<f64>, LengthControlledUnavailable> {
+    fn difficulties(
+        &self,
+        annotations: &[Annotation],
+    ) -> Result<Vec<f64>, LengthControlledUnavailable> {
         match self.lookup {
             DifficultyLookup::Positional => (0..annotations.len())
                 .map(|row| {
-                    self.calibration
-                        .difficulty_at_row(row)
-                        .ok_or(LengthControlledUnavailable::NoDifficulty { row, key: "row position" })
+                    self.calibration.difficulty_at_row(row).ok_or(
+                        LengthControlledUnavailable::NoDifficulty { row, key: "row position" },
+                    )
                 })
                 .collect(),
             DifficultyLookup::ByInstruction => {
@@ -187,9 +193,9 @@ impl LengthControlledGlm<'_> {
                         let index = eval_set
                             .index_of(&annotation.instruction)
                             .ok_or(LengthControlledUnavailable::InstructionNotInEvalSet { row })?;
-                        self.calibration
-                            .difficulty_of_instruction(index)
-                            .ok_or(LengthControlledUnavailable::NoDifficulty { row, key: "instruction" })
+                        self.calibration.difficulty_of_instruction(index).ok_or(
+                            LengthControlledUnavailable::NoDifficulty { row, key: "instruction" },
+                        )
                     })
                     .collect()
             }
@@ -213,23 +219,35 @@ impl LengthControlledGlm<'_> {
         let gamed_rows = gamed.iter().filter_map(|g| {
             let probability = g.preference?;
             let weight = if g.not_gamed_baseline { 1.0 } else { gamed_weight };
-            let features =
-                vec![g.std_delta_len.tanh(), g.instruction_difficulty, if g.not_gamed_baseline { 1.0 } else { 0.0 }];
+            let features = vec![
+                g.std_delta_len.tanh(),
+                g.instruction_difficulty,
+                if g.not_gamed_baseline { 1.0 } else { 0.0 },
+            ];
             Some(SoftLabelRow { features, probability, weight })
         });
-        let own_rows =
-            annotations.iter().zip(difficulties).zip(std_delta_len).filter_map(|((annotation, &difficulty), &s)| {
+        let own_rows = annotations.iter().zip(difficulties).zip(std_delta_len).filter_map(
+            |((annotation, &difficulty), &s)| {
                 let probability = draw_as_one_and_a_half(annotation.preference)? - 1.0;
-                Some(SoftLabelRow { features: vec![s.tanh(), difficulty, 1.0], probability, weight: 1.0 })
-            });
+                Some(SoftLabelRow {
+                    features: vec![s.tanh(), difficulty, 1.0],
+                    probability,
+                    weight: 1.0,
+                })
+            },
+        );
         gamed_rows.chain(own_rows).collect()
     }
 }
 
 /// (len(output_1) − len(output_2)) / sample std, lengths in Unicode code points.
-fn standardised_length_differences(annotations: &[Annotation]) -> Result<Vec<f64>, LengthControlledUnavailable> {
-    let deltas: Vec<f64> =
-        annotations.iter().map(|a| a.output_1.chars().count() as f64 - a.output_2.chars().count() as f64).collect();
+fn standardised_length_differences(
+    annotations: &[Annotation],
+) -> Result<Vec<f64>, LengthControlledUnavailable> {
+    let deltas: Vec<f64> = annotations
+        .iter()
+        .map(|a| a.output_1.chars().count() as f64 - a.output_2.chars().count() as f64)
+        .collect();
     let spread = sample_std(&deltas);
     if !(spread.is_finite() && spread > 0.0) {
         return Err(LengthControlledUnavailable::NoLengthSpread(spread));
@@ -239,12 +257,19 @@ fn standardised_length_differences(annotations: &[Annotation]) -> Result<Vec<f64
 
 /// alpaca_eval's special case: every judged row predicts 0.5, all weights are zero.
 fn baseline_against_itself(annotations: &[Annotation]) -> LengthControlledFit {
-    let predicted: Vec<f64> =
-        annotations.iter().filter(|a| draw_as_one_and_a_half(a.preference).is_some()).map(|_| 0.5).collect();
+    let predicted: Vec<f64> = annotations
+        .iter()
+        .filter(|a| draw_as_one_and_a_half(a.preference).is_some())
+        .map(|_| 0.5)
+        .collect();
     LengthControlledFit {
         winrate: mean(&predicted) * 100.0,
         standard_error: standard_error_of_mean(&predicted) * 100.0,
-        weights: GlmWeights { tanh_std_delta_len: 0.0, instruction_difficulty: 0.0, not_gamed_baseline: 0.0 },
+        weights: GlmWeights {
+            tanh_std_delta_len: 0.0,
+            instruction_difficulty: 0.0,
+            not_gamed_baseline: 0.0,
+        },
         chosen_c: None,
         n_train_rows: 0,
     }

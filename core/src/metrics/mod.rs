@@ -21,7 +21,9 @@ use crate::calibration::Calibration;
 use crate::eval_set::EvalSet;
 use crate::formats::annotations::Annotation;
 pub use cross_validation::{default_cs, group_k_fold};
-pub use length_controlled::{DifficultyLookup, GlmVariant, GlmWeights, LengthControlledFit, LengthControlledGlm};
+pub use length_controlled::{
+    DifficultyLookup, GlmVariant, GlmWeights, LengthControlledFit, LengthControlledGlm,
+};
 pub use preferences::{DroppedPreference, PreferenceScreening};
 pub use win_rate::{head_to_head, HeadToHead};
 
@@ -104,7 +106,10 @@ pub enum MetricsError {
 }
 
 /// alpaca_eval's metrics of one model's annotations, row `i` being the `i`-th judged pair.
-pub fn compute_metrics(annotations: &[Annotation], options: &MetricsOptions) -> Result<MetricsReport, MetricsError> {
+pub fn compute_metrics(
+    annotations: &[Annotation],
+    options: &MetricsOptions,
+) -> Result<MetricsReport, MetricsError> {
     if annotations.is_empty() {
         return Err(MetricsError::NoAnnotations);
     }
@@ -142,7 +147,10 @@ pub fn compute_metrics(annotations: &[Annotation], options: &MetricsOptions) -> 
 
 fn first_row_out_of_eval_order(annotations: &[Annotation]) -> Option<usize> {
     let eval_set = EvalSet::embedded();
-    annotations.iter().enumerate().position(|(row, a)| eval_set.index_of(&a.instruction) != Some(row))
+    annotations
+        .iter()
+        .enumerate()
+        .position(|(row, a)| eval_set.index_of(&a.instruction) != Some(row))
 }
 
 /// `int(mean(len(output_2)))` over all rows, lengths in Unicode code points.
@@ -193,7 +201,10 @@ mod tests {
         let report = compute_metrics(&rows, &MetricsOptions::default()).unwrap();
         let screening = &report.diagnostics.preferences;
         assert_eq!(screening.unparsed_rows, vec![3, 10]);
-        assert_eq!(screening.out_of_range, vec![DroppedPreference { row: 20, preference: Some(2.5) }]);
+        assert_eq!(
+            screening.out_of_range,
+            vec![DroppedPreference { row: 20, preference: Some(2.5) }]
+        );
         assert_eq!(report.metrics.n_total, 805 - 3);
         assert!(report.metrics.n_draws >= 1, "0 counts as a draw");
         let lc = report.metrics.length_controlled_winrate.expect("LC despite the bad rows");
@@ -214,8 +225,15 @@ mod tests {
         assert!(report.metrics.win_rate.is_finite());
         assert_eq!(report.diagnostics.first_row_out_of_eval_order, Some(5));
         // alpaca_eval's positional lookup does not look at the instruction.
-        let positional = MetricsOptions { difficulty_lookup: DifficultyLookup::Positional, ..Default::default() };
-        assert!(compute_metrics(&rows, &positional).unwrap().metrics.length_controlled_winrate.is_some());
+        let positional = MetricsOptions {
+            difficulty_lookup: DifficultyLookup::Positional,
+            ..Default::default()
+        };
+        assert!(compute_metrics(&rows, &positional)
+            .unwrap()
+            .metrics
+            .length_controlled_winrate
+            .is_some());
     }
 
     #[test]
@@ -223,7 +241,12 @@ mod tests {
         let mut rows = truncating_model();
         rows[0].generator_2 = "another".into();
         let report = compute_metrics(&rows, &MetricsOptions::default()).unwrap();
-        assert!(report.diagnostics.length_controlled_unavailable.as_deref().unwrap().contains("another, truncator"));
+        assert!(report
+            .diagnostics
+            .length_controlled_unavailable
+            .as_deref()
+            .unwrap()
+            .contains("another, truncator"));
         assert_eq!(report.metrics.n_total, 805);
     }
 
@@ -251,7 +274,10 @@ mod tests {
 
     #[test]
     fn no_annotations_is_an_error() {
-        assert_eq!(compute_metrics(&[], &MetricsOptions::default()), Err(MetricsError::NoAnnotations));
+        assert_eq!(
+            compute_metrics(&[], &MetricsOptions::default()),
+            Err(MetricsError::NoAnnotations)
+        );
     }
 
     #[test]

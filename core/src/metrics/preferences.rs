@@ -66,7 +66,16 @@ mod tests {
 
     #[test]
     fn nulls_are_unparsed_and_out_of_range_values_are_dropped_but_legacy_draws_stay() {
-        let preferences = [Some(1.0), None, Some(0.0), Some(2.5), Some(f64::NAN), Some(0.99), Some(2.0), Some(1.5)];
+        let preferences = [
+            Some(1.0),
+            None,
+            Some(0.0),
+            Some(2.5),
+            Some(f64::NAN),
+            Some(0.99),
+            Some(2.0),
+            Some(1.5),
+        ];
         let screening = PreferenceScreening::of(&preferences);
         assert_eq!(screening.unparsed_rows, vec![1, 4]);
         assert_eq!(

@@ -23,7 +23,8 @@ pub struct HeadToHead {
 }
 
 pub fn head_to_head(preferences: &[Option<f64>]) -> HeadToHead {
-    let n_draws = preferences.iter().filter(|p| matches!(p, Some(v) if *v == 1.5 || *v == 0.0)).count();
+    let n_draws =
+        preferences.iter().filter(|p| matches!(p, Some(v) if *v == 1.5 || *v == 0.0)).count();
     let soft_wins: Vec<f64> = preferences
         .iter()
         .filter_map(|&p| draw_as_one_and_a_half(p))
@@ -70,8 +71,12 @@ mod tests {
         assert_eq!((stats.n_wins, stats.n_wins_base, stats.n_draws), (1, 1, 2));
         // Discrete: 2, 1, draw, draw → (1 + 0 + 0.5 + 0.5) / 4; 2.6 rounds to 3, dropped.
         assert!((stats.discrete_win_rate - 50.0).abs() < 1e-12);
-        let sem =
-            (((0.9f64 - 0.525).powi(2) + (0.2f64 - 0.525).powi(2) + 2.0 * (0.5f64 - 0.525).powi(2)) / 3.0).sqrt() / 2.0;
+        let sem = (((0.9f64 - 0.525).powi(2)
+            + (0.2f64 - 0.525).powi(2)
+            + 2.0 * (0.5f64 - 0.525).powi(2))
+            / 3.0)
+            .sqrt()
+            / 2.0;
         assert!((stats.standard_error - 100.0 * sem).abs() < 1e-12);
     }
 
@@ -88,7 +93,11 @@ mod tests {
     #[test]
     fn no_counting_preference_gives_nan_rates_and_zero_counts() {
         let stats = head_to_head(&[None, Some(3.0)]);
-        assert!(stats.win_rate.is_nan() && stats.discrete_win_rate.is_nan() && stats.standard_error.is_nan());
+        assert!(
+            stats.win_rate.is_nan()
+                && stats.discrete_win_rate.is_nan()
+                && stats.standard_error.is_nan()
+        );
         assert_eq!(stats.n_total, 0);
     }
 }

@@ -5,7 +5,9 @@
 
 use std::sync::Mutex;
 
-use candle_core::cuda_backend::cudarc::driver::{CudaFunction, CudaView, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::cudarc::driver::{
+    CudaFunction, CudaView, LaunchConfig, PushKernelArg,
+};
 use candle_core::cuda_backend::cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
 use candle_core::cuda_backend::{CudaDType, CudaDevice, WrapErr};
 use candle_core::{CudaStorage, Layout, Result};
@@ -26,10 +28,16 @@ impl KernelShape {
     pub fn check(&self) -> std::result::Result<(), String> {
         let lanes = self.head_dim / 8;
         if self.head_dim % 8 != 0 || !lanes.is_power_of_two() || lanes > 32 {
-            return Err(format!("head_dim {} is not supported on GPUs (8·2^k up to 256)", self.head_dim));
+            return Err(format!(
+                "head_dim {} is not supported on GPUs (8·2^k up to 256)",
+                self.head_dim
+            ));
         }
         if self.group == 0 || self.group > 16 {
-            return Err(format!("{} query heads per key/value head is not supported on GPUs (1..=16)", self.group));
+            return Err(format!(
+                "{} query heads per key/value head is not supported on GPUs (1..=16)",
+                self.group
+            ));
         }
         Ok(())
     }
@@ -46,12 +54,20 @@ fn function(dev: &CudaDevice, shape: KernelShape, name: &str) -> Result<CudaFunc
     let key = (shape, cc);
     let mut cache = PTX.lock().unwrap_or_else(|p| p.into_inner());
     if !cache.iter().any(|(k, _)| *k == key) {
-        let source = format!("#define HEAD_DIM {}\n#define GROUP {}\n{SOURCE}", shape.head_dim, shape.group);
+        let source =
+            format!("#define HEAD_DIM {}\n#define GROUP {}\n{SOURCE}", shape.head_dim, shape.group);
         // NVRTC wants a 'static arch name; one leak per shape and GPU generation.
         let arch: &'static str = Box::leak(format!("compute_{}{}", cc.0, cc.1).into_boxed_str());
-        let options = CompileOptions { arch: Some(arch), name: Some("herd_kernels.cu".into()), ..Default::default() };
-        let ptx = compile_ptx_with_opts(&source, options)
-            .map_err(|e| candle_core::Error::Msg(format!("compiling herd's CUDA kernels for {shape:?} on {arch}: {e:?}")))?;
+        let options = CompileOptions {
+            arch: Some(arch),
+            name: Some("herd_kernels.cu".into()),
+            ..Default::default()
+        };
+        let ptx = compile_ptx_with_opts(&source, options).map_err(|e| {
+            candle_core::Error::Msg(format!(
+                "compiling herd's CUDA kernels for {shape:?} on {arch}: {e:?}"
+            ))
+        })?;
         cache.push((key, ptx.to_src()));
     }
     let ptx = &cache.iter().find(|(k, _)| *k == key).expect("compiled above").1;
@@ -60,7 +76,11 @@ fn function(dev: &CudaDevice, shape: KernelShape, name: &str) -> Result<CudaFunc
 }
 
 /// A contiguous tensor's elements.
-fn view<'a, T: CudaDType>(storage: &'a CudaStorage, layout: &Layout, what: &str) -> Result<CudaView<'a, T>> {
+fn view<'a, T: CudaDType>(
+    storage: &'a CudaStorage,
+    layout: &Layout,
+    what: &str,
+) -> Result<CudaView<'a, T>> {
     let Some((start, end)) = layout.contiguous_offsets() else {
         candle_core::bail!("{what} must be contiguous")
     };
@@ -95,7 +115,11 @@ pub fn launch_rope_qkv(
     let stream = dev.cuda_stream();
     let mut b = stream.launch_builder(&func);
     b.arg(&src).arg(&pos).arg(&freq).arg(&mut out).arg(&h).arg(&kvh).arg(&d_i).arg(&q_scale);
-    let cfg = LaunchConfig { grid_dim: (tokens as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: (d * 4) as u32 };
+    let cfg = LaunchConfig {
+        grid_dim: (tokens as u32, 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: (d * 4) as u32,
+    };
     // SAFETY: argument types and order match the kernel's signature.
     unsafe { b.launch(cfg) }.w()?;
     Ok(CudaStorage::wrap_cuda_slice(out, dev))
@@ -121,7 +145,11 @@ pub fn launch_store_kv(
     let stream = dev.cuda_stream();
     let mut b = stream.launch_builder(&func);
     b.arg(&src).arg(&slots).arg(dst).arg(&h).arg(&kvh).arg(&d).arg(&bs);
-    let cfg = LaunchConfig { grid_dim: (tokens as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+    let cfg = LaunchConfig {
+        grid_dim: (tokens as u32, 1, 1),
+        block_dim: (128, 1, 1),
+        shared_mem_bytes: 0,
+    };
     // SAFETY: argument types and order match the kernel's signature; slots lie in the cache.
     unsafe { b.launch(cfg) }.w()?;
     Ok(())
@@ -154,15 +182,22 @@ pub fn launch_decode_attention(
     // SAFETY: every element is written by the kernels.
     let mut out = unsafe { dev.alloc::<bf16>(rows * heads * d)? };
     let scratch = parts > 1;
-    let mut part_out = unsafe { dev.alloc::<f32>(if scratch { rows * heads * parts * d } else { 1 })? };
-    let mut part_ml = unsafe { dev.alloc::<f32>(if scratch { rows * heads * parts * 2 } else { 1 })? };
+    let mut part_out =
+        unsafe { dev.alloc::<f32>(if scratch { rows * heads * parts * d } else { 1 })? };
+    let mut part_ml =
+        unsafe { dev.alloc::<f32>(if scratch { rows * heads * parts * 2 } else { 1 })? };
     let func = function(&dev, shape, "herd_decode_attention")?;
-    let (ms, kvh, bs, ps) = (meta_stride as i32, kv_heads as i32, block_size as i32, partition as i32);
+    let (ms, kvh, bs, ps) =
+        (meta_stride as i32, kv_heads as i32, block_size as i32, partition as i32);
     let stream = dev.cuda_stream();
     let mut b = stream.launch_builder(&func);
     b.arg(&q).arg(&q_row_stride).arg(&kv).arg(&meta).arg(&ms).arg(&kvh).arg(&bs).arg(&ps);
     b.arg(&mut out).arg(&mut part_out).arg(&mut part_ml);
-    let cfg = LaunchConfig { grid_dim: (kv_heads as u32, rows as u32, parts as u32), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+    let cfg = LaunchConfig {
+        grid_dim: (kv_heads as u32, rows as u32, parts as u32),
+        block_dim: (128, 1, 1),
+        shared_mem_bytes: 0,
+    };
     // SAFETY: argument types and order match the kernel's signature.
     unsafe { b.launch(cfg) }.w()?;
     if scratch {
@@ -170,7 +205,11 @@ pub fn launch_decode_attention(
         let (h, p) = (heads as i32, parts as i32);
         let mut b = stream.launch_builder(&func);
         b.arg(&part_out).arg(&part_ml).arg(&meta).arg(&ms).arg(&h).arg(&p).arg(&ps).arg(&mut out);
-        let cfg = LaunchConfig { grid_dim: (heads as u32, rows as u32, 1), block_dim: (d as u32, 1, 1), shared_mem_bytes: 0 };
+        let cfg = LaunchConfig {
+            grid_dim: (heads as u32, rows as u32, 1),
+            block_dim: (d as u32, 1, 1),
+            shared_mem_bytes: 0,
+        };
         // SAFETY: as above.
         unsafe { b.launch(cfg) }.w()?;
     }
@@ -198,14 +237,22 @@ pub fn launch_gather_kv(
     let mut b = stream.launch_builder(&func);
     b.arg(&kv).arg(&table).arg(&l).arg(&kvh).arg(&d_i).arg(&bs).arg(&mut out);
     let x = blocks_for(len * d / 8, 256).min(1024);
-    let cfg = LaunchConfig { grid_dim: (x, kv_heads as u32, 2), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+    let cfg = LaunchConfig {
+        grid_dim: (x, kv_heads as u32, 2),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    };
     // SAFETY: argument types and order match the kernel's signature.
     unsafe { b.launch(cfg) }.w()?;
     Ok(CudaStorage::wrap_cuda_slice(out, dev))
 }
 
 /// Causal softmax of prefill scores `[rows, len]` whose rows cycle through `queries` queries.
-pub fn launch_causal_softmax(shape: KernelShape, scores: (&CudaStorage, &Layout), queries: usize) -> Result<CudaStorage> {
+pub fn launch_causal_softmax(
+    shape: KernelShape,
+    scores: (&CudaStorage, &Layout),
+    queries: usize,
+) -> Result<CudaStorage> {
     let dev = scores.0.device.clone();
     let src = view::<bf16>(scores.0, scores.1, "scores")?;
     let dims = scores.1.dims();
@@ -218,14 +265,20 @@ pub fn launch_causal_softmax(shape: KernelShape, scores: (&CudaStorage, &Layout)
     let stream = dev.cuda_stream();
     let mut b = stream.launch_builder(&func);
     b.arg(&src).arg(&mut out).arg(&l).arg(&q);
-    let cfg = LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+    let cfg =
+        LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
     // SAFETY: argument types and order match the kernel's signature.
     unsafe { b.launch(cfg) }.w()?;
     Ok(CudaStorage::wrap_cuda_slice(out, dev))
 }
 
 /// `silu(gate) * up` of a `[tokens, 2 * intermediate]` projection.
-pub fn launch_swiglu(shape: KernelShape, gate_up: (&CudaStorage, &Layout), tokens: usize, intermediate: usize) -> Result<CudaStorage> {
+pub fn launch_swiglu(
+    shape: KernelShape,
+    gate_up: (&CudaStorage, &Layout),
+    tokens: usize,
+    intermediate: usize,
+) -> Result<CudaStorage> {
     let dev = gate_up.0.device.clone();
     let src = view::<bf16>(gate_up.0, gate_up.1, "gate_up")?;
     let total = tokens * intermediate;
@@ -236,7 +289,11 @@ pub fn launch_swiglu(shape: KernelShape, gate_up: (&CudaStorage, &Layout), token
     let stream = dev.cuda_stream();
     let mut b = stream.launch_builder(&func);
     b.arg(&src).arg(&mut out).arg(&i).arg(&n);
-    let cfg = LaunchConfig { grid_dim: (blocks_for(total, 256).min(132 * 16), 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+    let cfg = LaunchConfig {
+        grid_dim: (blocks_for(total, 256).min(132 * 16), 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    };
     // SAFETY: argument types and order match the kernel's signature.
     unsafe { b.launch(cfg) }.w()?;
     Ok(CudaStorage::wrap_cuda_slice(out, dev))
@@ -269,8 +326,19 @@ pub fn launch_prefill_attention(
     let (row_stride, t_i, len_i, h_i) = (stride[0] as i64, t as i32, len as i32, heads as i32);
     let stream = dev.cuda_stream();
     let mut b = stream.launch_builder(&func);
-    b.arg(&q_view).arg(&row_stride).arg(&k_view).arg(&v_view).arg(&t_i).arg(&len_i).arg(&h_i).arg(&mut out);
-    let cfg = LaunchConfig { grid_dim: (t.div_ceil(64) as u32, heads as u32, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+    b.arg(&q_view)
+        .arg(&row_stride)
+        .arg(&k_view)
+        .arg(&v_view)
+        .arg(&t_i)
+        .arg(&len_i)
+        .arg(&h_i)
+        .arg(&mut out);
+    let cfg = LaunchConfig {
+        grid_dim: (t.div_ceil(64) as u32, heads as u32, 1),
+        block_dim: (128, 1, 1),
+        shared_mem_bytes: 0,
+    };
     // SAFETY: argument types and order match the kernel's signature; rows stay inside q.
     unsafe { b.launch(cfg) }.w()?;
     Ok(CudaStorage::wrap_cuda_slice(out, dev))

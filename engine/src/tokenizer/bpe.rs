@@ -34,9 +34,7 @@ impl Hasher for IdPairHasher {
     }
 
     fn write_u64(&mut self, x: u64) {
-        self.0 = (self.0 ^ x)
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            .rotate_left(23);
+        self.0 = (self.0 ^ x).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(23);
     }
 }
 
@@ -76,10 +74,7 @@ impl ByteLevelBpe {
         let mut byte_tokens = [NO_TOKEN; 256];
         for (b, slot) in byte_tokens.iter_mut().enumerate() {
             let c = BYTE_LEVEL.char_of(b as u8);
-            *slot = id_of
-                .get(c.encode_utf8(&mut [0; 4]) as &str)
-                .copied()
-                .unwrap_or(NO_TOKEN);
+            *slot = id_of.get(c.encode_utf8(&mut [0; 4]) as &str).copied().unwrap_or(NO_TOKEN);
         }
         let mut merge_map = IdPairMap::default();
         merge_map.reserve(merges.len());
@@ -88,11 +83,9 @@ impl ByteLevelBpe {
             joined.clear();
             joined.push_str(left);
             joined.push_str(right);
-            if let (Some(&l), Some(&r), Some(&m)) = (
-                id_of.get(left.as_str()),
-                id_of.get(right.as_str()),
-                id_of.get(joined.as_str()),
-            ) {
+            if let (Some(&l), Some(&r), Some(&m)) =
+                (id_of.get(left.as_str()), id_of.get(right.as_str()), id_of.get(joined.as_str()))
+            {
                 merge_map.entry(pair_key(l, r)).or_insert((rank as u32, m));
             }
         }
@@ -103,12 +96,7 @@ impl ByteLevelBpe {
                 .map(|(text, &id)| (BYTE_LEVEL.decode_token_text(text), id))
                 .collect()
         });
-        Self {
-            family,
-            byte_tokens,
-            merges: merge_map,
-            whole_words,
-        }
+        Self { family, byte_tokens, merges: merge_map, whole_words }
     }
 
     /// Appends the tokens of `text` (which holds no special token) to `ids`.
@@ -181,14 +169,7 @@ impl ByteLevelBpe {
     ) {
         let (left_id, right_id) = (symbols[left].id, symbols[right].id);
         if let Some(&(rank, merged)) = self.merges.get(&pair_key(left_id, right_id)) {
-            queue.push(Candidate {
-                rank,
-                left,
-                right,
-                left_id,
-                right_id,
-                merged,
-            });
+            queue.push(Candidate { rank, left, right, left_id, right_id, merged });
         }
     }
 }
@@ -235,10 +216,8 @@ mod tests {
     use super::*;
 
     fn tiny() -> ByteLevelBpe {
-        let texts: Vec<String> = ["a", "b", "c", "ab", "bc", "abc", "Ġ", "Ġa"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let texts: Vec<String> =
+            ["a", "b", "c", "ab", "bc", "abc", "Ġ", "Ġa"].iter().map(|s| s.to_string()).collect();
         let merges: Vec<(String, String)> = [("b", "c"), ("a", "b"), ("a", "bc"), ("Ġ", "a")]
             .iter()
             .map(|(a, b)| (a.to_string(), b.to_string()))

@@ -38,10 +38,7 @@ impl ByteLevelAlphabet {
         for (b, &c) in table.iter().enumerate() {
             char_to_byte[c as usize] = Some(b as u8);
         }
-        Self {
-            byte_to_char: table,
-            char_to_byte,
-        }
+        Self { byte_to_char: table, char_to_byte }
     }
 
     pub(crate) fn char_of(&self, byte: u8) -> char {
@@ -101,9 +98,6 @@ mod tests {
     fn a_char_outside_the_alphabet_is_marked_not_dropped() {
         // 'é' (U+00E9) stands for byte 0xE9, not for its own UTF-8.
         assert_eq!(BYTE_LEVEL.decode_token_text("é"), vec![0xE9]);
-        assert_eq!(
-            BYTE_LEVEL.decode_token_text("€"),
-            "[UNK_BYTE_0xe282ac€]".as_bytes()
-        );
+        assert_eq!(BYTE_LEVEL.decode_token_text("€"), "[UNK_BYTE_0xe282ac€]".as_bytes());
     }
 }

@@ -22,9 +22,7 @@ pub fn tokenizer_from_gguf(content: &Content) -> Result<HerdTokenizer, Tokenizer
     let meta = Metadata(content);
     let model = meta.string("tokenizer.ggml.model")?;
     if model != "gpt2" {
-        return Err(TokenizerError::UnsupportedModel {
-            model: model.to_string(),
-        });
+        return Err(TokenizerError::UnsupportedModel { model: model.to_string() });
     }
     let pre = meta.optional_string("tokenizer.ggml.pre")?.unwrap_or("");
     let family = PreTokenizerFamily::from_gguf_pre(pre)?;
@@ -34,13 +32,7 @@ pub fn tokenizer_from_gguf(content: &Content) -> Result<HerdTokenizer, Tokenizer
         .into_iter()
         .enumerate()
         // llama.cpp renames empty entries so that every text is a distinct key.
-        .map(|(i, t)| {
-            if t.is_empty() {
-                format!("[EMPTY_{i}]")
-            } else {
-                t.to_string()
-            }
-        })
+        .map(|(i, t)| if t.is_empty() { format!("[EMPTY_{i}]") } else { t.to_string() })
         .collect();
     let n = token_texts.len();
     let mut kinds = match meta.optional_array("tokenizer.ggml.token_type")? {
@@ -69,12 +61,9 @@ pub fn tokenizer_from_gguf(content: &Content) -> Result<HerdTokenizer, Tokenizer
     let bos = special_id("tokenizer.ggml.bos_token_id")?;
     let eos = special_id("tokenizer.ggml.eos_token_id")?;
     let pad = special_id("tokenizer.ggml.padding_token_id")?;
-    let add_bos = meta
-        .optional_bool("tokenizer.ggml.add_bos_token")?
-        .unwrap_or(family.adds_bos_by_default());
-    let add_eos = meta
-        .optional_bool("tokenizer.ggml.add_eos_token")?
-        .unwrap_or(false);
+    let add_bos =
+        meta.optional_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(family.adds_bos_by_default());
+    let add_eos = meta.optional_bool("tokenizer.ggml.add_eos_token")?.unwrap_or(false);
 
     // End of generation, as llama.cpp counts it: the metadata's ids plus well-known
     // spellings, which llama.cpp also turns into control tokens.
@@ -102,11 +91,7 @@ pub fn tokenizer_from_gguf(content: &Content) -> Result<HerdTokenizer, Tokenizer
 
     let merges = parse_merges(meta.strings("tokenizer.ggml.merges")?)?;
     let fast = ByteLevelBpe::new(family, &token_texts, &merges);
-    let vocab: Vocab = token_texts
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.clone(), i as u32))
-        .collect();
+    let vocab: Vocab = token_texts.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
     let bpe = BPE::builder()
         .vocab_and_merges(vocab, merges)
         .ignore_merges(family.ignore_merges())
@@ -123,10 +108,7 @@ pub fn tokenizer_from_gguf(content: &Content) -> Result<HerdTokenizer, Tokenizer
         .iter()
         .enumerate()
         .filter(|(_, k)| {
-            matches!(
-                k,
-                TokenKind::Control | TokenKind::UserDefined | TokenKind::Unknown
-            )
+            matches!(k, TokenKind::Control | TokenKind::UserDefined | TokenKind::Unknown)
         })
         .map(|(id, &kind)| SpecialToken {
             id: id as u32,
@@ -183,9 +165,7 @@ pub fn tokenizer_from_gguf(content: &Content) -> Result<HerdTokenizer, Tokenizer
         add_bos,
         add_eos,
         end_of_generation,
-        chat_template: meta
-            .optional_string("tokenizer.chat_template")?
-            .map(str::to_string),
+        chat_template: meta.optional_string("tokenizer.chat_template")?.map(str::to_string),
         source: format!("gguf {model}/{pre}"),
     })
 }
@@ -202,19 +182,14 @@ fn parse_merges(lines: Vec<&str>) -> Result<Vec<(String, String)>, TokenizerErro
     let mut seen = HashSet::with_capacity(lines.len());
     let mut merges = Vec::with_capacity(lines.len());
     for (rank, line) in lines.into_iter().enumerate() {
-        let split_at = line
-            .char_indices()
-            .skip(1)
-            .find(|&(_, c)| c == ' ')
-            .map(|(i, _)| i)
-            .ok_or_else(|| TokenizerError::BadKey {
-                key: "tokenizer.ggml.merges".into(),
-                message: format!("merge {rank} {line:?} has no separating space"),
-            })?;
-        let pair = (
-            line[..split_at].to_string(),
-            line[split_at + 1..].to_string(),
-        );
+        let split_at =
+            line.char_indices().skip(1).find(|&(_, c)| c == ' ').map(|(i, _)| i).ok_or_else(
+                || TokenizerError::BadKey {
+                    key: "tokenizer.ggml.merges".into(),
+                    message: format!("merge {rank} {line:?} has no separating space"),
+                },
+            )?;
+        let pair = (line[..split_at].to_string(), line[split_at + 1..].to_string());
         if seen.insert(pair.clone()) {
             merges.push(pair);
         }
@@ -245,17 +220,12 @@ impl<'a> Metadata<'a> {
     }
 
     fn bad(key: &str, expected: &str) -> TokenizerError {
-        TokenizerError::BadKey {
-            key: key.to_string(),
-            message: format!("expected {expected}"),
-        }
+        TokenizerError::BadKey { key: key.to_string(), message: format!("expected {expected}") }
     }
 
     fn string(&self, key: &str) -> Result<&'a str, TokenizerError> {
         self.optional_string(key)?
-            .ok_or_else(|| TokenizerError::MissingKey {
-                key: key.to_string(),
-            })
+            .ok_or_else(|| TokenizerError::MissingKey { key: key.to_string() })
     }
 
     fn optional_string(&self, key: &str) -> Result<Option<&'a str>, TokenizerError> {
@@ -295,9 +265,7 @@ impl<'a> Metadata<'a> {
     fn strings(&self, key: &str) -> Result<Vec<&'a str>, TokenizerError> {
         let items = self
             .optional_array(key)?
-            .ok_or_else(|| TokenizerError::MissingKey {
-                key: key.to_string(),
-            })?;
+            .ok_or_else(|| TokenizerError::MissingKey { key: key.to_string() })?;
         items
             .iter()
             .map(|v| match v {
@@ -317,10 +285,7 @@ mod tests {
         let merges = parse_merges(vec!["Ġ t", "a b", "Ġ t"]).unwrap();
         assert_eq!(
             merges,
-            vec![
-                ("Ġ".to_string(), "t".to_string()),
-                ("a".to_string(), "b".to_string())
-            ]
+            vec![("Ġ".to_string(), "t".to_string()), ("a".to_string(), "b".to_string())]
         );
         assert!(parse_merges(vec!["ab"]).is_err());
     }

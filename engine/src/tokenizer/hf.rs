@@ -33,11 +33,7 @@ impl HerdTokenizer {
         let mut inner = Tokenizer::from_file(&tokenizer_path)
             .map_err(|e| folder_error(&tokenizer_path, e.to_string()))?;
         let config_path = dir.join("tokenizer_config.json");
-        let config = if config_path.exists() {
-            read_json(&config_path)?
-        } else {
-            Json::Null
-        };
+        let config = if config_path.exists() { read_json(&config_path)? } else { Json::Null };
 
         let vocab = inner.get_vocab(true);
         let n = vocab.values().map(|&id| id as usize + 1).max().unwrap_or(0);
@@ -49,11 +45,7 @@ impl HerdTokenizer {
         }
         let mut special_tokens = Vec::new();
         for (&id, added) in inner.get_added_tokens_decoder().iter() {
-            let kind = if added.special {
-                TokenKind::Control
-            } else {
-                TokenKind::UserDefined
-            };
+            let kind = if added.special { TokenKind::Control } else { TokenKind::UserDefined };
             kinds[id as usize] = kind;
             special_tokens.push(SpecialToken {
                 id,
@@ -87,10 +79,7 @@ impl HerdTokenizer {
                 return Ok(None);
             };
             vocab.get(text).copied().map(Some).ok_or_else(|| {
-                folder_error(
-                    &config_path,
-                    format!("{field} {text:?} is not in the vocabulary"),
-                )
+                folder_error(&config_path, format!("{field} {text:?} is not in the vocabulary"))
             })
         };
         let bos = token_id("bos_token")?;
@@ -161,10 +150,8 @@ fn read_json(path: &Path) -> Result<Json, TokenizerError> {
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
-    serde_json::from_str(&text).map_err(|e| TokenizerError::HfFolder {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })
+    serde_json::from_str(&text)
+        .map_err(|e| TokenizerError::HfFolder { path: path.to_path_buf(), message: e.to_string() })
 }
 
 /// `"<s>"` or `{"content": "<s>", ...}`.
@@ -189,12 +176,9 @@ fn is_byte_level(tokenizer_json: &Json) -> bool {
 fn chat_template(dir: &Path, config: &Json) -> Result<Option<String>, TokenizerError> {
     let jinja_path = dir.join("chat_template.jinja");
     if jinja_path.exists() {
-        return std::fs::read_to_string(&jinja_path).map(Some).map_err(|e| {
-            TokenizerError::HfFolder {
-                path: jinja_path,
-                message: e.to_string(),
-            }
-        });
+        return std::fs::read_to_string(&jinja_path)
+            .map(Some)
+            .map_err(|e| TokenizerError::HfFolder { path: jinja_path, message: e.to_string() });
     }
     Ok(match &config["chat_template"] {
         Json::String(t) => Some(t.clone()),

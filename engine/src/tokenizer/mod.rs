@@ -151,11 +151,7 @@ impl HerdTokenizer {
                 ),
             });
         }
-        for (name, id) in [
-            ("BOS", parts.bos),
-            ("EOS", parts.eos),
-            ("padding", parts.pad),
-        ] {
+        for (name, id) in [("BOS", parts.bos), ("EOS", parts.eos), ("padding", parts.pad)] {
             if let Some(id) = id.filter(|&id| id as usize >= n) {
                 return Err(TokenizerError::Build {
                     what: parts.source,
@@ -230,10 +226,7 @@ impl HerdTokenizer {
                 }
                 Fragment::Text(piece) => {
                     let encoding = self.inner.encode_fast(piece, false).map_err(|e| {
-                        TokenizerError::Encode {
-                            text_len: text.len(),
-                            message: e.to_string(),
-                        }
+                        TokenizerError::Encode { text_len: text.len(), message: e.to_string() }
                     })?;
                     ids.extend_from_slice(encoding.get_ids());
                 }
@@ -249,10 +242,10 @@ impl HerdTokenizer {
     /// are empty unless `render_special`.
     pub fn token_bytes(&self, id: u32, render_special: bool) -> Result<&[u8], TokenizerError> {
         let i = id as usize;
-        let kind = *self.kinds.get(i).ok_or(TokenizerError::UnknownTokenId {
-            id,
-            vocab_size: self.kinds.len(),
-        })?;
+        let kind = *self
+            .kinds
+            .get(i)
+            .ok_or(TokenizerError::UnknownTokenId { id, vocab_size: self.kinds.len() })?;
         if kind.is_special() && !render_special {
             return Ok(&[]);
         }
@@ -336,11 +329,7 @@ impl HerdTokenizer {
 
     /// The id of a special or user-defined token written as text, e.g. `<|eot_id|>`.
     pub fn special_token_id(&self, text: &str) -> Option<u32> {
-        self.special
-            .tokens()
-            .iter()
-            .find(|t| t.text == text)
-            .map(|t| t.id)
+        self.special.tokens().iter().find(|t| t.text == text).map(|t| t.id)
     }
 
     pub fn vocab_size(&self) -> usize {

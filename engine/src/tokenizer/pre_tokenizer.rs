@@ -55,14 +55,8 @@ const NUMBERS_NEW_IN_UNICODE_16: &str = concat!(
 /// on its own and nested in another class (`[^\s\p{L}\p{N}]`), where it is a union.
 pub fn with_llama_cpp_unicode(regex: &str) -> String {
     regex
-        .replace(
-            r"\p{L}",
-            &format!(r"[\p{{L}}&&[^{LETTERS_NEW_IN_UNICODE_16}]]"),
-        )
-        .replace(
-            r"\p{N}",
-            &format!(r"[\p{{N}}&&[^{NUMBERS_NEW_IN_UNICODE_16}]]"),
-        )
+        .replace(r"\p{L}", &format!(r"[\p{{L}}&&[^{LETTERS_NEW_IN_UNICODE_16}]]"))
+        .replace(r"\p{N}", &format!(r"[\p{{N}}&&[^{NUMBERS_NEW_IN_UNICODE_16}]]"))
 }
 
 /// The families of `tokenizer.ggml.pre` values this crate reproduces.
@@ -84,9 +78,7 @@ impl PreTokenizerFamily {
             "gpt-2" | "phi-2" | "mpt" | "olmo" => Ok(Self::Gpt2),
             "smollm" | "starcoder" | "refact" => Ok(Self::Gpt2SingleDigits),
             "llama3" | "llama-v3" | "llama-bpe" => Ok(Self::Llama3),
-            other => Err(TokenizerError::UnsupportedPreTokenizer {
-                pre: other.to_string(),
-            }),
+            other => Err(TokenizerError::UnsupportedPreTokenizer { pre: other.to_string() }),
         }
     }
 
@@ -139,11 +131,7 @@ mod tests {
 
     fn pieces(family: PreTokenizerFamily, text: &str) -> Vec<String> {
         let mut pre = PreTokenizedString::from(text);
-        family
-            .pre_tokenizer()
-            .unwrap()
-            .pre_tokenize(&mut pre)
-            .unwrap();
+        family.pre_tokenizer().unwrap().pre_tokenize(&mut pre).unwrap();
         pre.get_splits(OffsetReferential::Original, OffsetType::Char)
             .into_iter()
             .map(|(piece, _, _)| piece.to_string())
@@ -173,13 +161,7 @@ mod tests {
         let new_digit = "\u{1CCF0}";
         let old_digit = "\u{1E4F0}";
         let joined = |text: &str| pieces(PreTokenizerFamily::Llama3, text).len() == 1;
-        assert!(
-            joined(&format!(" {new_digit}")),
-            "a space joins a non-number symbol"
-        );
-        assert!(
-            !joined(&format!(" {old_digit}")),
-            "numbers never take a space in Llama 3"
-        );
+        assert!(joined(&format!(" {new_digit}")), "a space joins a non-number symbol");
+        assert!(!joined(&format!(" {old_digit}")), "numbers never take a space in Llama 3");
     }
 }

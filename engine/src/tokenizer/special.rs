@@ -59,10 +59,7 @@ impl SpecialTokenSplitter {
         for (i, t) in tokens.iter().enumerate() {
             by_first_byte[t.text.as_bytes()[0] as usize].push(i);
         }
-        Self {
-            tokens,
-            by_first_byte,
-        }
+        Self { tokens, by_first_byte }
     }
 
     pub fn tokens(&self) -> &[SpecialToken] {
@@ -72,11 +69,7 @@ impl SpecialTokenSplitter {
     pub fn split<'a>(&self, text: &'a str, parse_special: bool) -> Vec<Fragment<'a>> {
         let occurrences = self.occurrences(text, parse_special);
         if occurrences.is_empty() {
-            return if text.is_empty() {
-                Vec::new()
-            } else {
-                vec![Fragment::Text(text)]
-            };
+            return if text.is_empty() { Vec::new() } else { vec![Fragment::Text(text)] };
         }
         let claims = self.accept(text, occurrences);
         let mut fragments = Vec::with_capacity(2 * claims.len() + 1);
@@ -122,10 +115,8 @@ impl SpecialTokenSplitter {
     ) -> BTreeMap<usize, (usize, Claim)> {
         let mut claims: BTreeMap<usize, (usize, Claim)> = BTreeMap::new();
         let free = |claims: &BTreeMap<usize, (usize, Claim)>, start: usize, end: usize| {
-            let before_ok = claims
-                .range(..=start)
-                .next_back()
-                .is_none_or(|(_, &(e, _))| e <= start);
+            let before_ok =
+                claims.range(..=start).next_back().is_none_or(|(_, &(e, _))| e <= start);
             let after_ok = claims.range(start..end).next().is_none();
             before_ok && after_ok
         };
@@ -137,10 +128,7 @@ impl SpecialTokenSplitter {
             }
             claims.insert(start, (end, Claim::Token(token.id)));
             if token.lstrip {
-                let floor = claims
-                    .range(..start)
-                    .next_back()
-                    .map_or(0, |(_, &(e, _))| e);
+                let floor = claims.range(..start).next_back().map_or(0, |(_, &(e, _))| e);
                 let kept = floor + text[floor..start].trim_end_matches(is_c_space).len();
                 if kept < start {
                     claims.insert(kept, (start, Claim::Dropped));
@@ -168,13 +156,7 @@ mod tests {
     use super::*;
 
     fn token(id: u32, text: &str, kind: TokenKind) -> SpecialToken {
-        SpecialToken {
-            id,
-            text: text.to_string(),
-            kind,
-            lstrip: false,
-            rstrip: false,
-        }
+        SpecialToken { id, text: text.to_string(), kind, lstrip: false, rstrip: false }
     }
 
     #[test]
@@ -204,19 +186,13 @@ mod tests {
             token(1, "ab", TokenKind::Control),
             token(2, "bcd", TokenKind::Control),
         ]);
-        assert_eq!(
-            splitter.split("abcd", true),
-            vec![Fragment::Text("a"), Fragment::Token(2)]
-        );
+        assert_eq!(splitter.split("abcd", true), vec![Fragment::Text("a"), Fragment::Token(2)]);
     }
 
     #[test]
     fn a_token_does_not_overlap_itself() {
         let splitter = SpecialTokenSplitter::new(vec![token(1, "aa", TokenKind::Control)]);
-        assert_eq!(
-            splitter.split("aaa", true),
-            vec![Fragment::Token(1), Fragment::Text("a")]
-        );
+        assert_eq!(splitter.split("aaa", true), vec![Fragment::Token(1), Fragment::Text("a")]);
     }
 
     #[test]

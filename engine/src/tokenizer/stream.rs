@@ -17,10 +17,7 @@ pub struct StreamDecoder {
 impl StreamDecoder {
     /// `render_special`: whether control tokens (`<|im_end|>`, ...) appear in the text.
     pub fn new(render_special: bool) -> Self {
-        Self {
-            pending: Vec::new(),
-            render_special,
-        }
+        Self { pending: Vec::new(), render_special }
     }
 
     /// The text that `id` completes (often empty while a character is incomplete).
@@ -109,11 +106,7 @@ mod tests {
         ];
         for chunks in cases {
             let whole: Vec<u8> = chunks.concat();
-            assert_eq!(
-                stream(chunks),
-                String::from_utf8_lossy(&whole),
-                "{chunks:?}"
-            );
+            assert_eq!(stream(chunks), String::from_utf8_lossy(&whole), "{chunks:?}");
         }
     }
 }

@@ -61,11 +61,7 @@ impl Chars {
             offsets.push(offset);
         }
         offsets.push(n);
-        Self {
-            chars,
-            classes,
-            offsets,
-        }
+        Self { chars, classes, offsets }
     }
 
     /// Class at `i` when `i` is inside `..end`.
@@ -102,11 +98,7 @@ pub(crate) fn split_words(family: PreTokenizerFamily, text: &str, words: &mut Ve
         }
         PreTokenizerFamily::Llama3 => llama3(&chars, n, &mut char_words),
     }
-    words.extend(
-        char_words
-            .into_iter()
-            .map(|(a, b)| (chars.offsets[a], chars.offsets[b])),
-    );
+    words.extend(char_words.into_iter().map(|(a, b)| (chars.offsets[a], chars.offsets[b])));
 }
 
 fn is_contraction_letter(c: char) -> bool {
@@ -207,21 +199,9 @@ mod tests {
         assert_eq!(class_of('é'), Class::Letter);
         assert_eq!(class_of('٣'), Class::Number);
         assert_eq!(class_of('\u{3000}'), Class::Space);
-        assert_eq!(
-            class_of('\u{1E4F0}'),
-            Class::Number,
-            "Nag Mundari digit, Unicode 15.0"
-        );
-        assert_eq!(
-            class_of('\u{1CCF0}'),
-            Class::Other,
-            "outlined digit, Unicode 16.0"
-        );
-        assert_eq!(
-            class_of('\u{0301}'),
-            Class::Other,
-            "a combining mark is not a letter"
-        );
+        assert_eq!(class_of('\u{1E4F0}'), Class::Number, "Nag Mundari digit, Unicode 15.0");
+        assert_eq!(class_of('\u{1CCF0}'), Class::Other, "outlined digit, Unicode 16.0");
+        assert_eq!(class_of('\u{0301}'), Class::Other, "a combining mark is not a letter");
     }
 
     #[test]
@@ -234,19 +214,13 @@ mod tests {
 
     #[test]
     fn smollm_words_isolate_every_digit() {
-        assert_eq!(
-            words(PreTokenizerFamily::Gpt2SingleDigits, "v 12a"),
-            ["v", " ", "1", "2", "a"]
-        );
+        assert_eq!(words(PreTokenizerFamily::Gpt2SingleDigits, "v 12a"), ["v", " ", "1", "2", "a"]);
     }
 
     #[test]
     fn llama3_words() {
         assert_eq!(
-            words(
-                PreTokenizerFamily::Llama3,
-                "We'LL pay 12345 (now)!\r\n\n  ok  "
-            ),
+            words(PreTokenizerFamily::Llama3, "We'LL pay 12345 (now)!\r\n\n  ok  "),
             ["We", "'LL", " pay", " ", "123", "45", " (", "now", ")!\r\n\n", " ", " ok", "  "]
         );
     }
@@ -263,11 +237,7 @@ mod tests {
             PreTokenizerFamily::Llama3,
         ] {
             let mut pre = PreTokenizedString::from(text);
-            family
-                .pre_tokenizer()
-                .unwrap()
-                .pre_tokenize(&mut pre)
-                .unwrap();
+            family.pre_tokenizer().unwrap().pre_tokenize(&mut pre).unwrap();
             let by_regex: Vec<&str> = pre
                 .get_splits(OffsetReferential::Original, OffsetType::Byte)
                 .into_iter()

@@ -28,7 +28,13 @@ pub struct TinyLlama {
 
 impl Default for TinyLlama {
     fn default() -> Self {
-        Self { tie_word_embeddings: false, dtype: DType::F32, shards: 1, llama3_rope: false, seed: 7 }
+        Self {
+            tie_word_embeddings: false,
+            dtype: DType::F32,
+            shards: 1,
+            llama3_rope: false,
+            seed: 7,
+        }
     }
 }
 
@@ -83,7 +89,8 @@ impl TinyLlama {
                 "high_freq_factor": 4.0, "original_max_position_embeddings": 16
             });
         }
-        std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&config).unwrap()).unwrap();
+        std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&config).unwrap())
+            .unwrap();
         write_word_level_tokenizer(dir);
 
         let mut rng = Rng(self.seed);
@@ -92,21 +99,47 @@ impl TinyLlama {
         for i in 0..LAYERS {
             let p = format!("model.layers.{i}");
             let s = 1.0 / (HIDDEN as f32).sqrt() * 1.7;
-            tensors.push((format!("{p}.self_attn.q_proj.weight"), rng.tensor(&[HEADS * HEAD_DIM, HIDDEN], s)));
-            tensors.push((format!("{p}.self_attn.k_proj.weight"), rng.tensor(&[KV_HEADS * HEAD_DIM, HIDDEN], s)));
-            tensors.push((format!("{p}.self_attn.v_proj.weight"), rng.tensor(&[KV_HEADS * HEAD_DIM, HIDDEN], s)));
-            tensors.push((format!("{p}.self_attn.o_proj.weight"), rng.tensor(&[HIDDEN, HEADS * HEAD_DIM], s)));
-            tensors.push((format!("{p}.mlp.gate_proj.weight"), rng.tensor(&[INTERMEDIATE, HIDDEN], s)));
-            tensors.push((format!("{p}.mlp.up_proj.weight"), rng.tensor(&[INTERMEDIATE, HIDDEN], s)));
-            tensors.push((format!("{p}.mlp.down_proj.weight"), rng.tensor(&[HIDDEN, INTERMEDIATE], 1.0 / (INTERMEDIATE as f32).sqrt())));
-            tensors.push((format!("{p}.input_layernorm.weight"), (rng.tensor(&[HIDDEN], 0.2) + 1.0).unwrap()));
-            tensors.push((format!("{p}.post_attention_layernorm.weight"), (rng.tensor(&[HIDDEN], 0.2) + 1.0).unwrap()));
+            tensors.push((
+                format!("{p}.self_attn.q_proj.weight"),
+                rng.tensor(&[HEADS * HEAD_DIM, HIDDEN], s),
+            ));
+            tensors.push((
+                format!("{p}.self_attn.k_proj.weight"),
+                rng.tensor(&[KV_HEADS * HEAD_DIM, HIDDEN], s),
+            ));
+            tensors.push((
+                format!("{p}.self_attn.v_proj.weight"),
+                rng.tensor(&[KV_HEADS * HEAD_DIM, HIDDEN], s),
+            ));
+            tensors.push((
+                format!("{p}.self_attn.o_proj.weight"),
+                rng.tensor(&[HIDDEN, HEADS * HEAD_DIM], s),
+            ));
+            tensors.push((
+                format!("{p}.mlp.gate_proj.weight"),
+                rng.tensor(&[INTERMEDIATE, HIDDEN], s),
+            ));
+            tensors
+                .push((format!("{p}.mlp.up_proj.weight"), rng.tensor(&[INTERMEDIATE, HIDDEN], s)));
+            tensors.push((
+                format!("{p}.mlp.down_proj.weight"),
+                rng.tensor(&[HIDDEN, INTERMEDIATE], 1.0 / (INTERMEDIATE as f32).sqrt()),
+            ));
+            tensors.push((
+                format!("{p}.input_layernorm.weight"),
+                (rng.tensor(&[HIDDEN], 0.2) + 1.0).unwrap(),
+            ));
+            tensors.push((
+                format!("{p}.post_attention_layernorm.weight"),
+                (rng.tensor(&[HIDDEN], 0.2) + 1.0).unwrap(),
+            ));
         }
         tensors.push(("model.norm.weight".into(), (rng.tensor(&[HIDDEN], 0.2) + 1.0).unwrap()));
         if !self.tie_word_embeddings {
             tensors.push(("lm_head.weight".into(), rng.tensor(&[VOCAB, HIDDEN], 0.5)));
         }
-        let tensors: Vec<(String, Tensor)> = tensors.into_iter().map(|(n, t)| (n, t.to_dtype(self.dtype).unwrap())).collect();
+        let tensors: Vec<(String, Tensor)> =
+            tensors.into_iter().map(|(n, t)| (n, t.to_dtype(self.dtype).unwrap())).collect();
 
         if self.shards <= 1 {
             let map: HashMap<String, Tensor> = tensors.into_iter().collect();
@@ -131,7 +164,8 @@ impl TinyLlama {
 /// A whitespace-split word-level tokenizer over [`words`], with `<s>`/`</s>` special.
 pub fn write_word_level_tokenizer(dir: &Path) {
     let words = words();
-    let vocab: serde_json::Map<String, serde_json::Value> = words.iter().enumerate().map(|(i, w)| (w.clone(), json!(i))).collect();
+    let vocab: serde_json::Map<String, serde_json::Value> =
+        words.iter().enumerate().map(|(i, w)| (w.clone(), json!(i))).collect();
     let added: Vec<serde_json::Value> = words[..3]
         .iter()
         .enumerate()

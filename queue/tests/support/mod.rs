@@ -9,12 +9,18 @@ use serde::de::DeserializeOwned;
 
 /// The test broker (scripts/test-services.sh starts it); HERD_TEST_AMQP_URL overrides.
 pub fn amqp_url() -> String {
-    std::env::var("HERD_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_string())
+    std::env::var("HERD_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_string())
 }
 
 /// Fails (never skips) when the broker is not there: the tests exist to talk to it.
 pub fn require_rabbitmq() {
-    if std::net::TcpStream::connect_timeout(&"127.0.0.1:5672".parse().unwrap(), Duration::from_secs(2)).is_err() {
+    if std::net::TcpStream::connect_timeout(
+        &"127.0.0.1:5672".parse().unwrap(),
+        Duration::from_secs(2),
+    )
+    .is_err()
+    {
         panic!("RabbitMQ is not answering on 127.0.0.1:5672; run scripts/test-services.sh");
     }
 }
@@ -56,7 +62,10 @@ pub fn job(run: &str, generator: &str, index: usize) -> GenerationJob {
 }
 
 /// The next delivery within `wait`, or `None`; a queue error fails the test.
-pub async fn next_within<T: DeserializeOwned>(consumer: &mut JobConsumer<T>, wait: Duration) -> Option<Delivery<T>> {
+pub async fn next_within<T: DeserializeOwned>(
+    consumer: &mut JobConsumer<T>,
+    wait: Duration,
+) -> Option<Delivery<T>> {
     match tokio::time::timeout(wait, consumer.next()).await {
         Err(_) | Ok(None) => None,
         Ok(Some(Ok(delivery))) => Some(delivery),

@@ -93,8 +93,11 @@ fn binary() -> PathBuf {
     let on_path = std::env::var_os("PATH")
         .map(|paths| std::env::split_paths(&paths).map(|p| p.join("s3s-fs")).find(|p| p.is_file()))
         .unwrap_or_default();
-    let cargo_bin = std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo/bin/s3s-fs"));
-    on_path.or(cargo_bin.filter(|p| p.is_file())).expect("s3s-fs is not installed; run scripts/test-services.sh")
+    let cargo_bin =
+        std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo/bin/s3s-fs"));
+    on_path
+        .or(cargo_bin.filter(|p| p.is_file()))
+        .expect("s3s-fs is not installed; run scripts/test-services.sh")
 }
 
 pub fn free_port() -> u16 {
