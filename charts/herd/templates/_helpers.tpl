@@ -1,11 +1,4 @@
-{{/*
-Helpers of the herd chart.
-
-The chart keeps to a subset of Helm's template language that tests/chart.rs renders
-without a helm binary: no `range … else`, no variable re-assignment (`$x = …`), maps are
-ranged over through `keys | sortAlpha`, optional lists are ranged over inside `with` (that
-renderer refuses to range over a missing value), numbers are printed through `int`.
-*/}}
+{{/* Named templates of the herd chart. */}}
 
 {{/* Chart name, at most 63 characters. */}}
 {{- define "herd.name" -}}
@@ -41,6 +34,33 @@ app.kubernetes.io/name: {{ include "herd.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
+{{/* Labels that select one role's pods; argument: dict root, component and, for a
+generation worker, generator (its name). */}}
+{{- define "herd.componentSelectorLabels" -}}
+{{ include "herd.selectorLabels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- with .generator }}
+herd.dev/generator: {{ . | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* Labels of a role's objects: the release's labels and the role's. Argument: as
+herd.componentSelectorLabels. */}}
+{{- define "herd.componentLabels" -}}
+{{ include "herd.labels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- with .generator }}
+herd.dev/generator: {{ . | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* Labels of a role's pods: its selector labels and the run. Argument: as
+herd.componentSelectorLabels. */}}
+{{- define "herd.podLabels" -}}
+{{ include "herd.componentSelectorLabels" . }}
+herd.dev/run: {{ .root.Values.run.id | quote }}
+{{- end -}}
+
 {{/* ServiceAccount name. */}}
 {{- define "herd.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create -}}
@@ -50,7 +70,23 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 {{- end -}}
 
-{{/* Image reference; argument: dict with "image" (cpu or cuda values) and "root". */}}
+{{/* Object names of the roles. A generator's Deployment is named after the generator with
+its dots (llama-3.1-8b) made '-', so the name stays a DNS label; argument: dict root and
+name. The coordinator's Job is one per run id. */}}
+{{- define "herd.generatorWorkerName" -}}
+{{- printf "%s-gen-%s" (include "herd.fullname" .root) (replace "." "-" .name) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- define "herd.judgeWorkerName" -}}
+{{- printf "%s-judge" (include "herd.fullname" .) -}}
+{{- end -}}
+{{- define "herd.coordinatorName" -}}
+{{- printf "%s-coordinator" (include "herd.fullname" .) -}}
+{{- end -}}
+{{- define "herd.coordinatorJobName" -}}
+{{- printf "%s-%s" (include "herd.coordinatorName" .) .Values.run.id | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Image reference; argument: dict "image" (cpu or cuda values) and "root". */}}
 {{- define "herd.image" -}}
 {{- printf "%s:%s" .image.repository (default .root.Chart.AppVersion .image.tag) -}}
 {{- end -}}
@@ -67,25 +103,31 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if or .Values.storage.existingSecret .Values.storage.accessKeyId -}}true{{- end -}}
 {{- end -}}
 
+{{/* Pod annotations that roll a Deployment's pods when the Secrets the chart creates change
+(a password read at start-up, or a URL in the environment, would otherwise go stale). */}}
+{{- define "herd.checksumAnnotations" -}}
+{{- with include (print .Template.BasePath "/secrets.yaml") . | trim -}}
+checksum/secrets: {{ sha256sum . }}
+{{- end -}}
+{{- end -}}
+
 {{/* AMQP URL without password (what HERD_AMQP_URL holds in file mode). */}}
 {{- define "herd.amqpUrl" -}}
-{{- with .Values.amqp.inCluster -}}
-{{- if .enabled -}}
-{{- printf "amqp://%s@%s.%s.svc:%d/%s" .username .serviceName (default $.Release.Namespace .namespace) (.port | int) .vhost -}}
+{{- $broker := .Values.amqp.inCluster -}}
+{{- if $broker.enabled -}}
+{{- printf "amqp://%s@%s.%s.svc:%d/%s" $broker.username $broker.serviceName (default .Release.Namespace $broker.namespace) ($broker.port | int) $broker.vhost -}}
 {{- else -}}
-{{- $.Values.amqp.url -}}
-{{- end -}}
+{{- .Values.amqp.url -}}
 {{- end -}}
 {{- end -}}
 
 {{/* Management API URL without credentials (KEDA). */}}
 {{- define "herd.amqpManagementUrl" -}}
-{{- with .Values.amqp.inCluster -}}
-{{- if .enabled -}}
-{{- printf "http://%s.%s.svc:%d/%s" .serviceName (default $.Release.Namespace .namespace) (.managementPort | int) .vhost -}}
+{{- $broker := .Values.amqp.inCluster -}}
+{{- if $broker.enabled -}}
+{{- printf "http://%s.%s.svc:%d/%s" $broker.serviceName (default .Release.Namespace $broker.namespace) ($broker.managementPort | int) $broker.vhost -}}
 {{- else -}}
-{{- $.Values.amqp.managementUrl -}}
-{{- end -}}
+{{- .Values.amqp.managementUrl -}}
 {{- end -}}
 {{- end -}}
 
@@ -95,17 +137,16 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 plus; a literal "+" is escaped to %2B, so every "+" left was a space. */ -}}
 {{- $user := urlquery .root.Values.amqp.username | replace "+" "%20" -}}
 {{- $password := urlquery .root.Values.amqp.password | replace "+" "%20" -}}
-{{- $userinfo := printf "%s:%s@" $user $password -}}
-{{- regexReplaceAll "^([a-z]+://)([^@/]*@)?" .url (printf "${1}%s" $userinfo) -}}
+{{- regexReplaceAll "^([a-z]+://)([^@/]*@)?" .url (printf "${1}%s:%s@" $user $password) -}}
 {{- end -}}
 
 {{/* S3 store URL (HERD_STORE). */}}
 {{- define "herd.storeUrl" -}}
-{{- if .Values.storage.prefix -}}
-{{- printf "s3://%s/%s" .Values.storage.bucket (trimSuffix "/" .Values.storage.prefix) -}}
-{{- else -}}
-{{- printf "s3://%s" .Values.storage.bucket -}}
+{{- $url := printf "s3://%s" .Values.storage.bucket -}}
+{{- with .Values.storage.prefix -}}
+{{- $url = printf "%s/%s" $url (trimSuffix "/" .) -}}
 {{- end -}}
+{{- $url -}}
 {{- end -}}
 
 {{/* Queue names as herd's queue crate declares them (queue/src/names.rs): a character
@@ -207,6 +248,19 @@ seccompProfile:
   value: /var/cache/herd
 {{- end -}}
 
+{{/* A role's environment: the shared one, then extra variables; argument: dict root,
+ncclEnv (a map, written in its keys' order) and extraEnv (EnvVar objects). */}}
+{{- define "herd.env" -}}
+{{ include "herd.commonEnv" .root }}
+{{- range $name, $value := .ncclEnv }}
+- name: {{ $name }}
+  value: {{ $value | toString | quote }}
+{{- end }}
+{{- with .extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
 {{/* Volume mounts every container shares. */}}
 {{- define "herd.commonVolumeMounts" -}}
 - name: tmp
@@ -263,60 +317,58 @@ seccompProfile:
       - key: {{ .Values.storage.secretKeys.secretAccessKey }}
         path: secret-access-key
 {{- end }}
-{{- with .Values.amqp.tlsCa }}
-{{- if .secretName }}
+{{- if .Values.amqp.tlsCa.secretName }}
 - name: amqp-ca
   secret:
-    secretName: {{ .secretName }}
+    secretName: {{ .Values.amqp.tlsCa.secretName }}
     defaultMode: 292 # 0444: a CA certificate is public
     items:
-      - key: {{ .key }}
+      - key: {{ .Values.amqp.tlsCa.key }}
         path: ca.pem
 {{- end }}
-{{- end }}
-{{- with .Values.storage.tlsCa }}
-{{- if .secretName }}
+{{- if .Values.storage.tlsCa.secretName }}
 - name: s3-ca
   secret:
-    secretName: {{ .secretName }}
+    secretName: {{ .Values.storage.tlsCa.secretName }}
     defaultMode: 292
     items:
-      - key: {{ .key }}
+      - key: {{ .Values.storage.tlsCa.key }}
         path: ca.pem
-{{- end }}
 {{- end }}
 {{- end -}}
 
-{{/* Model volume mount; argument: dict "volume" (modelVolume values). */}}
+{{/* Model volume mount; argument: modelVolume values. */}}
 {{- define "herd.modelVolumeMount" -}}
-{{- if ne .volume.type "none" -}}
+{{- if ne .type "none" -}}
 - name: models
-  mountPath: {{ .volume.mountPath }}
+  mountPath: {{ .mountPath }}
   readOnly: true
-  {{- with .volume.subPath }}
+  {{- with .subPath }}
   subPath: {{ . }}
   {{- end }}
 {{- end }}
 {{- end -}}
 
-{{/* Model volume; argument: dict "volume" (modelVolume values). */}}
+{{/* Model volume; argument: modelVolume values. */}}
 {{- define "herd.modelVolume" -}}
-{{- if eq .volume.type "pvc" -}}
+{{- if eq .type "pvc" -}}
 - name: models
   persistentVolumeClaim:
-    claimName: {{ .volume.claimName }}
+    claimName: {{ .claimName }}
     readOnly: true
-{{- else if eq .volume.type "hostPath" -}}
+{{- else if eq .type "hostPath" -}}
 - name: models
   hostPath:
-    path: {{ .volume.hostPath }}
+    path: {{ .hostPath }}
     type: Directory
 {{- end }}
 {{- end -}}
 
-{{/* Probes on /healthz of the metrics port; argument: dict root and startupFailureThreshold. */}}
+{{/* Probes on /healthz of the metrics port; argument: dict root and, for the workers
+(which load a model first), startup: true and an optional startupFailureThreshold. */}}
 {{- define "herd.probes" -}}
 {{- $p := .root.Values.probes -}}
+{{- if .startup -}}
 startupProbe:
   httpGet:
     path: /healthz
@@ -324,6 +376,7 @@ startupProbe:
   periodSeconds: {{ $p.startup.periodSeconds | int }}
   timeoutSeconds: {{ $p.startup.timeoutSeconds | int }}
   failureThreshold: {{ default $p.startup.failureThreshold .startupFailureThreshold | int }}
+{{ end -}}
 livenessProbe:
   httpGet:
     path: /healthz
@@ -340,31 +393,71 @@ readinessProbe:
   failureThreshold: {{ $p.readiness.failureThreshold | int }}
 {{- end -}}
 
-{{/* Resources with a GPU count added; argument: dict resources and gpus. */}}
+{{/* Resources with a GPU count put in requests and limits; argument: dict resources and
+gpus. Empty when there is neither. */}}
 {{- define "herd.resources" -}}
-{{- $gpus := .gpus | int -}}
-{{- if or .resources.requests $gpus }}
-requests:
-  {{- with .resources.requests }}
+{{- $resources := deepCopy (.resources | default dict) -}}
+{{- with .gpus | int -}}
+{{- $gpu := dict "nvidia.com/gpu" . -}}
+{{- $_ := set $resources "requests" (merge ($resources.requests | default dict) $gpu) -}}
+{{- $_ := set $resources "limits" (merge ($resources.limits | default dict) $gpu) -}}
+{{- end -}}
+{{- with $resources -}}
+{{- toYaml . -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Pod placement and pull secrets; argument: dict root and role (values with
+nodeSelector, tolerations, affinity). */}}
+{{- define "herd.podScheduling" -}}
+{{- with .root.Values.imagePullSecrets }}
+imagePullSecrets:
   {{- toYaml . | nindent 2 }}
-  {{- end }}
-  {{- if $gpus }}
-  nvidia.com/gpu: {{ $gpus }}
-  {{- end }}
 {{- end }}
-{{- if or .resources.limits $gpus }}
-limits:
-  {{- with .resources.limits }}
+{{- with .role.nodeSelector }}
+nodeSelector:
   {{- toYaml . | nindent 2 }}
-  {{- end }}
-  {{- if $gpus }}
-  nvidia.com/gpu: {{ $gpus }}
-  {{- end }}
+{{- end }}
+{{- with .role.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .role.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end -}}
 
-{{/* Name of a generator's worker Deployment; argument: dict root and name. Dots in a
-generator name (llama-3.1-8b) become '-' so the name stays a DNS label. */}}
-{{- define "herd.generatorWorkerName" -}}
-{{- printf "%s-gen-%s" (include "herd.fullname" .root) (replace "." "-" .name) | trunc 63 | trimSuffix "-" -}}
+{{/* A KEDA ScaledObject's spec for a worker Deployment; argument: dict root, target (the
+Deployment's name), queue, minReplicas, maxReplicas and queueLength. */}}
+{{- define "herd.scaledObjectSpec" -}}
+{{- $scaling := .root.Values.autoscaling -}}
+scaleTargetRef:
+  apiVersion: apps/v1
+  kind: Deployment
+  name: {{ .target }}
+pollingInterval: {{ $scaling.pollingInterval | int }}
+cooldownPeriod: {{ $scaling.cooldownPeriod | int }}
+advanced:
+  horizontalPodAutoscalerConfig:
+    behavior:
+      scaleDown:
+        stabilizationWindowSeconds: {{ $scaling.scaleDownStabilizationSeconds | int }}
+        policies:
+          - type: Pods
+            value: 1
+            periodSeconds: 60
+minReplicaCount: {{ .minReplicas | int }}
+maxReplicaCount: {{ .maxReplicas | int }}
+triggers:
+  - type: rabbitmq
+    metadata:
+      # http: the management API counts ready and unacknowledged messages, so jobs a
+      # worker holds keep it alive; the AMQP protocol would count ready ones only.
+      protocol: http
+      mode: QueueLength
+      queueName: {{ .queue | quote }}
+      value: {{ .queueLength | int | toString | quote }}
+    authenticationRef:
+      name: {{ include "herd.fullname" .root }}-rabbitmq
 {{- end -}}
