@@ -69,9 +69,9 @@ fi
 echo "== test services: default model"
 bash scripts/fetch-default-model.sh >/dev/null
 
-# --- helm and the Kubernetes JSON schemas, which tests/chart.rs needs (it fails without
-# them): the chart is rendered and linted by helm itself, and each rendered object is
-# validated against Kubernetes' schemas. Both pinned, both into the tools folder
+# --- helm, the Kubernetes JSON schemas and the CRD validators, which tests/chart.rs needs (it
+# fails without them): the chart is rendered and linted by helm itself, and each rendered
+# object is validated against Kubernetes' schemas. All pinned, all into the tools folder
 # (${HERD_TOOLS_DIR:-~/.cache/herd/tools}) where tests/chart.rs looks for them.
 tools_dir="${HERD_TOOLS_DIR:-$HOME/.cache/herd/tools}"
 mkdir -p "$tools_dir"
@@ -111,6 +111,19 @@ if [ ! -f "$k8s_schemas/_definitions.json" ]; then
   rm -rf "$k8s_schemas"
   mv "$tmp/kubernetes_validate/kubernetes-json-schema/v1.33.0-local-strict" "$k8s_schemas"
   rm -rf "$tmp"
+fi
+
+# The CRD validators of the chart's custom resources (KEDA, Prometheus Operator): npm
+# packages pinned by tests/chart/crd-validate/package-lock.json, installed again when it
+# changes (see tests/chart/crd-validate/README.md).
+echo "== test services: CRD validators"
+crd_dir="$tools_dir/crd-validate"
+if ! cmp -s tests/chart/crd-validate/package-lock.json "$crd_dir/package-lock.json" \
+  || [ ! -d "$crd_dir/node_modules" ]; then
+  rm -rf "$crd_dir"
+  mkdir -p "$crd_dir"
+  cp tests/chart/crd-validate/package.json tests/chart/crd-validate/package-lock.json "$crd_dir/"
+  (cd "$crd_dir" && npm ci --silent --no-audit --no-fund >/dev/null)
 fi
 
 echo "== test services: ready"

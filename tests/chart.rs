@@ -3,14 +3,15 @@
 //! the values against values.schema.json itself, and the tests make sure it refuses broken
 //! ones); each rendered object is validated against Kubernetes v1.33 JSON schemas (strict:
 //! unknown fields fail) and the custom resources (KEDA, Prometheus Operator) against their
-//! CRD schemas through node; the dashboard may only query metrics herd exports, as
+//! CRD schemas through node (tests/chart/crd-validate); the dashboard may only query metrics herd exports, as
 //! documented and as the roles serve them (a small run of the real roles, scraped:
 //! tests/chart/live_roles.rs).
 //!
-//! helm and the Kubernetes schemas come from scripts/test-services.sh (pinned: helm v4.1.4,
-//! the schemas of the PyPI package kubernetes-validate 1.37.0), in
-//! `${HERD_TOOLS_DIR:-~/.cache/herd/tools}`; `HERD_HELM` and `HERD_K8S_SCHEMAS` name others.
-//! Without them the tests fail: they are never skipped.
+//! helm, the Kubernetes schemas and the CRD validators come from scripts/test-services.sh
+//! (pinned: helm v4.1.4, the schemas of the PyPI package kubernetes-validate 1.37.0, the npm
+//! packages of tests/chart/crd-validate/package-lock.json), in
+//! `${HERD_TOOLS_DIR:-~/.cache/herd/tools}`; `HERD_HELM`, `HERD_K8S_SCHEMAS` and
+//! `HERD_CRD_VALIDATE_MODULES` name others. Without them the tests fail: never skipped.
 
 #[path = "chart/live_roles.rs"]
 mod live_roles;
@@ -342,10 +343,23 @@ fn validate_manifests(manifests: &[(String, Json)]) -> BTreeSet<String> {
     seen
 }
 fn validate_custom_resources(objects: &[(String, Json)]) -> Vec<String> {
-    let script = root().join("tests/chart/crd-validate/validate.cjs");
+    let script = root().join("tests/chart/crd-validate/validate.mjs");
+    let modules = std::env::var_os("HERD_CRD_VALIDATE_MODULES")
+        .map(PathBuf::from)
+        .or_else(|| tools_dir().map(|tools| tools.join("crd-validate/node_modules")))
+        .filter(|dir| dir.join("@kubernetes-models/keda").is_dir())
+        .unwrap_or_else(|| {
+            panic!(
+                "no CRD validators: run scripts/test-services.sh (it installs the npm packages \
+                 of tests/chart/crd-validate/package-lock.json into \
+                 ${{HERD_TOOLS_DIR:-~/.cache/herd/tools}}/crd-validate) or set \
+                 HERD_CRD_VALIDATE_MODULES to their node_modules"
+            )
+        });
     let input = Json::Array(objects.iter().map(|(_, m)| m.clone()).collect());
     let mut child = Command::new("node")
         .arg(&script)
+        .arg(&modules)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
