@@ -717,7 +717,7 @@ fn worker_pods_roll_when_the_secrets_the_chart_creates_change() {
         assert!(checksum.is_null(), "{name}: a checksum without a Secret of the chart");
     }
     let gpu = values_file("gpu-values.yaml");
-    let before = secret_checksums(&render(&[gpu.clone()]));
+    let before = secret_checksums(&render(std::slice::from_ref(&gpu)));
     assert_eq!(before.len(), 4);
     let first = before.values().next().unwrap().clone();
     assert!(first.is_string() && before.values().all(|c| c == &first), "{before:?}");
@@ -945,7 +945,7 @@ fn helm_refuses_values_that_break_values_schema_json() {
         helm_template(&overrides).unwrap_or_else(|e| panic!("{files:?} rejected: {e}"));
     }
     for (case, bad) in bad_values_cases() {
-        let error = helm_template(&[bad.clone()])
+        let error = helm_template(std::slice::from_ref(&bad))
             .err()
             .unwrap_or_else(|| panic!("helm template accepts {case}: {bad}"));
         assert!(error.contains(SCHEMA_ERROR), "{case}: not refused by the schema: {error}");
