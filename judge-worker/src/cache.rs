@@ -23,8 +23,8 @@ use herd_core::jobs::{JudgeJob, JudgeMode, JudgeResult};
 use herd_core::judge::prompt::ALPACA_EVAL_FN_TEMPLATE;
 use herd_core::judge::SwapDecision;
 use herd_engine::ModelSource;
+use herd_runtime::ModelUnavailable;
 use herd_store::{keys, ResultStore, StoreError};
-use herd_worker::ModelUnavailable;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 

@@ -1,6 +1,6 @@
 //! The judge worker loop.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,12 +9,11 @@ use herd_core::jobs::{JudgeJob, JudgeResult, Phase};
 use herd_core::judge::SwapDecision;
 use herd_engine::{BatchOptions, Model};
 use herd_queue::{Delivery, JobQueue, QueueName};
+use herd_runtime::{
+    run_jobs, JobHandler, LoopSettings, ModelCache, Pass, Role, RuntimeError, NOOP_BENCHMARK_MODEL,
+};
 use herd_store::{keys, ResultStore};
 use herd_telemetry::Metrics;
-use herd_worker::{
-    next_batch, settle, spawn_feeder, unix_now, ActivityRecorder, EngineThread, ModelCache,
-    WorkerError, NOOP_BENCHMARK_MODEL,
-};
 use tokio::sync::mpsc;
 
 use crate::{
@@ -22,7 +21,8 @@ use crate::{
     Verdict,
 };
 
-const ROLE: &str = "judge-worker";
+const ROLE: Role =
+    Role { label: "judge-worker", phase: Phase::Judging, job: "judge", work: "judging" };
 
 /// A worker for one judge's queue (`herd.<run>.judge.<judge>`).
 #[derive(Debug, Clone)]
@@ -80,17 +80,6 @@ impl JudgeWorker {
         QueueName::judge(&self.run_id, &self.judge)
     }
 
-    /// Why a job naming judge model `model` is not this worker's to run, if it is not.
-    fn refuses(&self, model: &str) -> Option<String> {
-        let serves = self.model.as_deref()?;
-        (model != serves).then(|| {
-            format!(
-                "the job asks for judge model {model} but this worker of judge {} serves {serves}",
-                self.judge
-            )
-        })
-    }
-
     /// Consumes the judge's queue until `shutdown` completes or the queue closes. The judge
     /// model is loaded (through `models`) only when a job misses the cache.
     pub async fn run<Q: JobQueue>(
@@ -101,43 +90,21 @@ impl JudgeWorker {
         models: &ModelCache,
         metrics: &Metrics,
         shutdown: impl Future<Output = ()>,
-    ) -> Result<JudgeWorkerStats, WorkerError> {
-        let name = self.queue_name();
-        queue.declare(&name).await?;
-        metrics.set_worker_info(ROLE, &self.judge, &self.worker);
-        // At 0 from the start, so that dashboards show a series before the first failure.
-        metrics.init_job_counters(&self.run_id, ROLE, name.as_str());
-        metrics.judge_prompt_tokens.with_label_values(&[&self.run_id, &self.judge]);
-        let mut feed = spawn_feeder(queue.consume::<JudgeJob>(&name, self.prefetch.max(1)).await?);
-        let engine = EngineThread::spawn(&format!("engine-judge-{}", self.judge));
-        let mut pass = Pass {
+    ) -> Result<JudgeWorkerStats, RuntimeError> {
+        let mut judging = Judging {
             worker: self,
-            queue: name.to_string(),
-            store,
             cache,
-            models,
-            metrics,
-            engine: &engine,
             identities: ModelIdentities::default(),
             candidates: HashMap::new(),
-            activity: ActivityRecorder::open(
-                store.clone(),
-                &self.run_id,
-                Phase::Judging,
-                &self.worker,
-                name.as_str(),
-            )
-            .await?,
             stats: JudgeWorkerStats::default(),
         };
-        let mut shutdown = std::pin::pin!(shutdown);
-        while let Some(batch) =
-            next_batch(&mut feed, usize::from(self.prefetch), self.linger, &mut shutdown).await
-        {
-            pass.process(batch?).await?;
-            pass.activity.flush().await?;
-        }
-        Ok(pass.stats)
+        let counts = run_jobs(&mut judging, queue, store, models, metrics, shutdown).await?;
+        Ok(JudgeWorkerStats {
+            already_stored: counts.already_stored,
+            dead_lettered: counts.dead_lettered,
+            given_back: counts.given_back,
+            ..judging.stats
+        })
     }
 }
 
@@ -165,98 +132,128 @@ fn noop_verdict(job: &JudgeJob, worker: &str) -> JudgeResult {
     }
 }
 
-struct Pass<'a> {
+/// The judge handler of one run of the loop: the worker's settings, the verdict cache and
+/// what it did.
+struct Judging<'a> {
     worker: &'a JudgeWorker,
-    queue: String,
-    store: &'a ResultStore,
     cache: &'a JudgeCache,
-    models: &'a ModelCache,
-    metrics: &'a Metrics,
-    engine: &'a EngineThread,
     identities: ModelIdentities,
     /// Logprob candidates per judge model, checked once.
     candidates: HashMap<String, Result<LogprobCandidates, String>>,
-    activity: ActivityRecorder,
     stats: JudgeWorkerStats,
 }
 
-impl Pass<'_> {
-    fn labels(&self) -> [&str; 3] {
-        [self.worker.run_id.as_str(), ROLE, self.queue.as_str()]
+impl JobHandler for Judging<'_> {
+    type Job = JudgeJob;
+    type Admitted = Miss;
+
+    const ROLE: Role = ROLE;
+
+    fn settings(&self) -> LoopSettings {
+        let worker = self.worker;
+        LoopSettings {
+            run_id: worker.run_id.clone(),
+            name: worker.judge.clone(),
+            queue: worker.queue_name(),
+            engine_thread: format!("engine-judge-{}", worker.judge),
+            worker: worker.worker.clone(),
+            prefetch: worker.prefetch,
+            linger: worker.linger,
+            model: worker.model.clone(),
+        }
     }
 
-    async fn process(&mut self, deliveries: Vec<Delivery<JudgeJob>>) -> Result<(), WorkerError> {
-        let batch_started = unix_now();
-        let mut misses: BTreeMap<String, Vec<Miss>> = BTreeMap::new();
-        for delivery in deliveries {
-            if delivery.redelivered {
-                self.metrics.jobs_redelivered.with_label_values(&self.labels()).inc();
-            }
-            let job = &delivery.job;
-            if self
-                .store
-                .exists(&keys::annotation(&job.run_id, &job.judge.name, &job.generator, job.index))
-                .await?
-            {
-                self.stats.already_stored += 1;
-                self.metrics.jobs_completed.with_label_values(&self.labels()).inc();
-                settle(delivery.ack().await)?;
-                continue;
-            }
-            if let Some(reason) = self.worker.refuses(&job.judge.model) {
-                self.dead_letter(delivery, &reason).await?;
-                continue;
-            }
-            if job.judge.model == NOOP_BENCHMARK_MODEL {
-                let result = noop_verdict(job, &self.worker.worker);
-                self.store(delivery, result, batch_started, false).await?;
-                continue;
-            }
-            let identity = match self.identities.get(&job.judge.model).await {
-                Ok(identity) => identity,
-                Err(unavailable) => {
-                    self.dead_letter(delivery, &unavailable.to_string()).await?;
-                    continue;
-                }
-            };
-            let key = JudgeCacheKey::new(job, &identity);
-            if let Some(cached) = self.cache.get(&key).await? {
-                let result = cached.result(job, &self.worker.worker);
-                self.store(delivery, result, batch_started, true).await?;
-                continue;
-            }
-            misses.entry(job.judge.model.clone()).or_default().push(Miss {
-                delivery,
-                key,
-                identity,
-            });
-        }
-        for (model, group) in misses {
-            match self.models.get(&model).await {
-                Ok(loaded) => self.judge(&model, loaded, group, batch_started).await?,
-                Err(unavailable) => {
-                    for miss in group {
-                        self.dead_letter(miss.delivery, &unavailable.to_string()).await?;
-                    }
-                }
-            }
-        }
-        Ok(())
+    fn init_metrics(&self, metrics: &Metrics) {
+        metrics.judge_prompt_tokens.with_label_values(&[&self.worker.run_id, &self.worker.judge]);
     }
 
+    fn model(job: &JudgeJob) -> &str {
+        &job.judge.model
+    }
+
+    fn index(job: &JudgeJob) -> usize {
+        job.index
+    }
+
+    fn result_key(job: &JudgeJob) -> String {
+        keys::annotation(&job.run_id, &job.judge.name, &job.generator, job.index)
+    }
+
+    fn refusal(&self, asked: &str, serves: &str) -> String {
+        format!(
+            "the job asks for judge model {asked} but this worker of judge {} serves {serves}",
+            self.worker.judge
+        )
+    }
+
+    /// The benchmark-only judge's tie and a cached verdict are stored at once; a cache miss
+    /// goes on to the judge model.
+    async fn admit(
+        &mut self,
+        pass: &mut Pass<'_, Self>,
+        delivery: Delivery<JudgeJob>,
+    ) -> Result<Option<Miss>, RuntimeError> {
+        let job = &delivery.job;
+        if job.judge.model == NOOP_BENCHMARK_MODEL {
+            let result = noop_verdict(job, pass.worker());
+            self.store(pass, delivery, result, false).await?;
+            return Ok(None);
+        }
+        let identity = match self.identities.get(&job.judge.model).await {
+            Ok(identity) => identity,
+            Err(unavailable) => {
+                pass.dead_letter(delivery, &unavailable.to_string()).await?;
+                return Ok(None);
+            }
+        };
+        let key = JudgeCacheKey::new(job, &identity);
+        if let Some(cached) = self.cache.get(&key).await? {
+            let result = cached.result(job, pass.worker());
+            self.store(pass, delivery, result, true).await?;
+            return Ok(None);
+        }
+        Ok(Some(Miss { delivery, key, identity }))
+    }
+
+    fn delivery(miss: Miss) -> Delivery<JudgeJob> {
+        miss.delivery
+    }
+
+    async fn handle(
+        &mut self,
+        pass: &mut Pass<'_, Self>,
+        model_name: &str,
+        model: Option<Arc<Model>>,
+        group: Vec<Miss>,
+    ) -> Result<(), RuntimeError> {
+        match model {
+            Some(model) => self.judge(pass, model_name, model, group).await,
+            // `admit` answers the benchmark-only judge's jobs itself; none come here.
+            None => {
+                for miss in group {
+                    let result = noop_verdict(&miss.delivery.job, pass.worker());
+                    self.store(pass, miss.delivery, result, false).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Judging<'_> {
     /// Stores a verdict, then acknowledges its job.
     async fn store(
         &mut self,
+        pass: &mut Pass<'_, Self>,
         delivery: Delivery<JudgeJob>,
         result: JudgeResult,
-        batch_started: f64,
         cached: bool,
-    ) -> Result<(), WorkerError> {
-        self.store.put_annotation(&result).await?;
-        self.metrics.record_annotation(&result);
-        self.metrics.jobs_completed.with_label_values(&self.labels()).inc();
+    ) -> Result<(), RuntimeError> {
+        pass.store.put_annotation(&result).await?;
+        pass.metrics.record_annotation(&result);
         let tokens = if cached { 0 } else { result.prompt_tokens as u64 };
-        self.activity.record(&result.generator, batch_started, tokens, cached);
+        let batch_started = pass.batch_started;
+        pass.activity.record(&result.generator, batch_started, tokens, cached);
         if cached {
             self.stats.cached += 1;
         } else {
@@ -264,41 +261,33 @@ impl Pass<'_> {
             self.stats.prompt_tokens += tokens;
             self.stats.unparsed += usize::from(result.preference.is_none());
         }
-        settle(delivery.ack().await)
-    }
-
-    async fn dead_letter(
-        &mut self,
-        delivery: Delivery<JudgeJob>,
-        reason: &str,
-    ) -> Result<(), WorkerError> {
-        tracing::warn!(queue = %self.queue, index = delivery.job.index, reason, "dead-lettering a judge job");
-        self.stats.dead_lettered += 1;
-        self.metrics.jobs_dead_lettered.with_label_values(&self.labels()).inc();
-        settle(delivery.dead_letter(reason).await)
+        pass.complete(delivery).await
     }
 
     async fn judge(
         &mut self,
+        pass: &mut Pass<'_, Self>,
         model_name: &str,
         model: Arc<Model>,
         group: Vec<Miss>,
-        batch_started: f64,
-    ) -> Result<(), WorkerError> {
+    ) -> Result<(), RuntimeError> {
         if !self.candidates.contains_key(model_name) {
             let checked = model.clone();
             let candidates =
-                self.engine.submit(move || LogprobCandidates::for_model(&checked)).await?;
+                pass.engine.submit(move || LogprobCandidates::for_model(&checked)).await?;
             self.candidates.insert(model_name.to_string(), candidates);
         }
         let candidates = self.candidates[model_name].clone();
-        self.metrics.batch_size.with_label_values(&[ROLE, model_name]).observe(group.len() as f64);
+        pass.metrics
+            .batch_size
+            .with_label_values(&[ROLE.label, model_name])
+            .observe(group.len() as f64);
 
         let jobs: Vec<JudgeJob> = group.iter().map(|m| m.delivery.job.clone()).collect();
         let mut pending: Vec<Option<Miss>> = group.into_iter().map(Some).collect();
         let (sender, mut verdicts) = mpsc::unbounded_channel::<(usize, Result<Verdict, String>)>();
         let options = self.worker.batch.clone();
-        let done = self.engine.submit(move || {
+        let done = pass.engine.submit(move || {
             judge_batch(
                 &model,
                 &jobs,
@@ -314,7 +303,7 @@ impl Pass<'_> {
             let verdict = match outcome {
                 Ok(verdict) => verdict,
                 Err(reason) => {
-                    self.dead_letter(miss.delivery, &reason).await?;
+                    pass.dead_letter(miss.delivery, &reason).await?;
                     continue;
                 }
             };
@@ -324,14 +313,14 @@ impl Pass<'_> {
                 verdict.preference,
                 verdict.raw_completion,
                 verdict.seconds,
-                &self.worker.worker,
+                pass.worker(),
             );
             if let Some(cached) =
                 CachedJudgement::from_result(&result, &miss.identity, job.judge.mode)
             {
                 self.cache.put(&miss.key, &cached).await?;
             }
-            self.store(miss.delivery, result, batch_started, false).await?;
+            self.store(pass, miss.delivery, result, false).await?;
         }
         let failure = match done.await {
             Ok(Ok(())) => None,
@@ -339,13 +328,9 @@ impl Pass<'_> {
             Err(gone) => Some(gone.to_string()),
         };
         if let Some(reason) = failure {
-            let left: Vec<Miss> = pending.into_iter().flatten().collect();
-            tracing::error!(queue = %self.queue, jobs = left.len(), reason, "judging failed; giving the jobs back");
-            for miss in left {
-                self.stats.given_back += 1;
-                self.metrics.jobs_failed.with_label_values(&self.labels()).inc();
-                settle(miss.delivery.nack().await)?;
-            }
+            let left: Vec<Delivery<JudgeJob>> =
+                pending.into_iter().flatten().map(|miss| miss.delivery).collect();
+            pass.give_back(left, &reason).await?;
         }
         Ok(())
     }

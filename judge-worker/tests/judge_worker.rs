@@ -11,9 +11,9 @@ use herd_judge_worker::{
     JudgeCache, JudgeCacheKey, JudgeFormat, JudgeModel, JudgeWorker, LogprobCandidates,
 };
 use herd_queue::{JobQueue, MemoryQueue};
+use herd_runtime::ModelCache;
 use herd_store::{keys, ResultStore};
 use herd_telemetry::Metrics;
-use herd_worker::ModelCache;
 
 /// Judge jobs on eval-set rows (199, 370, 597 and 662 have references of a few words).
 fn jobs(run: &str, mode: JudgeMode, max_new_tokens: usize, indices: &[usize]) -> Vec<JudgeJob> {
@@ -218,11 +218,11 @@ async fn the_benchmark_noop_judge_ties_at_once_without_a_model_or_the_cache() {
     let models = ModelCache::default();
     let mut noop = jobs("r-noop", JudgeMode::Logprob, 100, &[0, 1, 2]);
     for job in &mut noop {
-        job.judge.model = herd_worker::NOOP_BENCHMARK_MODEL.into();
+        job.judge.model = herd_runtime::NOOP_BENCHMARK_MODEL.into();
     }
     let stats = judge_all("r-noop", &noop, &store, &cache, &models).await;
     assert_eq!((stats.judged, stats.cached), (3, 0));
-    assert!(!models.is_loaded(herd_worker::NOOP_BENCHMARK_MODEL));
+    assert!(!models.is_loaded(herd_runtime::NOOP_BENCHMARK_MODEL));
     assert!(store.list("cache/").await.unwrap().is_empty(), "noop verdicts are never cached");
     let key = keys::annotation("r-noop", &noop[1].judge.name, "gen", 1);
     let verdict: JudgeResult = store.get_json(&key).await.unwrap().unwrap();

@@ -1,6 +1,6 @@
 //! What the distributed roles (`herd coordinator`, `herd worker`, `herd judge-worker`)
-//! share: the run id, the broker, the store, the `/metrics` endpoint, and how a role is
-//! told to stop. Not a subcommand.
+//! share: the run id, the broker, the store, the `/metrics` endpoint, how a worker role
+//! starts ([`RoleServices`]) and how a role is told to stop. Not a subcommand.
 //!
 //! Secrets come only from the environment or mounted files: the AMQP URL (which may hold a
 //! password) is read from HERD_AMQP_URL and never shown by `--help`; the password is better
@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use herd_queue::{RabbitConfig, RabbitQueue, DEFAULT_DELIVERY_LIMIT};
+use herd_runtime::{ModelCache, NOOP_BENCHMARK_MODEL};
 use herd_store::{ResultStore, StoreConfig};
 use herd_telemetry::{Metrics, MetricsServer};
 
@@ -120,6 +121,48 @@ impl ClusterArgs {
             None => None,
         };
         Ok((metrics, server))
+    }
+}
+
+/// What a worker role (`herd worker`, `herd judge-worker`) runs on.
+pub struct RoleServices {
+    pub queue: RabbitQueue,
+    pub store: ResultStore,
+    pub metrics: Metrics,
+    pub models: ModelCache,
+    /// This process's name in results and activity records.
+    pub worker: String,
+    /// Serves `/metrics` while the services are held.
+    _metrics_server: Option<MetricsServer>,
+}
+
+impl RoleServices {
+    /// Connects to the broker, opens the store and serves the metrics of `role`, with
+    /// `models` (checked by the caller before any of this). `preload`, a model the role
+    /// serves, starts loading in the background at once: the role already listens, and its
+    /// first jobs wait for the same load.
+    pub async fn start(
+        role: &str,
+        cluster: &ClusterArgs,
+        models: ModelCache,
+        preload: Option<&str>,
+    ) -> anyhow::Result<Self> {
+        let queue = cluster.connect_queue(role).await?;
+        let store = cluster.open_store()?;
+        let (metrics, server) = cluster.serve_metrics().await?;
+        if let Some(model) = preload.filter(|&m| m != NOOP_BENCHMARK_MODEL).map(str::to_string) {
+            let models = models.clone();
+            tokio::spawn(async move {
+                match models.get(&model).await {
+                    Ok(_) => tracing::info!(%model, "model loaded"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "the model cannot be loaded; its jobs will be dead-lettered")
+                    }
+                }
+            });
+        }
+        let worker = herd_runtime::worker_id();
+        Ok(Self { queue, store, metrics, models, worker, _metrics_server: server })
     }
 }
 

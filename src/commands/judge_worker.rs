@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use herd_judge_worker::{JudgeCache, JudgeWorker};
 
-use super::cluster::{runtime, stop_signal, ClusterArgs};
+use super::cluster::{runtime, stop_signal, ClusterArgs, RoleServices};
 use super::run::EngineArgs;
 
 #[derive(clap::Args)]
@@ -39,24 +39,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 async fn serve(args: Args) -> anyhow::Result<()> {
-    let models = args.engine.models()?;
-    let queue = args.cluster.connect_queue("judge-worker").await?;
-    let store = args.cluster.open_store()?;
-    let cache =
-        if args.no_judge_cache { JudgeCache::disabled() } else { JudgeCache::new(store.clone()) };
-    let (metrics, _server) = args.cluster.serve_metrics().await?;
     // The model loads on the first cache miss: a fully cached run never loads it.
+    let role =
+        RoleServices::start("judge-worker", &args.cluster, args.engine.models()?, None).await?;
+    let cache = if args.no_judge_cache {
+        JudgeCache::disabled()
+    } else {
+        JudgeCache::new(role.store.clone())
+    };
     let worker = JudgeWorker {
         run_id: args.cluster.run_id.clone(),
         judge: args.judge_name.clone(),
         batch: args.engine.batch(),
         prefetch: args.prefetch.unwrap_or_else(|| args.engine.prefetch()),
         linger: Duration::from_millis(20),
-        worker: herd_worker::worker_id(),
+        worker: role.worker.clone(),
         model: args.judge_model.clone(),
     };
     tracing::info!(queue = %worker.queue_name(), worker = %worker.worker, "judge worker started");
-    let stats = worker.run(&queue, &store, &cache, &models, &metrics, stop_signal()).await?;
+    let stats = worker
+        .run(&role.queue, &role.store, &cache, &role.models, &role.metrics, stop_signal())
+        .await?;
     tracing::info!(?stats, "judge worker stopped");
     Ok(())
 }

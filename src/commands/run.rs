@@ -23,9 +23,10 @@ use herd_core::jobs::{GeneratorSpec, JudgeMode, JudgeSpec, PromptTemplate};
 use herd_engine::{BatchOptions, DeviceSpec, LoadOptions, Placement, DEFAULT_MODEL};
 use herd_judge_worker::{JudgeCache, JudgeWorker, JudgeWorkerStats};
 use herd_queue::MemoryQueue;
+use herd_runtime::ModelCache;
 use herd_store::ResultStore;
 use herd_telemetry::Metrics;
-use herd_worker::{GenerationWorker, GenerationWorkerStats, ModelCache};
+use herd_worker::{GenerationWorker, GenerationWorkerStats};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use tokio::sync::watch;
 
@@ -504,7 +505,7 @@ impl LocalRun {
             batch: local.engine.batch(),
             prefetch: local.engine.prefetch(),
             pipeline: local.pipeline,
-            worker: herd_worker::worker_id(),
+            worker: herd_runtime::worker_id(),
         })
     }
 

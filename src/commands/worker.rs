@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use herd_worker::{GenerationWorker, NOOP_BENCHMARK_MODEL};
+use herd_worker::GenerationWorker;
 
-use super::cluster::{runtime, stop_signal, ClusterArgs};
+use super::cluster::{runtime, stop_signal, ClusterArgs, RoleServices};
 use super::run::EngineArgs;
 
 #[derive(clap::Args)]
@@ -34,33 +34,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 async fn serve(args: Args) -> anyhow::Result<()> {
-    let models = args.engine.models()?;
-    let queue = args.cluster.connect_queue("worker").await?;
-    let store = args.cluster.open_store()?;
-    let (metrics, _server) = args.cluster.serve_metrics().await?;
-    if let Some(model) = args.model.clone().filter(|m| m != NOOP_BENCHMARK_MODEL) {
-        // Loaded while the worker already listens: jobs wait for the same load.
-        let models = models.clone();
-        tokio::spawn(async move {
-            match models.get(&model).await {
-                Ok(_) => tracing::info!(%model, "model loaded"),
-                Err(e) => {
-                    tracing::error!(error = %e, "the model cannot be loaded; its jobs will be dead-lettered")
-                }
-            }
-        });
-    }
+    let role =
+        RoleServices::start("worker", &args.cluster, args.engine.models()?, args.model.as_deref())
+            .await?;
     let worker = GenerationWorker {
         run_id: args.cluster.run_id.clone(),
         generator: args.generator.clone(),
         batch: args.engine.batch(),
         prefetch: args.prefetch.unwrap_or_else(|| args.engine.prefetch()),
         linger: Duration::from_millis(20),
-        worker: herd_worker::worker_id(),
+        worker: role.worker.clone(),
         model: args.model.clone(),
     };
     tracing::info!(queue = %worker.queue_name(), worker = %worker.worker, "generation worker started");
-    let stats = worker.run(&queue, &store, &models, &metrics, stop_signal()).await?;
+    let stats =
+        worker.run(&role.queue, &role.store, &role.models, &role.metrics, stop_signal()).await?;
     tracing::info!(?stats, "generation worker stopped");
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! The generation worker loop.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,16 +8,16 @@ use std::time::Duration;
 use herd_core::jobs::{FinishReason, GenerationJob, GenerationResult, Phase};
 use herd_engine::{BatchOptions, GenerationRequest, Model};
 use herd_queue::{Delivery, JobQueue, QueueName};
+use herd_runtime::{
+    run_jobs, unix_now, JobHandler, LoopSettings, ModelCache, Pass, Role, RuntimeError,
+    NOOP_BENCHMARK_MODEL,
+};
 use herd_store::{keys, ResultStore};
 use herd_telemetry::Metrics;
 use tokio::sync::mpsc;
 
-use crate::{
-    next_batch, settle, spawn_feeder, unix_now, ActivityRecorder, EngineThread, ModelCache,
-    WorkerError, NOOP_BENCHMARK_MODEL,
-};
-
-const ROLE: &str = "worker";
+const ROLE: Role =
+    Role { label: "worker", phase: Phase::Generation, job: "generation", work: "generation" };
 
 /// A worker for one generator's queue (`herd.<run>.gen.<generator>`).
 #[derive(Debug, Clone)]
@@ -32,7 +32,7 @@ pub struct GenerationWorker {
     pub prefetch: u16,
     /// How long a batch waits to fill once its first job arrived.
     pub linger: Duration,
-    /// This process's name in results (see [`crate::worker_id`]).
+    /// This process's name in results (see [`herd_runtime::worker_id`]).
     pub worker: String,
     /// The one model this worker serves (`herd worker --model`); `None`: whatever model
     /// the jobs name. A job naming another model is dead-lettered with both names: the
@@ -76,17 +76,6 @@ impl GenerationWorker {
         QueueName::generation(&self.run_id, &self.generator)
     }
 
-    /// Why a job naming `model` is not this worker's to run, if it is not.
-    fn refuses(&self, model: &str) -> Option<String> {
-        let serves = self.model.as_deref()?;
-        (model != serves).then(|| {
-            format!(
-                "the job asks for model {model} but this worker of generator {} serves {serves}",
-                self.generator
-            )
-        })
-    }
-
     /// Consumes the generator's queue until `shutdown` completes or the queue closes.
     /// On shutdown the batch in the engine is finished and stored; jobs not started go back.
     pub async fn run<Q: JobQueue>(
@@ -96,110 +85,104 @@ impl GenerationWorker {
         models: &ModelCache,
         metrics: &Metrics,
         shutdown: impl Future<Output = ()>,
-    ) -> Result<GenerationWorkerStats, WorkerError> {
-        let name = self.queue_name();
-        queue.declare(&name).await?;
-        metrics.set_worker_info(ROLE, &self.generator, &self.worker);
-        // At 0 from the start, so that dashboards show a series before the first failure.
-        metrics.init_job_counters(&self.run_id, ROLE, name.as_str());
-        metrics.init_generation_counters(&self.run_id, &self.generator);
-        let mut feed =
-            spawn_feeder(queue.consume::<GenerationJob>(&name, self.prefetch.max(1)).await?);
-        let engine = EngineThread::spawn(&format!("engine-{}", self.generator));
-        let mut pass = Pass {
-            worker: self,
-            queue: name.to_string(),
-            store,
-            models,
-            metrics,
-            engine: &engine,
-            activity: ActivityRecorder::open(
-                store.clone(),
-                &self.run_id,
-                Phase::Generation,
-                &self.worker,
-                name.as_str(),
-            )
-            .await?,
-            stats: GenerationWorkerStats::default(),
-        };
-        let mut shutdown = std::pin::pin!(shutdown);
-        while let Some(batch) =
-            next_batch(&mut feed, usize::from(self.prefetch), self.linger, &mut shutdown).await
-        {
-            pass.process(batch?).await?;
-            pass.activity.flush().await?;
-        }
-        Ok(pass.stats)
+    ) -> Result<GenerationWorkerStats, RuntimeError> {
+        let mut generation = Generation { worker: self, stats: GenerationWorkerStats::default() };
+        let counts = run_jobs(&mut generation, queue, store, models, metrics, shutdown).await?;
+        Ok(GenerationWorkerStats {
+            already_stored: counts.already_stored,
+            dead_lettered: counts.dead_lettered,
+            given_back: counts.given_back,
+            ..generation.stats
+        })
     }
 }
 
-/// One loop's state: the handles it works with and what it has done.
-struct Pass<'a> {
+/// The generation handler of one run of the loop: the worker's settings and what it did.
+struct Generation<'a> {
     worker: &'a GenerationWorker,
-    queue: String,
-    store: &'a ResultStore,
-    models: &'a ModelCache,
-    metrics: &'a Metrics,
-    engine: &'a EngineThread,
-    activity: ActivityRecorder,
     stats: GenerationWorkerStats,
 }
 
-impl Pass<'_> {
-    fn labels(&self) -> [&str; 3] {
-        [self.worker.run_id.as_str(), ROLE, self.queue.as_str()]
+impl JobHandler for Generation<'_> {
+    type Job = GenerationJob;
+    type Admitted = Delivery<GenerationJob>;
+
+    const ROLE: Role = ROLE;
+
+    fn settings(&self) -> LoopSettings {
+        let worker = self.worker;
+        LoopSettings {
+            run_id: worker.run_id.clone(),
+            name: worker.generator.clone(),
+            queue: worker.queue_name(),
+            engine_thread: format!("engine-{}", worker.generator),
+            worker: worker.worker.clone(),
+            prefetch: worker.prefetch,
+            linger: worker.linger,
+            model: worker.model.clone(),
+        }
     }
 
-    async fn process(
+    fn init_metrics(&self, metrics: &Metrics) {
+        metrics.init_generation_counters(&self.worker.run_id, &self.worker.generator);
+    }
+
+    fn model(job: &GenerationJob) -> &str {
+        &job.generator.model
+    }
+
+    fn index(job: &GenerationJob) -> usize {
+        job.index
+    }
+
+    fn result_key(job: &GenerationJob) -> String {
+        keys::output(&job.run_id, &job.generator.name, job.index)
+    }
+
+    fn refusal(&self, asked: &str, serves: &str) -> String {
+        format!(
+            "the job asks for model {asked} but this worker of generator {} serves {serves}",
+            self.worker.generator
+        )
+    }
+
+    async fn admit(
         &mut self,
-        deliveries: Vec<Delivery<GenerationJob>>,
-    ) -> Result<(), WorkerError> {
-        let mut by_model: BTreeMap<String, Vec<Delivery<GenerationJob>>> = BTreeMap::new();
-        for delivery in deliveries {
-            if delivery.redelivered {
-                self.metrics.jobs_redelivered.with_label_values(&self.labels()).inc();
-            }
-            let job = &delivery.job;
-            if self.store.exists(&keys::output(&job.run_id, &job.generator.name, job.index)).await?
-            {
-                self.stats.already_stored += 1;
-                self.metrics.jobs_completed.with_label_values(&self.labels()).inc();
-                settle(delivery.ack().await)?;
-                continue;
-            }
-            if let Some(reason) = self.worker.refuses(&job.generator.model) {
-                self.dead_letter(delivery, &reason).await?;
-                continue;
-            }
-            by_model.entry(job.generator.model.clone()).or_default().push(delivery);
-        }
-        for (model, group) in by_model {
-            if model == NOOP_BENCHMARK_MODEL {
-                self.answer_empty(group).await?;
-                continue;
-            }
-            match self.models.get(&model).await {
-                Ok(loaded) => self.generate(&model, loaded, group).await?,
-                Err(unavailable) => {
-                    for delivery in group {
-                        self.dead_letter(delivery, &unavailable.to_string()).await?;
-                    }
-                }
-            }
-        }
-        Ok(())
+        _pass: &mut Pass<'_, Self>,
+        delivery: Delivery<GenerationJob>,
+    ) -> Result<Option<Delivery<GenerationJob>>, RuntimeError> {
+        Ok(Some(delivery))
     }
 
+    fn delivery(admitted: Delivery<GenerationJob>) -> Delivery<GenerationJob> {
+        admitted
+    }
+
+    async fn handle(
+        &mut self,
+        pass: &mut Pass<'_, Self>,
+        model_name: &str,
+        model: Option<Arc<Model>>,
+        group: Vec<Delivery<GenerationJob>>,
+    ) -> Result<(), RuntimeError> {
+        match model {
+            Some(model) => self.generate(pass, model_name, model, group).await,
+            None => self.answer_empty(pass, group).await,
+        }
+    }
+}
+
+impl Generation<'_> {
     /// The benchmark-only model: an empty answer per job, stored and acked like any other.
     async fn answer_empty(
         &mut self,
+        pass: &mut Pass<'_, Self>,
         group: Vec<Delivery<GenerationJob>>,
-    ) -> Result<(), WorkerError> {
+    ) -> Result<(), RuntimeError> {
         let batch_started = unix_now();
-        self.metrics
+        pass.metrics
             .batch_size
-            .with_label_values(&[ROLE, NOOP_BENCHMARK_MODEL])
+            .with_label_values(&[ROLE.label, NOOP_BENCHMARK_MODEL])
             .observe(group.len() as f64);
         for delivery in group {
             let job = &delivery.job;
@@ -216,37 +199,26 @@ impl Pass<'_> {
                 finish_reason: FinishReason::Eos,
                 worker: self.worker.worker.clone(),
             };
-            self.store.put_output(&result).await?;
-            self.metrics.record_output(&result);
-            self.metrics.jobs_completed.with_label_values(&self.labels()).inc();
-            self.activity.record(&result.generator, batch_started, 0, false);
+            pass.store.put_output(&result).await?;
+            pass.metrics.record_output(&result);
+            pass.activity.record(&result.generator, batch_started, 0, false);
             self.stats.generated += 1;
-            settle(delivery.ack().await)?;
+            pass.complete(delivery).await?;
         }
         Ok(())
     }
 
-    async fn dead_letter(
-        &mut self,
-        delivery: Delivery<GenerationJob>,
-        reason: &str,
-    ) -> Result<(), WorkerError> {
-        tracing::warn!(queue = %self.queue, index = delivery.job.index, reason, "dead-lettering a generation job");
-        self.stats.dead_lettered += 1;
-        self.metrics.jobs_dead_lettered.with_label_values(&self.labels()).inc();
-        settle(delivery.dead_letter(reason).await)
-    }
-
     async fn generate(
         &mut self,
+        pass: &mut Pass<'_, Self>,
         model_name: &str,
         model: Arc<Model>,
         group: Vec<Delivery<GenerationJob>>,
-    ) -> Result<(), WorkerError> {
+    ) -> Result<(), RuntimeError> {
         let batch_started = unix_now();
         let jobs: Vec<GenerationJob> = group.iter().map(|d| d.job.clone()).collect();
         let tokenizer = model.clone();
-        let prompts = self
+        let prompts = pass
             .engine
             .submit(move || {
                 jobs.iter()
@@ -273,7 +245,7 @@ impl Pass<'_> {
                     pending.insert(id, delivery);
                 }
                 Err(reason) => {
-                    self.dead_letter(delivery, &format!("cannot build the prompt: {reason}"))
+                    pass.dead_letter(delivery, &format!("cannot build the prompt: {reason}"))
                         .await?
                 }
             }
@@ -281,14 +253,14 @@ impl Pass<'_> {
         if requests.is_empty() {
             return Ok(());
         }
-        self.metrics
+        pass.metrics
             .batch_size
-            .with_label_values(&[ROLE, model_name])
+            .with_label_values(&[ROLE.label, model_name])
             .observe(requests.len() as f64);
 
         let (finished, mut outputs) = mpsc::unbounded_channel();
         let options = self.worker.batch.clone();
-        let done = self.engine.submit(move || {
+        let done = pass.engine.submit(move || {
             model.generate(requests, &options, |output| {
                 let _ = finished.send(output);
             })
@@ -309,10 +281,9 @@ impl Pass<'_> {
                 finish_reason: output.finish_reason,
                 worker: self.worker.worker.clone(),
             };
-            self.store.put_output(&result).await?;
-            self.metrics.record_output(&result);
-            self.metrics.jobs_completed.with_label_values(&self.labels()).inc();
-            self.activity.record(
+            pass.store.put_output(&result).await?;
+            pass.metrics.record_output(&result);
+            pass.activity.record(
                 &result.generator,
                 batch_started,
                 result.output_tokens as u64,
@@ -320,7 +291,7 @@ impl Pass<'_> {
             );
             self.stats.generated += 1;
             self.stats.output_tokens += result.output_tokens as u64;
-            settle(delivery.ack().await)?;
+            pass.complete(delivery).await?;
         }
         let failure = match done.await {
             Ok(Ok(engine_stats)) => {
@@ -331,12 +302,7 @@ impl Pass<'_> {
             Err(gone) => Some(gone.to_string()),
         };
         if let Some(reason) = failure {
-            tracing::error!(queue = %self.queue, jobs = pending.len(), reason, "generation failed; giving the jobs back");
-            for (_, delivery) in pending {
-                self.stats.given_back += 1;
-                self.metrics.jobs_failed.with_label_values(&self.labels()).inc();
-                settle(delivery.nack().await)?;
-            }
+            pass.give_back(pending.into_values().collect(), &reason).await?;
         }
         Ok(())
     }

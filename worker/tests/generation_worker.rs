@@ -10,9 +10,10 @@ use herd_core::jobs::{
 };
 use herd_engine::DEFAULT_MODEL;
 use herd_queue::{JobQueue, MemoryQueue, QueueName};
+use herd_runtime::ModelCache;
 use herd_store::{keys, ResultStore};
 use herd_telemetry::Metrics;
-use herd_worker::{GenerationWorker, ModelCache};
+use herd_worker::GenerationWorker;
 
 fn jobs(run: &str, model: &str, n: usize, max_new_tokens: usize) -> Vec<GenerationJob> {
     let set = EvalSet::embedded();
@@ -155,7 +156,7 @@ async fn the_benchmark_noop_model_answers_empty_at_once_without_loading_a_model(
     let models = ModelCache::default();
     let worker = GenerationWorker::new("r-noop", "smol", "test-worker");
     queue
-        .publish(&worker.queue_name(), &jobs("r-noop", herd_worker::NOOP_BENCHMARK_MODEL, 5, 12))
+        .publish(&worker.queue_name(), &jobs("r-noop", herd_runtime::NOOP_BENCHMARK_MODEL, 5, 12))
         .await
         .unwrap();
     let done = stored(store.clone(), keys::outputs_prefix("r-noop", "smol"), 5);
@@ -167,7 +168,7 @@ async fn the_benchmark_noop_model_answers_empty_at_once_without_loading_a_model(
     .expect("the worker finishes")
     .unwrap();
     assert_eq!(stats.generated, 5);
-    assert!(!models.is_loaded(herd_worker::NOOP_BENCHMARK_MODEL));
+    assert!(!models.is_loaded(herd_runtime::NOOP_BENCHMARK_MODEL));
     let result: GenerationResult =
         store.get_json(&keys::output("r-noop", "smol", 4)).await.unwrap().unwrap();
     assert_eq!((result.output.as_str(), result.output_tokens), ("", 0));

@@ -6,7 +6,7 @@ use crate::EngineThreadGone;
 /// Why a worker loop stopped. Job-level failures (a model that cannot load, an engine
 /// error on one batch) do not stop it: those jobs are dead-lettered or given back.
 #[derive(Debug, thiserror::Error)]
-pub enum WorkerError {
+pub enum RuntimeError {
     #[error(transparent)]
     Queue(#[from] QueueError),
     #[error(transparent)]
