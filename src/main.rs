@@ -1,6 +1,9 @@
 //! `herd`: AlpacaEval at cluster scale. One binary, one subcommand per file in `commands/`.
 
+mod args;
 mod commands;
+mod generator_spec;
+mod local_run;
 
 use clap::{Parser, Subcommand};
 

@@ -20,7 +20,7 @@ use herd_store::keys;
 use tokio::sync::watch;
 
 use super::cluster::{runtime, stop_signal, ClusterArgs};
-use super::run::{JudgeArgs, PlanArgs};
+use crate::args::{JudgeArgs, PlanArgs};
 
 #[derive(clap::Args)]
 pub struct Args {

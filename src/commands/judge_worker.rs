@@ -8,7 +8,7 @@ use std::time::Duration;
 use herd_judge_worker::{JudgeCache, JudgeWorker};
 
 use super::cluster::{runtime, stop_signal, ClusterArgs};
-use super::run::EngineArgs;
+use crate::args::EngineArgs;
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use herd_worker::{GenerationWorker, NOOP_BENCHMARK_MODEL};
 
 use super::cluster::{runtime, stop_signal, ClusterArgs};
-use super::run::EngineArgs;
+use crate::args::EngineArgs;
 
 #[derive(clap::Args)]
 pub struct Args {
