@@ -22,6 +22,7 @@ use herd_worker::{GenerationWorker, GenerationWorkerStats, ModelCache};
 use tokio::sync::watch;
 
 use crate::args::{JudgeCacheArgs, LocalArgs, STORE_FOLDER};
+use crate::shutdown::{stop_signal, Interrupted, StopSignal};
 use progress::Bars;
 
 /// The runtime of an in-process run: two tokio threads (inference runs on its own thread).
@@ -85,6 +86,10 @@ impl LocalRun {
         &self.store
     }
 
+    fn store_dir(&self) -> PathBuf {
+        self.out.join(STORE_FOLDER)
+    }
+
     /// Runs `plan` to completion: the coordinator publishes what the store lacks, the
     /// generation workers run one generator at a time (each model loaded once), the judge
     /// worker after them (or alongside with --pipeline), then the run folder is written.
@@ -101,6 +106,17 @@ impl LocalRun {
         // Set when the coordinator or a worker failed: everyone else stops.
         let (failed_sender, failed) = watch::channel(false);
         let failed_sender = Arc::new(failed_sender);
+        // SIGTERM or SIGINT: the workers finish the batch in their engine, store it and give
+        // back what they had not started; the store keeps everything for a re-run.
+        let (stop_sender, stopped) = watch::channel(None::<StopSignal>);
+        let signals = tokio::spawn({
+            let failed_sender = failed_sender.clone();
+            async move {
+                let signal = stop_signal().await;
+                stop_sender.send_replace(Some(signal));
+                failed_sender.send_replace(true);
+            }
+        });
         let watcher = tokio::spawn({
             let failed_sender = failed_sender.clone();
             async move {
@@ -145,6 +161,19 @@ impl LocalRun {
         };
         bar_updates.abort();
         bars.finish();
+        signals.abort();
+        if let Some(signal) = *stopped.borrow() {
+            watcher.abort();
+            return Err(Interrupted {
+                signal,
+                what_is_kept: format!(
+                    "every answer and verdict made so far is in {}; run the same command again \
+                     to go on from there",
+                    self.store_dir().display()
+                ),
+            }
+            .into());
+        }
         if let Err(worker_error) = generation.as_ref().map(|_| ()).and(judging.as_ref().map(|_| ()))
         {
             if watcher.is_finished() {
