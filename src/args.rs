@@ -125,6 +125,10 @@ pub struct EngineArgs {
     /// Tokens per forward pass (decode tokens plus prompt chunks).
     #[arg(long, env = "HERD_STEP_TOKENS", default_value_t = 512)]
     pub step_tokens: usize,
+    /// Key/value cache size in tokens, every sequence in flight (default: on a GPU, what
+    /// --gpu-memory-fraction leaves after the weights; on the CPU, grown as needed).
+    #[arg(long, env = "HERD_KV_CACHE_TOKENS")]
+    pub kv_cache_tokens: Option<usize>,
     /// CPU threads for inference (default: all cores).
     #[arg(long, env = "HERD_THREADS")]
     pub threads: Option<usize>,
@@ -205,6 +209,7 @@ impl EngineArgs {
         let placement = Placement {
             device: self.device,
             tensor_parallel: self.tensor_parallel,
+            kv_cache_tokens: self.kv_cache_tokens,
             gpu_memory_fraction: self.gpu_memory_fraction,
             ..Placement::default()
         };
@@ -262,6 +267,7 @@ mod tests {
                 tensor_parallel: 1,
                 batch_size: 1,
                 step_tokens: 1,
+                kv_cache_tokens: None,
                 threads: None,
                 gpu_memory_fraction: 0.9,
             },

@@ -246,3 +246,50 @@ fn a_generator_model_the_judge_does_not_use_is_released_before_judging() {
     assert_eq!(answers(&in_turn), answers(&pipelined));
     assert_eq!(in_turn.len(), 2);
 }
+
+/// Answers stored so far in a run folder's store.
+fn stored_answers(out: &Path) -> usize {
+    let run = out.file_name().unwrap();
+    let dir = out.join("store/runs").join(run).join("outputs").join(GENERATOR);
+    std::fs::read_dir(dir).map(|entries| entries.count()).unwrap_or(0)
+}
+
+#[test]
+fn sigterm_stops_a_run_cleanly_and_the_same_command_resumes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, cache) = (dir.path().join("stopped"), dir.path().join("judge-cache"));
+    let mut args = run_args(&out, 8, 40);
+    args.extend(["--batch-size", "2", "--no-judge-cache"].map(String::from));
+    let mut child = herd(&cache)
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start herd run");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while stored_answers(&out) == 0 {
+        assert!(Instant::now() < deadline, "no answer stored in 5 minutes");
+        assert!(child.try_wait().unwrap().is_none(), "herd run ended before it was stopped");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let sent = Instant::now();
+    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(143), "exit status after SIGTERM; stderr:\n{stderr}");
+    assert!(stderr.contains("stopped by SIGTERM"), "{stderr}");
+    assert!(stderr.contains("run the same command again"), "{stderr}");
+    assert!(sent.elapsed() < Duration::from_secs(120), "took {:?} to stop", sent.elapsed());
+    let kept = stored_answers(&out);
+    assert!((1..8).contains(&kept), "{kept} answers kept of 8: the stop did not land mid-run");
+    assert!(!out.join("leaderboard.csv").exists(), "an unfinished run wrote its leaderboard");
+
+    let stdout = succeed(herd(&cache).args(&args).output().unwrap());
+    assert!(stdout.contains(&format!("({kept} already stored)")), "{stdout}");
+    assert_eq!(stored_answers(&out), 8);
+    assert_eq!(
+        read_model_outputs(out.join(GENERATOR).join("model_outputs.json")).unwrap().len(),
+        8
+    );
+}

@@ -307,4 +307,3 @@ async fn wait_for(
         _ = failed.wait_for(|f| *f) => {}
     }
 }
-

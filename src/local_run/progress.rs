@@ -65,4 +65,3 @@ impl Bars {
         self.judging.finish();
     }
 }
-

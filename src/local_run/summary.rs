@@ -66,4 +66,3 @@ impl RunOutcome {
         println!("leaderboard: {}", s.leaderboard.display());
     }
 }
-
