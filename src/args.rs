@@ -98,6 +98,10 @@ pub struct LocalArgs {
     /// again with the same folder resumes instead of starting over.
     #[arg(long, env = "HERD_OUT")]
     pub out: Option<PathBuf>,
+    /// Write this run's files over the --out folder of another run (another run id, other
+    /// generators or another judge); without it such a folder is refused.
+    #[arg(long, env = "HERD_FORCE")]
+    pub force: bool,
     /// The run's id in the store (default: the --out folder's name, else a UTC timestamp).
     #[arg(long, env = "HERD_RUN_ID")]
     pub run_id: Option<String>,
@@ -262,6 +266,7 @@ mod tests {
         let local = |out: Option<&str>, id: Option<&str>| LocalArgs {
             out: out.map(PathBuf::from),
             run_id: id.map(String::from),
+            force: false,
             engine: EngineArgs {
                 device: DeviceSpec::Cpu,
                 tensor_parallel: 1,

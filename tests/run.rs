@@ -293,3 +293,36 @@ fn sigterm_stops_a_run_cleanly_and_the_same_command_resumes_it() {
         8
     );
 }
+
+#[test]
+fn a_run_folder_refuses_another_run_unless_forced_and_follows_a_new_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, cache) = (dir.path().join("mine"), dir.path().join("judge-cache"));
+    succeed(herd(&cache).args(run_args(&out, 2, 4)).output().unwrap());
+    let leaderboard = std::fs::read(out.join("leaderboard.csv")).unwrap();
+
+    let mut other = run_args(&out, 2, 4);
+    other.extend(["--run-id", "someone-else"].map(String::from));
+    let refused = herd(&cache).args(&other).output().unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "another run id wrote over the folder: {stderr}");
+    assert!(stderr.contains("holds run mine") && stderr.contains("--force"), "{stderr}");
+    let mut baseline = run_args(&out, 2, 4);
+    baseline.push("--baseline".into());
+    let refused = herd(&cache).args(&baseline).output().unwrap();
+    assert!(!refused.status.success(), "other generators wrote over the folder");
+    assert_eq!(std::fs::read(out.join("leaderboard.csv")).unwrap(), leaderboard);
+
+    let resized = herd(&cache).args(run_args(&out, 3, 4)).output().unwrap();
+    let stderr = String::from_utf8_lossy(&resized.stderr).into_owned();
+    succeed(resized);
+    assert!(stderr.contains("now covers 3 instructions (it covered 2)"), "{stderr}");
+
+    other.push("--force".into());
+    let forced = herd(&cache).args(&other).output().unwrap();
+    let stderr = String::from_utf8_lossy(&forced.stderr).into_owned();
+    succeed(forced);
+    assert!(stderr.contains("--force") && stderr.contains("held run mine"), "{stderr}");
+    let store = out.join("store/runs");
+    assert!(store.join("mine").is_dir() && store.join("someone-else").is_dir());
+}

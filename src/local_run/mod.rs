@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use herd_coordinator::{Coordinator, RunPlan, RunProgress, RunSummary};
+use herd_coordinator::{Coordinator, FolderClaim, RunPlan, RunProgress, RunSummary};
 use herd_core::jobs::JudgeSpec;
 use herd_engine::BatchOptions;
 use herd_judge_worker::{JudgeCache, JudgeWorker, JudgeWorkerStats};
@@ -42,6 +42,7 @@ pub struct LocalRun {
     batch: BatchOptions,
     prefetch: u16,
     pipeline: bool,
+    force: bool,
     worker: String,
 }
 
@@ -78,6 +79,7 @@ impl LocalRun {
             batch: local.engine.batch(),
             prefetch: local.engine.prefetch(),
             pipeline: local.pipeline,
+            force: local.force,
             worker: herd_worker::worker_id(),
         })
     }
@@ -94,6 +96,10 @@ impl LocalRun {
     /// generation workers run one generator at a time (each model loaded once), the judge
     /// worker after them (or alongside with --pipeline), then the run folder is written.
     pub async fn execute(&self, plan: RunPlan) -> anyhow::Result<RunOutcome> {
+        let claimed = FolderClaim::of(&plan).claim(&self.out, self.force)?;
+        if let Some(message) = claimed.message(&self.out) {
+            eprintln!("{message}");
+        }
         let mut coordinator = Coordinator::new(
             self.queue.clone(),
             self.store.clone(),
