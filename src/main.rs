@@ -1,6 +1,13 @@
 //! `herd`: AlpacaEval at cluster scale. One binary, one subcommand per file in `commands/`.
 
+mod args;
+mod cluster;
 mod commands;
+mod generator_spec;
+mod local_run;
+mod process;
+
+use std::io::IsTerminal;
 
 use clap::{Parser, Subcommand};
 
@@ -32,7 +39,14 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    // Library errors (candle's among them) capture a backtrace when RUST_BACKTRACE is set
+    // and print it in their message: it would land in user-facing errors and in every
+    // dead-letter reason. Panics still honour RUST_BACKTRACE.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
     tracing_subscriber::fmt()
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("HERD_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
@@ -52,6 +66,11 @@ fn main() -> std::process::ExitCode {
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) if err.downcast_ref::<process::Interrupted>().is_some() => {
+            let code = err.downcast_ref::<process::Interrupted>().map(|i| i.signal.exit_code());
+            eprintln!("herd: {err:#}");
+            std::process::ExitCode::from(code.unwrap_or(1))
+        }
         Err(err) => {
             eprintln!("herd: error: {err:#}");
             std::process::ExitCode::FAILURE

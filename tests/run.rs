@@ -246,3 +246,83 @@ fn a_generator_model_the_judge_does_not_use_is_released_before_judging() {
     assert_eq!(answers(&in_turn), answers(&pipelined));
     assert_eq!(in_turn.len(), 2);
 }
+
+/// Answers stored so far in a run folder's store.
+fn stored_answers(out: &Path) -> usize {
+    let run = out.file_name().unwrap();
+    let dir = out.join("store/runs").join(run).join("outputs").join(GENERATOR);
+    std::fs::read_dir(dir).map(|entries| entries.count()).unwrap_or(0)
+}
+
+#[test]
+fn sigterm_stops_a_run_cleanly_and_the_same_command_resumes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, cache) = (dir.path().join("stopped"), dir.path().join("judge-cache"));
+    let mut args = run_args(&out, 8, 40);
+    args.extend(["--batch-size", "2", "--no-judge-cache"].map(String::from));
+    let mut child = herd(&cache)
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start herd run");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while stored_answers(&out) == 0 {
+        assert!(Instant::now() < deadline, "no answer stored in 5 minutes");
+        assert!(child.try_wait().unwrap().is_none(), "herd run ended before it was stopped");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let sent = Instant::now();
+    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(143), "exit status after SIGTERM; stderr:\n{stderr}");
+    assert!(stderr.contains("stopped by SIGTERM"), "{stderr}");
+    assert!(stderr.contains("run the same command again"), "{stderr}");
+    assert!(sent.elapsed() < Duration::from_secs(120), "took {:?} to stop", sent.elapsed());
+    let kept = stored_answers(&out);
+    assert!((1..8).contains(&kept), "{kept} answers kept of 8: the stop did not land mid-run");
+    assert!(!out.join("leaderboard.csv").exists(), "an unfinished run wrote its leaderboard");
+
+    let stdout = succeed(herd(&cache).args(&args).output().unwrap());
+    assert!(stdout.contains(&format!("({kept} already stored)")), "{stdout}");
+    assert_eq!(stored_answers(&out), 8);
+    assert_eq!(
+        read_model_outputs(out.join(GENERATOR).join("model_outputs.json")).unwrap().len(),
+        8
+    );
+}
+
+#[test]
+fn a_run_folder_refuses_another_run_unless_forced_and_follows_a_new_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, cache) = (dir.path().join("mine"), dir.path().join("judge-cache"));
+    succeed(herd(&cache).args(run_args(&out, 2, 4)).output().unwrap());
+    let leaderboard = std::fs::read(out.join("leaderboard.csv")).unwrap();
+
+    let mut other = run_args(&out, 2, 4);
+    other.extend(["--run-id", "someone-else"].map(String::from));
+    let refused = herd(&cache).args(&other).output().unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "another run id wrote over the folder: {stderr}");
+    assert!(stderr.contains("holds run mine") && stderr.contains("--force"), "{stderr}");
+    let mut baseline = run_args(&out, 2, 4);
+    baseline.push("--baseline".into());
+    let refused = herd(&cache).args(&baseline).output().unwrap();
+    assert!(!refused.status.success(), "other generators wrote over the folder");
+    assert_eq!(std::fs::read(out.join("leaderboard.csv")).unwrap(), leaderboard);
+
+    let resized = herd(&cache).args(run_args(&out, 3, 4)).output().unwrap();
+    let stderr = String::from_utf8_lossy(&resized.stderr).into_owned();
+    succeed(resized);
+    assert!(stderr.contains("now covers 3 instructions (it covered 2)"), "{stderr}");
+
+    other.push("--force".into());
+    let forced = herd(&cache).args(&other).output().unwrap();
+    let stderr = String::from_utf8_lossy(&forced.stderr).into_owned();
+    succeed(forced);
+    assert!(stderr.contains("--force") && stderr.contains("held run mine"), "{stderr}");
+    let store = out.join("store/runs");
+    assert!(store.join("mine").is_dir() && store.join("someone-else").is_dir());
+}

@@ -30,6 +30,13 @@ pub enum CoordinatorError {
     /// An imported generator (herd evaluate) lacks an answer the plan expects.
     #[error("generator {generator} has no answer for eval-set instruction {index} in run {run}")]
     MissingOutput { run: String, generator: String, index: usize },
+    /// `--out` names the folder of another run.
+    #[error(
+        "{} holds {theirs}; this is {ours}. Use another --out, or --force to write this run's \
+         files over it (the store keeps both runs' results)",
+        folder.display()
+    )]
+    FolderOfAnotherRun { folder: PathBuf, theirs: String, ours: String },
     #[error(transparent)]
     Format(#[from] FormatError),
     #[error(transparent)]

@@ -12,6 +12,7 @@
 //!
 //! It imports no worker and no engine: `herd coordinator` runs without a model.
 
+mod claim;
 mod error;
 pub mod folder;
 mod plan;
@@ -19,6 +20,7 @@ mod progress;
 mod run;
 pub mod throughput;
 
+pub use claim::{ClaimOutcome, FolderClaim, CLAIM_FILE};
 pub use error::CoordinatorError;
 pub use folder::{GeneratorSummary, RunSummary};
 pub use plan::{PlannedGenerator, RunPlan};

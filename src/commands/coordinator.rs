@@ -14,13 +14,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use herd_coordinator::{Coordinator, DeadLetterPolicy, RunProgress, RunSummary};
+use herd_coordinator::{Coordinator, DeadLetterPolicy, FolderClaim, RunProgress, RunSummary};
 use herd_core::eval_set::EvalSet;
 use herd_store::keys;
 use tokio::sync::watch;
 
-use super::cluster::{runtime, stop_signal, ClusterArgs};
-use super::run::{JudgeArgs, PlanArgs};
+use crate::args::{JudgeArgs, PlanArgs};
+use crate::cluster::ClusterArgs;
+use crate::process::{runtime, stop_signal};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -32,6 +33,10 @@ pub struct Args {
     /// `runs/<run>/report/`).
     #[arg(long, env = "HERD_OUT")]
     pub out: Option<PathBuf>,
+    /// Write the run folder over the --out folder of another run (without it such a folder
+    /// is refused before any work).
+    #[arg(long, env = "HERD_FORCE")]
+    pub force: bool,
     /// Milliseconds between two listings of the store while the run is under way.
     #[arg(long, env = "HERD_POLL_INTERVAL_MS", default_value_t = 1000, value_name = "MS")]
     pub poll_interval_ms: u64,
@@ -50,6 +55,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 async fn coordinate(args: Args) -> anyhow::Result<()> {
     let eval_set = EvalSet::embedded();
     let plan = args.plan.plan(&args.cluster.run_id, args.judge.spec()?, &eval_set)?;
+    if let Some(out) = &args.out {
+        if let Some(message) = FolderClaim::of(&plan).claim(out, args.force)?.message(out) {
+            eprintln!("{message}");
+        }
+    }
     let queue = args.cluster.connect_queue("coordinator").await?;
     let store = args.cluster.open_store()?;
     let (metrics, _server) = args.cluster.serve_metrics().await?;

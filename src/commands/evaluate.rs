@@ -13,7 +13,8 @@ use herd_core::formats::{read_model_outputs, validate_model_outputs, ModelOutput
 use herd_core::jobs::{FinishReason, GenerationResult};
 use herd_store::{keys, ResultStore, Stored};
 
-use super::run::{JudgeArgs, JudgeCacheArgs, LocalArgs, LocalRun, STORE_FOLDER};
+use crate::args::{JudgeArgs, JudgeCacheArgs, LocalArgs, STORE_FOLDER};
+use crate::local_run::LocalRun;
 
 /// The `worker` of imported answers.
 const IMPORTED: &str = "imported";
@@ -46,9 +47,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let judge = args.judge.spec()?;
     let (run_id, out) = args.local.run_id_and_out("eval")?;
     args.local.engine.apply_threads();
-    let runtime =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    runtime.block_on(async {
+    crate::process::runtime()?.block_on(async {
         let local = LocalRun::open(&args.local, &args.judge_cache, &out)?;
         let mut generators = Vec::new();
         for model in &models {

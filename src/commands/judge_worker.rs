@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use herd_judge_worker::{JudgeCache, JudgeWorker};
 
-use super::cluster::{runtime, stop_signal, ClusterArgs, RoleServices};
-use super::run::EngineArgs;
+use crate::args::EngineArgs;
+use crate::cluster::{ClusterArgs, RoleServices};
+use crate::process::{runtime, stop_signal};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -58,7 +59,9 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     };
     tracing::info!(queue = %worker.queue_name(), worker = %worker.worker, "judge worker started");
     let stats = worker
-        .run(&role.queue, &role.store, &cache, &role.models, &role.metrics, stop_signal())
+        .run(&role.queue, &role.store, &cache, &role.models, &role.metrics, async {
+            stop_signal().await;
+        })
         .await?;
     tracing::info!(?stats, "judge worker stopped");
     Ok(())

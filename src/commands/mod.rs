@@ -1,4 +1,3 @@
-pub mod cluster;
 pub mod coordinator;
 pub mod errors;
 pub mod evaluate;

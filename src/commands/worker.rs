@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use herd_worker::GenerationWorker;
 
-use super::cluster::{runtime, stop_signal, ClusterArgs, RoleServices};
-use super::run::EngineArgs;
+use crate::args::EngineArgs;
+use crate::cluster::{ClusterArgs, RoleServices};
+use crate::process::{runtime, stop_signal};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -47,8 +48,11 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         model: args.model.clone(),
     };
     tracing::info!(queue = %worker.queue_name(), worker = %worker.worker, "generation worker started");
-    let stats =
-        worker.run(&role.queue, &role.store, &role.models, &role.metrics, stop_signal()).await?;
+    let stats = worker
+        .run(&role.queue, &role.store, &role.models, &role.metrics, async {
+            stop_signal().await;
+        })
+        .await?;
     tracing::info!(?stats, "generation worker stopped");
     Ok(())
 }

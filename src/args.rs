@@ -1,0 +1,293 @@
+//! The argument groups several subcommands share: which models to evaluate (`PlanArgs`), the
+//! judge (`JudgeArgs`), the in-process run's judge cache and folder (`JudgeCacheArgs`,
+//! `LocalArgs`), and where the engine runs (`EngineArgs`). Every option is a flag with an
+//! environment variable of the same name.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use herd_coordinator::RunPlan;
+use herd_core::eval_set::EvalSet;
+use herd_core::jobs::{JudgeMode, JudgeSpec};
+use herd_engine::{BatchOptions, DeviceSpec, LoadOptions, Placement, DEFAULT_MODEL};
+use herd_judge_worker::JudgeCache;
+use herd_runtime::ModelCache;
+use herd_store::ResultStore;
+
+use crate::generator_spec::{generator_specs, model_display_name, GeneratorSettings};
+
+/// The folder inside `--out` that holds the run's results.
+pub const STORE_FOLDER: &str = "store";
+
+/// The models to evaluate and on how many instructions (shared with `herd coordinator`).
+#[derive(clap::Args)]
+pub struct PlanArgs {
+    /// A model to evaluate, as `key=value` pairs separated by commas:
+    /// `name=NAME,model=PATH_OR_BUILTIN,template=chat|raw|alpaca_sft|zero_shot_system,max_new_tokens=N,stop=TEXT`.
+    /// Every key is optional; only `stop` may repeat (`\n`, `\t`, `\,` and `\\` are escapes).
+    /// Repeat the flag for several models (`;` separates them in HERD_GENERATORS).
+    /// Default: the built-in smollm2-135m-instruct with its chat template.
+    #[arg(long = "generator", env = "HERD_GENERATORS", value_delimiter = ';', value_name = "SPEC")]
+    pub generators: Vec<GeneratorSettings>,
+    /// Also evaluate a baseline: the first generator with these settings changed (same
+    /// syntax as --generator). Alone, `--baseline` means `template=raw`: the same model
+    /// prompted with the bare instruction.
+    #[arg(long, env = "HERD_BASELINE", num_args = 0..=1, default_missing_value = "template=raw", value_name = "SPEC")]
+    pub baseline: Option<GeneratorSettings>,
+    /// Only the first N instructions of the eval set (all 805 by default).
+    #[arg(long, env = "HERD_LIMIT")]
+    pub limit: Option<usize>,
+    /// New tokens per answer, for generators that do not set max_new_tokens.
+    #[arg(long, env = "HERD_MAX_NEW_TOKENS", default_value_t = 512)]
+    pub max_new_tokens: usize,
+}
+
+impl PlanArgs {
+    /// The run's plan: every generator × the first `--limit` instructions, one judge.
+    pub fn plan(
+        &self,
+        run_id: &str,
+        judge: JudgeSpec,
+        eval_set: &EvalSet,
+    ) -> anyhow::Result<RunPlan> {
+        let generators =
+            generator_specs(&self.generators, self.baseline.as_ref(), self.max_new_tokens)?;
+        Ok(RunPlan::first_n(run_id, generators, judge, self.limit, eval_set))
+    }
+}
+
+/// The judge's settings (shared with `herd evaluate`).
+#[derive(clap::Args)]
+pub struct JudgeArgs {
+    /// The annotator model (built-in name, .gguf file or Hugging Face folder).
+    #[arg(long, env = "HERD_JUDGE_MODEL", default_value = DEFAULT_MODEL)]
+    pub judge_model: String,
+    /// `logprob`: one forward pass, the verdict read from the probabilities of naming
+    /// model_1 or model_2 first (never unparsable, continuous like alpaca_eval's weighted
+    /// annotators). `ranking`: alpaca_eval's config (greedy answer, `ranking_parser`).
+    #[arg(long, env = "HERD_JUDGE_MODE", default_value = "logprob", value_parser = ["logprob", "ranking"])]
+    pub judge_mode: String,
+    /// The `annotator` name in annotations.json (default: `<judge model>_<mode>`).
+    #[arg(long, env = "HERD_JUDGE_NAME")]
+    pub judge_name: Option<String>,
+    /// New tokens for the judge's ranking (ranking mode; alpaca_eval's config: 100).
+    #[arg(long, env = "HERD_JUDGE_MAX_NEW_TOKENS", default_value_t = 100)]
+    pub judge_max_new_tokens: usize,
+    /// The judge's context: outputs are cut (with a marker) so the prompt and its answer
+    /// fit (alpaca_eval's config: 7000; never more than the model's own).
+    #[arg(long, env = "HERD_JUDGE_MAX_CONTEXT", default_value_t = 7000)]
+    pub judge_max_context: usize,
+}
+
+/// Where the in-process run keeps verdicts by content (shared with `herd evaluate`).
+#[derive(clap::Args)]
+pub struct JudgeCacheArgs {
+    /// Store of the judge cache: verdicts by content under `cache/judgements/`, reused by
+    /// every run that points here.
+    #[arg(long, env = "HERD_JUDGE_CACHE", value_name = "DIR")]
+    pub judge_cache: Option<PathBuf>,
+    /// Judge everything again; read and write no cache.
+    #[arg(long, env = "HERD_NO_JUDGE_CACHE")]
+    pub no_judge_cache: bool,
+}
+
+/// How the in-process run executes (shared with `herd evaluate`).
+#[derive(clap::Args)]
+pub struct LocalArgs {
+    /// The run folder (default: runs/<run-id>). Its `store/` keeps the results, so running
+    /// again with the same folder resumes instead of starting over.
+    #[arg(long, env = "HERD_OUT")]
+    pub out: Option<PathBuf>,
+    /// Write this run's files over the --out folder of another run (another run id, other
+    /// generators or another judge); without it such a folder is refused.
+    #[arg(long, env = "HERD_FORCE")]
+    pub force: bool,
+    /// The run's id in the store (default: the --out folder's name, else a UTC timestamp).
+    #[arg(long, env = "HERD_RUN_ID")]
+    pub run_id: Option<String>,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Judge answers while others are still being generated (faster end to end on a GPU;
+    /// on a CPU the two phases then share cores and their throughput figures mix).
+    #[arg(long, env = "HERD_PIPELINE")]
+    pub pipeline: bool,
+}
+
+/// Where and how the engine runs models (shared with `herd evaluate`, `herd worker` and
+/// `herd judge-worker`).
+#[derive(clap::Args, Clone)]
+pub struct EngineArgs {
+    /// `cpu`, `cuda` (GPU 0) or `cuda:N` (the first GPU of the model's ranks).
+    #[arg(long, env = "HERD_DEVICE", default_value = "cpu")]
+    pub device: DeviceSpec,
+    /// Ranks a model is sharded over (GPUs from --device on, or CPU threads on the CPU).
+    #[arg(long, env = "HERD_TENSOR_PARALLEL", default_value_t = 1)]
+    pub tensor_parallel: usize,
+    /// Sequences the engine decodes at once.
+    #[arg(long, env = "HERD_BATCH_SIZE", default_value_t = 16)]
+    pub batch_size: usize,
+    /// Tokens per forward pass (decode tokens plus prompt chunks).
+    #[arg(long, env = "HERD_STEP_TOKENS", default_value_t = 512)]
+    pub step_tokens: usize,
+    /// Key/value cache size in tokens, every sequence in flight (default: on a GPU, what
+    /// --gpu-memory-fraction leaves after the weights; on the CPU, grown as needed).
+    #[arg(long, env = "HERD_KV_CACHE_TOKENS")]
+    pub kv_cache_tokens: Option<usize>,
+    /// CPU threads for inference (default: all cores).
+    #[arg(long, env = "HERD_THREADS")]
+    pub threads: Option<usize>,
+    /// Share of each GPU's memory the engine may fill with weights, key/value cache and
+    /// activations; models held at once in one process split it.
+    #[arg(long, env = "HERD_GPU_MEMORY_FRACTION", default_value_t = 0.9)]
+    pub gpu_memory_fraction: f64,
+}
+
+impl JudgeArgs {
+    pub fn spec(&self) -> anyhow::Result<JudgeSpec> {
+        let mode = match self.judge_mode.as_str() {
+            "ranking" => JudgeMode::Ranking,
+            "logprob" => JudgeMode::Logprob,
+            other => bail!("--judge-mode {other:?}: expected ranking or logprob"),
+        };
+        let model_name = model_display_name(&self.judge_model);
+        Ok(JudgeSpec {
+            name: self
+                .judge_name
+                .clone()
+                .unwrap_or_else(|| format!("{model_name}_{}", mode.as_str())),
+            model: self.judge_model.clone(),
+            mode,
+            max_new_tokens: self.judge_max_new_tokens,
+            max_context_tokens: self.judge_max_context,
+        })
+    }
+}
+
+impl JudgeCacheArgs {
+    pub fn cache(&self) -> anyhow::Result<JudgeCache> {
+        if self.no_judge_cache {
+            return Ok(JudgeCache::disabled());
+        }
+        let dir = match &self.judge_cache {
+            Some(dir) => dir.clone(),
+            None => home_cache_dir(),
+        };
+        Ok(JudgeCache::new(
+            ResultStore::local(&dir).with_context(|| format!("judge cache {}", dir.display()))?,
+        ))
+    }
+}
+
+/// `~/.cache/herd`, where the built-in models live too.
+fn home_cache_dir() -> PathBuf {
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    home.join(".cache").join("herd")
+}
+
+impl EngineArgs {
+    /// Candle's CPU kernels size their thread pools from RAYON_NUM_THREADS; it must be set
+    /// before the first one starts.
+    pub fn apply_threads(&self) {
+        if let Some(threads) = self.threads.filter(|&t| t > 0) {
+            std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+        }
+    }
+
+    pub fn batch(&self) -> BatchOptions {
+        BatchOptions {
+            max_batch_size: self.batch_size.max(1),
+            max_step_tokens: self.step_tokens.max(1),
+            ignore_eos: false,
+        }
+    }
+
+    /// Jobs a worker holds at once: twice the engine batch, so the engine admits new
+    /// sequences as others finish.
+    pub fn prefetch(&self) -> u16 {
+        u16::try_from(self.batch_size.max(1) * 2).unwrap_or(u16::MAX)
+    }
+
+    /// Where models load, checked now (a GPU build, enough GPUs) so that a wrong
+    /// --device or --tensor-parallel fails before any work is taken.
+    pub fn placement(&self) -> anyhow::Result<Placement> {
+        let placement = Placement {
+            device: self.device,
+            tensor_parallel: self.tensor_parallel,
+            kv_cache_tokens: self.kv_cache_tokens,
+            gpu_memory_fraction: self.gpu_memory_fraction,
+            ..Placement::default()
+        };
+        placement.check().with_context(|| {
+            format!(
+                "--device {} --tensor-parallel {} --gpu-memory-fraction {}",
+                self.device, self.tensor_parallel, self.gpu_memory_fraction
+            )
+        })?;
+        Ok(placement)
+    }
+
+    /// A model cache that loads onto this placement.
+    pub fn models(&self) -> anyhow::Result<ModelCache> {
+        Ok(ModelCache::on(LoadOptions::default(), self.placement()?))
+    }
+}
+
+impl LocalArgs {
+    /// The run id and folder: `--run-id` and `--out` as given; a missing id is the folder's
+    /// name, a missing folder is `runs/<id>`, and without either the id is
+    /// `<prefix>-<UTC timestamp>`.
+    pub fn run_id_and_out(&self, prefix: &str) -> anyhow::Result<(String, PathBuf)> {
+        let from_out =
+            self.out.as_ref().and_then(|o| o.file_name()).map(|n| n.to_string_lossy().into_owned());
+        let run_id = match (&self.run_id, from_out) {
+            (Some(id), _) => id.clone(),
+            (None, Some(name)) => name,
+            (None, None) => format!("{prefix}-{}", utc_timestamp()),
+        };
+        if run_id.trim().is_empty() {
+            bail!("the run id is empty");
+        }
+        let out = self.out.clone().unwrap_or_else(|| Path::new("runs").join(&run_id));
+        Ok((run_id, out))
+    }
+}
+
+/// `YYYYMMDD-HHMMSS` in UTC.
+fn utc_timestamp() -> String {
+    chrono::Utc::now().format("%Y%m%d-%H%M%S").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_run_id_follows_the_out_folder() {
+        let local = |out: Option<&str>, id: Option<&str>| LocalArgs {
+            out: out.map(PathBuf::from),
+            run_id: id.map(String::from),
+            force: false,
+            engine: EngineArgs {
+                device: DeviceSpec::Cpu,
+                tensor_parallel: 1,
+                batch_size: 1,
+                step_tokens: 1,
+                kv_cache_tokens: None,
+                threads: None,
+                gpu_memory_fraction: 0.9,
+            },
+            pipeline: false,
+        };
+        assert_eq!(
+            local(Some("x/today"), None).run_id_and_out("run").unwrap(),
+            ("today".into(), "x/today".into())
+        );
+        assert_eq!(
+            local(None, Some("r1")).run_id_and_out("run").unwrap(),
+            ("r1".into(), "runs/r1".into())
+        );
+        let (id, out) = local(None, None).run_id_and_out("run").unwrap();
+        assert!(id.starts_with("run-20") && id.len() == "run-20260101-000000".len(), "{id}");
+        assert_eq!(out, Path::new("runs").join(&id));
+    }
+}

@@ -1,0 +1,279 @@
+//! A `--generator` value: `key=value` settings laid over the run's defaults.
+//!
+//! `name=NAME,model=PATH_OR_BUILTIN,template=chat|raw|alpaca_sft|zero_shot_system,
+//! max_new_tokens=N,stop=TEXT`: every key is optional, `stop` may repeat, any other key may
+//! not; `\n`, `\t`, `\,` and `\\` are escapes.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::str::FromStr;
+
+use anyhow::{bail, Context};
+use herd_core::jobs::{GeneratorSpec, PromptTemplate};
+use herd_engine::DEFAULT_MODEL;
+
+use crate::args::STORE_FOLDER;
+
+/// The settings one `--generator` (or `--baseline`) value gives; what it leaves out comes
+/// from the defaults it is applied to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GeneratorSettings {
+    pub name: Option<String>,
+    pub model: Option<String>,
+    pub template: Option<PromptTemplate>,
+    pub max_new_tokens: Option<usize>,
+    /// Empty: the defaults' stop strings.
+    pub stop: Vec<String>,
+}
+
+impl FromStr for GeneratorSettings {
+    type Err = anyhow::Error;
+
+    fn from_str(text: &str) -> anyhow::Result<Self> {
+        let mut settings = GeneratorSettings::default();
+        let mut seen = BTreeSet::new();
+        for pair in split_unescaped(text, ',') {
+            if pair.trim().is_empty() {
+                continue;
+            }
+            let Some((key, value)) = pair.split_once('=') else {
+                bail!("{pair:?} is not key=value");
+            };
+            let key = key.trim();
+            let value = unescape(value);
+            if key != "stop" && !seen.insert(key.to_string()) {
+                bail!("{key} is given twice");
+            }
+            match key {
+                "name" => settings.name = Some(value),
+                "model" => {
+                    if value.trim().is_empty() {
+                        bail!("model is empty");
+                    }
+                    settings.model = Some(value)
+                }
+                "template" => {
+                    settings.template = Some(PromptTemplate::parse(&value).with_context(|| {
+                        let names: Vec<&str> =
+                            PromptTemplate::ALL.iter().map(|t| t.as_str()).collect();
+                        format!("template {value:?} is not one of {}", names.join(", "))
+                    })?)
+                }
+                "max_new_tokens" => {
+                    let count: usize = value
+                        .parse()
+                        .with_context(|| format!("max_new_tokens {value:?} is not a count"))?;
+                    if count == 0 {
+                        bail!("max_new_tokens is 0: every answer would be empty");
+                    }
+                    settings.max_new_tokens = Some(count)
+                }
+                "stop" => settings.stop.push(value),
+                other => {
+                    bail!("unknown key {other:?} (name, model, template, max_new_tokens, stop)")
+                }
+            }
+        }
+        Ok(settings)
+    }
+}
+
+impl GeneratorSettings {
+    /// No key given (an empty `--generator` value).
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// `defaults` with these settings laid over; an empty name is derived from the model
+    /// (and the template, when it is not the chat template).
+    pub fn apply(&self, defaults: &GeneratorSpec) -> GeneratorSpec {
+        let mut spec = defaults.clone();
+        if let Some(name) = &self.name {
+            spec.name = name.clone();
+        }
+        if let Some(model) = &self.model {
+            spec.model = model.clone();
+        }
+        if let Some(template) = self.template {
+            spec.template = template;
+        }
+        if let Some(max_new_tokens) = self.max_new_tokens {
+            spec.max_new_tokens = max_new_tokens;
+        }
+        if !self.stop.is_empty() {
+            spec.stop = self.stop.clone();
+        }
+        if spec.name.is_empty() {
+            spec.name = default_name(&spec.model, spec.template);
+        }
+        spec
+    }
+}
+
+/// The generator specs from the flags: the default model when none is given, then the
+/// baseline (the first generator with the baseline's settings) when asked for.
+pub fn generator_specs(
+    generators: &[GeneratorSettings],
+    baseline: Option<&GeneratorSettings>,
+    max_new_tokens: usize,
+) -> anyhow::Result<Vec<GeneratorSpec>> {
+    if max_new_tokens == 0 {
+        bail!("--max-new-tokens 0: every answer would be empty");
+    }
+    let defaults = GeneratorSpec {
+        name: String::new(),
+        model: DEFAULT_MODEL.into(),
+        template: PromptTemplate::Chat,
+        max_new_tokens,
+        stop: Vec::new(),
+    };
+    let mut specs: Vec<GeneratorSpec> =
+        generators.iter().filter(|g| !g.is_empty()).map(|g| g.apply(&defaults)).collect();
+    if specs.is_empty() {
+        specs.push(GeneratorSettings::default().apply(&defaults));
+    }
+    if let Some(baseline) = baseline {
+        let first = GeneratorSpec { name: String::new(), ..specs[0].clone() };
+        specs.push(baseline.apply(&first));
+    }
+    let mut names = BTreeSet::new();
+    for g in &specs {
+        if !names.insert(g.name.clone()) {
+            bail!("two generators are named {:?}; give one of them name=…", g.name);
+        }
+        if herd_report::folder_name(&g.name) == STORE_FOLDER {
+            bail!("a generator cannot be named {STORE_FOLDER:?}: the run folder keeps its results there");
+        }
+    }
+    Ok(specs)
+}
+
+/// A model's short name: the built-in name, a GGUF file's stem or a folder's name.
+pub fn model_display_name(model: &str) -> String {
+    let path = Path::new(model);
+    if model.eq_ignore_ascii_case(DEFAULT_MODEL) {
+        DEFAULT_MODEL.to_string()
+    } else if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
+        path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| model.into())
+    } else {
+        path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| model.into())
+    }
+}
+
+fn default_name(model: &str, template: PromptTemplate) -> String {
+    let base = model_display_name(model);
+    match template {
+        PromptTemplate::Chat => base,
+        other => format!("{base}-{}", other.as_str()),
+    }
+}
+
+fn split_unescaped(text: &str, separator: char) -> Vec<String> {
+    let mut parts = vec![String::new()];
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                // Keep the escape for `unescape`; only an escaped separator stays in the part.
+                let last = parts.last_mut().expect("one part");
+                last.push('\\');
+                if let Some(next) = chars.next() {
+                    last.push(next);
+                }
+            }
+            c if c == separator => parts.push(String::new()),
+            c => parts.last_mut().expect("one part").push(c),
+        }
+    }
+    parts
+}
+
+fn unescape(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some(other) => out.push(other),
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defaults() -> GeneratorSpec {
+        GeneratorSpec {
+            name: String::new(),
+            model: DEFAULT_MODEL.into(),
+            template: PromptTemplate::Chat,
+            max_new_tokens: 512,
+            stop: vec![],
+        }
+    }
+
+    fn parse(text: &str) -> anyhow::Result<GeneratorSpec> {
+        Ok(text.parse::<GeneratorSettings>()?.apply(&defaults()))
+    }
+
+    #[test]
+    fn a_generator_spec_overrides_the_defaults_key_by_key() {
+        let spec =
+            parse(r"model=/m/My-Model.Q4.gguf,template=alpaca_sft,stop=###,stop=\n\n,stop=a\,b")
+                .unwrap();
+        assert_eq!(spec.name, "My-Model.Q4-alpaca_sft");
+        assert_eq!(spec.template, PromptTemplate::AlpacaSft);
+        assert_eq!(spec.stop, vec!["###".to_string(), "\n\n".into(), "a,b".into()]);
+        assert_eq!(spec.max_new_tokens, 512);
+        assert_eq!(parse("").unwrap().name, DEFAULT_MODEL);
+        assert_eq!(parse("model=/models/my-sft/").unwrap().name, "my-sft");
+        assert!(parse("template=fancy").unwrap_err().to_string().contains("not one of"));
+        assert!(parse("colour=red").is_err());
+        assert!(parse("max_new_tokens=many").is_err());
+        assert!(parse("novalue").unwrap_err().to_string().contains("not key=value"));
+    }
+
+    #[test]
+    fn a_repeated_key_or_an_empty_answer_length_is_refused() {
+        let twice = parse("name=a,name=b").unwrap_err();
+        assert!(twice.to_string().contains("name is given twice"), "{twice}");
+        let zero = parse("max_new_tokens=0").unwrap_err();
+        assert!(zero.to_string().contains("max_new_tokens is 0"), "{zero}");
+        assert!(parse("model=").unwrap_err().to_string().contains("model is empty"));
+        assert!(generator_specs(&[], None, 0).is_err());
+    }
+
+    #[test]
+    fn the_baseline_is_the_first_generator_without_its_chat_template() {
+        let raw: GeneratorSettings = "template=raw".parse().unwrap();
+        let specs = generator_specs(&[], Some(&raw), 64).unwrap();
+        assert_eq!(specs.len(), 2);
+        assert_eq!(
+            (specs[0].name.as_str(), specs[1].name.as_str()),
+            (DEFAULT_MODEL, "smollm2-135m-instruct-raw")
+        );
+        assert_eq!((specs[1].template, specs[1].max_new_tokens), (PromptTemplate::Raw, 64));
+        let a: GeneratorSettings = "name=a".parse().unwrap();
+        let same = generator_specs(&[a.clone()], Some(&a), 64).unwrap_err();
+        assert!(same.to_string().contains("two generators"), "{same}");
+        let store: GeneratorSettings = "name=store".parse().unwrap();
+        assert!(generator_specs(&[store], None, 64).is_err());
+    }
+
+    #[test]
+    fn empty_values_stand_for_the_default_generator() {
+        let empty: GeneratorSettings = " ".parse().unwrap();
+        assert!(empty.is_empty());
+        let specs = generator_specs(&[empty.clone(), empty], None, 64).unwrap();
+        assert_eq!(specs.len(), 1);
+        assert_eq!(specs[0].name, DEFAULT_MODEL);
+    }
+}
