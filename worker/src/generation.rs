@@ -12,6 +12,7 @@ use herd_store::{keys, ResultStore};
 use herd_telemetry::Metrics;
 use tokio::sync::mpsc;
 
+use crate::prompt::prompt_tokens;
 use crate::{
     next_batch, settle, spawn_feeder, unix_now, ActivityRecorder, EngineThread, ModelCache,
     WorkerError, NOOP_BENCHMARK_MODEL,
@@ -251,8 +252,7 @@ impl Pass<'_> {
             .submit(move || {
                 jobs.iter()
                     .map(|job| {
-                        tokenizer
-                            .prompt_tokens(job.generator.template, &job.instruction)
+                        prompt_tokens(&tokenizer, job.generator.template, &job.instruction)
                             .map_err(|e| e.to_string())
                     })
                     .collect::<Vec<_>>()
@@ -306,7 +306,7 @@ impl Pass<'_> {
                 prompt_tokens: output.prompt_tokens,
                 output_tokens: output.output_tokens,
                 seconds: output.seconds,
-                finish_reason: output.finish_reason,
+                finish_reason: finish_reason(output.finish_reason),
                 worker: self.worker.worker.clone(),
             };
             self.store.put_output(&result).await?;
@@ -339,5 +339,14 @@ impl Pass<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// The engine's reason as the domain records it.
+fn finish_reason(reason: herd_engine::FinishReason) -> FinishReason {
+    match reason {
+        herd_engine::FinishReason::Eos => FinishReason::Eos,
+        herd_engine::FinishReason::Stop => FinishReason::Stop,
+        herd_engine::FinishReason::Length => FinishReason::Length,
     }
 }

@@ -22,6 +22,7 @@ mod engine_thread;
 mod error;
 mod generation;
 mod models;
+mod prompt;
 
 pub use activity::{unix_now, ActivityRecorder};
 pub use batching::{next_batch, spawn_feeder, Feed};
@@ -29,6 +30,7 @@ pub use engine_thread::{EngineThread, EngineThreadGone};
 pub use error::WorkerError;
 pub use generation::{GenerationWorker, GenerationWorkerStats};
 pub use models::{ModelCache, ModelUnavailable};
+pub use prompt::prompt_tokens;
 
 /// A benchmark-only model name: a worker answers its jobs at once with an empty answer
 /// (a judge worker with a tie), without loading anything, so that a run measures what the
