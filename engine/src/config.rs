@@ -130,7 +130,7 @@ impl ModelConfig {
         let num_kv_heads = raw.num_key_value_heads.unwrap_or(raw.num_attention_heads);
         if raw.num_attention_heads == 0
             || num_kv_heads == 0
-            || raw.num_attention_heads % num_kv_heads != 0
+            || !raw.num_attention_heads.is_multiple_of(num_kv_heads)
         {
             return Err(bad(format!(
                 "num_attention_heads {} is not a multiple of num_key_value_heads {num_kv_heads}",
@@ -274,7 +274,7 @@ impl ModelConfig {
         if let Some(&(field, _)) = fields.iter().find(|(_, v)| *v == 0) {
             return Err(InvalidConfig::Zero { field });
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return Err(InvalidConfig::OddHeadDim { head_dim: self.head_dim });
         }
         Ok(())

@@ -134,8 +134,8 @@ fn python_string_and_dict_methods(
             }),
             "upper" => Value::from(s.to_uppercase()),
             "lower" => Value::from(s.to_lowercase()),
-            "title" => return state.apply_filter("title", &[value.clone()]),
-            "capitalize" => return state.apply_filter("capitalize", &[value.clone()]),
+            "title" => return state.apply_filter("title", std::slice::from_ref(value)),
+            "capitalize" => return state.apply_filter("capitalize", std::slice::from_ref(value)),
             "startswith" => Value::from(arg(0).is_some_and(|p| s.starts_with(&p))),
             "endswith" => Value::from(arg(0).is_some_and(|p| s.ends_with(&p))),
             "replace" => match (arg(0), arg(1)) {
@@ -162,7 +162,7 @@ fn python_string_and_dict_methods(
     }
     if value.kind() == ValueKind::Map {
         return match method {
-            "items" => state.apply_filter("items", &[value.clone()]),
+            "items" => state.apply_filter("items", std::slice::from_ref(value)),
             "keys" => Ok(value.try_iter()?.collect()),
             "values" => {
                 Ok(value.try_iter()?.map(|k| value.get_item(&k).unwrap_or_default()).collect())

@@ -4,7 +4,7 @@
 //! thread per rank (each thread owns its device, its slice of the weights and its cache;
 //! a pass is broadcast to all of them as plain data and rank 0's logits come back).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 
@@ -497,7 +497,7 @@ pub fn weight_bytes_per_rank(config: &ModelConfig, degree: usize, dtype: DType) 
 }
 
 /// Fails before loading when the weights cannot fit on each rank's GPU.
-pub fn check_fits(config: &ModelConfig, placement: &Placement, path: &PathBuf) -> Result<()> {
+pub fn check_fits(config: &ModelConfig, placement: &Placement, path: &Path) -> Result<()> {
     let DeviceSpec::Cuda(_) = placement.device else { return Ok(()) };
     let need = weight_bytes_per_rank(config, placement.tensor_parallel, placement.dtype());
     let need_on_device =
@@ -508,7 +508,7 @@ pub fn check_fits(config: &ModelConfig, placement: &Placement, path: &PathBuf) -
             let usable = usable.min(free);
             if need_on_device + GPU_ACTIVATION_RESERVE > usable {
                 return Err(EngineError::DoesNotFit {
-                    path: path.clone(),
+                    path: path.to_path_buf(),
                     device: spec.to_string(),
                     reason: format!(
                         "its weights take {:.1} GiB per GPU in {:?} at tensor parallelism {}, and {:.1} GiB of {:.1} GiB are usable there; \
