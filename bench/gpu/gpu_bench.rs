@@ -582,9 +582,9 @@ fn load(args: &Args) -> Model {
     println!(
         "loaded {} on {} in {secs:.1}s",
         args.get("--model", "model"),
-        model.network.device_name()
+        model.transformer.device_name()
     );
-    if let Some(kv) = model.network.kv_capacity() {
+    if let Some(kv) = model.transformer.kv_capacity() {
         println!("key/value cache: {kv} positions");
     }
     model
@@ -851,7 +851,7 @@ fn profile(model: &Model, args: &Args, log: &mut JsonLog) {
     println!("{:>7} {:>12} {:>14} {:>12}", "batch", "ms/pass", "enqueue ms", "tok/s");
     for batch in args.list("--profile-batches", "1,64,256") {
         let mut caches: Vec<SequenceCache> = (0..batch)
-            .map(|_| model.network.new_cache(context + 64, context + 64).expect("cache room"))
+            .map(|_| model.transformer.new_cache(context + 64, context + 64).expect("cache room"))
             .collect();
         // Prefill the contexts, 8192 tokens a pass.
         let prompts: Vec<Vec<u32>> =
@@ -860,14 +860,14 @@ fn profile(model: &Model, args: &Args, log: &mut JsonLog) {
             let tokens: Vec<&[u32]> = chunk.iter().map(|&i| prompts[i].as_slice()).collect();
             let (lo, hi) = (chunk[0], chunk[chunk.len() - 1] + 1);
             let mut refs: Vec<&mut SequenceCache> = caches[lo..hi].iter_mut().collect();
-            model.network.forward(&tokens, &mut refs).unwrap();
+            model.transformer.forward(&tokens, &mut refs).unwrap();
         }
         let mut next: Vec<u32> = (0..batch).map(|_| token()).collect();
         let mut step = || -> (f64, f64) {
             let t = Instant::now();
             let tokens: Vec<&[u32]> = next.iter().map(std::slice::from_ref).collect();
             let mut refs: Vec<&mut SequenceCache> = caches.iter_mut().collect();
-            let logits = model.network.forward(&tokens, &mut refs).unwrap();
+            let logits = model.transformer.forward(&tokens, &mut refs).unwrap();
             let enqueue = t.elapsed().as_secs_f64();
             let out = herd_engine::llama::Llama::argmax(&logits).unwrap();
             let wall = t.elapsed().as_secs_f64();
@@ -911,13 +911,13 @@ fn profile(model: &Model, args: &Args, log: &mut JsonLog) {
     let prompts: Vec<Vec<u32>> = (0..14).map(|_| (0..len).map(|_| token()).collect()).collect();
     let run = |timed: bool| -> f64 {
         let mut caches: Vec<SequenceCache> = (0..prompts.len())
-            .map(|_| model.network.new_cache(len, len).expect("cache room"))
+            .map(|_| model.transformer.new_cache(len, len).expect("cache room"))
             .collect();
         let tokens: Vec<&[u32]> = prompts.iter().map(Vec::as_slice).collect();
         let mut refs: Vec<&mut SequenceCache> = caches.iter_mut().collect();
         phase_timing::enable(timed);
         let t = Instant::now();
-        let logits = model.network.forward(&tokens, &mut refs).unwrap();
+        let logits = model.transformer.forward(&tokens, &mut refs).unwrap();
         let _ = logits.to_vec2::<f32>().unwrap();
         phase_timing::enable(false);
         t.elapsed().as_secs_f64()

@@ -17,13 +17,36 @@
 
 use std::time::Instant;
 
-use herd_core::jobs::PromptTemplate;
-use herd_core::judge::{JudgePrompt, LOGPROB_ANSWER_PREFIX, LOGPROB_CANDIDATES};
 use herd_engine::{
     BatchOptions, ChatMessage, GenerationRequest, LoadOptions, Model, ScoringOptions, WeightFormat,
     DEFAULT_MODEL,
 };
 use serde_json::{json, Value};
+
+/// herd_core::judge's logprob mode: the judge's answer up to the first model's number, and
+/// the numbers that can follow (the engine knows no judge; the values are copied here).
+const LOGPROB_ANSWER_PREFIX: &str = "[\n    {'model': 'model_";
+const LOGPROB_CANDIDATES: [&str; 2] = ["1", "2"];
+
+/// alpaca_eval's ranking prompt (Llama-3 chat text) as the judge worker sends it to a model
+/// with a chat template: its system and user messages, the placeholders filled as alpaca_eval
+/// fills them (each one's first occurrence, in order of first appearance).
+fn judge_messages(instruction: &str, output_1: &str, output_2: &str) -> Vec<ChatMessage> {
+    const TEMPLATE: &str = include_str!("../../data/prompts/alpaca_eval_fn.txt");
+    TEMPLATE
+        .split("<|start_header_id|>")
+        .skip(1)
+        .filter_map(|turn| {
+            let (role, rest) = turn.split_once("<|end_header_id|>\n\n")?;
+            let (content, _) = rest.split_once("<|eot_id|>")?;
+            let content = content
+                .replacen("{instruction}", instruction, 1)
+                .replacen("{output_1}", output_1, 1)
+                .replacen("{output_2}", output_2, 1);
+            Some(ChatMessage::new(role, content))
+        })
+        .collect()
+}
 
 fn flag(args: &[String], name: &str) -> Option<String> {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
@@ -84,7 +107,7 @@ fn prepare(model: &Model, args: &[String]) {
 
     let gen: Vec<Vec<u32>> = (0..number(args, "--gen-prompts", 48))
         .map(|i| {
-            model.prompt_tokens(PromptTemplate::Chat, &text(i, "instruction")).expect("prompt")
+            model.chat_prompt(&[ChatMessage::new("user", text(i, "instruction"))]).expect("prompt")
         })
         .collect();
 
@@ -99,7 +122,8 @@ fn prepare(model: &Model, args: &[String]) {
             joined.push_str(&text(next, "instruction"));
             joined.push('\n');
             next += 1;
-            tokens = model.prompt_tokens(PromptTemplate::Chat, &joined).expect("prompt");
+            tokens =
+                model.chat_prompt(&[ChatMessage::new("user", joined.as_str())]).expect("prompt");
         }
         tokens.truncate(prefill_len);
         prefill.push(tokens);
@@ -121,14 +145,8 @@ fn prepare(model: &Model, args: &[String]) {
     let judge_ranking: Vec<Vec<u32>> = (0..number(args, "--judge-prompts", 8))
         .map(|i| {
             let reference = text(i, "output");
-            let prompt = JudgePrompt::new(&text(i, "instruction"), &reference, &reference);
-            let messages: Vec<ChatMessage> = prompt
-                .messages()
-                .iter()
-                .map(|m| ChatMessage::new(m.role.as_str(), m.content.as_str()))
-                .collect();
-            let rendered = model.render_chat(&messages, true).expect("judge prompt renders");
-            model.encode_prompt(&rendered, PromptTemplate::Chat).expect("judge prompt encodes")
+            let messages = judge_messages(&text(i, "instruction"), &reference, &reference);
+            model.chat_prompt(&messages).expect("judge prompt renders")
         })
         .collect();
     let judge_logprob: Vec<Vec<u32>> =

@@ -11,9 +11,8 @@
 
 use std::time::Instant;
 
-use herd_core::jobs::PromptTemplate;
 use herd_engine::{
-    BatchOptions, GenerationRequest, LoadOptions, Model, ScoringOptions, WeightFormat,
+    BatchOptions, ChatMessage, GenerationRequest, LoadOptions, Model, ScoringOptions, WeightFormat,
     DEFAULT_MODEL,
 };
 
@@ -126,7 +125,7 @@ fn main() {
     if !args.skip_generation {
         let prompts: Vec<Vec<u32>> = instructions[..args.prompts]
             .iter()
-            .map(|i| model.prompt_tokens(PromptTemplate::Chat, i).unwrap())
+            .map(|i| model.chat_prompt(&[ChatMessage::new("user", i.as_str())]).unwrap())
             .collect();
         let prompt_total: usize = prompts.iter().map(Vec::len).sum();
         println!(
@@ -196,7 +195,7 @@ fn main() {
                 text.push_str(&instructions[start % instructions.len()]);
                 text.push('\n');
                 start += 1;
-                tokens = model.prompt_tokens(PromptTemplate::Chat, &text).unwrap();
+                tokens = model.chat_prompt(&[ChatMessage::new("user", text.as_str())]).unwrap();
             }
             tokens.truncate(args.prefill_len);
             prompts.push(tokens);

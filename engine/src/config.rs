@@ -7,7 +7,7 @@ use std::path::Path;
 use candle_core::quantized::gguf_file;
 use serde::Deserialize;
 
-use crate::error::{EngineError, Result};
+use crate::error::{EngineError, InvalidConfig, Result};
 
 /// The model families this engine runs. Both are Llama blocks; Qwen2 adds biases to Q/K/V.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,7 +130,7 @@ impl ModelConfig {
         let num_kv_heads = raw.num_key_value_heads.unwrap_or(raw.num_attention_heads);
         if raw.num_attention_heads == 0
             || num_kv_heads == 0
-            || raw.num_attention_heads % num_kv_heads != 0
+            || !raw.num_attention_heads.is_multiple_of(num_kv_heads)
         {
             return Err(bad(format!(
                 "num_attention_heads {} is not a multiple of num_key_value_heads {num_kv_heads}",
@@ -176,7 +176,7 @@ impl ModelConfig {
             tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
             qkv_bias: architecture == Architecture::Qwen2 || raw.attention_bias.unwrap_or(false),
         };
-        cfg.validate().map_err(bad)?;
+        cfg.validate().map_err(|e| bad(e.to_string()))?;
         Ok(cfg)
     }
 
@@ -259,11 +259,11 @@ impl ModelConfig {
             tie_word_embeddings: !content.tensor_infos.contains_key("output.weight"),
             qkv_bias: content.tensor_infos.contains_key("blk.0.attn_q.bias"),
         };
-        cfg.validate().map_err(bad)?;
+        cfg.validate().map_err(|e| bad(e.to_string()))?;
         Ok(cfg)
     }
 
-    fn validate(&self) -> std::result::Result<(), String> {
+    fn validate(&self) -> std::result::Result<(), InvalidConfig> {
         let fields = [
             ("vocab_size", self.vocab_size),
             ("hidden_size", self.hidden_size),
@@ -271,11 +271,11 @@ impl ModelConfig {
             ("num_layers", self.num_layers),
             ("head_dim", self.head_dim),
         ];
-        if let Some((name, _)) = fields.iter().find(|(_, v)| *v == 0) {
-            return Err(format!("{name} is 0"));
+        if let Some(&(field, _)) = fields.iter().find(|(_, v)| *v == 0) {
+            return Err(InvalidConfig::Zero { field });
         }
-        if self.head_dim % 2 != 0 {
-            return Err(format!("head_dim {} is odd; rotary embeddings need pairs", self.head_dim));
+        if !self.head_dim.is_multiple_of(2) {
+            return Err(InvalidConfig::OddHeadDim { head_dim: self.head_dim });
         }
         Ok(())
     }

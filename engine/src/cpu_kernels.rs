@@ -82,6 +82,7 @@ unsafe impl Sync for SendPtr {}
 unsafe impl Send for SendPtr {}
 
 /// Columns `j0..j1` of `y` (row stride `n`).
+#[allow(clippy::too_many_arguments)]
 unsafe fn matmul_block(
     x: &[f32],
     w: &[f32],
@@ -96,7 +97,7 @@ unsafe fn matmul_block(
     {
         if std::arch::is_x86_feature_detected!("avx2")
             && std::arch::is_x86_feature_detected!("fma")
-            && k % 8 == 0
+            && k.is_multiple_of(8)
         {
             avx2::matmul_block(x, w, y, m, n, k, j0, j1);
             return;
@@ -118,6 +119,7 @@ mod avx2 {
     use super::{TILE_W, TILE_X};
 
     #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn matmul_block(
         x: &[f32],
         w: &[f32],
@@ -295,7 +297,7 @@ impl candle_core::CustomOp1 for CausalSoftmax {
         let src = &storage.as_slice::<f32>()?[start..end];
         let len = *layout.dims().last().unwrap_or(&1);
         let t = self.queries;
-        if t == 0 || t > len || (src.len() / len) % t != 0 {
+        if t == 0 || t > len || !(src.len() / len).is_multiple_of(t) {
             candle_core::bail!(
                 "causal-softmax: {} rows of {len} do not cycle through {t} queries",
                 src.len() / len

@@ -37,7 +37,7 @@ pub enum EngineError {
     Tokenizer { path: PathBuf, reason: String },
 
     #[error("model {model}: chat template: {reason}")]
-    ChatTemplate { model: String, reason: String },
+    ChatTemplate { model: String, reason: ChatTemplateError },
 
     #[error("built-in model {name}: could not fetch it into {cache}: {reason}")]
     Fetch { name: String, cache: PathBuf, reason: String },
@@ -62,4 +62,41 @@ pub enum EngineError {
 
     #[error("tensor computation: {0}")]
     Candle(#[from] candle_core::Error),
+}
+
+/// Why a chat template cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChatTemplateError {
+    /// The model ships none.
+    #[error(
+        "the model has no chat template (tokenizer_config.json chat_template / GGUF tokenizer.chat_template)"
+    )]
+    Missing,
+    /// The Jinja source does not compile.
+    #[error("{0}")]
+    Compile(String),
+    /// It compiles but fails on a single user message (checked when the model loads).
+    #[error("test rendering failed: {0}")]
+    TestRender(String),
+    /// It fails on these messages.
+    #[error("{0}")]
+    Render(String),
+}
+
+/// A model config the engine cannot run, whatever its file format.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidConfig {
+    #[error("{field} is 0")]
+    Zero { field: &'static str },
+    #[error("head_dim {head_dim} is odd; rotary embeddings need pairs")]
+    OddHeadDim { head_dim: usize },
+}
+
+/// A device name that is not `cpu`, `cuda` or `cuda:N`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeviceSpecError {
+    #[error("{input:?}: expected cuda:N with N a GPU index")]
+    BadIndex { input: String },
+    #[error("{input:?}: expected cpu, cuda or cuda:N")]
+    Unknown { input: String },
 }

@@ -8,14 +8,23 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use herd_core::jobs::FinishReason;
-
 use crate::error::{EngineError, Result};
 use crate::kv_cache::SequenceCache;
 use crate::llama::Llama;
 use crate::model::Model;
-use crate::network::Network;
 use crate::token_codec::TokenCodec;
+use crate::transformer::Transformer;
+
+/// Why generation of one sequence ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FinishReason {
+    /// The model produced an end-of-generation token (the last of the output's tokens).
+    Eos,
+    /// A stop string appeared; the text is cut before it.
+    Stop,
+    /// `max_new_tokens` were generated.
+    Length,
+}
 
 /// One sequence to generate.
 #[derive(Debug, Clone, PartialEq)]
@@ -108,7 +117,7 @@ impl Model {
                     reason: format!("token id {bad} is outside the vocabulary"),
                 });
             }
-            if let Some(capacity) = self.network.kv_capacity() {
+            if let Some(capacity) = self.transformer.kv_capacity() {
                 let needed = r.prompt_tokens.len() + r.max_new_tokens;
                 if needed > capacity {
                     let reason = format!("{needed} positions (prompt and max_new_tokens) exceed the key/value cache ({capacity})");
@@ -131,7 +140,7 @@ impl Model {
                 // Paged caches reserve the whole length now; while the cache is full the
                 // request waits for running sequences to end.
                 let prompt = request.prompt_tokens.len();
-                let Some(cache) = self.network.new_cache(
+                let Some(cache) = self.transformer.new_cache(
                     prompt + request.max_new_tokens,
                     prompt + request.max_new_tokens.min(512),
                 ) else {
@@ -183,7 +192,7 @@ impl Model {
                 }
             }
             fed.sort_unstable();
-            let next = forward_step(&self.network, &mut active, &fed)?;
+            let next = forward_step(&self.transformer, &mut active, &fed)?;
             stats.forward_passes += 1;
 
             for (&(i, n), &token) in fed.iter().zip(&next) {
@@ -245,7 +254,7 @@ impl Model {
 
 /// One forward pass over the fed sequences; returns the greedy next token of each.
 fn forward_step(
-    network: &Network,
+    transformer: &Transformer,
     active: &mut [ActiveSequence],
     fed: &[(usize, usize)],
 ) -> Result<Vec<u32>> {
@@ -267,7 +276,7 @@ fn forward_step(
         });
         caches.push(cache);
     }
-    let logits = network.forward(&tokens, &mut caches)?;
+    let logits = transformer.forward(&tokens, &mut caches)?;
     Llama::argmax(&logits)
 }
 

@@ -1,20 +1,19 @@
-//! A loaded model: the network, its tokenizer and its chat template, ready to serve
+//! A loaded model: the transformer, its tokenizer and its chat template, ready to serve
 //! generation and scoring requests.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::{DType, Device};
-use herd_core::jobs::PromptTemplate;
 
 use crate::config::ModelConfig;
-use crate::error::{EngineError, Result};
-use crate::network::{check_fits, Network, RankLoader};
+use crate::error::{ChatTemplateError, EngineError, Result};
 use crate::placement::Placement;
-use crate::prompt::{render_fixed_template, ChatMessage, ChatTemplate};
+use crate::prompt::{ChatMessage, ChatTemplate};
 use crate::source::{safetensors_files, ModelSource};
 use crate::tensor_parallel::{check_degree, Shard};
 use crate::token_codec::TokenCodec;
+use crate::transformer::{check_fits, RankLoader, Transformer};
 use crate::weights::{read_gguf_header, WeightFormat, WeightReader};
 
 /// How to load a model.
@@ -28,7 +27,7 @@ pub struct Model {
     /// What the user asked for (a built-in name or a path).
     pub name: String,
     pub source: ModelSource,
-    pub network: Network,
+    pub transformer: Transformer,
     pub tokenizer: TokenCodec,
     chat_template: Option<ChatTemplate>,
 }
@@ -64,13 +63,13 @@ impl Model {
             ModelSource::HuggingFaceFolder(dir) => open_hf_folder(dir)?,
         };
         let path = source.path().to_path_buf();
-        let network = if placement.paged() {
+        let transformer = if placement.paged() {
             check_degree(&config, placement.tensor_parallel, &path)?;
             check_gpu_shape(&config, placement, &path)?;
             check_fits(&config, placement, &path)?;
-            Network::paged(&config, placement, &path, loader)?
+            Transformer::paged(&config, placement, &path, loader)?
         } else {
-            Network::contiguous(loader(None, DType::F32, Device::Cpu)?)
+            Transformer::contiguous(loader(None, DType::F32, Device::Cpu)?)
         };
         let chat_template = tokenizer
             .chat_template()
@@ -79,29 +78,21 @@ impl Model {
             .map_err(|reason| EngineError::ChatTemplate { model: name.into(), reason })?;
         tracing::info!(
             model = name,
-            architecture = network.config().architecture.as_str(),
-            layers = network.config().num_layers,
-            hidden = network.config().hidden_size,
-            device = network.device_name(),
+            architecture = transformer.config().architecture.as_str(),
+            layers = transformer.config().num_layers,
+            hidden = transformer.config().hidden_size,
+            device = transformer.device_name(),
             "model loaded"
         );
-        Ok(Self { name: name.into(), source, network, tokenizer, chat_template })
+        Ok(Self { name: name.into(), source, transformer, tokenizer, chat_template })
     }
 
     pub fn config(&self) -> &ModelConfig {
-        self.network.config()
+        self.transformer.config()
     }
 
     pub fn has_chat_template(&self) -> bool {
         self.chat_template.is_some()
-    }
-
-    /// The prompt text for `instruction` under `template`.
-    pub fn render_prompt(&self, template: PromptTemplate, instruction: &str) -> Result<String> {
-        match render_fixed_template(template, instruction) {
-            Some(text) => Ok(text),
-            None => self.render_chat(&[ChatMessage::new("user", instruction)], true),
-        }
     }
 
     /// `messages` in the model's chat format (the judge's system + user prompt, say).
@@ -110,25 +101,24 @@ impl Model {
         messages: &[ChatMessage],
         add_generation_prompt: bool,
     ) -> Result<String> {
-        let template = self.chat_template.as_ref().ok_or_else(|| EngineError::ChatTemplate {
-            model: self.name.clone(),
-            reason: "the model has no chat template (tokenizer_config.json chat_template / GGUF tokenizer.chat_template)".into(),
-        })?;
-        template
-            .render(messages, add_generation_prompt)
-            .map_err(|reason| EngineError::ChatTemplate { model: self.name.clone(), reason })
+        let chat_error = |reason| EngineError::ChatTemplate { model: self.name.clone(), reason };
+        let template =
+            self.chat_template.as_ref().ok_or_else(|| chat_error(ChatTemplateError::Missing))?;
+        template.render(messages, add_generation_prompt).map_err(chat_error)
     }
 
-    /// Token ids of a rendered prompt. Chat renderings already carry their special tokens
-    /// (BOS included where the template writes it); plain prompts get the tokenizer's.
-    pub fn encode_prompt(&self, text: &str, template: PromptTemplate) -> Result<Vec<u32>> {
-        self.tokenizer.encode(text, template != PromptTemplate::Chat)
+    /// Token ids of `text`; with `add_special_tokens` the tokenizer's own (BOS where the
+    /// model's tokenizer adds one).
+    pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
+        self.tokenizer.encode(text, add_special_tokens)
     }
 
-    /// Token ids of `instruction` under `template`.
-    pub fn prompt_tokens(&self, template: PromptTemplate, instruction: &str) -> Result<Vec<u32>> {
-        let text = self.render_prompt(template, instruction)?;
-        self.encode_prompt(&text, template)
+    /// Token ids of `messages` in the model's chat format, ending where the assistant's
+    /// answer starts. The rendering carries its own special tokens (BOS included where the
+    /// template writes it), so the tokenizer adds none.
+    pub fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
+        let text = self.render_chat(messages, true)?;
+        self.encode(&text, false)
     }
 }
 
@@ -184,7 +174,7 @@ fn check_gpu_shape(config: &ModelConfig, placement: &Placement, path: &Path) -> 
         crate::cuda::KernelShape { head_dim: config.head_dim, group }.check().map_err(
             |reason| EngineError::Device {
                 device: format!("{} ({})", placement.device, path.display()),
-                reason,
+                reason: reason.to_string(),
             },
         )?;
     }

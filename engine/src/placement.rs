@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use candle_core::{DType, Device};
 
-use crate::error::{EngineError, Result};
+use crate::error::{DeviceSpecError, EngineError, Result};
 
 /// A device as the command line names it: `cpu`, `cuda` (GPU 0) or `cuda:N`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -18,9 +18,9 @@ pub enum DeviceSpec {
 }
 
 impl FromStr for DeviceSpec {
-    type Err = String;
+    type Err = DeviceSpecError;
 
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
+    fn from_str(s: &str) -> std::result::Result<Self, DeviceSpecError> {
         let s = s.trim().to_ascii_lowercase();
         match s.as_str() {
             "cpu" => Ok(DeviceSpec::Cpu),
@@ -29,8 +29,8 @@ impl FromStr for DeviceSpec {
                 Some(n) => n
                     .parse()
                     .map(DeviceSpec::Cuda)
-                    .map_err(|_| format!("{s:?}: expected cuda:N with N a GPU index")),
-                None => Err(format!("{s:?}: expected cpu, cuda or cuda:N")),
+                    .map_err(|_| DeviceSpecError::BadIndex { input: s.clone() }),
+                None => Err(DeviceSpecError::Unknown { input: s }),
             },
         }
     }

@@ -1,18 +1,12 @@
-//! Turning an instruction into the text a model sees: the fixed templates of
-//! `data/prompts/` and the model's own chat template (Jinja, rendered with minijinja the way
-//! Hugging Face's `apply_chat_template` does).
+//! A model's chat template (Jinja), rendered with minijinja the way Hugging Face's
+//! `apply_chat_template` does.
 
 use std::collections::BTreeMap;
 
-use herd_core::jobs::PromptTemplate;
 use minijinja::value::{Value, ValueKind};
 use minijinja::{Environment, Error, ErrorKind, State};
 
-/// The Alpaca instruction-tuning template; the prompt ends where `{response}` starts.
-pub const ALPACA_SFT_TEMPLATE: &str = include_str!("../../data/prompts/alpaca_sft.prompt");
-/// The zero-shot system prompt (URIAL style); the model continues after the opening fence.
-pub const ZERO_SHOT_SYSTEM_TEMPLATE: &str =
-    include_str!("../../data/prompts/zero_shot_system_prompt.prompt");
+use crate::error::ChatTemplateError;
 
 /// One turn of a conversation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,22 +18,6 @@ pub struct ChatMessage {
 impl ChatMessage {
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
         Self { role: role.into(), content: content.into() }
-    }
-}
-
-/// Renders the non-chat templates. `Chat` needs the model's template: see [`ChatTemplate`].
-pub fn render_fixed_template(template: PromptTemplate, instruction: &str) -> Option<String> {
-    match template {
-        PromptTemplate::Raw => Some(instruction.to_string()),
-        PromptTemplate::AlpacaSft => {
-            let (head, _) =
-                ALPACA_SFT_TEMPLATE.split_once("{response}").unwrap_or((ALPACA_SFT_TEMPLATE, ""));
-            Some(head.replacen("{instruction}", instruction, 1))
-        }
-        PromptTemplate::ZeroShotSystem => {
-            Some(ZERO_SHOT_SYSTEM_TEMPLATE.replacen("{instruction}", instruction, 1))
-        }
-        PromptTemplate::Chat => None,
     }
 }
 
@@ -60,14 +38,14 @@ impl ChatTemplate {
         source: &str,
         bos_token: Option<&str>,
         eos_token: Option<&str>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ChatTemplateError> {
         let mut env = Environment::new();
         // As transformers' ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True).
         let syntax = minijinja::syntax::SyntaxConfig::builder()
             .trim_blocks(true)
             .lstrip_blocks(true)
             .build();
-        env.set_syntax(syntax.map_err(|e| describe(&e))?);
+        env.set_syntax(syntax.map_err(|e| ChatTemplateError::Compile(describe(&e)))?);
         env.set_unknown_method_callback(python_string_and_dict_methods);
         env.add_function("raise_exception", |message: String| -> Result<Value, Error> {
             Err(Error::new(ErrorKind::InvalidOperation, message))
@@ -75,15 +53,17 @@ impl ChatTemplate {
         env.add_function("strftime_now", |format: String| -> Result<Value, Error> {
             Ok(Value::from(strftime_now(&format)))
         });
-        env.add_template_owned(TEMPLATE_NAME, source.to_string()).map_err(|e| describe(&e))?;
+        env.add_template_owned(TEMPLATE_NAME, source.to_string())
+            .map_err(|e| ChatTemplateError::Compile(describe(&e)))?;
         let template = Self {
             env,
             bos_token: bos_token.unwrap_or_default().into(),
             eos_token: eos_token.unwrap_or_default().into(),
         };
-        template
-            .render(&[ChatMessage::new("user", "Hello")], true)
-            .map_err(|e| format!("test rendering failed: {e}"))?;
+        template.render(&[ChatMessage::new("user", "Hello")], true).map_err(|e| match e {
+            ChatTemplateError::Render(reason) => ChatTemplateError::TestRender(reason),
+            other => other,
+        })?;
         Ok(template)
     }
 
@@ -93,7 +73,7 @@ impl ChatTemplate {
         &self,
         messages: &[ChatMessage],
         add_generation_prompt: bool,
-    ) -> Result<String, String> {
+    ) -> Result<String, ChatTemplateError> {
         let messages: Vec<Value> = messages
             .iter()
             .map(|m| {
@@ -111,8 +91,11 @@ impl ChatTemplate {
             bos_token => self.bos_token.as_str(),
             eos_token => self.eos_token.as_str(),
         };
-        let template = self.env.get_template(TEMPLATE_NAME).map_err(|e| describe(&e))?;
-        template.render(ctx).map_err(|e| describe(&e))
+        let template = self
+            .env
+            .get_template(TEMPLATE_NAME)
+            .map_err(|e| ChatTemplateError::Compile(describe(&e)))?;
+        template.render(ctx).map_err(|e| ChatTemplateError::Render(describe(&e)))
     }
 }
 
@@ -151,8 +134,8 @@ fn python_string_and_dict_methods(
             }),
             "upper" => Value::from(s.to_uppercase()),
             "lower" => Value::from(s.to_lowercase()),
-            "title" => return state.apply_filter("title", &[value.clone()]),
-            "capitalize" => return state.apply_filter("capitalize", &[value.clone()]),
+            "title" => return state.apply_filter("title", std::slice::from_ref(value)),
+            "capitalize" => return state.apply_filter("capitalize", std::slice::from_ref(value)),
             "startswith" => Value::from(arg(0).is_some_and(|p| s.starts_with(&p))),
             "endswith" => Value::from(arg(0).is_some_and(|p| s.ends_with(&p))),
             "replace" => match (arg(0), arg(1)) {
@@ -179,7 +162,7 @@ fn python_string_and_dict_methods(
     }
     if value.kind() == ValueKind::Map {
         return match method {
-            "items" => state.apply_filter("items", &[value.clone()]),
+            "items" => state.apply_filter("items", std::slice::from_ref(value)),
             "keys" => Ok(value.try_iter()?.collect()),
             "values" => {
                 Ok(value.try_iter()?.map(|k| value.get_item(&k).unwrap_or_default()).collect())
@@ -264,39 +247,6 @@ fn format_utc(secs: u64, format: &str) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn alpaca_prompt_ends_where_the_response_starts() {
-        let p = render_fixed_template(PromptTemplate::AlpacaSft, "Name a color.").unwrap();
-        assert!(p.starts_with("Below is an instruction that describes a task."));
-        assert!(p.contains("### Instruction:\nName a color.\n\n### Response:\n"));
-        assert!(p.ends_with("### Response:\n"), "{p:?}");
-    }
-
-    #[test]
-    fn zero_shot_prompt_puts_the_instruction_in_the_query_fence() {
-        let p = render_fixed_template(PromptTemplate::ZeroShotSystem, "Name a color.").unwrap();
-        assert!(p.starts_with("# Instruction\n"));
-        assert!(p.contains("# Query:\n```Name a color.```\n\n# Answer:\n```"));
-        assert!(!p.contains("{instruction}"));
-    }
-
-    #[test]
-    fn raw_prompt_is_the_instruction() {
-        assert_eq!(
-            render_fixed_template(PromptTemplate::Raw, "  x {response} ").unwrap(),
-            "  x {response} "
-        );
-        assert!(render_fixed_template(PromptTemplate::Chat, "x").is_none());
-    }
-
-    #[test]
-    fn instruction_braces_are_not_template_fields() {
-        let p =
-            render_fixed_template(PromptTemplate::AlpacaSft, "print {response} and {instruction}")
-                .unwrap();
-        assert!(p.contains("print {response} and {instruction}\n\n### Response:\n"));
-    }
-
     const LLAMA3_LIKE: &str = "{{- bos_token }}{%- if messages[0]['role'] == 'system' %}{%- set system_message = messages[0]['content']|trim %}{%- set messages = messages[1:] %}{%- else %}{%- set system_message = \"Today Date: \" + strftime_now(\"%d %b %Y\") %}{%- endif %}\n{{- \"<|start_header_id|>system<|end_header_id|>\\n\\n\" }}{{- system_message }}{{- \"<|eot_id|>\" }}\n{%- for message in messages %}\n    {{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'+ message['content'] | trim + '<|eot_id|>' }}\n{%- endfor %}\n{%- if add_generation_prompt %}\n    {{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}\n{%- endif %}\n";
 
     #[test]
@@ -329,14 +279,15 @@ mod tests {
     fn template_that_raises_is_rejected_when_loaded() {
         let src = "{% if messages[0]['role'] == 'user' %}{{ raise_exception('Conversation roles must alternate system/user') }}{% endif %}";
         let err = ChatTemplate::new(src, None, None).unwrap_err();
-        assert!(err.contains("Conversation roles must alternate"), "{err}");
+        assert!(matches!(err, ChatTemplateError::TestRender(_)), "{err:?}");
+        assert!(err.to_string().contains("Conversation roles must alternate"), "{err}");
     }
 
     #[test]
     fn template_with_a_syntax_error_is_rejected() {
         let err =
             ChatTemplate::new("{% for m in messages %}{{ m.content }}", None, None).unwrap_err();
-        assert!(!err.is_empty());
+        assert!(matches!(err, ChatTemplateError::Compile(_)), "{err:?}");
     }
 
     #[test]

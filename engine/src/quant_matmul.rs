@@ -201,7 +201,7 @@ impl Q8Rows {
     /// reusing its buffers.
     pub fn quantize(&mut self, x: &[f32], rows: usize, cols: usize) {
         assert!(
-            cols % BLOCK == 0 && x.len() >= rows * cols,
+            cols.is_multiple_of(BLOCK) && x.len() >= rows * cols,
             "q8: {rows}×{cols} from {} values",
             x.len()
         );
@@ -324,13 +324,13 @@ unsafe fn portable_group_rows(
             let (xs, xss) = (x.scales[r * blocks + b], x.scaled_sums[r * blocks + b]);
             for lane in 0..GROUP {
                 let mut isum = 0i32;
-                for c in 0..BLOCK {
+                for (c, &xc) in xq.iter().enumerate() {
                     isum += w.value(
                         (g * blocks + b) * GROUP_BLOCK_BYTES
                             + (c / 4) * GROUP * 4
                             + lane * 4
                             + c % 4,
-                    ) * i32::from(xq[c]);
+                    ) * i32::from(xc);
                 }
                 acc[lane] += isum as f32 * (sc[lane] * xs) + sc[GROUP + lane] * xss;
             }

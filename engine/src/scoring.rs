@@ -91,7 +91,7 @@ impl Model {
         mut on_done: impl FnMut(usize, &[f32], f64),
     ) -> Result<()> {
         let vocab = self.config().vocab_size;
-        let capacity = self.network.kv_capacity();
+        let capacity = self.transformer.kv_capacity();
         for (i, p) in prompts.iter().enumerate() {
             if p.is_empty() {
                 return Err(EngineError::BadRequest { request: i, reason: "empty prompt".into() });
@@ -119,7 +119,7 @@ impl Model {
                 in_flight.iter().map(|(i, done, ..)| prompts[*i].len() - done).sum();
             while next_prompt < prompts.len() && planned < budget {
                 let len = prompts[next_prompt].len();
-                let Some(cache) = self.network.new_cache(len, len) else {
+                let Some(cache) = self.transformer.new_cache(len, len) else {
                     if in_flight.is_empty() {
                         // Another caller holds the cache; its sequences will end.
                         std::thread::sleep(std::time::Duration::from_millis(2));
@@ -145,7 +145,7 @@ impl Model {
                 fed.push((slot, n));
                 left -= n;
             }
-            let logits = self.network.forward(&tokens, &mut caches)?;
+            let logits = self.transformer.forward(&tokens, &mut caches)?;
             drop(caches);
             let logits = logits.to_vec2::<f32>()?;
             for (&(slot, n), row) in fed.iter().zip(&logits) {

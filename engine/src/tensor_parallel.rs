@@ -47,13 +47,13 @@ pub fn check_degree(config: &ModelConfig, degree: usize, path: &std::path::Path)
     if degree == 0 {
         return fail("must be at least 1".into());
     }
-    if config.num_heads % degree != 0 {
+    if !config.num_heads.is_multiple_of(degree) {
         return fail(format!("does not divide the {} attention heads", config.num_heads));
     }
-    if config.num_kv_heads % degree != 0 {
+    if !config.num_kv_heads.is_multiple_of(degree) {
         return fail(format!("does not divide the {} key/value heads", config.num_kv_heads));
     }
-    if config.intermediate_size % degree != 0 {
+    if !config.intermediate_size.is_multiple_of(degree) {
         return fail(format!("does not divide the MLP width {}", config.intermediate_size));
     }
     Ok(())

@@ -3,10 +3,9 @@
 
 use std::sync::OnceLock;
 
-use herd_core::jobs::{FinishReason, PromptTemplate};
 use herd_engine::{
-    BatchOptions, ChatMessage, GenerationOutput, GenerationRequest, LoadOptions, Model,
-    ScoringOptions, WeightFormat, DEFAULT_MODEL,
+    BatchOptions, ChatMessage, FinishReason, GenerationOutput, GenerationRequest, LoadOptions,
+    Model, ScoringOptions, WeightFormat, DEFAULT_MODEL,
 };
 
 fn model() -> &'static Model {
@@ -25,13 +24,18 @@ const INSTRUCTIONS: [&str; 6] = [
     "Write a haiku about autumn leaves falling on a quiet pond, and then explain the imagery you chose in two sentences.",
 ];
 
+/// `instruction` as the user turn of the model's chat template.
+fn chat(instruction: &str) -> Vec<u32> {
+    model().chat_prompt(&[ChatMessage::new("user", instruction)]).unwrap()
+}
+
 fn requests(max_new_tokens: usize, stop: &[&str]) -> Vec<GenerationRequest> {
     INSTRUCTIONS
         .iter()
         .enumerate()
         .map(|(id, i)| GenerationRequest {
             id,
-            prompt_tokens: model().prompt_tokens(PromptTemplate::Chat, i).unwrap(),
+            prompt_tokens: chat(i),
             max_new_tokens,
             stop: stop.iter().map(|s| s.to_string()).collect(),
         })
@@ -44,12 +48,13 @@ fn tokens(outputs: &[GenerationOutput]) -> Vec<Vec<u32>> {
 
 #[test]
 fn chat_prompt_is_smollm2_chatml_with_its_default_system_turn() {
-    let text = model().render_prompt(PromptTemplate::Chat, "Name a color.").unwrap();
+    let text = model().render_chat(&[ChatMessage::new("user", "Name a color.")], true).unwrap();
     assert_eq!(
         text,
         "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nName a color.<|im_end|>\n<|im_start|>assistant\n"
     );
-    let ids = model().prompt_tokens(PromptTemplate::Chat, "Name a color.").unwrap();
+    let ids = chat("Name a color.");
+    assert_eq!(ids, model().encode(&text, false).unwrap(), "the rendering, no tokens added");
     assert_eq!(ids[0], 1, "<|im_start|> is one special token");
     assert_eq!(*ids.last().unwrap(), 198, "ends with the newline after 'assistant'");
     let judge = model()
@@ -70,11 +75,8 @@ fn chat_prompt_is_smollm2_chatml_with_its_default_system_turn() {
 }
 
 #[test]
-fn fixed_templates_tokenize_without_special_tokens() {
-    let ids = model().prompt_tokens(PromptTemplate::AlpacaSft, "Name a color.").unwrap();
-    let text = model().tokenizer.decode(&ids).unwrap();
-    assert!(text.ends_with("### Instruction:\nName a color.\n\n### Response:\n"), "{text:?}");
-    let raw = model().prompt_tokens(PromptTemplate::Raw, "Hello world").unwrap();
+fn plain_text_encodes_with_the_tokenizers_special_tokens() {
+    let raw = model().encode("Hello world", true).unwrap();
     assert_eq!(model().tokenizer.decode(&raw).unwrap(), "Hello world");
 }
 
@@ -116,9 +118,7 @@ fn greedy_generation_is_deterministic_and_does_not_depend_on_batching() {
 fn generation_stops_at_end_of_generation_token() {
     let request = GenerationRequest {
         id: 7,
-        prompt_tokens: model()
-            .prompt_tokens(PromptTemplate::Chat, "Reply with just the word yes.")
-            .unwrap(),
+        prompt_tokens: chat("Reply with just the word yes."),
         max_new_tokens: 200,
         stop: vec![],
     };

@@ -6,8 +6,9 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::llama as reference;
 use common::{temp_dir, TinyLlama, VOCAB};
-use herd_core::jobs::{FinishReason, PromptTemplate};
-use herd_engine::{BatchOptions, GenerationRequest, LoadOptions, Model, ScoringOptions};
+use herd_engine::{
+    BatchOptions, ChatMessage, FinishReason, GenerationRequest, LoadOptions, Model, ScoringOptions,
+};
 
 struct Reference {
     model: reference::Llama,
@@ -174,9 +175,10 @@ fn hugging_face_folder_renders_its_chat_template_and_tokenizes_specials() {
     let dir = temp_dir("chat");
     TinyLlama::default().write(&dir);
     let model = Model::load(dir.to_str().unwrap(), &LoadOptions::default()).unwrap();
-    let text = model.render_prompt(PromptTemplate::Chat, "w5 w6").unwrap();
+    let messages = [ChatMessage::new("user", "w5 w6")];
+    let text = model.render_chat(&messages, true).unwrap();
     assert_eq!(text, "<s>user: w5 w6 assistant:");
-    let ids = model.prompt_tokens(PromptTemplate::Chat, "w5 w6").unwrap();
+    let ids = model.chat_prompt(&messages).unwrap();
     assert_eq!(&ids[..4], &[1, 0, 0, 5], "{ids:?}"); // <s> user : w5 …
     assert_eq!(model.tokenizer.end_of_generation_ids(), &[2]);
 }

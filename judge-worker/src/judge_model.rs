@@ -1,7 +1,6 @@
 //! The judge model as the judge domain needs it: its tokenizer for fitting the prompt
 //! ([`JudgeTokenizer`]), the prompt in its own format, and the logprob mode's candidate tokens.
 
-use herd_core::jobs::PromptTemplate;
 use herd_core::judge::{JudgePrompt, JudgeTokenizer, LOGPROB_ANSWER_PREFIX, LOGPROB_CANDIDATES};
 use herd_engine::{ChatMessage, EngineError, Model};
 
@@ -53,8 +52,7 @@ impl<'a> JudgeModel<'a> {
                     .iter()
                     .map(|m| ChatMessage::new(m.role.as_str(), m.content.as_str()))
                     .collect();
-                let text = self.model.render_chat(&messages, true)?;
-                self.model.encode_prompt(&text, PromptTemplate::Chat)
+                self.model.chat_prompt(&messages)
             }
             JudgeFormat::Plain => {
                 let mut text: String = prompt
@@ -64,7 +62,7 @@ impl<'a> JudgeModel<'a> {
                     .collect::<Vec<_>>()
                     .join("\n\n");
                 text.push_str("\n\n");
-                self.model.encode_prompt(&text, PromptTemplate::Raw)
+                self.model.encode(&text, true)
             }
         }
     }

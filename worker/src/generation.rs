@@ -19,6 +19,8 @@ use tokio::sync::mpsc;
 const ROLE: Role =
     Role { label: "worker", phase: Phase::Generation, job: "generation", work: "generation" };
 
+use crate::prompt::prompt_tokens;
+
 /// A worker for one generator's queue (`herd.<run>.gen.<generator>`).
 #[derive(Debug, Clone)]
 pub struct GenerationWorker {
@@ -223,8 +225,7 @@ impl Generation<'_> {
             .submit(move || {
                 jobs.iter()
                     .map(|job| {
-                        tokenizer
-                            .prompt_tokens(job.generator.template, &job.instruction)
+                        prompt_tokens(&tokenizer, job.generator.template, &job.instruction)
                             .map_err(|e| e.to_string())
                     })
                     .collect::<Vec<_>>()
@@ -278,7 +279,7 @@ impl Generation<'_> {
                 prompt_tokens: output.prompt_tokens,
                 output_tokens: output.output_tokens,
                 seconds: output.seconds,
-                finish_reason: output.finish_reason,
+                finish_reason: finish_reason(output.finish_reason),
                 worker: self.worker.worker.clone(),
             };
             pass.store.put_output(&result).await?;
@@ -305,5 +306,14 @@ impl Generation<'_> {
             pass.give_back(pending.into_values().collect(), &reason).await?;
         }
         Ok(())
+    }
+}
+
+/// The engine's reason as the domain records it.
+fn finish_reason(reason: herd_engine::FinishReason) -> FinishReason {
+    match reason {
+        herd_engine::FinishReason::Eos => FinishReason::Eos,
+        herd_engine::FinishReason::Stop => FinishReason::Stop,
+        herd_engine::FinishReason::Length => FinishReason::Length,
     }
 }

@@ -12,5 +12,7 @@
 //! [`JobHandler`]: herd_runtime::JobHandler
 
 mod generation;
+mod prompt;
 
 pub use generation::{GenerationWorker, GenerationWorkerStats};
+pub use prompt::prompt_tokens;

@@ -79,7 +79,8 @@ async fn answers_are_stored_then_acknowledged_and_match_the_engine() {
                 || result.finish_reason == FinishReason::Eos
         );
         // The same answer as the engine gives for this prompt alone.
-        let prompt = model.prompt_tokens(PromptTemplate::Chat, &job.instruction).unwrap();
+        let prompt =
+            herd_worker::prompt_tokens(&model, PromptTemplate::Chat, &job.instruction).unwrap();
         let request = herd_engine::GenerationRequest {
             id: 0,
             prompt_tokens: prompt,

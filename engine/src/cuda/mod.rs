@@ -25,22 +25,25 @@ pub struct KernelShape {
 
 impl KernelShape {
     /// Whether the decode kernel has a layout for this shape.
-    pub fn check(&self) -> std::result::Result<(), String> {
+    pub fn check(&self) -> std::result::Result<(), UnsupportedShape> {
         let lanes = self.head_dim / 8;
         if self.head_dim % 8 != 0 || !lanes.is_power_of_two() || lanes > 32 {
-            return Err(format!(
-                "head_dim {} is not supported on GPUs (8·2^k up to 256)",
-                self.head_dim
-            ));
+            return Err(UnsupportedShape::HeadDim { head_dim: self.head_dim });
         }
         if self.group == 0 || self.group > 16 {
-            return Err(format!(
-                "{} query heads per key/value head is not supported on GPUs (1..=16)",
-                self.group
-            ));
+            return Err(UnsupportedShape::Group { group: self.group });
         }
         Ok(())
     }
+}
+
+/// An attention shape the decode kernel has no layout for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UnsupportedShape {
+    #[error("head_dim {head_dim} is not supported on GPUs (8·2^k up to 256)")]
+    HeadDim { head_dim: usize },
+    #[error("{group} query heads per key/value head is not supported on GPUs (1..=16)")]
+    Group { group: usize },
 }
 
 type PtxKey = (KernelShape, (i32, i32));

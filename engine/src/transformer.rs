@@ -1,10 +1,10 @@
-//! The network a [`Model`](crate::Model) runs, behind one interface for the schedulers
+//! The transformer network a [`Model`](crate::Model) runs, behind one interface for the schedulers
 //! (`generate`, `scoring`): a CPU Llama with per-sequence caches, or the paged path (block
 //! cache shared by all sequences) on one device or sharded over tensor-parallel ranks, one
 //! thread per rank (each thread owns its device, its slice of the weights and its cache;
 //! a pass is broadcast to all of them as plain data and rank 0's logits come back).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 
@@ -30,7 +30,7 @@ const CPU_DEFAULT_KV_TOKENS: usize = 4096;
 const GPU_ACTIVATION_RESERVE: usize = 1 << 30;
 
 #[derive(Debug)]
-pub struct Network {
+pub struct Transformer {
     config: ModelConfig,
     kind: Kind,
 }
@@ -61,7 +61,7 @@ struct Rank {
     cache: PagedKvCache,
 }
 
-impl Network {
+impl Transformer {
     /// The CPU path: per-sequence contiguous caches.
     pub(crate) fn contiguous(llama: Llama) -> Self {
         Self { config: llama.config.clone(), kind: Kind::Contiguous(llama) }
@@ -147,7 +147,7 @@ impl Network {
         &self.config
     }
 
-    /// Whether this network keeps its keys and values in the shared paged cache.
+    /// Whether this transformer keeps its keys and values in the shared paged cache.
     pub fn is_paged(&self) -> bool {
         matches!(self.kind, Kind::Paged(_))
     }
@@ -219,7 +219,7 @@ impl Network {
         }
     }
 
-    /// Where the network runs, for logs.
+    /// Where the transformer runs, for logs.
     pub fn device_name(&self) -> String {
         match &self.kind {
             Kind::Contiguous(llama) => format!("{:?}", llama.device.location()),
@@ -497,7 +497,7 @@ pub fn weight_bytes_per_rank(config: &ModelConfig, degree: usize, dtype: DType) 
 }
 
 /// Fails before loading when the weights cannot fit on each rank's GPU.
-pub fn check_fits(config: &ModelConfig, placement: &Placement, path: &PathBuf) -> Result<()> {
+pub fn check_fits(config: &ModelConfig, placement: &Placement, path: &Path) -> Result<()> {
     let DeviceSpec::Cuda(_) = placement.device else { return Ok(()) };
     let need = weight_bytes_per_rank(config, placement.tensor_parallel, placement.dtype());
     let need_on_device =
@@ -508,7 +508,7 @@ pub fn check_fits(config: &ModelConfig, placement: &Placement, path: &PathBuf) -
             let usable = usable.min(free);
             if need_on_device + GPU_ACTIVATION_RESERVE > usable {
                 return Err(EngineError::DoesNotFit {
-                    path: path.clone(),
+                    path: path.to_path_buf(),
                     device: spec.to_string(),
                     reason: format!(
                         "its weights take {:.1} GiB per GPU in {:?} at tensor parallelism {}, and {:.1} GiB of {:.1} GiB are usable there; \
