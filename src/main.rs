@@ -3,6 +3,7 @@
 mod args;
 mod cluster;
 mod commands;
+mod effective_config;
 mod generator_spec;
 mod local_run;
 mod process;

@@ -21,6 +21,7 @@ use tokio::sync::watch;
 
 use crate::args::{JudgeArgs, PlanArgs};
 use crate::cluster::ClusterArgs;
+use crate::effective_config;
 use crate::process::{runtime, stop_signal};
 
 #[derive(clap::Args)]
@@ -44,11 +45,18 @@ pub struct Args {
     /// generator; `fail-run` stops the coordinator with an error.
     #[arg(long, env = "HERD_ON_DEAD_LETTER", default_value = "drop-generator", value_parser = ["drop-generator", "fail-run"])]
     pub on_dead_letter: String,
+    /// Print the effective configuration as JSON (secrets redacted) and exit, without
+    /// connecting to anything or loading a model.
+    #[arg(long)]
+    pub print_config: bool,
     #[command(flatten)]
     pub cluster: ClusterArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.print_config {
+        return print_config(&args);
+    }
     runtime()?.block_on(coordinate(args))
 }
 
@@ -143,4 +151,16 @@ fn print_summary(run: &str, summary: &RunSummary, local: bool, store: &str) {
     if local {
         println!("and locally: {}", summary.out.display());
     }
+}
+
+fn print_config(args: &Args) -> anyhow::Result<()> {
+    let plan = args.plan.plan(&args.cluster.run_id, args.judge.spec()?, &EvalSet::embedded())?;
+    let mut config = effective_config::cluster("coordinator", &args.cluster);
+    let generators: Vec<_> = plan.generators.iter().filter_map(|g| g.spec.clone()).collect();
+    config.insert("generators".into(), serde_json::to_value(generators)?);
+    config.insert("judge".into(), serde_json::to_value(&plan.judge)?);
+    config.insert("limit".into(), args.plan.limit.into());
+    config.insert("out".into(), args.out.as_ref().map(|o| o.display().to_string()).into());
+    config.insert("on_dead_letter".into(), args.on_dead_letter.clone().into());
+    effective_config::print(config)
 }

@@ -6,9 +6,11 @@
 use std::time::Duration;
 
 use herd_judge_worker::{JudgeCache, JudgeWorker};
+use herd_queue::QueueName;
 
 use crate::args::EngineArgs;
 use crate::cluster::{ClusterArgs, RoleServices};
+use crate::effective_config;
 use crate::process::{runtime, stop_signal};
 
 #[derive(clap::Args)]
@@ -28,6 +30,10 @@ pub struct Args {
     /// Jobs held unacknowledged at once (default: twice --batch-size).
     #[arg(long, env = "HERD_PREFETCH")]
     pub prefetch: Option<u16>,
+    /// Print the effective configuration as JSON (secrets redacted) and exit, without
+    /// connecting to anything or loading a model.
+    #[arg(long)]
+    pub print_config: bool,
     #[command(flatten)]
     pub engine: EngineArgs,
     #[command(flatten)]
@@ -35,6 +41,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.print_config {
+        return print_config(&args);
+    }
     args.engine.apply_threads();
     runtime()?.block_on(serve(args))
 }
@@ -65,4 +74,17 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         .await?;
     tracing::info!(?stats, "judge worker stopped");
     Ok(())
+}
+
+fn print_config(args: &Args) -> anyhow::Result<()> {
+    let mut config = effective_config::cluster("judge-worker", &args.cluster);
+    config.insert("engine".into(), effective_config::engine(&args.engine));
+    config
+        .insert("prefetch".into(), args.prefetch.unwrap_or_else(|| args.engine.prefetch()).into());
+    let queue = QueueName::judge(&args.cluster.run_id, &args.judge_name);
+    config.insert("queue".into(), queue.to_string().into());
+    config.insert("judge_name".into(), args.judge_name.clone().into());
+    config.insert("judge_model".into(), args.judge_model.clone().into());
+    config.insert("judge_cache".into(), (!args.no_judge_cache).into());
+    effective_config::print(config)
 }

@@ -5,10 +5,12 @@
 
 use std::time::Duration;
 
+use herd_queue::QueueName;
 use herd_worker::GenerationWorker;
 
 use crate::args::EngineArgs;
 use crate::cluster::{ClusterArgs, RoleServices};
+use crate::effective_config;
 use crate::process::{runtime, stop_signal};
 
 #[derive(clap::Args)]
@@ -23,6 +25,10 @@ pub struct Args {
     /// Jobs held unacknowledged at once (default: twice --batch-size).
     #[arg(long, env = "HERD_PREFETCH")]
     pub prefetch: Option<u16>,
+    /// Print the effective configuration as JSON (secrets redacted) and exit, without
+    /// connecting to anything or loading a model.
+    #[arg(long)]
+    pub print_config: bool,
     #[command(flatten)]
     pub engine: EngineArgs,
     #[command(flatten)]
@@ -30,6 +36,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.print_config {
+        return print_config(&args);
+    }
     args.engine.apply_threads();
     runtime()?.block_on(serve(args))
 }
@@ -55,4 +64,16 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         .await?;
     tracing::info!(?stats, "generation worker stopped");
     Ok(())
+}
+
+fn print_config(args: &Args) -> anyhow::Result<()> {
+    let mut config = effective_config::cluster("worker", &args.cluster);
+    config.insert("engine".into(), effective_config::engine(&args.engine));
+    config
+        .insert("prefetch".into(), args.prefetch.unwrap_or_else(|| args.engine.prefetch()).into());
+    let queue = QueueName::generation(&args.cluster.run_id, &args.generator);
+    config.insert("queue".into(), queue.to_string().into());
+    config.insert("generator".into(), args.generator.clone().into());
+    config.insert("model".into(), args.model.clone().into());
+    effective_config::print(config)
 }
