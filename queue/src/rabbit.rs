@@ -579,7 +579,7 @@ impl JobQueue for RabbitQueue {
         consumer.session = Some(consumer.open_session(&mut self.backoff()).await?);
         Ok(JobConsumer {
             queue: queue.clone(),
-            inner: ConsumerInner::Rabbit(consumer),
+            inner: ConsumerInner::Rabbit(Box::new(consumer)),
             _job: PhantomData,
         })
     }
