@@ -14,6 +14,7 @@
 //! `examples/alpaca_eval_interop.rs` with `tools/check_alpaca_eval_loads.py` checks that
 //! alpaca_eval 0.6.6 itself loads the files herd writes and recomputes the same metrics.
 
+mod escape;
 pub mod html;
 mod inputs;
 mod svg;
