@@ -41,7 +41,7 @@ fn report_over_two_oracle_files_ranks_both_and_writes_every_file() {
     for g in &report.generators {
         assert_eq!(g.errors.rows.len(), 3);
         assert!(g.errors.rows.iter().all(|&row| is_dispreferred(g.annotations[row].preference)));
-        assert_eq!(g.datasets.iter().map(|d| d.n_total).sum::<usize>(), g.metrics.metrics.n_total);
+        assert_eq!(g.datasets.iter().map(|d| d.n_total).sum::<u64>(), g.metrics.metrics.n_total);
     }
 
     let dir = tempfile::tempdir().unwrap();
