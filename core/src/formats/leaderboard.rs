@@ -32,8 +32,8 @@ pub const DEFAULT_MODE: &str = "community";
 /// One generator's line of the leaderboard: its name, its [`Metrics`] (the ten numbers) and
 /// alpaca_eval's `mode`. In a leaderboard read from a file, `length_controlled_winrate` is
 /// `None` where the column is absent (leaderboards made without the length-controlled
-/// metric) and `lc_standard_error` where the cell is empty (many official rows: NaN in
-/// alpaca_eval).
+/// metric), and `lc_standard_error` is `None` where the cell is empty (many official rows:
+/// NaN in alpaca_eval).
 ///
 /// Reads as its metrics (`row.win_rate`, `row.n_total`), through `Deref`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
