@@ -26,12 +26,13 @@ use herd_core::formats::{
 };
 use herd_core::jobs::{GenerationResult, JudgeJob, JudgeResult, Phase};
 use herd_core::judge::annotation_from;
+use herd_core::throughput::{write_throughput, RunThroughput};
 use herd_report::{build_report, folder_name, ReportOptions};
 use herd_store::{keys, ResultStore, StoreError};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use crate::throughput::{merge_activity, read_activity, PhaseActivity, RunThroughput};
+use crate::throughput::{merge_activity, phase_times, read_activity, PhaseActivity};
 use crate::{CoordinatorError, RunPlan};
 
 /// One generator's results, as the run's summary shows them.
@@ -123,13 +124,12 @@ pub async fn write_run_folder(
 
         let throughput = match generator.spec {
             Some(_) => {
-                let t = RunThroughput::new(
-                    &generator.name,
-                    &outputs,
+                let phases = phase_times(
                     merge_activity(&generation_activity, Some(&generator.name)),
                     merge_activity(&judging_activity, Some(&generator.name)),
                 );
-                t.write(&folder.join("throughput.json"))?;
+                let t = RunThroughput::new(&generator.name, &outputs, phases);
+                write_throughput(folder.join("throughput.json"), &t)?;
                 files.push(format!("{folder_part}/throughput.json"));
                 Some(t)
             }

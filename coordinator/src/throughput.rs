@@ -1,13 +1,11 @@
-//! Wall times per phase from the workers' activity records, and the `throughput.json` a run
-//! writes per generated generator: alpaca_eval-free numbers herd adds (examples/s, output
-//! tokens/s, wall time per phase). The file is `GeneratorThroughput` (what `herd report`
-//! reads) plus a `phases` object.
-
-use std::path::Path;
+//! Wall times per phase from the workers' activity records: the figures of the
+//! `throughput.json` a run writes per generated generator (alpaca_eval-free numbers herd adds:
+//! examples/s, output tokens/s, wall time per phase). The file itself, its types and its
+//! writing are herd-core's ([`herd_core::throughput`]).
 
 use futures::{StreamExt, TryStreamExt};
-use herd_core::jobs::{GenerationResult, Phase, WorkerActivity};
-use herd_core::throughput::{GeneratorThroughput, ThroughputFileError};
+use herd_core::jobs::{Phase, WorkerActivity};
+pub use herd_core::throughput::{PhaseTimes, RunThroughput};
 use herd_store::{keys, ResultStore, StoreError};
 use serde::{Deserialize, Serialize};
 
@@ -71,60 +69,14 @@ pub fn merge_activity(records: &[WorkerActivity], generator: Option<&str>) -> Ph
     }
 }
 
-/// Wall time per phase of one generator.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PhaseTimes {
-    /// Seconds from the first generation batch to the last answer stored (summed over
-    /// sessions when the run was resumed).
-    pub generation_seconds: f64,
-    /// The same for the judge's verdicts on this generator's answers.
-    pub judging_seconds: f64,
-    /// Verdicts stored, and how many came from the judge cache.
-    pub verdicts: usize,
-    pub verdicts_from_cache: usize,
-    /// Prompt tokens the judge model read for them.
-    pub judge_prompt_tokens: u64,
-}
-
-/// `throughput.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunThroughput {
-    #[serde(flatten)]
-    pub generation: GeneratorThroughput,
-    pub phases: PhaseTimes,
-}
-
-impl RunThroughput {
-    pub fn new(
-        generator: &str,
-        results: &[GenerationResult],
-        generation: PhaseActivity,
-        judging: PhaseActivity,
-    ) -> Self {
-        Self {
-            generation: GeneratorThroughput::from_results(
-                generator,
-                results,
-                generation.wall_seconds,
-            ),
-            phases: PhaseTimes {
-                generation_seconds: generation.wall_seconds,
-                judging_seconds: judging.wall_seconds,
-                verdicts: judging.jobs,
-                verdicts_from_cache: judging.cached,
-                judge_prompt_tokens: judging.tokens,
-            },
-        }
-    }
-
-    pub fn write(&self, path: &Path) -> Result<(), ThroughputFileError> {
-        let mut text = serde_json::to_string_pretty(self).expect("throughput serialises");
-        text.push('\n');
-        std::fs::write(path, text).map_err(|source| ThroughputFileError::Io {
-            path: path.to_path_buf(),
-            action: "write",
-            source,
-        })
+/// The `phases` of `throughput.json`, from one generator's merged activity per phase.
+pub fn phase_times(generation: PhaseActivity, judging: PhaseActivity) -> PhaseTimes {
+    PhaseTimes {
+        generation_seconds: generation.wall_seconds,
+        judging_seconds: judging.wall_seconds,
+        verdicts: judging.jobs,
+        verdicts_from_cache: judging.cached,
+        judge_prompt_tokens: judging.tokens,
     }
 }
 
@@ -173,14 +125,23 @@ mod tests {
         let t = RunThroughput::new(
             "g",
             &[],
-            PhaseActivity { wall_seconds: 2.0, ..Default::default() },
-            PhaseActivity::default(),
+            phase_times(
+                PhaseActivity { wall_seconds: 2.0, ..Default::default() },
+                PhaseActivity { wall_seconds: 3.0, jobs: 4, cached: 1, tokens: 50 },
+            ),
         );
-        t.write(&path).unwrap();
+        herd_core::throughput::write_throughput(&path, &t).unwrap();
         let back = herd_core::throughput::read_throughput(&path).unwrap();
         assert_eq!(back, t.generation);
         let json: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(json["phases"]["generation_seconds"], 2.0);
+        assert_eq!(json["wall_seconds"], 2.0);
+        assert_eq!(json["phases"]["judging_seconds"], 3.0);
+        assert_eq!(
+            (&json["phases"]["verdicts"], &json["phases"]["verdicts_from_cache"]),
+            (&serde_json::json!(4), &serde_json::json!(1))
+        );
+        assert_eq!(json["phases"]["judge_prompt_tokens"], 50);
     }
 }

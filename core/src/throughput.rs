@@ -1,5 +1,6 @@
 //! How fast one generator produced its answers: the `throughput.json` a run writes beside
-//! each generator's `model_outputs.json`, and the report reads.
+//! each generator's `model_outputs.json` ([`RunThroughput`], written by [`write_throughput`]),
+//! and the report reads ([`GeneratorThroughput`], read by [`read_throughput`]).
 
 use std::path::Path;
 
@@ -60,6 +61,44 @@ impl GeneratorThroughput {
     }
 }
 
+/// Wall time per phase of one generator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhaseTimes {
+    /// Seconds from the first generation batch to the last answer stored (summed over
+    /// sessions when the run was resumed).
+    pub generation_seconds: f64,
+    /// The same for the judge's verdicts on this generator's answers.
+    pub judging_seconds: f64,
+    /// Verdicts stored, and how many came from the judge cache.
+    pub verdicts: usize,
+    pub verdicts_from_cache: usize,
+    /// Prompt tokens the judge model read for them.
+    pub judge_prompt_tokens: u64,
+}
+
+/// `throughput.json`: [`GeneratorThroughput`] (what `herd report` reads) plus a `phases`
+/// object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunThroughput {
+    #[serde(flatten)]
+    pub generation: GeneratorThroughput,
+    pub phases: PhaseTimes,
+}
+
+impl RunThroughput {
+    /// Summarises `results` over the generation phase's wall time.
+    pub fn new(generator: &str, results: &[GenerationResult], phases: PhaseTimes) -> Self {
+        Self {
+            generation: GeneratorThroughput::from_results(
+                generator,
+                results,
+                phases.generation_seconds,
+            ),
+            phases,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ThroughputFileError {
     #[error("{}: cannot {action}: {source}", path.display())]
@@ -68,6 +107,7 @@ pub enum ThroughputFileError {
     Json { path: std::path::PathBuf, source: serde_json::Error },
 }
 
+/// Reads the [`GeneratorThroughput`] part of a `throughput.json` (other keys are ignored).
 pub fn read_throughput(path: impl AsRef<Path>) -> Result<GeneratorThroughput, ThroughputFileError> {
     let path = path.as_ref();
     let text = std::fs::read(path).map_err(|source| ThroughputFileError::Io {
@@ -79,9 +119,10 @@ pub fn read_throughput(path: impl AsRef<Path>) -> Result<GeneratorThroughput, Th
         .map_err(|source| ThroughputFileError::Json { path: path.to_path_buf(), source })
 }
 
+/// Writes `throughput.json`: pretty JSON, one trailing newline.
 pub fn write_throughput(
     path: impl AsRef<Path>,
-    throughput: &GeneratorThroughput,
+    throughput: &RunThroughput,
 ) -> Result<(), ThroughputFileError> {
     let path = path.as_ref();
     let mut text =
@@ -135,16 +176,55 @@ mod tests {
         assert_eq!((t.stopped_at_max_tokens, t.workers), (1, 2));
     }
 
+    fn phases(generation_seconds: f64) -> PhaseTimes {
+        PhaseTimes {
+            generation_seconds,
+            judging_seconds: 1.5,
+            verdicts: 1,
+            verdicts_from_cache: 0,
+            judge_prompt_tokens: 300,
+        }
+    }
+
     #[test]
     fn throughput_file_round_trips() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("throughput.json");
-        let t = GeneratorThroughput::from_results(
-            "g",
-            &[result(0, 7, 0.5, FinishReason::Eos, "w")],
-            0.5,
-        );
+        let t = RunThroughput::new("g", &[result(0, 7, 0.5, FinishReason::Eos, "w")], phases(0.5));
+        assert_eq!(t.generation.wall_seconds, 0.5);
         write_throughput(&path, &t).unwrap();
-        assert_eq!(read_throughput(&path).unwrap(), t);
+        assert_eq!(read_throughput(&path).unwrap(), t.generation);
+        let back: RunThroughput =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(back, t);
+    }
+
+    #[test]
+    fn the_file_is_flat_generator_figures_then_phases() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("throughput.json");
+        let t = RunThroughput::new("g", &[result(0, 7, 0.5, FinishReason::Eos, "w")], phases(2.0));
+        write_throughput(&path, &t).unwrap();
+        let expected = r#"{
+  "generator": "g",
+  "examples": 1,
+  "prompt_tokens": 10,
+  "output_tokens": 7,
+  "wall_seconds": 2.0,
+  "examples_per_second": 0.5,
+  "output_tokens_per_second": 3.5,
+  "mean_seconds_per_example": 0.5,
+  "stopped_at_max_tokens": 0,
+  "workers": 1,
+  "phases": {
+    "generation_seconds": 2.0,
+    "judging_seconds": 1.5,
+    "verdicts": 1,
+    "verdicts_from_cache": 0,
+    "judge_prompt_tokens": 300
+  }
+}
+"#;
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), expected);
     }
 }

@@ -35,7 +35,7 @@ impl Expected {
         self.0[column].parse().unwrap_or_else(|_| panic!("{column}: {:?}", self.0[column]))
     }
 
-    fn count(&self, column: &str) -> usize {
+    fn count(&self, column: &str) -> u64 {
         self.0[column].parse().unwrap_or_else(|_| panic!("{column}: {:?}", self.0[column]))
     }
 
@@ -116,7 +116,7 @@ fn win_rate_counts_and_avg_length_match_alpaca_eval_on_every_oracle_file() {
     for expected in expected_rows() {
         let model = expected.model();
         let rows = annotations(model);
-        assert_eq!(rows.len(), expected.count("n_rows"), "{model}");
+        assert_eq!(rows.len() as u64, expected.count("n_rows"), "{model}");
         let report =
             metrics(model, &rows, alpaca_eval_lookup(model), GlmVariant::LengthControlledV1);
         let m = &report.metrics;
@@ -131,7 +131,7 @@ fn win_rate_counts_and_avg_length_match_alpaca_eval_on_every_oracle_file() {
         assert_eq!(m.n_wins_base, expected.count("n_wins_base"), "{model}: n_wins_base");
         assert_eq!(m.n_draws, expected.count("n_draws"), "{model}: n_draws");
         assert_eq!(m.n_total, expected.count("n_total"), "{model}: n_total");
-        assert_eq!(m.avg_length as usize, expected.count("avg_length"), "{model}: avg_length");
+        assert_eq!(m.avg_length, expected.count("avg_length"), "{model}: avg_length");
         assert_eq!(
             report.diagnostics.preferences.n_dropped(),
             0,

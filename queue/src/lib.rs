@@ -188,7 +188,8 @@ pub struct JobConsumer<T> {
 
 enum ConsumerInner {
     Memory(memory::MemoryConsumer),
-    Rabbit(rabbit::RabbitConsumer),
+    // Boxed: a RabbitMQ consumer is several hundred bytes, a memory one a few dozen.
+    Rabbit(Box<rabbit::RabbitConsumer>),
 }
 
 impl<T: DeserializeOwned> JobConsumer<T> {

@@ -6,24 +6,9 @@ use std::fmt::Write as _;
 use herd_core::error_analysis::char_length;
 use herd_core::formats::python_float_repr;
 
+pub use crate::escape::escape;
 use crate::svg::{length_scatter, win_rate_bars, ChartPoint};
 use crate::{GeneratorReport, Report};
-
-/// Escapes text for HTML element content and quoted attribute values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + text.len() / 8);
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
 
 const STYLE: &str = r#"
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto; max-width: 1200px; padding: 24px 32px 64px; color: #1d1d1f; background: #fff; line-height: 1.45; }

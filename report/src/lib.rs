@@ -14,6 +14,7 @@
 //! `examples/alpaca_eval_interop.rs` with `tools/check_alpaca_eval_loads.py` checks that
 //! alpaca_eval 0.6.6 itself loads the files herd writes and recomputes the same metrics.
 
+mod escape;
 pub mod html;
 mod inputs;
 mod svg;
@@ -76,7 +77,7 @@ impl Default for ReportOptions {
 #[derive(Debug, Clone, PartialEq)]
 pub struct DatasetWinRate {
     pub dataset: String,
-    pub n_total: usize,
+    pub n_total: u64,
     pub win_rate: f64,
     pub standard_error: f64,
 }
@@ -101,20 +102,10 @@ pub struct GeneratorReport {
 
 impl GeneratorReport {
     pub fn leaderboard_row(&self, mode: &str) -> LeaderboardRow {
-        let m = &self.metrics.metrics;
         LeaderboardRow {
             generator: self.name.clone(),
-            win_rate: m.win_rate,
-            standard_error: m.standard_error,
-            n_wins: m.n_wins as u64,
-            n_wins_base: m.n_wins_base as u64,
-            n_draws: m.n_draws as u64,
-            n_total: m.n_total as u64,
-            discrete_win_rate: m.discrete_win_rate,
+            metrics: self.metrics.metrics.clone(),
             mode: mode.to_string(),
-            avg_length: m.avg_length,
-            length_controlled_winrate: m.length_controlled_winrate,
-            lc_standard_error: m.lc_standard_error,
         }
     }
 

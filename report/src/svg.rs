@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::html::escape;
+use crate::escape::escape;
 
 /// One generator's numbers as the charts need them.
 pub struct ChartPoint<'a> {

@@ -3,7 +3,7 @@ use std::path::{Path, PathBuf};
 use herd_core::error_analysis::is_dispreferred;
 use herd_core::formats::leaderboard::COLUMNS;
 use herd_core::formats::{read_annotations, read_leaderboard, write_annotations};
-use herd_core::throughput::{write_throughput, GeneratorThroughput};
+use herd_core::throughput::{write_throughput, GeneratorThroughput, PhaseTimes, RunThroughput};
 
 use super::*;
 
@@ -41,7 +41,7 @@ fn report_over_two_oracle_files_ranks_both_and_writes_every_file() {
     for g in &report.generators {
         assert_eq!(g.errors.rows.len(), 3);
         assert!(g.errors.rows.iter().all(|&row| is_dispreferred(g.annotations[row].preference)));
-        assert_eq!(g.datasets.iter().map(|d| d.n_total).sum::<usize>(), g.metrics.metrics.n_total);
+        assert_eq!(g.datasets.iter().map(|d| d.n_total).sum::<u64>(), g.metrics.metrics.n_total);
     }
 
     let dir = tempfile::tempdir().unwrap();
@@ -120,7 +120,15 @@ fn a_run_folder_with_throughput_shows_speed_and_keeps_generators_apart() {
         stopped_at_max_tokens: 12,
         workers: 2,
     };
-    write_throughput(run.join("vicuna-13b/throughput.json"), &throughput).unwrap();
+    let phases = PhaseTimes {
+        generation_seconds: 1234.5,
+        judging_seconds: 300.0,
+        verdicts: 805,
+        verdicts_from_cache: 0,
+        judge_prompt_tokens: 1_500_000,
+    };
+    let file = RunThroughput { generation: throughput.clone(), phases };
+    write_throughput(run.join("vicuna-13b/throughput.json"), &file).unwrap();
     let report = build_report(&[run], &fast_options()).unwrap();
     let names: Vec<&str> = report.generators.iter().map(|g| g.name.as_str()).collect();
     assert_eq!(names, ["NullModel", "gemma-7b-it", "vicuna-13b"]);

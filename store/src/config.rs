@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use herd_core::redact::redact_url;
+
 use crate::StoreError;
 
 /// Where results go. The URL chooses the backend:
@@ -114,20 +116,6 @@ fn fill(slot: &mut Option<String>, variables: &[&str]) -> Result<(), StoreError>
         }
     }
     Ok(())
-}
-
-/// `scheme://user:secret@host/…` → `scheme://user@host/…`.
-pub(crate) fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{scheme}://{user}@{host}{path}")
-        }
-        None => url.to_string(),
-    }
 }
 
 /// The backend a URL names.

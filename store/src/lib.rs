@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 use herd_core::jobs::{GenerationResult, JudgeResult};
+use herd_core::redact::redact_url;
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
@@ -33,7 +34,7 @@ use tokio::time::Instant;
 pub use config::StoreConfig;
 pub use error::StoreError;
 
-use config::{parse_location, redact_url, Location};
+use config::{parse_location, Location};
 
 /// What a write-once put found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::python_float::python_float_repr;
 use super::records::{read_bytes, write_bytes};
 use super::FormatError;
+use crate::metrics::{HeadToHead, Metrics};
 
 /// The columns after the index, in alpaca_eval's order.
 pub const COLUMNS: [&str; 11] = [
@@ -28,25 +29,29 @@ pub const COLUMNS: [&str; 11] = [
 /// alpaca_eval's `mode` for a model that is not one of its curated ones.
 pub const DEFAULT_MODE: &str = "community";
 
-/// One generator's line of the leaderboard.
+/// One generator's line of the leaderboard: its name, its [`Metrics`] (the ten numbers) and
+/// alpaca_eval's `mode`. In a leaderboard read from a file, `length_controlled_winrate` is
+/// `None` where the column is absent (leaderboards made without the length-controlled
+/// metric), and `lc_standard_error` is `None` where the cell is empty (many official rows:
+/// NaN in alpaca_eval).
+///
+/// Reads as its metrics (`row.win_rate`, `row.n_total`), through `Deref`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LeaderboardRow {
     /// The index column: the generator's name.
     pub generator: String,
-    pub win_rate: f64,
-    pub standard_error: f64,
-    pub n_wins: u64,
-    pub n_wins_base: u64,
-    pub n_draws: u64,
-    pub n_total: u64,
-    pub discrete_win_rate: f64,
+    #[serde(flatten)]
+    pub metrics: Metrics,
     /// alpaca_eval's curation level: `minimal`, `verified`, `community` or `dev`.
     pub mode: String,
-    pub avg_length: u64,
-    /// Absent in leaderboards made without the length-controlled metric.
-    pub length_controlled_winrate: Option<f64>,
-    /// Empty in many official rows (NaN in alpaca_eval).
-    pub lc_standard_error: Option<f64>,
+}
+
+impl std::ops::Deref for LeaderboardRow {
+    type Target = Metrics;
+
+    fn deref(&self) -> &Metrics {
+        &self.metrics
+    }
 }
 
 /// Sorts as alpaca_eval does: by length-controlled win rate, highest first, rows without
@@ -73,9 +78,10 @@ pub fn render_leaderboard(rows: &[LeaderboardRow]) -> String {
         |x: Option<f64>| x.filter(|v| !v.is_nan()).map(python_float_repr).unwrap_or_default();
     let float = |x: f64| optional(Some(x));
     let mut lines = vec![header.iter().map(|s| s.to_string()).collect::<Vec<_>>()];
-    for r in rows {
+    for row in rows {
+        let r = &row.metrics;
         lines.push(vec![
-            r.generator.clone(),
+            row.generator.clone(),
             float(r.win_rate),
             float(r.standard_error),
             r.n_wins.to_string(),
@@ -83,7 +89,7 @@ pub fn render_leaderboard(rows: &[LeaderboardRow]) -> String {
             r.n_draws.to_string(),
             r.n_total.to_string(),
             float(r.discrete_win_rate),
-            r.mode.clone(),
+            row.mode.clone(),
             r.avg_length.to_string(),
             optional(r.length_controlled_winrate),
             optional(r.lc_standard_error),
@@ -168,7 +174,7 @@ pub fn read_leaderboard(path: impl AsRef<Path>) -> Result<Vec<LeaderboardRow>, F
                 Err(field_error(column, "expected a non-negative integer, found"))
             }
         };
-        rows.push(LeaderboardRow {
+        let head_to_head = HeadToHead {
             win_rate: required_float(columns.win_rate)?,
             standard_error: float(columns.standard_error)?.unwrap_or(f64::NAN),
             n_wins: count(columns.n_wins)?,
@@ -176,7 +182,9 @@ pub fn read_leaderboard(path: impl AsRef<Path>) -> Result<Vec<LeaderboardRow>, F
             n_draws: count(columns.n_draws)?,
             n_total: count(columns.n_total)?,
             discrete_win_rate: required_float(columns.discrete_win_rate)?,
-            mode: cell(columns.mode).to_string(),
+        };
+        let metrics = Metrics {
+            head_to_head,
             avg_length: count(columns.avg_length)?,
             length_controlled_winrate: columns
                 .length_controlled_winrate
@@ -184,8 +192,8 @@ pub fn read_leaderboard(path: impl AsRef<Path>) -> Result<Vec<LeaderboardRow>, F
                 .transpose()?
                 .flatten(),
             lc_standard_error: columns.lc_standard_error.map(float).transpose()?.flatten(),
-            generator,
-        });
+        };
+        rows.push(LeaderboardRow { mode: cell(columns.mode).to_string(), metrics, generator });
     }
     Ok(rows)
 }

@@ -7,6 +7,7 @@ use super::leaderboard::{render_leaderboard, sort_like_alpaca_eval, COLUMNS};
 use super::model_outputs::{parse_model_outputs, render_model_outputs};
 use super::*;
 use crate::eval_set::EvalSet;
+use crate::metrics::{HeadToHead, Metrics};
 
 fn shared() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data")
@@ -180,17 +181,21 @@ fn leaderboard_round_trips_and_matches_alpaca_eval_columns_and_numbers() {
 fn leaderboard_without_lc_sorts_by_win_rate() {
     let row = |name: &str, win_rate: f64| LeaderboardRow {
         generator: name.into(),
-        win_rate,
-        standard_error: 1.0,
-        n_wins: 1,
-        n_wins_base: 1,
-        n_draws: 0,
-        n_total: 2,
-        discrete_win_rate: win_rate,
+        metrics: Metrics {
+            head_to_head: HeadToHead {
+                win_rate,
+                standard_error: 1.0,
+                n_wins: 1,
+                n_wins_base: 1,
+                n_draws: 0,
+                n_total: 2,
+                discrete_win_rate: win_rate,
+            },
+            avg_length: 10,
+            length_controlled_winrate: None,
+            lc_standard_error: None,
+        },
         mode: leaderboard::DEFAULT_MODE.into(),
-        avg_length: 10,
-        length_controlled_winrate: None,
-        lc_standard_error: None,
     };
     let mut rows = vec![row("low", 10.0), row("high", 60.0)];
     sort_like_alpaca_eval(&mut rows);

@@ -22,7 +22,7 @@ pub const LOGPROB_CANDIDATES: [&str; 2] = ["1", "2"];
 /// shown. NaN when neither name has positive probability (or an input is NaN): no verdict.
 pub fn preference_from_first_rank_probs(p_model_1_first: f64, p_model_2_first: f64) -> f64 {
     let total = p_model_1_first + p_model_2_first;
-    if !(total > 0.0) || p_model_1_first < 0.0 || p_model_2_first < 0.0 {
+    if total.is_nan() || total <= 0.0 || p_model_1_first < 0.0 || p_model_2_first < 0.0 {
         return f64::NAN;
     }
     1.0 + p_model_2_first / total

@@ -15,7 +15,7 @@ mod numeric;
 pub mod preferences;
 pub mod win_rate;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::calibration::Calibration;
 use crate::eval_set::EvalSet;
@@ -27,21 +27,29 @@ pub use length_controlled::{
 pub use preferences::{DroppedPreference, PreferenceScreening};
 pub use win_rate::{head_to_head, HeadToHead};
 
-/// The leaderboard numbers, serialised with alpaca_eval's names in its order.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// The ten leaderboard numbers, serialised with alpaca_eval's names in its order: the
+/// head-to-head seven, the average length and the LC win rate with its standard error.
+/// The one declaration of these fields: the leaderboard row
+/// ([`crate::formats::LeaderboardRow`]) is a generator's name, its `Metrics` and a `mode`.
+///
+/// Reads as its [`HeadToHead`] (`metrics.n_wins`), through `Deref`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {
-    pub win_rate: f64,
-    pub standard_error: f64,
-    pub n_wins: usize,
-    pub n_wins_base: usize,
-    pub n_draws: usize,
-    pub n_total: usize,
-    pub discrete_win_rate: f64,
+    #[serde(flatten)]
+    pub head_to_head: HeadToHead,
     /// `int(mean(len(output_2)))`, lengths in Unicode code points.
     pub avg_length: u64,
     /// `None` when the LC metric cannot be computed (the diagnostics say why).
     pub length_controlled_winrate: Option<f64>,
     pub lc_standard_error: Option<f64>,
+}
+
+impl std::ops::Deref for Metrics {
+    type Target = HeadToHead;
+
+    fn deref(&self) -> &HeadToHead {
+        &self.head_to_head
+    }
 }
 
 /// How to compute the metrics.
@@ -122,13 +130,7 @@ pub fn compute_metrics(
     };
     let length_controlled = glm.evaluate(annotations);
     let metrics = Metrics {
-        win_rate: stats.win_rate,
-        standard_error: stats.standard_error,
-        n_wins: stats.n_wins,
-        n_wins_base: stats.n_wins_base,
-        n_draws: stats.n_draws,
-        n_total: stats.n_total,
-        discrete_win_rate: stats.discrete_win_rate,
+        head_to_head: stats,
         avg_length: average_length(annotations),
         length_controlled_winrate: length_controlled.as_ref().ok().map(|fit| fit.winrate),
         lc_standard_error: length_controlled.as_ref().ok().map(|fit| fit.standard_error),

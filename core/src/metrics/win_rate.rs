@@ -3,28 +3,32 @@
 //! draw counts, and the discrete win rate of the zero-one rule (each preference rounded
 //! to a win, a loss or a draw first).
 
+use serde::{Deserialize, Serialize};
+
 use super::numeric::{mean, standard_error_of_mean};
 use super::preferences::{draw_as_one_and_a_half, is_alpaca_eval_preference};
 
-/// `get_winrate`'s numbers. Rates are in percent; NaN where no preference counts.
-#[derive(Debug, Clone, PartialEq)]
+/// `get_winrate`'s numbers, the first seven of the leaderboard (serialised with
+/// alpaca_eval's names in its order). Rates are in percent; NaN where no preference counts.
+/// Counts are `u64` wherever they appear (here, [`super::Metrics`], the leaderboard row).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HeadToHead {
     pub win_rate: f64,
     pub standard_error: f64,
     /// Preferences above 1.5.
-    pub n_wins: usize,
+    pub n_wins: u64,
     /// Preferences below 1.5.
-    pub n_wins_base: usize,
+    pub n_wins_base: u64,
     /// Preferences equal to 1.5 or 0, counted before any row is dropped.
-    pub n_draws: usize,
+    pub n_draws: u64,
     /// Preferences that count (in [1, 2] after 0 → 1.5).
-    pub n_total: usize,
+    pub n_total: u64,
     pub discrete_win_rate: f64,
 }
 
 pub fn head_to_head(preferences: &[Option<f64>]) -> HeadToHead {
     let n_draws =
-        preferences.iter().filter(|p| matches!(p, Some(v) if *v == 1.5 || *v == 0.0)).count();
+        count(preferences.iter().filter(|p| matches!(p, Some(v) if *v == 1.5 || *v == 0.0)));
     let soft_wins: Vec<f64> = preferences
         .iter()
         .filter_map(|&p| draw_as_one_and_a_half(p))
@@ -40,12 +44,16 @@ pub fn head_to_head(preferences: &[Option<f64>]) -> HeadToHead {
     HeadToHead {
         win_rate: mean(&soft_wins) * 100.0,
         standard_error: standard_error_of_mean(&soft_wins) * 100.0,
-        n_wins: soft_wins.iter().filter(|&&p| p > 0.5).count(),
-        n_wins_base: soft_wins.iter().filter(|&&p| p < 0.5).count(),
+        n_wins: count(soft_wins.iter().filter(|&&p| p > 0.5)),
+        n_wins_base: count(soft_wins.iter().filter(|&&p| p < 0.5)),
         n_draws,
-        n_total: soft_wins.len(),
+        n_total: soft_wins.len() as u64,
         discrete_win_rate: mean(&discrete_wins) * 100.0,
     }
+}
+
+fn count<T>(items: impl Iterator<Item = T>) -> u64 {
+    items.count() as u64
 }
 
 /// The zero-one rule's reading of a preference: 1.5 becomes the draw code 0, the rest
