@@ -110,7 +110,19 @@ pub fn render_markdown(source: &str, annotations: &[Annotation], sample: &ErrorS
         sample.dispreferred
     ));
     md.push_str(&format!("- seed: {}\n\n", sample.seed));
-    if sample.dispreferred == 0 {
+    let unparsed = annotations.iter().filter(|a| a.preference.is_none()).count();
+    if sample.dispreferred == 0 && unparsed == annotations.len() {
+        md.push_str(&format!(
+            "No row has a parsed verdict ({unparsed} of {} unparsed): where the reference won \
+             is unknown.\n",
+            annotations.len()
+        ));
+    } else if sample.dispreferred == 0 && unparsed > 0 {
+        md.push_str(&format!(
+            "No parsed verdict prefers the reference; {unparsed} of {} rows are unparsed.\n",
+            annotations.len()
+        ));
+    } else if sample.dispreferred == 0 {
         md.push_str("No row is dispreferred: the judge never preferred the reference.\n");
     } else if sample.took_all() {
         md.push_str(&format!(

@@ -14,6 +14,7 @@
 //! `examples/alpaca_eval_interop.rs` with `tools/check_alpaca_eval_loads.py` checks that
 //! alpaca_eval 0.6.6 itself loads the files herd writes and recomputes the same metrics.
 
+mod cells;
 mod escape;
 pub mod html;
 mod inputs;
@@ -32,6 +33,7 @@ use herd_core::metrics::{
 };
 use herd_core::throughput::{read_throughput, GeneratorThroughput, ThroughputFileError};
 
+pub use cells::{lc_win_rate_cell, win_rate_cell};
 pub use inputs::{find_generators, GeneratorSource};
 
 #[derive(Debug, thiserror::Error)]

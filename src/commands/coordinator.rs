@@ -137,12 +137,7 @@ fn print_summary(run: &str, summary: &RunSummary, local: bool, store: &str) {
     );
     for g in &summary.generators {
         let (win, lc) = match &g.leaderboard {
-            Some(row) => (
-                format!("{:.2} ± {:.2}", row.win_rate, row.standard_error),
-                row.length_controlled_winrate
-                    .map(|lc| format!("{lc:.2}"))
-                    .unwrap_or_else(|| "—".into()),
-            ),
+            Some(row) => (herd_report::win_rate_cell(row), herd_report::lc_win_rate_cell(row)),
             None => ("—".into(), "—".into()),
         };
         println!("{:<30} {:>8} {win:>15} {lc:>15} {:>8}", g.name, g.examples, g.unparsed);

@@ -42,12 +42,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
     println!("{:<32} {:>14} {:>14} {:>10}", "generator", "LC win rate", "win rate", "avg len");
     for row in &report.leaderboard {
-        let lc = match (row.length_controlled_winrate, row.lc_standard_error) {
-            (Some(lc), Some(se)) => format!("{lc:.2} ± {se:.2}"),
-            (Some(lc), None) => format!("{lc:.2}"),
-            _ => "—".to_string(),
-        };
-        let win_rate = format!("{:.2} ± {:.2}", row.win_rate, row.standard_error);
+        let lc = herd_report::lc_win_rate_cell(row);
+        let win_rate = herd_report::win_rate_cell(row);
         println!("{:<32} {lc:>14} {win_rate:>14} {:>10}", row.generator, row.avg_length);
     }
     const WARNINGS_SHOWN: usize = 3;

@@ -46,14 +46,7 @@ impl RunOutcome {
                 None => ("—".into(), "—".into(), "—".into(), "—".into()),
             };
             let (win, lc) = match &g.leaderboard {
-                Some(row) => (
-                    format!("{:.2} ± {:.2}", row.win_rate, row.standard_error),
-                    match (row.length_controlled_winrate, row.lc_standard_error) {
-                        (Some(lc), Some(se)) => format!("{lc:.2} ± {se:.2}"),
-                        (Some(lc), None) => format!("{lc:.2}"),
-                        _ => "—".into(),
-                    },
-                ),
+                Some(row) => (herd_report::win_rate_cell(row), herd_report::lc_win_rate_cell(row)),
                 None => ("—".into(), "—".into()),
             };
             println!(

@@ -36,7 +36,7 @@ pub const DEFAULT_MODE: &str = "community";
 /// NaN in alpaca_eval).
 ///
 /// Reads as its metrics (`row.win_rate`, `row.n_total`), through `Deref`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LeaderboardRow {
     /// The index column: the generator's name.
     pub generator: String,

@@ -33,7 +33,7 @@ pub use win_rate::{head_to_head, HeadToHead};
 /// ([`crate::formats::LeaderboardRow`]) is a generator's name, its `Metrics` and a `mode`.
 ///
 /// Reads as its [`HeadToHead`] (`metrics.n_wins`), through `Deref`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {
     #[serde(flatten)]
     pub head_to_head: HeadToHead,

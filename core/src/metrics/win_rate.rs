@@ -11,7 +11,7 @@ use super::preferences::{draw_as_one_and_a_half, is_alpaca_eval_preference};
 /// `get_winrate`'s numbers, the first seven of the leaderboard (serialised with
 /// alpaca_eval's names in its order). Rates are in percent; NaN where no preference counts.
 /// Counts are `u64` wherever they appear (here, [`super::Metrics`], the leaderboard row).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct HeadToHead {
     pub win_rate: f64,
     pub standard_error: f64,
