@@ -1606,12 +1606,13 @@ fn every_pod_runs_the_role_configuration_its_values_ask_for() {
         let queue = herd_queue::QueueName::judge(run_id, judge["name"].as_str().unwrap());
         assert_eq!(config["queue"], queue.as_str(), "{case}");
         let gpus = gpu_request(c);
-        let ranks = judge["tensorParallel"].as_u64().unwrap();
-        let cuda = judge["device"] == "cuda";
-        assert_eq!(gpus, if cuda { ranks } else { 0 }, "{case}: the judge's GPUs");
-        assert_eq!(config["engine"]["tensor_parallel"], ranks, "{case}: the judge's ranks");
+        // The chart's defaults: on cuda, over 2 ranks.
+        let cuda = judge["device"] != "cpu";
+        let ranks = judge["tensorParallel"].as_u64().unwrap_or(2);
         let default_step = if cuda { 16384 } else { 512 };
         check_engine(&format!("{case}: judge"), &config["engine"], gpus, judge, default_step);
+        assert_eq!(gpus, if cuda { ranks } else { 0 }, "{case}: the judge's GPUs");
+        assert_eq!(config["engine"]["tensor_parallel"], ranks, "{case}: the judge's ranks");
         check_prefetch(&manifests, deployment, config, &values, case);
     }
 }
