@@ -512,38 +512,178 @@ fn generation_workers_get_their_gpus_node_placement_and_model_volume() {
     assert!(args.windows(2).any(|w| w == ["--judge-mode", "logprob"]));
 }
 
+fn judge_deployment(manifests: &[(String, Json)]) -> Json {
+    of_kind(manifests, "Deployment")
+        .into_iter()
+        .find(|d| d["metadata"]["labels"]["app.kubernetes.io/component"] == "judge-worker")
+        .expect("a judge Deployment")
+        .clone()
+}
+
+fn volume<'a>(pod_owner: &'a Json, name: &str) -> Option<&'a Json> {
+    pod_owner["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == name)
+}
+
+/// The value of an env entry set with `value:` (None when unset or from a Secret).
+fn env_value(container: &Json, name: &str) -> Option<String> {
+    env_map(container).get(name).and_then(|e| e["value"].as_str()).map(str::to_string)
+}
+
 #[test]
-fn judge_pods_take_exactly_two_gpus_with_shared_memory_and_nccl_env() {
-    for files in [&[][..], &["gpu-values.yaml"][..]] {
+fn judge_pods_take_their_tensor_parallel_degree_in_gpus_with_shared_memory_and_nccl_env() {
+    // judge.tensorParallel: 2 by default, 4 in gpu-values.yaml; one value for both.
+    for (files, ranks) in [(&[][..], 2), (&["gpu-values.yaml"][..], 4)] {
         let manifests = render_files(files);
-        let judge = of_kind(&manifests, "Deployment")
-            .into_iter()
-            .find(|d| d["metadata"]["labels"]["app.kubernetes.io/component"] == "judge-worker")
-            .unwrap();
-        let c = &containers(judge)[0];
-        assert_eq!(c["resources"]["limits"]["nvidia.com/gpu"], 2);
-        assert_eq!(c["resources"]["requests"]["nvidia.com/gpu"], 2);
+        let judge = judge_deployment(&manifests);
+        let c = &containers(&judge)[0];
+        assert_eq!(c["resources"]["limits"]["nvidia.com/gpu"], ranks);
+        assert_eq!(c["resources"]["requests"]["nvidia.com/gpu"], ranks);
+        assert!(c["image"].as_str().unwrap().contains("herd-cuda:"), "{}", c["image"]);
+        assert_eq!(env_value(c, "HERD_TENSOR_PARALLEL"), Some(ranks.to_string()));
+        assert_eq!(env_value(c, "HERD_DEVICE").as_deref(), Some("cuda"));
         let args: Vec<&str> =
             c["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
-        assert!(args.windows(2).any(|w| w == ["--tensor-parallel", "2"]));
-        let spec = &judge["spec"]["template"]["spec"];
-        let shm = spec["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "shm").unwrap();
+        assert!(!args.contains(&"--tensor-parallel"), "one source for the degree: {args:?}");
+        let shm = volume(&judge, "shm").unwrap();
         assert_eq!(shm["emptyDir"]["medium"], "Memory");
         assert!(shm["emptyDir"]["sizeLimit"].is_string());
         let mounts = c["volumeMounts"].as_array().unwrap();
         assert!(mounts.iter().any(|m| m["name"] == "shm" && m["mountPath"] == "/dev/shm"));
-        let env = env_map(c);
-        assert_eq!(env["NCCL_NVLS_ENABLE"]["value"], "0");
+        assert_eq!(env_value(c, "NCCL_NVLS_ENABLE").as_deref(), Some("0"));
     }
     // NCCL variables come from values, in a stable order.
     let manifests = render_files(&["gpu-values.yaml"]);
-    let judge = of_kind(&manifests, "Deployment")
+    let judge = judge_deployment(&manifests);
+    let c = containers(&judge)[0];
+    assert_eq!(env_value(c, "NCCL_IB_DISABLE").as_deref(), Some("1"));
+    assert_eq!(env_value(c, "NCCL_DEBUG").as_deref(), Some("INFO"));
+    // One GPU: no NCCL, so no /dev/shm.
+    let judge = judge_deployment(&render(&[json!({"judge": {"tensorParallel": 1}})]));
+    let c = containers(&judge)[0];
+    assert_eq!(c["resources"]["limits"]["nvidia.com/gpu"], 1);
+    assert_eq!(env_value(c, "HERD_TENSOR_PARALLEL").as_deref(), Some("1"));
+    assert!(volume(&judge, "shm").is_none());
+    assert!(c["volumeMounts"].as_array().unwrap().iter().all(|m| m["name"] != "shm"));
+    // A CPU judge (a small model): the CPU image, no GPU, no NCCL.
+    let manifests = render(&[json!({"judge": {"device": "cpu", "tensorParallel": 1}})]);
+    validate_manifests(&manifests);
+    let judge = judge_deployment(&manifests);
+    let c = containers(&judge)[0];
+    assert_eq!(c["image"], "herd:0.1.0");
+    assert!(c["resources"]["limits"].get("nvidia.com/gpu").is_none());
+    assert_eq!(env_value(c, "HERD_DEVICE").as_deref(), Some("cpu"));
+    assert_eq!(env_value(c, "HERD_BATCH_SIZE").as_deref(), Some("16"));
+    assert!(env_value(c, "NCCL_NVLS_ENABLE").is_none());
+}
+
+/// The engine variables of every worker container: a role with GPUs computes on them
+/// (HERD_DEVICE cuda, tensor-parallel over all of them, GPU-sized batches), one without on
+/// the CPU with herd's CPU batching; values override the batching.
+#[test]
+fn gpu_roles_compute_on_their_gpus_with_gpu_sized_batches() {
+    // (device, tensor parallel, batch size, step tokens, GPU memory fraction, KV cache tokens)
+    type Engine<'a> = (&'a str, usize, &'a str, &'a str, &'a str, Option<&'a str>);
+    let engine = |c: &Json| {
+        let get = |n: &str| env_value(c, n).unwrap_or_else(|| panic!("{n} is not set"));
+        (
+            get("HERD_DEVICE"),
+            get("HERD_TENSOR_PARALLEL").parse::<usize>().unwrap(),
+            get("HERD_BATCH_SIZE"),
+            get("HERD_STEP_TOKENS"),
+            get("HERD_GPU_MEMORY_FRACTION"),
+            env_value(c, "HERD_KV_CACHE_TOKENS"),
+        )
+    };
+    let check = |manifests: &[(String, Json)], name: &str, want: Engine| {
+        let d = of_kind(manifests, "Deployment")
+            .into_iter()
+            .find(|d| d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no Deployment {name}"));
+        let c = containers(d)[0];
+        let got = engine(c);
+        let got = (
+            got.0.as_str(),
+            got.1,
+            got.2.as_str(),
+            got.3.as_str(),
+            got.4.as_str(),
+            got.5.as_deref(),
+        );
+        assert_eq!(got, want, "{name}");
+        let gpus = c["resources"]["limits"]["nvidia.com/gpu"].as_u64().unwrap_or(0) as usize;
+        assert_eq!(gpus > 0, want.0 == "cuda", "{name}: GPUs {gpus} on {}", want.0);
+        if gpus > 0 {
+            assert_eq!(gpus, want.1, "{name}: one rank per GPU");
+            assert!(c["image"].as_str().unwrap().contains("herd-cuda:"), "{name}");
+        }
+        let shm = volume(d, "shm").is_some();
+        assert_eq!(shm, want.0 == "cuda" && want.1 > 1, "{name}: /dev/shm for NCCL");
+    };
+    let manifests = render(&[]);
+    check(&manifests, "eval-herd-gen-smollm2-135m", ("cpu", 1, "16", "512", "0.9", None));
+    check(&manifests, "eval-herd-judge", ("cuda", 2, "256", "16384", "0.9", None));
+    let manifests = render_files(&["gpu-values.yaml"]);
+    check(&manifests, "eval-herd-gen-llama-3-1-8b", ("cuda", 1, "256", "8192", "0.9", None));
+    check(&manifests, "eval-herd-gen-qwen2-5-7b", ("cuda", 1, "128", "4096", "0.85", None));
+    check(&manifests, "eval-herd-gen-alpaca-7b", ("cuda", 2, "256", "8192", "0.9", None));
+    check(&manifests, "eval-herd-judge", ("cuda", 4, "256", "16384", "0.9", None));
+    let alpaca = of_kind(&manifests, "Deployment")
         .into_iter()
-        .find(|d| d["metadata"]["name"] == "eval-herd-judge")
+        .find(|d| d["metadata"]["name"] == "eval-herd-gen-alpaca-7b")
         .unwrap();
-    let env = env_map(containers(judge)[0]);
-    assert_eq!(env["NCCL_IB_DISABLE"]["value"], "1");
-    assert_eq!(env["NCCL_DEBUG"]["value"], "INFO");
+    assert_eq!(volume(alpaca, "shm").unwrap()["emptyDir"]["sizeLimit"], "4Gi");
+    let manifests = render(&[json!({
+        "generators": [{"name": "g", "model": {"path": "/m"}, "template": "chat", "gpus": 1,
+                        "kvCacheTokens": 65536, "batchSize": 512}],
+        "judge": {"kvCacheTokens": 32768, "stepTokens": 8192, "gpuMemoryFraction": 0.95}
+    })]);
+    check(&manifests, "eval-herd-gen-g", ("cuda", 1, "512", "8192", "0.9", Some("65536")));
+    check(&manifests, "eval-herd-judge", ("cuda", 2, "256", "8192", "0.95", Some("32768")));
+    // A generator without maxNewTokens gets herd's default, never 0.
+    let job = of_kind(&manifests, "Job")[0];
+    let args = containers(job)[0]["args"].to_string();
+    assert!(args.contains("name=g,model=/m,template=chat,max_new_tokens=512"), "{args}");
+    assert!(!args.contains("max_new_tokens=0"), "{args}");
+}
+
+#[test]
+fn roles_take_a_runtime_class_a_priority_class_and_extra_volumes() {
+    let manifests = render_files(&["gpu-values.yaml"]);
+    let qwen = of_kind(&manifests, "Deployment")
+        .into_iter()
+        .find(|d| d["metadata"]["name"] == "eval-herd-gen-qwen2-5-7b")
+        .unwrap();
+    let pod = &qwen["spec"]["template"]["spec"];
+    assert_eq!(pod["runtimeClassName"], "nvidia");
+    assert_eq!(pod["priorityClassName"], "herd-gpu");
+    let judge = judge_deployment(&manifests);
+    assert_eq!(judge["spec"]["template"]["spec"]["runtimeClassName"], "nvidia");
+    assert!(judge["spec"]["template"]["spec"].get("priorityClassName").is_none());
+    assert_eq!(volume(&judge, "nccl-topology").unwrap()["configMap"]["name"], "nccl-topology");
+    let mounts = containers(&judge)[0]["volumeMounts"].as_array().unwrap();
+    assert!(mounts.iter().any(|m| m["name"] == "nccl-topology" && m["mountPath"] == "/etc/nccl"));
+    // The coordinator too; a mount naming no volume stops the render with the chart's words.
+    let values = json!({"coordinator": {
+        "runtimeClassName": "kata", "priorityClassName": "batch-low",
+        "extraVolumes": [{"name": "plan", "configMap": {"name": "herd-plan"}}],
+        "extraVolumeMounts": [{"name": "plan", "mountPath": "/etc/herd/plan", "readOnly": true}]
+    }});
+    let manifests = render(std::slice::from_ref(&values));
+    validate_manifests(&manifests);
+    let job = of_kind(&manifests, "Job")[0];
+    assert_eq!(job["spec"]["template"]["spec"]["runtimeClassName"], "kata");
+    assert_eq!(job["spec"]["template"]["spec"]["priorityClassName"], "batch-low");
+    assert!(volume(job, "plan").is_some());
+    let bad = json!({"coordinator": {
+        "extraVolumeMounts": [{"name": "nowhere", "mountPath": "/x"}]
+    }});
+    let error = helm_template(&[bad]).expect_err("helm fails");
+    assert!(!error.contains(SCHEMA_ERROR), "{error}");
+    assert!(error.contains("\"nowhere\" is neither in extraVolumes"), "{error}");
 }
 
 #[test]
@@ -901,6 +1041,30 @@ fn dockerfiles_build_herd_and_run_it_as_the_charts_non_root_user() {
     assert!(cuda.contains("FROM nvidia/cuda:${CUDA_VERSION}-devel-${UBUNTU} AS build"));
     assert!(cuda.contains("FROM nvidia/cuda:${CUDA_VERSION}-runtime-${UBUNTU}"));
     assert!(cuda.contains("libnccl2"), "NCCL in the runtime image");
+    // The CUDA image computes on the GPU by default, the CPU image on the CPU.
+    assert_eq!(
+        image_env("docker/Dockerfile.cuda").get("HERD_DEVICE").map(String::as_str),
+        Some("cuda")
+    );
+    assert_eq!(image_env("docker/Dockerfile.cpu").get("HERD_DEVICE"), None);
+}
+
+/// The `ENV` of a Dockerfile's last stage (the image that runs): what a container starts
+/// with before the pod's env is applied.
+fn image_env(dockerfile: &str) -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(root().join(dockerfile)).unwrap();
+    let runtime = &text[text.rfind("\nFROM ").expect("a FROM line")..];
+    // Continuation lines joined: one instruction per line.
+    let joined = runtime.replace("\\\n", " ");
+    joined
+        .lines()
+        .filter_map(|l| l.strip_prefix("ENV "))
+        .flat_map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or_else(|| panic!("{dockerfile}: ENV {kv}"));
+            (k.to_string(), v.to_string())
+        })
+        .collect()
 }
 
 fn bad_values_cases() -> Vec<(&'static str, Json)> {
@@ -931,6 +1095,42 @@ fn bad_values_cases() -> Vec<(&'static str, Json)> {
             json!({"judge": {"extraEnv": [{"name": "HERD_STORE", "value": "s3://x"}]}}),
         ),
         ("storage URL instead of bucket", json!({"storage": {"bucket": "s3://bucket/prefix"}})),
+        (
+            "GPUs left idle by a CPU device",
+            json!({"generators": [{"name": "g", "model": {"path": "/m"}, "template": "chat", "gpus": 1, "device": "cpu"}]}),
+        ),
+        (
+            "cuda without GPUs",
+            json!({"generators": [{"name": "g", "model": {"path": "/m"}, "template": "chat", "device": "cuda"}]}),
+        ),
+        (
+            "unknown device",
+            json!({"generators": [{"name": "g", "model": {"path": "/m"}, "template": "chat", "device": "cuda:1"}]}),
+        ),
+        (
+            "no new tokens",
+            json!({"generators": [{"name": "g", "model": {"path": "/m"}, "template": "chat", "maxNewTokens": 0}]}),
+        ),
+        (
+            "batch of 0",
+            json!({"generators": [{"name": "g", "model": {"path": "/m"}, "template": "chat", "batchSize": 0}]}),
+        ),
+        ("judge without ranks", json!({"judge": {"tensorParallel": 0}})),
+        ("GPU memory fraction above 1", json!({"judge": {"gpuMemoryFraction": 1.5}})),
+        ("step tokens as a string", json!({"judge": {"stepTokens": "16k"}})),
+        (
+            "extra env overriding the engine's",
+            json!({"judge": {"extraEnv": [{"name": "HERD_DEVICE", "value": "cpu"}]}}),
+        ),
+        (
+            "extra volume named like the chart's",
+            json!({"judge": {"extraVolumes": [{"name": "models", "emptyDir": {}}]}}),
+        ),
+        ("extra mount without a path", json!({"judge": {"extraVolumeMounts": [{"name": "x"}]}})),
+        (
+            "runtime class that is not a name",
+            json!({"coordinator": {"runtimeClassName": "Kata_QEMU"}}),
+        ),
     ]
 }
 
@@ -1190,4 +1390,280 @@ fn base64_decode(s: &str) -> Vec<u8> {
         }
     }
     out
+}
+
+/// Values as helm merges them: maps merged key by key, anything else (lists included)
+/// replaced; a null deletes the key.
+fn merged_values(overrides: &[Json]) -> Json {
+    fn merge(base: &mut Json, over: &Json) {
+        match (base, over) {
+            (Json::Object(base), Json::Object(over)) => {
+                for (k, v) in over {
+                    if v.is_null() {
+                        base.remove(k);
+                    } else if let Some(b) = base.get_mut(k) {
+                        merge(b, v);
+                    } else {
+                        base.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+            (base, over) => *base = over.clone(),
+        }
+    }
+    let mut values = chart_values();
+    for o in overrides {
+        merge(&mut values, o);
+    }
+    values
+}
+
+/// What a container's process sees: the image's `ENV` (Dockerfile.cuda for the `…-cuda`
+/// repositories, Dockerfile.cpu otherwise), then the pod's env. `value:` entries as
+/// written; Secret references (the broker URL in env mode, the S3 keys) get a stand-in,
+/// since no Secret exists here. Files mounted from Secrets (`*_FILE`) are only named: a
+/// role must not read them to print its configuration.
+fn container_env(container: &Json) -> Vec<(String, String)> {
+    let image = container["image"].as_str().unwrap();
+    let repository = image.rsplit_once(':').map_or(image, |(r, _)| r);
+    let dockerfile = if repository.ends_with("-cuda") {
+        "docker/Dockerfile.cuda"
+    } else {
+        "docker/Dockerfile.cpu"
+    };
+    let mut env: Vec<(String, String)> = image_env(dockerfile).into_iter().collect();
+    for e in container["env"].as_array().unwrap() {
+        let name = e["name"].as_str().unwrap().to_string();
+        let value = if let Some(v) = e["value"].as_str() {
+            v.to_string()
+        } else if e["valueFrom"]["secretKeyRef"].is_object() {
+            if name.ends_with("_URL") {
+                "amqp://herd:stand-in-password@rabbitmq.invalid:5672/%2f".to_string()
+            } else {
+                format!("stand-in-{}", name.to_lowercase())
+            }
+        } else {
+            panic!("{name}: an env entry neither a value nor a Secret reference: {e}")
+        };
+        env.retain(|(n, _)| *n != name);
+        env.push((name, value));
+    }
+    env
+}
+
+/// `herd <the container's args> --print-config` run with the container's environment (and
+/// nothing else of this process's but PATH and HOME): the role's effective configuration,
+/// computed without loading a model or connecting anywhere.
+fn print_config(container: &Json) -> Json {
+    // No `command`: the image's entrypoint, herd, gets the args.
+    assert!(container.get("command").is_none(), "{}", container["command"]);
+    let args: Vec<&str> =
+        container["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_herd"));
+    command.env_clear();
+    for name in ["PATH", "HOME"] {
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
+        }
+    }
+    command.envs(container_env(container)).args(&args).arg("--print-config");
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "herd {} --print-config fails (needs the CLI's --print-config): {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!("herd {} --print-config: not one JSON object ({e}): {stdout}", args[0])
+    })
+}
+
+/// The value sets of the print-config check, with overrides beyond the shipped files: the
+/// broker URL from a Secret, S3 keys as files, engine settings of every kind, a CPU judge.
+fn print_config_value_sets() -> Vec<(&'static str, Vec<Json>)> {
+    let gpu = values_file("gpu-values.yaml");
+    vec![
+        ("default values", vec![]),
+        ("gpu-values.yaml", vec![gpu.clone()]),
+        (
+            "gpu-values.yaml, credentials from env and files",
+            vec![gpu.clone(), env_and_file_credentials_values()],
+        ),
+        (
+            "engine settings and a generator without maxNewTokens",
+            vec![json!({
+                "generators": [
+                    {"name": "big.model", "model": {"path": "/models/big"}, "template": "chat",
+                     "gpus": 4, "batchSize": 64, "stepTokens": 2048, "kvCacheTokens": 200000,
+                     "gpuMemoryFraction": 0.8},
+                    {"name": "small", "model": {"path": "/models/small"}, "template": "raw"}
+                ],
+                "judge": {"tensorParallel": 8, "stepTokens": 32768, "kvCacheTokens": 65536}
+            })],
+        ),
+        ("a CPU judge", vec![json!({"judge": {"device": "cpu", "tensorParallel": 1}})]),
+        ("the README's example", vec![readme_example()]),
+    ]
+}
+
+/// The GPUs a container requests (0 when none).
+fn gpu_request(container: &Json) -> u64 {
+    let requests = &container["resources"]["requests"]["nvidia.com/gpu"];
+    assert_eq!(requests, &container["resources"]["limits"]["nvidia.com/gpu"]);
+    requests.as_u64().unwrap_or(0)
+}
+
+/// What each rendered pod really runs: every role's command line and environment handed
+/// to the real binary with `--print-config`. GPU pods compute on their GPUs, one rank per
+/// GPU, with the configured batching; every generator answers with at least one token;
+/// workers consume the queues the coordinator publishes to, for the models it names.
+///
+/// Needs `herd <role> --print-config` (the CLI change that adds it); until then this test
+/// fails with "unexpected argument '--print-config'".
+#[test]
+fn every_pod_runs_the_role_configuration_its_values_ask_for() {
+    for (case, overrides) in print_config_value_sets() {
+        let values = merged_values(&overrides);
+        let run_id = values["run"]["id"].as_str().unwrap();
+        let generators = values["generators"].as_array().unwrap();
+        let judge = &values["judge"];
+        let manifests = render(&overrides);
+        let mut configs = Vec::new();
+        for w in workloads(&manifests) {
+            let c = containers(w)[0];
+            let config = print_config(c);
+            let role = config["role"].as_str().unwrap_or_else(|| panic!("{case}: {config}"));
+            assert_eq!(role, c["args"][0], "{case}");
+            assert_eq!(config["run_id"], run_id, "{case}: {role}");
+            let url = config["amqp_url"].as_str().unwrap();
+            assert!(!url.contains("stand-in-password"), "{case}: {role}: password shown: {url}");
+            assert!(config["store"].as_str().unwrap().starts_with("s3://"), "{case}: {config}");
+            let port = values["metrics"]["port"].as_u64().unwrap();
+            assert_eq!(config["metrics_addr"], format!("0.0.0.0:{port}"), "{case}: {role}");
+            configs.push((w.clone(), c.clone(), config));
+        }
+        let of_role = |role: &str| {
+            configs.iter().filter(|(_, _, config)| config["role"] == role).collect::<Vec<_>>()
+        };
+        // Every role of a run redeclares the same queues: same delivery limit.
+        let limits: BTreeSet<String> =
+            configs.iter().map(|(_, _, c)| c["delivery_limit"].to_string()).collect();
+        assert_eq!(limits.len(), 1, "{case}: delivery limits {limits:?}");
+
+        // The coordinator: every generator with tokens to generate, the judge of the values.
+        let coordinator = of_role("coordinator");
+        assert_eq!(coordinator.len(), 1, "{case}");
+        let plan = &coordinator[0].2;
+        let planned = plan["generators"].as_array().unwrap();
+        assert_eq!(planned.len(), generators.len(), "{case}: {plan}");
+        for (spec, gen) in planned.iter().zip(generators) {
+            assert_eq!(spec["name"], gen["name"], "{case}");
+            assert_eq!(spec["model"], gen["model"]["path"], "{case}");
+            assert_eq!(spec["template"], gen["template"], "{case}");
+            let tokens = spec["max_new_tokens"].as_u64().unwrap();
+            assert!(tokens > 0, "{case}: {} answers with no token", spec["name"]);
+            let wanted = gen["maxNewTokens"].as_u64().unwrap_or(512);
+            assert_eq!(tokens, wanted, "{case}: {}", spec["name"]);
+        }
+        assert_eq!(plan["judge"]["name"], judge["name"], "{case}");
+        assert_eq!(plan["judge"]["model"], judge["model"]["path"], "{case}");
+        assert_eq!(plan["judge"]["mode"], judge["mode"], "{case}");
+        assert!(plan["limit"].is_null(), "{case}: the whole eval set");
+
+        // Generation workers: one per generator, on the coordinator's queue and model.
+        let workers = of_role("worker");
+        assert_eq!(workers.len(), generators.len(), "{case}");
+        for (deployment, c, config) in workers {
+            let name = config["generator"].as_str().unwrap();
+            let gen = generators.iter().find(|g| g["name"] == name).unwrap();
+            let spec = planned.iter().find(|s| s["name"] == name).unwrap();
+            assert_eq!(config["model"], spec["model"], "{case}: {name} serves another model");
+            let queue = herd_queue::QueueName::generation(run_id, name);
+            assert_eq!(config["queue"], queue.as_str(), "{case}: {name}");
+            let gpus = gpu_request(c);
+            assert_eq!(gpus, gen["gpus"].as_u64().unwrap_or(0), "{case}: {name}");
+            let cuda = gpus > 0;
+            let default_step = if cuda { 8192 } else { 512 };
+            check_engine(
+                &format!("{case}: worker {name}"),
+                &config["engine"],
+                gpus,
+                gen,
+                default_step,
+            );
+            check_prefetch(&manifests, deployment, config, &values, &format!("{case}: {name}"));
+        }
+
+        // Judge workers: the judge the coordinator names, on its GPUs.
+        let judges = of_role("judge-worker");
+        assert_eq!(judges.len(), 1, "{case}");
+        let (deployment, c, config) = judges[0];
+        assert_eq!(config["judge_name"], plan["judge"]["name"], "{case}");
+        assert_eq!(config["judge_model"], plan["judge"]["model"], "{case}");
+        assert_eq!(config["judge_cache"], true, "{case}");
+        let queue = herd_queue::QueueName::judge(run_id, judge["name"].as_str().unwrap());
+        assert_eq!(config["queue"], queue.as_str(), "{case}");
+        let gpus = gpu_request(c);
+        // The chart's defaults: on cuda, over 2 ranks.
+        let cuda = judge["device"] != "cpu";
+        let ranks = judge["tensorParallel"].as_u64().unwrap_or(2);
+        let default_step = if cuda { 16384 } else { 512 };
+        check_engine(&format!("{case}: judge"), &config["engine"], gpus, judge, default_step);
+        assert_eq!(gpus, if cuda { ranks } else { 0 }, "{case}: the judge's GPUs");
+        assert_eq!(config["engine"]["tensor_parallel"], ranks, "{case}: the judge's ranks");
+        check_prefetch(&manifests, deployment, config, &values, case);
+    }
+}
+
+/// A worker's engine: on its GPUs (one rank each) when it has any, else on the CPU; the
+/// batching of its values, or the defaults for its device.
+fn check_engine(what: &str, engine: &Json, gpus: u64, values: &Json, default_step: u64) {
+    let device = engine["device"].as_str().unwrap_or_else(|| panic!("{what}: {engine}"));
+    if gpus > 0 {
+        assert!(device.starts_with("cuda"), "{what}: holds {gpus} GPUs, computes on {device}");
+        assert_eq!(engine["tensor_parallel"], gpus, "{what}: one rank per GPU");
+    } else {
+        assert_eq!(device, "cpu", "{what}: no GPU, yet {device}");
+    }
+    let default_batch = if gpus > 0 { 256 } else { 16 };
+    let batch = values["batchSize"].as_u64().unwrap_or(default_batch);
+    assert_eq!(engine["batch_size"], batch, "{what}");
+    assert_eq!(
+        engine["step_tokens"],
+        values["stepTokens"].as_u64().unwrap_or(default_step),
+        "{what}"
+    );
+    assert_eq!(engine["kv_cache_tokens"], values["kvCacheTokens"], "{what}");
+    let fraction = values["gpuMemoryFraction"].as_f64().unwrap_or(0.9);
+    let got = engine["gpu_memory_fraction"].as_f64().unwrap();
+    assert!((got - fraction).abs() < 1e-9, "{what}: GPU memory fraction {got}");
+}
+
+/// With KEDA on, a worker holds at least the queue length one replica is scaled for
+/// (autoscaling.*.queueLength): else KEDA adds replicas the held jobs keep idle.
+fn check_prefetch(
+    manifests: &[(String, Json)],
+    deployment: &Json,
+    config: &Json,
+    values: &Json,
+    what: &str,
+) {
+    let prefetch = config["prefetch"].as_u64().unwrap_or_else(|| panic!("{what}: {config}"));
+    assert!(prefetch >= 1, "{what}");
+    if values["autoscaling"]["enabled"] != true {
+        return;
+    }
+    let name = &deployment["metadata"]["name"];
+    let scaled = of_kind(manifests, "ScaledObject")
+        .into_iter()
+        .find(|s| &s["spec"]["scaleTargetRef"]["name"] == name)
+        .unwrap_or_else(|| panic!("{what}: no ScaledObject"));
+    let length: u64 =
+        scaled["spec"]["triggers"][0]["metadata"]["value"].as_str().unwrap().parse().unwrap();
+    assert!(
+        length <= prefetch,
+        "{what}: KEDA aims at {length} jobs a replica, it holds {prefetch}"
+    );
 }

@@ -248,10 +248,43 @@ seccompProfile:
   value: /var/cache/herd
 {{- end -}}
 
-{{/* A role's environment: the shared one, then extra variables; argument: dict root,
+{{/* The engine settings of a worker role, as the variables `herd worker` and
+`herd judge-worker` read. Argument: dict device (cpu or cuda), tensorParallel, role
+(generation or judge) and settings (the role's values: batchSize, stepTokens,
+kvCacheTokens, gpuMemoryFraction; a null one takes the default below).
+Defaults, from bench/gpu/README.md's measurements on an H200 (Llama-3.1-8B shape):
+on a GPU, 256 sequences at once and 8,192 tokens per step for generation (18.6k output
+tok/s at batch 256) and 16,384 per step for the judge (logprob prefill flat from 8k to 32k
+tokens a step); on the CPU, herd's own defaults (16 sequences, 512 tokens a step); 0.9 of
+each GPU's memory; the key/value cache sized from what the weights leave. */}}
+{{- define "herd.engineEnv" -}}
+{{- $cuda := eq .device "cuda" -}}
+{{- $batch := .settings.batchSize | default (ternary 256 16 $cuda) -}}
+{{- $step := .settings.stepTokens | default (ternary (ternary 16384 8192 (eq .role "judge")) 512 $cuda) -}}
+- name: HERD_DEVICE
+  value: {{ .device | quote }}
+- name: HERD_TENSOR_PARALLEL
+  value: {{ .tensorParallel | int | toString | quote }}
+- name: HERD_BATCH_SIZE
+  value: {{ $batch | int | toString | quote }}
+- name: HERD_STEP_TOKENS
+  value: {{ $step | int | toString | quote }}
+{{- with .settings.kvCacheTokens }}
+- name: HERD_KV_CACHE_TOKENS
+  value: {{ . | int | toString | quote }}
+{{- end }}
+- name: HERD_GPU_MEMORY_FRACTION
+  value: {{ .settings.gpuMemoryFraction | default 0.9 | toString | quote }}
+{{- end -}}
+
+{{/* A role's environment: the shared one, the engine's (for the workers), then extra
+variables; argument: dict root, engine (the argument of herd.engineEnv, workers only),
 ncclEnv (a map, written in its keys' order) and extraEnv (EnvVar objects). */}}
 {{- define "herd.env" -}}
 {{ include "herd.commonEnv" .root }}
+{{- with .engine }}
+{{ include "herd.engineEnv" . }}
+{{- end }}
 {{- range $name, $value := .ncclEnv }}
 - name: {{ $name }}
   value: {{ $value | toString | quote }}
@@ -364,6 +397,34 @@ ncclEnv (a map, written in its keys' order) and extraEnv (EnvVar objects). */}}
 {{- end }}
 {{- end -}}
 
+{{/* A role's own volumes and mounts (extraVolumes, extraVolumeMounts), after the chart's.
+Argument: dict role (its values) and what ("volumes" or "mounts"). A mount must name one of
+the role's extra volumes or a volume of the chart; helm stops otherwise. */}}
+{{- define "herd.extraVolumes" -}}
+{{- $names := list "tmp" "cache" "models" "shm" "amqp-credentials" "s3-credentials" "amqp-ca" "s3-ca" -}}
+{{- range .role.extraVolumes -}}
+{{- $names = append $names .name -}}
+{{- end -}}
+{{- range .role.extraVolumeMounts -}}
+{{- if not (has .name $names) -}}
+{{- fail (printf "extraVolumeMounts: %q is neither in extraVolumes nor a volume of the chart" .name) -}}
+{{- end -}}
+{{- end -}}
+{{- $items := ternary .role.extraVolumes .role.extraVolumeMounts (eq .what "volumes") -}}
+{{- with $items -}}
+{{- toYaml . -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Shared memory for NCCL between the ranks of a tensor-parallel model; argument:
+sizeLimit. */}}
+{{- define "herd.shmVolume" -}}
+- name: shm
+  emptyDir:
+    medium: Memory
+    sizeLimit: {{ . }}
+{{- end -}}
+
 {{/* Probes on /healthz of the metrics port; argument: dict root and, for the workers
 (which load a model first), startup: true and an optional startupFailureThreshold. */}}
 {{- define "herd.probes" -}}
@@ -407,9 +468,15 @@ gpus. Empty when there is neither. */}}
 {{- end -}}
 {{- end -}}
 
-{{/* Pod placement and pull secrets; argument: dict root and role (values with
-nodeSelector, tolerations, affinity). */}}
+{{/* Pod placement, runtime and pull secrets; argument: dict root and role (values with
+nodeSelector, tolerations, affinity, runtimeClassName, priorityClassName). */}}
 {{- define "herd.podScheduling" -}}
+{{- with .role.runtimeClassName }}
+runtimeClassName: {{ . }}
+{{- end }}
+{{- with .role.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
 {{- with .root.Values.imagePullSecrets }}
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}
