@@ -16,6 +16,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use herd_coordinator::{Coordinator, DeadLetterPolicy, FolderClaim, RunProgress, RunSummary};
 use herd_core::eval_set::EvalSet;
+use herd_queue::{JobQueue, QueueName};
 use herd_store::keys;
 use tokio::sync::watch;
 
@@ -45,6 +46,11 @@ pub struct Args {
     /// generator; `fail-run` stops the coordinator with an error.
     #[arg(long, env = "HERD_ON_DEAD_LETTER", default_value = "drop-generator", value_parser = ["drop-generator", "fail-run"])]
     pub on_dead_letter: String,
+    /// Delete the run's queues (its generators', its judge's and its dead letters', named by
+    /// the plan stored for --run-id) and exit. A finished run's work queues are deleted by
+    /// the coordinator itself; its dead-letter queue is kept for inspection until this.
+    #[arg(long)]
+    pub cleanup: bool,
     /// Print the effective configuration as JSON (secrets redacted) and exit, without
     /// connecting to anything or loading a model.
     #[arg(long)]
@@ -56,6 +62,9 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     if args.print_config {
         return print_config(&args);
+    }
+    if args.cleanup {
+        return runtime()?.block_on(cleanup(args));
     }
     runtime()?.block_on(coordinate(args))
 }
@@ -71,7 +80,7 @@ async fn coordinate(args: Args) -> anyhow::Result<()> {
     let queue = args.cluster.connect_queue("coordinator").await?;
     let store = args.cluster.open_store()?;
     let (metrics, _server) = args.cluster.serve_metrics().await?;
-    let mut coordinator = Coordinator::new(queue, store.clone(), metrics, plan.clone())?;
+    let mut coordinator = Coordinator::new(queue.clone(), store.clone(), metrics, plan.clone())?;
     coordinator.poll_interval = Duration::from_millis(args.poll_interval_ms.max(10));
     coordinator.dead_letter_policy = match args.on_dead_letter.as_str() {
         "fail-run" => DeadLetterPolicy::FailRun,
@@ -107,6 +116,17 @@ async fn coordinate(args: Args) -> anyhow::Result<()> {
     };
     let summary = coordinator.finish(&out).await?;
     let stored = coordinator.store_report(&summary).await?;
+    // The work queues are done with (their consumers, the workers, see them go and stop);
+    // the dead letters stay for inspection until `--cleanup`.
+    let dead_letters = QueueName::dead_letters(&plan.run_id);
+    for name in coordinator.queues().into_iter().filter(|q| *q != dead_letters) {
+        match queue.delete(&name).await {
+            Ok(()) => tracing::info!(queue = %name, "deleted the finished run's queue"),
+            Err(e) => {
+                tracing::warn!(queue = %name, error = %e, "could not delete a finished run's queue")
+            }
+        }
+    }
     tracing::info!(files = stored, prefix = %keys::report_prefix(&plan.run_id), "stored the run folder");
     print_summary(&plan.run_id, &summary, args.out.is_some(), store.description());
     for (name, dropped) in coordinator.dropped() {
@@ -158,4 +178,33 @@ fn print_config(args: &Args) -> anyhow::Result<()> {
     config.insert("out".into(), args.out.as_ref().map(|o| o.display().to_string()).into());
     config.insert("on_dead_letter".into(), args.on_dead_letter.clone().into());
     effective_config::print(config)
+}
+
+/// `--cleanup`: deletes every queue of the run, as named by the plan in the store.
+async fn cleanup(args: Args) -> anyhow::Result<()> {
+    let run = &args.cluster.run_id;
+    let store = args.cluster.open_store()?;
+    let mut names = Vec::new();
+    for key in store.list(&keys::plan_prefix(run)).await? {
+        let Some(plan) = store.get_json::<serde_json::Value>(&key).await? else { continue };
+        let name = plan.get("name").and_then(|n| n.as_str()).unwrap_or_default();
+        if name.is_empty() {
+            continue;
+        }
+        names.push(if plan.get("mode").is_some() {
+            QueueName::judge(run, name)
+        } else {
+            QueueName::generation(run, name)
+        });
+    }
+    if names.is_empty() {
+        bail!("the store {} holds no plan for run {run}", store.description());
+    }
+    names.push(QueueName::dead_letters(run));
+    let queue = args.cluster.connect_queue("coordinator").await?;
+    for name in &names {
+        queue.delete(name).await.with_context(|| format!("deleting queue {name}"))?;
+        println!("deleted {name}");
+    }
+    Ok(())
 }

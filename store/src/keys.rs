@@ -39,6 +39,11 @@ pub fn plan(run: &str, name: &str) -> String {
     format!("runs/{}/plan/{}.json", segment(run), segment(name))
 }
 
+/// The folder of a run's plan documents, ending in `/`.
+pub fn plan_prefix(run: &str) -> String {
+    format!("runs/{}/plan/", segment(run))
+}
+
 /// `runs/<run>/report/`: the run folder the coordinator writes when the run is complete
 /// (`leaderboard.csv`, `report.html`, `<generator>/model_outputs.json`, …), ending in `/`.
 pub fn report_prefix(run: &str) -> String {

@@ -92,7 +92,10 @@ async fn metrics_endpoint_serves_every_documented_name_in_prometheus_text_format
 #[tokio::test]
 async fn healthz_reports_the_health_flag_and_unknown_paths_are_404() {
     let metrics = Metrics::new().unwrap();
-    let server = MetricsServer::start("127.0.0.1:0".parse().unwrap(), metrics.registry().clone())
+    // An address of its own in 127/8: once this server has stopped, its port is free again,
+    // and on 127.0.0.1 another test's (or process's) listener may take it before the check
+    // below connects.
+    let server = MetricsServer::start("127.0.0.77:0".parse().unwrap(), metrics.registry().clone())
         .await
         .unwrap();
     let addr = server.local_addr();
