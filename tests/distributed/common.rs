@@ -419,6 +419,9 @@ pub fn folder_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
                 if path.file_name().unwrap() != "store" {
                     walk(&path, root, files);
                 }
+            } else if dir == root && path.file_name().unwrap() == herd_coordinator::CLAIM_FILE {
+                // Which run owns the folder (`--out`), not a result: the store's copy of the
+                // run folder has none.
             } else {
                 let relative = path.strip_prefix(root).unwrap();
                 let key = relative
