@@ -41,6 +41,11 @@ pub fn engine(engine: &EngineArgs) -> Value {
 
 /// Prints `config` as pretty JSON on stdout.
 pub fn print(config: Map<String, Value>) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(&Value::Object(config))?);
-    Ok(())
+    use std::io::Write;
+    let text = serde_json::to_string_pretty(&Value::Object(config))?;
+    match writeln!(std::io::stdout().lock(), "{text}") {
+        // A reader that stopped early (`| head`) is no error of ours.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
 }
