@@ -262,7 +262,7 @@ mod tests {
         );
         assert_eq!((specs[1].template, specs[1].max_new_tokens), (PromptTemplate::Raw, 64));
         let a: GeneratorSettings = "name=a".parse().unwrap();
-        let same = generator_specs(&[a.clone()], Some(&a), 64).unwrap_err();
+        let same = generator_specs(std::slice::from_ref(&a), Some(&a), 64).unwrap_err();
         assert!(same.to_string().contains("two generators"), "{same}");
         let store: GeneratorSettings = "name=store".parse().unwrap();
         assert!(generator_specs(&[store], None, 64).is_err());
