@@ -5,7 +5,7 @@
 //!
 //! | queue | arguments |
 //! | --- | --- |
-//! | `herd.<run>.gen.<generator>`, `herd.<run>.judge.<judge>` | durable, `x-queue-type: quorum`, `x-delivery-limit: N`, `x-dead-letter-exchange: ""`, `x-dead-letter-routing-key: herd.<run>.dlq` |
+//! | `herd.<run>.gen.<generator>`, `herd.<run>.judge.<judge>` | durable, `x-queue-type: quorum`, `x-delivery-limit: N`, `x-dead-letter-exchange: ""`, `x-dead-letter-routing-key: herd.<run>.dlq`, `x-expires: 86400000` (a day unused) |
 //! | `herd.<run>.dlq` | durable, `x-queue-type: quorum` |
 //!
 //! A job reaches the dead-letter queue in one of two ways:
@@ -28,6 +28,9 @@
 //! unacknowledged jobs are redelivered (with the redelivered flag set).
 
 use std::collections::HashSet;
+
+/// `x-expires` of the work queues: a day unused. Every role declares the same arguments.
+pub const WORK_QUEUE_EXPIRY_MS: i32 = 24 * 60 * 60 * 1000;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::path::PathBuf;
@@ -351,6 +354,10 @@ impl RabbitQueue {
                 "x-dead-letter-routing-key".into(),
                 long_string(queue.dead_letter_queue().as_str()),
             );
+            // A finished run's work queues go away by themselves once nothing has used them
+            // for a day (no consumer, no declaration); the dead letters stay for inspection
+            // until `herd coordinator --cleanup`.
+            args.insert("x-expires".into(), AMQPValue::LongInt(WORK_QUEUE_EXPIRY_MS));
         }
         args
     }

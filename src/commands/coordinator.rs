@@ -47,8 +47,8 @@ pub struct Args {
     #[arg(long, env = "HERD_ON_DEAD_LETTER", default_value = "drop-generator", value_parser = ["drop-generator", "fail-run"])]
     pub on_dead_letter: String,
     /// Delete the run's queues (its generators', its judge's and its dead letters', named by
-    /// the plan stored for --run-id) and exit. A finished run's work queues are deleted by
-    /// the coordinator itself; its dead-letter queue is kept for inspection until this.
+    /// the plan stored for --run-id) and exit. Without it, a finished run's work queues
+    /// expire after a day unused and its dead-letter queue stays for inspection.
     #[arg(long)]
     pub cleanup: bool,
     /// Print the effective configuration as JSON (secrets redacted) and exit, without
@@ -116,17 +116,6 @@ async fn coordinate(args: Args) -> anyhow::Result<()> {
     };
     let summary = coordinator.finish(&out).await?;
     let stored = coordinator.store_report(&summary).await?;
-    // The work queues are done with (their consumers, the workers, see them go and stop);
-    // the dead letters stay for inspection until `--cleanup`.
-    let dead_letters = QueueName::dead_letters(&plan.run_id);
-    for name in coordinator.queues().into_iter().filter(|q| *q != dead_letters) {
-        match queue.delete(&name).await {
-            Ok(()) => tracing::info!(queue = %name, "deleted the finished run's queue"),
-            Err(e) => {
-                tracing::warn!(queue = %name, error = %e, "could not delete a finished run's queue")
-            }
-        }
-    }
     tracing::info!(files = stored, prefix = %keys::report_prefix(&plan.run_id), "stored the run folder");
     print_summary(&plan.run_id, &summary, args.out.is_some(), store.description());
     for (name, dropped) in coordinator.dropped() {

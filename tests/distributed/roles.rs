@@ -249,6 +249,14 @@ fn coordinator_two_workers_and_a_judge_worker_write_the_same_run_folder_as_herd_
     for secret in [password.as_str(), SECRET_KEY] {
         assert!(!everything.contains(secret), "a secret shows in the roles' logs or metrics");
     }
+
+    // The finished run's queues stay (they expire unused) until --cleanup deletes them all.
+    assert!(!cluster.queues().is_empty(), "the run's queues are gone before --cleanup");
+    let (status, stdout, stderr) =
+        cluster.run_to_end(&["coordinator", "--cleanup"], Duration::from_secs(60));
+    assert!(status.success(), "--cleanup failed: {stderr}");
+    assert!(stdout.contains(&format!("deleted herd.{}.dlq", cluster.run_id)), "{stdout}");
+    assert_eq!(cluster.queues(), Vec::<QueueName>::new(), "queues left after --cleanup");
     eprintln!("total: {:.1} s", started.elapsed().as_secs_f64());
 }
 
