@@ -326,3 +326,102 @@ fn a_run_folder_refuses_another_run_unless_forced_and_follows_a_new_limit() {
     let store = out.join("store/runs");
     assert!(store.join("mine").is_dir() && store.join("someone-else").is_dir());
 }
+
+/// Verdicts stored so far in a run folder's store, by `judge`, on `GENERATOR`'s answers.
+fn stored_verdicts(out: &Path, judge: &str) -> usize {
+    let run = out.file_name().unwrap();
+    let dir = out.join("store/runs").join(run).join("annotations").join(judge).join(GENERATOR);
+    std::fs::read_dir(dir).map(|entries| entries.count()).unwrap_or(0)
+}
+
+/// Starts `herd run` and SIGKILLs it once `landed` says something was stored (and before
+/// the run ends); returns what `landed` said then and the seconds the process lived.
+fn kill_once(command: &mut Command, landed: impl Fn() -> usize) -> (usize, f64) {
+    let started = Instant::now();
+    let mut child = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let deadline = started + Duration::from_secs(300);
+    let count = loop {
+        let n = landed();
+        if n >= 1 {
+            break n;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "herd ended before it was killed");
+        assert!(Instant::now() < deadline, "nothing landed in 5 minutes");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    child.kill().unwrap(); // SIGKILL: nothing is flushed on the way out
+    child.wait().unwrap();
+    (count.max(landed()), started.elapsed().as_secs_f64())
+}
+
+fn throughput_of(out: &Path) -> serde_json::Value {
+    let path = out.join(GENERATOR).join("throughput.json");
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+#[test]
+fn throughput_counts_the_stored_work_after_kills_a_smaller_limit_and_a_second_judge() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, cache) = (dir.path().join("counted"), dir.path().join("judge-cache"));
+    let logprob = "smollm2-135m-instruct_logprob";
+    let args = run_args(&out, 3, 24);
+    let mut wall = 0.0;
+
+    // Killed while generating (one answer a batch, so that some land before the kill)...
+    let mut one_by_one = args.clone();
+    one_by_one.extend(["--batch-size", "1"].map(String::from));
+    let (answers, seconds) = kill_once(herd(&cache).args(&one_by_one), || stored_answers(&out));
+    wall += seconds;
+    assert!(answers < 3, "killed after the first answer, before the last");
+    // ... then while judging (one batch: the verdicts it stored are all of the killed batch).
+    let (verdicts, seconds) =
+        kill_once(herd(&cache).args(&args), || stored_verdicts(&out, logprob));
+    wall += seconds;
+    assert_eq!(stored_answers(&out), 3);
+    assert!(verdicts < 3, "killed after the first verdict, before the last");
+    // ... then to the end.
+    let started = Instant::now();
+    succeed(herd(&cache).args(&args).output().unwrap());
+    wall += started.elapsed().as_secs_f64();
+
+    let full = throughput_of(&out);
+    let seconds = |t: &serde_json::Value, phase: &str| t["phases"][phase].as_f64().unwrap();
+    assert_eq!(full["examples"], 3, "{full}");
+    assert_eq!(full["phases"]["verdicts"], 3, "{full}");
+    for phase in ["generation_seconds", "judging_seconds"] {
+        let s = seconds(&full, phase);
+        assert!(s > 0.0 && s <= wall, "{phase} {s} of {wall} s in all: {full}");
+    }
+    assert_eq!(full["wall_seconds"], full["phases"]["generation_seconds"]);
+    assert_eq!(full["judges"][logprob]["verdicts"], 3, "{full}");
+    assert_eq!(full["judges"][logprob]["judging_seconds"], full["phases"]["judging_seconds"]);
+
+    // A smaller --limit: only the answers and verdicts of its two instructions count.
+    let started = Instant::now();
+    succeed(herd(&cache).args(run_args(&out, 2, 24)).output().unwrap());
+    let small_wall = wall + started.elapsed().as_secs_f64();
+    let small = throughput_of(&out);
+    assert_eq!((&small["examples"], &small["phases"]["verdicts"]), (&2.into(), &2.into()));
+    assert!(
+        seconds(&small, "generation_seconds") < seconds(&full, "generation_seconds"),
+        "the third answer's time counted: {small} vs {full}"
+    );
+    assert!(seconds(&small, "judging_seconds") <= seconds(&full, "judging_seconds"));
+    assert!(seconds(&small, "generation_seconds") <= small_wall);
+
+    // The same run judged again in ranking mode (another judge, so --force): the phases are
+    // the new judge's, and each judge's figures stand apart under `judges`.
+    let mut ranking = args.clone();
+    ranking.extend(["--judge-mode", "ranking", "--force"].map(String::from));
+    succeed(herd(&cache).args(&ranking).output().unwrap());
+    let twice = throughput_of(&out);
+    assert_eq!(twice["examples"], 3);
+    assert_eq!(twice["wall_seconds"], full["wall_seconds"]);
+    assert_eq!(twice["phases"]["verdicts"], 3, "{twice}");
+    let judges = twice["judges"].as_object().unwrap();
+    assert_eq!(judges.len(), 2, "{twice}");
+    assert_eq!(judges[logprob], full["judges"][logprob], "the first judge's figures unchanged");
+    let ranked = &judges["smollm2-135m-instruct_ranking"];
+    assert_eq!(ranked["verdicts"], 3, "{twice}");
+    assert_eq!(ranked["judging_seconds"], twice["phases"]["judging_seconds"]);
+}

@@ -14,9 +14,11 @@
 //! Everything but `throughput.json` depends only on the answers and verdicts: no timestamps,
 //! no worker names, no per-example timings (alpaca_eval's `time_per_example` is left out),
 //! so the same models and settings give byte-identical files. Timings are in
-//! `throughput.json`, computed from the workers' activity records in the store, so writing
-//! the folder again without new work gives the same bytes there too.
+//! `throughput.json`, computed from the timings of the planned results in the store (see
+//! [`crate::throughput`]), so writing the folder again without new work gives the same
+//! bytes there too.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use futures::{StreamExt, TryStreamExt};
@@ -32,7 +34,10 @@ use herd_store::{keys, ResultStore, StoreError};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use crate::throughput::{merge_activity, phase_times, read_activity, PhaseActivity};
+use crate::throughput::{
+    generation_activity, judge_times, judging_activity, merge_activity, phase_times, read_activity,
+    PhaseActivity,
+};
 use crate::{CoordinatorError, RunPlan};
 
 /// One generator's results, as the run's summary shows them.
@@ -71,8 +76,11 @@ pub async fn write_run_folder(
     out: &Path,
 ) -> Result<RunSummary, CoordinatorError> {
     let run = plan.run_id.as_str();
-    let generation_activity = read_activity(store, run, Phase::Generation).await?;
-    let judging_activity = read_activity(store, run, Phase::Judging).await?;
+    let generation_records = read_activity(store, run, Phase::Generation).await?;
+    let judging_records = read_activity(store, run, Phase::Judging).await?;
+    // Every judge's verdicts, for the per-judge figures of a run judged more than once.
+    let every_verdict_key = store.list(&keys::annotations_root(run)).await?;
+    let mut all_verdicts = Vec::new();
     let mut generators = Vec::new();
     let mut files = Vec::new();
     for generator in &plan.generators {
@@ -124,17 +132,38 @@ pub async fn write_run_folder(
 
         let throughput = match generator.spec {
             Some(_) => {
-                let phases = phase_times(
-                    merge_activity(&generation_activity, Some(&generator.name)),
-                    merge_activity(&judging_activity, Some(&generator.name)),
-                );
-                let t = RunThroughput::new(&generator.name, &outputs, phases);
+                let (mut generation, timed) = generation_activity(&outputs);
+                if timed.is_none() {
+                    // Answers of a herd from before they carried their timing.
+                    generation.wall_seconds =
+                        merge_activity(&generation_records, Some(&generator.name)).wall_seconds;
+                }
+                let (mut judging, timed) = judging_activity(&verdicts);
+                if timed.is_none() {
+                    let recorded = merge_activity(&judging_records, Some(&generator.name));
+                    judging = PhaseActivity { jobs: judging.jobs, ..recorded };
+                }
+                let phases = phase_times(generation, judging);
+                let mut judges = BTreeMap::from([(plan.judge.name.clone(), phases.judge_times())]);
+                for (judge, verdicts) in other_judges(
+                    store,
+                    plan,
+                    &generator.name,
+                    &generator.indices,
+                    &every_verdict_key,
+                )
+                .await?
+                {
+                    judges.insert(judge, judge_times(judging_activity(&verdicts).0));
+                }
+                let t = RunThroughput::new(&generator.name, &outputs, phases).with_judges(judges);
                 write_throughput(folder.join("throughput.json"), &t)?;
                 files.push(format!("{folder_part}/throughput.json"));
                 Some(t)
             }
             None => None,
         };
+        all_verdicts.extend(verdicts);
         generators.push(GeneratorSummary {
             name: generator.name.clone(),
             folder,
@@ -172,9 +201,41 @@ pub async fn write_run_folder(
         report: out.join("report.html"),
         leaderboard: out.join("leaderboard.csv"),
         generators,
-        judging: merge_activity(&judging_activity, None),
+        judging: match judging_activity(&all_verdicts) {
+            (judging, Some(_)) => judging,
+            (judging, None) => {
+                PhaseActivity { jobs: judging.jobs, ..merge_activity(&judging_records, None) }
+            }
+        },
         files,
     })
+}
+
+/// The verdicts of judges other than the plan's on `generator`'s answers at `indices`, by
+/// judge name, from `verdict_keys` (every verdict key of the run).
+async fn other_judges(
+    store: &ResultStore,
+    plan: &RunPlan,
+    generator: &str,
+    indices: &[usize],
+    verdict_keys: &[String],
+) -> Result<BTreeMap<String, Vec<JudgeResult>>, CoordinatorError> {
+    let (ours, generator_part) = (keys::segment(&plan.judge.name), keys::segment(generator));
+    let planned: BTreeSet<usize> = indices.iter().copied().collect();
+    // `…/annotations/<judge>/<generator>/<index>.json`
+    let theirs = verdict_keys.iter().filter(|key| {
+        let mut parts = key.rsplit('/').skip(1);
+        let (g, judge) = (parts.next(), parts.next());
+        judge.is_some_and(|j| j != ours)
+            && g == Some(generator_part.as_str())
+            && keys::index_of(key).is_some_and(|i| planned.contains(&i))
+    });
+    let verdicts: Vec<JudgeResult> = read_all(store, theirs.cloned()).await?;
+    let mut by_judge: BTreeMap<String, Vec<JudgeResult>> = BTreeMap::new();
+    for verdict in verdicts.into_iter().filter(|v| v.generator == generator) {
+        by_judge.entry(verdict.judge.clone()).or_default().push(verdict);
+    }
+    Ok(by_judge)
 }
 
 /// Copies the files of a written run folder into the store under `runs/<run>/report/`

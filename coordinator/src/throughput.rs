@@ -1,11 +1,23 @@
-//! Wall times per phase from the workers' activity records: the figures of the
-//! `throughput.json` a run writes per generated generator (alpaca_eval-free numbers herd adds:
-//! examples/s, output tokens/s, wall time per phase). The file itself, its types and its
-//! writing are herd-core's ([`herd_core::throughput`]).
+//! Wall times per phase: the figures of the `throughput.json` a run writes per generated
+//! generator (alpaca_eval-free numbers herd adds: examples/s, output tokens/s, wall time per
+//! phase and per judge). The file itself, its types and its writing are herd-core's
+//! ([`herd_core::throughput`]).
+//!
+//! The figures come from the planned results in the store, never from a process's memory
+//! or from what a worker had flushed before it was killed: counts and tokens are those of
+//! the stored answers and verdicts of the plan's instructions (and of one judge), and the
+//! wall time is computed from each result's [`Stored`] timing — per worker process, from
+//! the start of the batch of its first such result to the storing of its last, then the
+//! union over processes ([`busy_seconds`]). So a kill loses nothing that was stored, a
+//! smaller `--limit` counts only its instructions' results, and two judges of one run
+//! have figures each. Results of a herd from before results carried their timing fall back
+//! to the workers' activity records ([`read_activity`], [`merge_activity`]).
+
+use std::collections::BTreeMap;
 
 use futures::{StreamExt, TryStreamExt};
-use herd_core::jobs::{Phase, WorkerActivity};
-pub use herd_core::throughput::{PhaseTimes, RunThroughput};
+use herd_core::jobs::{GenerationResult, JudgeResult, Phase, Stored, WorkerActivity};
+pub use herd_core::throughput::{JudgeTimes, PhaseTimes, RunThroughput};
 use herd_store::{keys, ResultStore, StoreError};
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +39,52 @@ pub fn union_seconds(mut spans: Vec<(f64, f64)>) -> f64 {
         };
     }
     total + current.map_or(0.0, |(s, e)| e - s)
+}
+
+/// The seconds the worker processes spent on the results with `timings` (worker, timing):
+/// each process from the batch start of its first result to the storing of its last, then
+/// [`union_seconds`] over processes. `None` when no result carries a timing.
+pub fn busy_seconds<'a>(timings: impl IntoIterator<Item = (&'a str, Stored)>) -> Option<f64> {
+    let mut per_worker: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
+    for (worker, t) in timings {
+        let span = per_worker.entry(worker).or_insert((t.batch_started, t.stored_at));
+        span.0 = span.0.min(t.batch_started);
+        span.1 = span.1.max(t.stored_at);
+    }
+    (!per_worker.is_empty()).then(|| union_seconds(per_worker.into_values().collect()))
+}
+
+/// The generation phase of `outputs` (one generator's planned answers in the store); the
+/// wall time is `None` when none carries its timing.
+pub fn generation_activity(outputs: &[GenerationResult]) -> (PhaseActivity, Option<f64>) {
+    let wall = busy_seconds(outputs.iter().filter_map(|o| Some((o.worker.as_str(), o.stored?))));
+    let activity = PhaseActivity {
+        wall_seconds: wall.unwrap_or_default(),
+        jobs: outputs.len(),
+        cached: 0,
+        tokens: outputs.iter().map(|o| o.output_tokens as u64).sum(),
+    };
+    (activity, wall)
+}
+
+/// The judging phase of `verdicts` (one judge's verdicts on planned answers in the store):
+/// prompt tokens of the verdicts judged, not of those from the cache; the wall time is
+/// `None` when none carries its timing.
+pub fn judging_activity(verdicts: &[JudgeResult]) -> (PhaseActivity, Option<f64>) {
+    let wall = busy_seconds(verdicts.iter().filter_map(|v| Some((v.worker.as_str(), v.stored?))));
+    let from_cache = |v: &JudgeResult| v.stored.is_some_and(|s| s.from_cache);
+    let activity = PhaseActivity {
+        wall_seconds: wall.unwrap_or_default(),
+        jobs: verdicts.len(),
+        cached: verdicts.iter().filter(|v| from_cache(v)).count(),
+        tokens: verdicts.iter().filter(|v| !from_cache(v)).map(|v| v.prompt_tokens as u64).sum(),
+    };
+    (activity, wall)
+}
+
+/// A judge's figures on one generator's answers.
+pub fn judge_times(judging: PhaseActivity) -> JudgeTimes {
+    phase_times(PhaseActivity::default(), judging).judge_times()
 }
 
 /// Wall time and work of one generator in one phase, merged over every worker's record.
@@ -116,6 +174,54 @@ mod tests {
         assert_eq!((a.wall_seconds, a.jobs, a.cached, a.tokens), (15.0, 9, 5, 90));
         let all = merge_activity(&records, None);
         assert_eq!((all.wall_seconds, all.jobs), (15.0, 11));
+    }
+
+    fn timed(worker: &str, batch_started: f64, stored_at: f64) -> (&str, Stored) {
+        (worker, Stored { batch_started, stored_at, from_cache: false })
+    }
+
+    #[test]
+    fn busy_seconds_span_each_process_and_count_overlaps_once() {
+        assert_eq!(busy_seconds([]), None);
+        // Process a: 10..14 (a gap between its batches counts, as in one session);
+        // b overlaps it from 13 to 16; c is a later resumption, 30..31.
+        let timings = [
+            timed("a", 10.0, 11.0),
+            timed("a", 12.0, 14.0),
+            timed("b", 13.0, 16.0),
+            timed("c", 30.0, 31.0),
+        ];
+        assert_eq!(busy_seconds(timings), Some(7.0));
+    }
+
+    fn verdict(judge: &str, index: usize, stored: Option<Stored>) -> JudgeResult {
+        JudgeResult {
+            run_id: "r".into(),
+            judge: judge.into(),
+            generator: "g".into(),
+            index,
+            preference: Some(1.5),
+            raw_completion: String::new(),
+            is_switched: false,
+            truncated: false,
+            prompt_tokens: 100,
+            seconds: 0.1,
+            worker: "w".into(),
+            stored,
+        }
+    }
+
+    #[test]
+    fn judging_figures_come_from_the_verdicts_themselves() {
+        let at = |from_cache| Some(Stored { batch_started: 1.0, stored_at: 3.0, from_cache });
+        let verdicts = [verdict("j", 0, at(false)), verdict("j", 1, at(true))];
+        let (judging, wall) = judging_activity(&verdicts);
+        assert_eq!(wall, Some(2.0));
+        assert_eq!((judging.jobs, judging.cached, judging.tokens), (2, 1, 100));
+        let times = judge_times(judging);
+        assert_eq!((times.judging_seconds, times.verdicts, times.verdicts_from_cache), (2.0, 2, 1));
+        // Verdicts of an older herd carry no timing: the caller falls back to the records.
+        assert_eq!(judging_activity(&[verdict("j", 0, None)]).1, None);
     }
 
     #[test]

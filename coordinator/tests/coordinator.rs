@@ -58,6 +58,7 @@ async fn put_output(store: &ResultStore, index: usize) {
         seconds: 0.1,
         finish_reason: FinishReason::Eos,
         worker: "w".into(),
+        stored: None,
     };
     store.put_output(&result).await.unwrap();
 }
@@ -75,6 +76,7 @@ async fn put_verdict(store: &ResultStore, index: usize, preference: Option<f64>)
         prompt_tokens: 100,
         seconds: 0.2,
         worker: "w".into(),
+        stored: None,
     };
     store.put_annotation(&result).await.unwrap();
 }

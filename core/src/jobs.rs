@@ -93,6 +93,34 @@ pub struct GenerationResult {
     pub finish_reason: FinishReason,
     /// Which worker produced it (host/process id), for diagnosis only.
     pub worker: String,
+    /// When it was made (absent in results of a herd from before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored: Option<Stored>,
+}
+
+/// When a worker made a result, for the run's `throughput.json`: the wall time per phase
+/// is computed from the planned results' own timings, so it survives kills (a result is
+/// stored with its timing, or not at all) and covers exactly the results a plan counts.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Stored {
+    /// Unix seconds when the worker's batch that made it started.
+    pub batch_started: f64,
+    /// Unix seconds when it was stored.
+    pub stored_at: f64,
+    /// A verdict taken from the judge cache rather than judged (judging only).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_cache: bool,
+}
+
+impl Stored {
+    /// A result of the batch that started at `batch_started` (Unix seconds), stored now.
+    pub fn now(batch_started: f64, from_cache: bool) -> Self {
+        let stored_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or_default();
+        Self { batch_started, stored_at, from_cache }
+    }
 }
 
 /// How the judge reads its verdict.
@@ -162,6 +190,9 @@ pub struct JudgeResult {
     pub prompt_tokens: usize,
     pub seconds: f64,
     pub worker: String,
+    /// When it was made (absent in verdicts of a herd from before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored: Option<Stored>,
 }
 
 /// The two phases of a run, as workers report their activity.
@@ -182,9 +213,9 @@ impl Phase {
 }
 
 /// What one worker process did in one run and phase, per generator. Workers store it next to
-/// their results; the coordinator merges the spans of every worker into each generator's
-/// wall time per phase (`throughput.json`), so timings survive restarts and add up across
-/// machines without any result carrying a timestamp.
+/// their results. `throughput.json` comes from the results' own [`Stored`] timings; the
+/// coordinator merges these records' spans only for results of a herd from before results
+/// carried their timing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkerActivity {
     pub run_id: String,

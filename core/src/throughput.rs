@@ -2,6 +2,7 @@
 //! each generator's `model_outputs.json` ([`RunThroughput`], written by [`write_throughput`]),
 //! and the report reads ([`GeneratorThroughput`], read by [`read_throughput`]).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -61,28 +62,43 @@ impl GeneratorThroughput {
     }
 }
 
-/// Wall time per phase of one generator.
+/// Wall time per phase of one generator, over the results of the run's plan (its
+/// instructions, its judge) that are in the store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PhaseTimes {
-    /// Seconds from the first generation batch to the last answer stored (summed over
-    /// sessions when the run was resumed).
+    /// Seconds from the first generation batch to the last answer stored, per worker
+    /// process; overlapping processes count once, the gaps between an interrupted run and
+    /// its resumption not at all.
     pub generation_seconds: f64,
-    /// The same for the judge's verdicts on this generator's answers.
+    /// The same for the run's judge's verdicts on this generator's answers.
     pub judging_seconds: f64,
-    /// Verdicts stored, and how many came from the judge cache.
+    /// The run's judge's verdicts stored, and how many came from the judge cache.
     pub verdicts: usize,
     pub verdicts_from_cache: usize,
     /// Prompt tokens the judge model read for them.
     pub judge_prompt_tokens: u64,
 }
 
+/// One judge's verdicts on one generator's answers (the judging figures of [`PhaseTimes`],
+/// for any judge whose verdicts on the planned answers are in the store).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JudgeTimes {
+    pub judging_seconds: f64,
+    pub verdicts: usize,
+    pub verdicts_from_cache: usize,
+    pub judge_prompt_tokens: u64,
+}
+
 /// `throughput.json`: [`GeneratorThroughput`] (what `herd report` reads) plus a `phases`
-/// object.
+/// object, plus `judges`: the judging figures per judge name, every judge that judged the
+/// planned answers (the run's own judge too, whose figures are also in `phases`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunThroughput {
     #[serde(flatten)]
     pub generation: GeneratorThroughput,
     pub phases: PhaseTimes,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub judges: BTreeMap<String, JudgeTimes>,
 }
 
 impl RunThroughput {
@@ -95,6 +111,25 @@ impl RunThroughput {
                 phases.generation_seconds,
             ),
             phases,
+            judges: BTreeMap::new(),
+        }
+    }
+
+    /// With each judge's figures (by judge name).
+    pub fn with_judges(mut self, judges: BTreeMap<String, JudgeTimes>) -> Self {
+        self.judges = judges;
+        self
+    }
+}
+
+impl PhaseTimes {
+    /// This run's judge's part.
+    pub fn judge_times(&self) -> JudgeTimes {
+        JudgeTimes {
+            judging_seconds: self.judging_seconds,
+            verdicts: self.verdicts,
+            verdicts_from_cache: self.verdicts_from_cache,
+            judge_prompt_tokens: self.judge_prompt_tokens,
         }
     }
 }
@@ -158,6 +193,7 @@ mod tests {
             seconds,
             finish_reason,
             worker: worker.into(),
+            stored: None,
         }
     }
 

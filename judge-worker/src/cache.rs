@@ -124,6 +124,7 @@ impl CachedJudgement {
             prompt_tokens: self.prompt_tokens,
             seconds: self.seconds,
             worker: worker.to_string(),
+            stored: None,
         }
     }
 }

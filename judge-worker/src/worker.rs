@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use herd_core::jobs::{JudgeJob, JudgeResult, Phase};
+use herd_core::jobs::{JudgeJob, JudgeResult, Phase, Stored};
 use herd_core::judge::SwapDecision;
 use herd_engine::{BatchOptions, Model};
 use herd_queue::{Delivery, JobQueue, QueueName};
@@ -129,6 +129,7 @@ fn noop_verdict(job: &JudgeJob, worker: &str) -> JudgeResult {
         prompt_tokens: 0,
         seconds: 0.0,
         worker: worker.to_string(),
+        stored: None,
     }
 }
 
@@ -246,9 +247,10 @@ impl Judging<'_> {
         &mut self,
         pass: &mut Pass<'_, Self>,
         delivery: Delivery<JudgeJob>,
-        result: JudgeResult,
+        mut result: JudgeResult,
         cached: bool,
     ) -> Result<(), RuntimeError> {
+        result.stored = Some(Stored::now(pass.batch_started, cached));
         pass.store.put_annotation(&result).await?;
         pass.metrics.record_annotation(&result);
         let tokens = if cached { 0 } else { result.prompt_tokens as u64 };

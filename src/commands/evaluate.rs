@@ -139,6 +139,7 @@ async fn import(
             seconds: 0.0,
             finish_reason: FinishReason::Eos,
             worker: IMPORTED.to_string(),
+            stored: None,
         };
         if store.put_output(&result).await? == Stored::AlreadyThere {
             let key = keys::output(run_id, &model.name, *index);

@@ -21,6 +21,11 @@ pub fn annotations_prefix(run: &str, judge: &str, generator: &str) -> String {
     format!("runs/{}/annotations/{}/{}/", segment(run), segment(judge), segment(generator))
 }
 
+/// The folder of every judge's verdicts in a run, ending in `/`.
+pub fn annotations_root(run: &str) -> String {
+    format!("runs/{}/annotations/", segment(run))
+}
+
 /// `runs/<run>/activity/<phase>/<worker>.json`: what one worker process did in one phase
 /// (`herd_core::jobs::WorkerActivity`), rewritten as it goes; the coordinator turns these
 /// into wall times.
@@ -90,6 +95,7 @@ mod tests {
         assert_eq!(output("r1", "smol", 7), "runs/r1/outputs/smol/7.json");
         assert_eq!(annotation("r1", "llama", "smol", 7), "runs/r1/annotations/llama/smol/7.json");
         assert_eq!(index_of(&output("r1", "smol", 804)), Some(804));
+        assert!(annotation("r1", "llama", "smol", 7).starts_with(&annotations_root("r1")));
         assert_eq!(
             activity("r1", "generation", "host-1"),
             "runs/r1/activity/generation/host-1.json"

@@ -165,6 +165,7 @@ fn output(run: &str, generator: &str, index: usize, text: &str) -> GenerationRes
         seconds: 0.5,
         finish_reason: FinishReason::Eos,
         worker: "test".into(),
+        stored: None,
     }
 }
 

@@ -22,6 +22,7 @@ fn output(run: &str, generator: &str, index: usize, text: &str) -> GenerationRes
         seconds: 0.5,
         finish_reason: FinishReason::Eos,
         worker: "test".into(),
+        stored: None,
     }
 }
 
@@ -38,6 +39,7 @@ fn verdict(run: &str, judge: &str, generator: &str, index: usize) -> JudgeResult
         prompt_tokens: 900,
         seconds: 0.2,
         worker: "test".into(),
+        stored: None,
     }
 }
 

@@ -346,6 +346,7 @@ mod tests {
             seconds: 3.0,
             finish_reason: herd_core::jobs::FinishReason::Eos,
             worker: "w".into(),
+            stored: None,
         };
         metrics.record_output(&output);
         metrics.record_output(&output);

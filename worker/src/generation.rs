@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use herd_core::jobs::{FinishReason, GenerationJob, GenerationResult, Phase};
+use herd_core::jobs::{FinishReason, GenerationJob, GenerationResult, Phase, Stored};
 use herd_engine::{BatchOptions, GenerationRequest, Model};
 use herd_queue::{Delivery, JobQueue, QueueName};
 use herd_runtime::{
@@ -200,6 +200,7 @@ impl Generation<'_> {
                 seconds: 0.0,
                 finish_reason: FinishReason::Eos,
                 worker: self.worker.worker.clone(),
+                stored: Some(Stored::now(batch_started, false)),
             };
             pass.store.put_output(&result).await?;
             pass.metrics.record_output(&result);
@@ -281,6 +282,7 @@ impl Generation<'_> {
                 seconds: output.seconds,
                 finish_reason: finish_reason(output.finish_reason),
                 worker: self.worker.worker.clone(),
+                stored: Some(Stored::now(batch_started, false)),
             };
             pass.store.put_output(&result).await?;
             pass.metrics.record_output(&result);

@@ -67,6 +67,7 @@ mod tests {
             prompt_tokens: 300,
             seconds: 0.5,
             worker: "w".into(),
+            stored: None,
         };
         let row = annotation_from(&job, &result);
         assert_eq!(

@@ -95,6 +95,7 @@ impl PreparedJudgment {
             prompt_tokens: self.prompt_tokens,
             seconds,
             worker: worker.to_string(),
+            stored: None,
         }
     }
 }
