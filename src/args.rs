@@ -9,9 +9,9 @@ use anyhow::{bail, Context};
 use herd_coordinator::RunPlan;
 use herd_core::eval_set::EvalSet;
 use herd_core::jobs::{JudgeMode, JudgeSpec};
-use herd_engine::{BatchOptions, DeviceSpec, LoadOptions, Placement, DEFAULT_MODEL};
+use herd_engine::{BatchOptions, DeviceSpec, LoadOptions, Placement};
 use herd_judge_worker::JudgeCache;
-use herd_runtime::ModelCache;
+use herd_runtime::{ModelCache, DEFAULT_MODEL};
 use herd_store::ResultStore;
 
 use crate::generator_spec::{generator_specs, model_display_name, GeneratorSettings};

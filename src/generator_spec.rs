@@ -10,7 +10,7 @@ use std::str::FromStr;
 
 use anyhow::{bail, Context};
 use herd_core::jobs::{GeneratorSpec, PromptTemplate};
-use herd_engine::DEFAULT_MODEL;
+use herd_runtime::DEFAULT_MODEL;
 
 use crate::args::STORE_FOLDER;
 

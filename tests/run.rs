@@ -216,10 +216,10 @@ fn a_killed_run_resumes_and_does_only_what_is_missing() {
 #[test]
 fn a_generator_model_the_judge_does_not_use_is_released_before_judging() {
     // The default GGUF under a second path: herd loads it as a model of its own.
-    let default = herd_engine::ModelSource::resolve(herd_engine::DEFAULT_MODEL).unwrap();
+    let default = herd_runtime::model_files::resolve(herd_runtime::DEFAULT_MODEL).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let alias = dir.path().join("alias.gguf");
-    std::os::unix::fs::symlink(default.path(), &alias).unwrap();
+    std::os::unix::fs::symlink(&default, &alias).unwrap();
     let generator = format!("name=alias,model={}", alias.display());
     let run = |name: &str, extra: &[&str]| {
         let (out, cache) = (dir.path().join(name), dir.path().join(format!("{name}-cache")));

@@ -17,9 +17,12 @@
 
 use std::time::Instant;
 
+/// Where herd's default model lies (the tests' helper: the model cache, no fetching).
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use herd_engine::{
     BatchOptions, ChatMessage, GenerationRequest, LoadOptions, Model, ScoringOptions, WeightFormat,
-    DEFAULT_MODEL,
 };
 use serde_json::{json, Value};
 
@@ -80,7 +83,8 @@ fn cpu_seconds() -> f64 {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let model_name = flag(&args, "--model").unwrap_or_else(|| DEFAULT_MODEL.into());
+    let model_name =
+        flag(&args, "--model").unwrap_or_else(|| common::smollm2_gguf().display().to_string());
     let weight_format = match flag(&args, "--weights").as_deref() {
         Some("dense") => WeightFormat::Dense,
         Some("quantized") => WeightFormat::Quantized,

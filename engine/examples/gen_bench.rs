@@ -6,14 +6,17 @@
 //! Every cell is the median of `--reps` runs; variants are interleaved within a run so
 //! load from other processes hits them alike.
 //!
-//! cargo run --release -p herd-engine --example gen_bench -- [--model M] [--prompts 48]
+//! cargo run --release -p herd-engine --example gen_bench -- [--model PATH] [--prompts 48]
 //!   [--max-new 128] [--batch-sizes 1,8,16,32] [--budgets 256,512] [--reps 3] [--weights dense|quantized]
 
 use std::time::Instant;
 
+/// Where herd's default model lies (the tests' helper: the model cache, no fetching).
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use herd_engine::{
     BatchOptions, ChatMessage, GenerationRequest, LoadOptions, Model, ScoringOptions, WeightFormat,
-    DEFAULT_MODEL,
 };
 
 struct Args {
@@ -33,7 +36,7 @@ struct Args {
 
 fn parse_args() -> Args {
     let mut a = Args {
-        model: DEFAULT_MODEL.into(),
+        model: String::new(),
         prompts: 48,
         max_new: 128,
         batch_sizes: vec![1, 8, 16, 24, 48],
@@ -71,6 +74,9 @@ fn parse_args() -> Args {
             "--compare-gemm" => a.compare_gemm = true,
             other => panic!("unknown flag {other}"),
         }
+    }
+    if a.model.is_empty() {
+        a.model = common::smollm2_gguf().display().to_string();
     }
     a
 }

@@ -39,9 +39,6 @@ pub enum EngineError {
     #[error("model {model}: chat template: {reason}")]
     ChatTemplate { model: String, reason: ChatTemplateError },
 
-    #[error("built-in model {name}: could not fetch it into {cache}: {reason}")]
-    Fetch { name: String, cache: PathBuf, reason: String },
-
     #[error("request {request}: {reason}")]
     BadRequest { request: usize, reason: String },
 

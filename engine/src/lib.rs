@@ -40,7 +40,7 @@ pub use model::{LoadOptions, Model};
 pub use placement::{DeviceSpec, Placement};
 pub use prompt::{ChatMessage, ChatTemplate};
 pub use scoring::{NextTokenScores, ScoringOptions};
-pub use source::{ModelSource, DEFAULT_MODEL};
+pub use source::ModelSource;
 pub use token_codec::TokenCodec;
 pub use transformer::Transformer;
 pub use weights::WeightFormat;

@@ -24,7 +24,7 @@ pub struct LoadOptions {
 
 #[derive(Debug)]
 pub struct Model {
-    /// What the user asked for (a built-in name or a path).
+    /// The path it was loaded from, for messages and logs.
     pub name: String,
     pub source: ModelSource,
     pub transformer: Transformer,
@@ -33,19 +33,24 @@ pub struct Model {
 }
 
 impl Model {
-    /// Resolves `spec` (built-in name, `.gguf` file or Hugging Face folder) and loads it
-    /// on the CPU.
-    pub fn load(spec: &str, options: &LoadOptions) -> Result<Self> {
-        Self::load_on(spec, options, &Placement::default())
+    /// Loads the model at `path` (a GGUF file or a Hugging Face folder, see
+    /// [`ModelSource::from_path`]) on the CPU.
+    pub fn load(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Self> {
+        Self::load_on(path, options, &Placement::default())
     }
 
     /// [`Model::load`] onto `placement` (a GPU, or tensor-parallel ranks). Everything that
     /// can be checked before the weights are read is: the device, the tensor-parallel
     /// degree against the heads, the weights' size against the GPUs' memory.
-    pub fn load_on(spec: &str, options: &LoadOptions, placement: &Placement) -> Result<Self> {
+    pub fn load_on(
+        path: impl AsRef<Path>,
+        options: &LoadOptions,
+        placement: &Placement,
+    ) -> Result<Self> {
+        let path = path.as_ref();
         placement.check()?;
-        let source = ModelSource::resolve(spec)?;
-        Self::load_source_on(spec, source, options, placement)
+        let source = ModelSource::from_path(path)?;
+        Self::load_source_on(&path.display().to_string(), source, options, placement)
     }
 
     pub fn load_source(name: &str, source: ModelSource, options: &LoadOptions) -> Result<Self> {

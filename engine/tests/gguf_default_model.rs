@@ -1,17 +1,20 @@
 //! The default model (SmolLM2-135M-Instruct, Q4_1 GGUF): templates, deterministic batched
 //! greedy generation, stopping, and next-token scores.
 
+mod common;
+
 use std::sync::OnceLock;
 
+use common::smollm2_gguf;
 use herd_engine::{
     BatchOptions, ChatMessage, FinishReason, GenerationOutput, GenerationRequest, LoadOptions,
-    Model, ScoringOptions, WeightFormat, DEFAULT_MODEL,
+    Model, ScoringOptions, WeightFormat,
 };
 
 fn model() -> &'static Model {
     static MODEL: OnceLock<Model> = OnceLock::new();
     MODEL.get_or_init(|| {
-        Model::load(DEFAULT_MODEL, &LoadOptions::default()).expect("default model loads")
+        Model::load(smollm2_gguf(), &LoadOptions::default()).expect("default model loads")
     })
 }
 
@@ -210,7 +213,7 @@ fn chunked_prefill_computes_the_same_next_token() {
         |v: &[f32]| v.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).unwrap();
     // Dense f32 weights: chunking only reorders f32 sums in attention.
     let dense =
-        Model::load(DEFAULT_MODEL, &LoadOptions { weight_format: WeightFormat::Dense }).unwrap();
+        Model::load(smollm2_gguf(), &LoadOptions { weight_format: WeightFormat::Dense }).unwrap();
     let whole =
         dense.next_token_logits(std::slice::from_ref(&prompt), &ScoringOptions::default()).unwrap();
     let chunked = dense

@@ -8,6 +8,8 @@
 //! (SmolLM2, from the model cache) and the vocabulary-only GGUFs of Llama 3 and GPT-2
 //! stored next to the fixtures.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::io::{Cursor, Read};
 use std::path::{Path, PathBuf};
@@ -18,8 +20,6 @@ use candle_core::quantized::gguf_file;
 use herd_engine::tokenizer::{tokenizer_from_gguf, HerdTokenizer, TokenKind, TokenizerError};
 use serde_json::{json, Value};
 
-const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
-
 fn manifest_dir() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
@@ -29,17 +29,7 @@ fn fixture_dir() -> PathBuf {
 }
 
 fn default_model_path() -> PathBuf {
-    let cache = std::env::var_os("HERD_MODEL_CACHE").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/herd/models")
-    });
-    let path = cache.join(DEFAULT_MODEL_FILE);
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/fetch-default-model.sh (the tokenizer tests need herd's \
-         default model; HERD_MODEL_CACHE moves the cache)",
-        path.display()
-    );
-    path
+    common::smollm2_gguf()
 }
 
 fn gunzip(path: &Path) -> Vec<u8> {

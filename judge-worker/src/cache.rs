@@ -23,7 +23,7 @@ use herd_core::jobs::{JudgeJob, JudgeMode, JudgeResult};
 use herd_core::judge::prompt::ALPACA_EVAL_FN_TEMPLATE;
 use herd_core::judge::SwapDecision;
 use herd_engine::ModelSource;
-use herd_runtime::ModelUnavailable;
+use herd_runtime::{model_files, ModelUnavailable};
 use herd_store::{keys, ResultStore, StoreError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -198,7 +198,8 @@ impl ModelIdentities {
 /// the tokenizer and chat template); for a Hugging Face folder its name, the hash of its
 /// config, tokenizer and chat-template files, and the names and sizes of its weight files.
 pub fn model_identity(spec: &str) -> Result<String, String> {
-    let source = ModelSource::resolve(spec).map_err(|e| e.to_string())?;
+    let path = model_files::resolve(spec).map_err(|e| e.to_string())?;
+    let source = ModelSource::from_path(path).map_err(|e| e.to_string())?;
     let io = |path: &Path, e: std::io::Error| format!("{}: {e}", path.display());
     match source {
         ModelSource::Gguf(path) => {

@@ -6,12 +6,11 @@ use std::time::Duration;
 use herd_core::eval_set::EvalSet;
 use herd_core::jobs::{JudgeJob, JudgeMode, JudgeResult, JudgeSpec};
 use herd_core::judge::{JudgeTokenizer, PreparedJudgment, SwapDecision, LOGPROB_ANSWER_PREFIX};
-use herd_engine::DEFAULT_MODEL;
 use herd_judge_worker::{
     JudgeCache, JudgeCacheKey, JudgeFormat, JudgeModel, JudgeWorker, LogprobCandidates,
 };
 use herd_queue::{JobQueue, MemoryQueue};
-use herd_runtime::ModelCache;
+use herd_runtime::{ModelCache, DEFAULT_MODEL};
 use herd_store::{keys, ResultStore};
 use herd_telemetry::Metrics;
 

@@ -26,6 +26,7 @@ mod batching;
 mod engine_thread;
 mod error;
 mod job_loop;
+pub mod model_files;
 mod models;
 
 pub use activity::{unix_now, ActivityRecorder};
@@ -33,6 +34,7 @@ pub use batching::{next_batch, spawn_feeder, Feed};
 pub use engine_thread::{EngineThread, EngineThreadGone};
 pub use error::RuntimeError;
 pub use job_loop::{run_jobs, JobCounts, JobHandler, LoopSettings, Pass, Role};
+pub use model_files::DEFAULT_MODEL;
 pub use models::{ModelCache, ModelUnavailable};
 
 /// A benchmark-only model name: a worker answers its jobs at once with an empty answer

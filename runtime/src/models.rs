@@ -15,6 +15,8 @@ use std::sync::{Arc, Mutex};
 use herd_engine::{LoadOptions, Model, Placement};
 use tokio::sync::OnceCell;
 
+use crate::model_files;
+
 /// Why a job's model is not available.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("model {model} cannot be loaded: {reason}")]
@@ -84,8 +86,9 @@ impl ModelCache {
         self.lock().entry(spec.to_string()).or_default().clone()
     }
 
-    /// The model `spec` names (built-in name, `.gguf` file or Hugging Face folder), loaded
-    /// on a blocking thread the first time it is asked for.
+    /// The model `spec` names (built-in name, `.gguf` file or Hugging Face folder; see
+    /// [`model_files::resolve`], which fetches a built-in model on first use), loaded on a
+    /// blocking thread the first time it is asked for.
     pub async fn get(&self, spec: &str) -> Result<Arc<Model>, ModelUnavailable> {
         let slot = self.slot(spec);
         slot.get_or_init(|| {
@@ -100,7 +103,10 @@ impl ModelCache {
                     memory_fraction_for(placement.gpu_memory_fraction, *resident, resident_at_once);
                 let loaded = tokio::task::spawn_blocking({
                     let spec = spec.clone();
-                    move || Model::load_on(&spec, &options, &placement)
+                    move || {
+                        let path = model_files::resolve(&spec).map_err(|e| e.to_string())?;
+                        Model::load_on(path, &options, &placement).map_err(|e| e.to_string())
+                    }
                 })
                 .await;
                 match loaded {
@@ -108,7 +114,7 @@ impl ModelCache {
                         *resident += 1;
                         Ok(Arc::new(model))
                     }
-                    Ok(Err(e)) => Err(ModelUnavailable { model: spec, reason: e.to_string() }),
+                    Ok(Err(reason)) => Err(ModelUnavailable { model: spec, reason }),
                     Err(join) => Err(ModelUnavailable {
                         model: spec,
                         reason: format!("loading panicked: {join}"),
@@ -201,7 +207,7 @@ mod tests {
     #[tokio::test]
     async fn a_released_model_is_dropped_and_loads_again_when_asked_for() {
         let cache = ModelCache::default();
-        let spec = herd_engine::DEFAULT_MODEL;
+        let spec = crate::model_files::DEFAULT_MODEL;
         let first = Arc::downgrade(&cache.get(spec).await.unwrap());
         assert_eq!(*cache.resident.lock().await, 1);
         assert!(cache.release(spec).await);

@@ -20,13 +20,14 @@ pub fn prompt_tokens(
 
 #[cfg(test)]
 mod tests {
-    use herd_engine::{LoadOptions, DEFAULT_MODEL};
+    use herd_engine::LoadOptions;
+    use herd_runtime::model_files::{resolve, DEFAULT_MODEL};
 
     use super::*;
 
     #[test]
     fn fixed_templates_are_text_with_the_tokenizers_specials_chat_the_models_format() {
-        let model = Model::load(DEFAULT_MODEL, &LoadOptions::default()).unwrap();
+        let model = Model::load(resolve(DEFAULT_MODEL).unwrap(), &LoadOptions::default()).unwrap();
         let alpaca = prompt_tokens(&model, PromptTemplate::AlpacaSft, "Name a color.").unwrap();
         let text = model.tokenizer.decode(&alpaca).unwrap();
         assert!(text.ends_with("### Instruction:\nName a color.\n\n### Response:\n"), "{text:?}");

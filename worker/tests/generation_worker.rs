@@ -8,9 +8,8 @@ use herd_core::jobs::{
     FinishReason, GenerationJob, GenerationResult, GeneratorSpec, Phase, PromptTemplate,
     WorkerActivity,
 };
-use herd_engine::DEFAULT_MODEL;
 use herd_queue::{JobQueue, MemoryQueue, QueueName};
-use herd_runtime::ModelCache;
+use herd_runtime::{ModelCache, DEFAULT_MODEL};
 use herd_store::{keys, ResultStore};
 use herd_telemetry::Metrics;
 use herd_worker::GenerationWorker;

@@ -1,10 +1,10 @@
 //! A tiny Llama written by the tests themselves: random weights in safetensors, a
-//! config.json and a word-level tokenizer.json.
+//! config.json and a word-level tokenizer.json; and where herd's default model lies.
 
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use serde_json::json;
@@ -197,4 +197,22 @@ pub fn temp_dir(name: &str) -> std::path::PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// SmolLM2-135M-Instruct's Q4_1 GGUF in the model cache (`$HERD_MODEL_CACHE`, else
+/// `~/.cache/herd/models`). The engine fetches nothing: the file must be there.
+pub fn smollm2_gguf() -> PathBuf {
+    let cache = std::env::var_os("HERD_MODEL_CACHE")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/herd/models")
+        });
+    let path = cache.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/fetch-default-model.sh (HERD_MODEL_CACHE moves the cache)",
+        path.display()
+    );
+    path
 }
