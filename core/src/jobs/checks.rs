@@ -111,7 +111,8 @@ pub fn check_judged_answer(
 }
 
 /// An answer stored under (run `run_id`, generator `generator`, `index`): it says so itself,
-/// and carries that index's instruction and dataset.
+/// and carries that index's instruction. (Not its dataset: an imported answer keeps the
+/// one its file gave.)
 pub fn check_generation_result(
     result: &GenerationResult,
     eval_set: &EvalSet,
@@ -123,8 +124,7 @@ pub fn check_generation_result(
     same("generator", &result.generator, generator)?;
     same_index(result.index, index)?;
     let row = row(eval_set, index)?;
-    same("instruction", &result.instruction, &row.instruction)?;
-    same("dataset", &result.dataset, &row.dataset)
+    same("instruction", &result.instruction, &row.instruction)
 }
 
 /// A verdict stored under (run `run_id`, judge `judge`, generator `generator`, `index`): it
