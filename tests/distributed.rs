@@ -16,3 +16,6 @@ mod roles;
 
 #[path = "distributed/faults.rs"]
 mod faults;
+
+#[path = "distributed/forged.rs"]
+mod forged;

@@ -28,6 +28,8 @@ pub enum CoordinatorError {
     #[error("every generator was dropped from the run because of dead-lettered jobs; the first: {first}")]
     EveryGeneratorDropped { first: String },
     /// An imported generator (herd evaluate) lacks an answer the plan expects.
+    #[error("the result stored under {key} does not match the run's plan: {reason}")]
+    ResultMismatch { key: String, reason: String },
     #[error("generator {generator} has no answer for eval-set instruction {index} in run {run}")]
     MissingOutput { run: String, generator: String, index: usize },
     /// `--out` names the folder of another run.

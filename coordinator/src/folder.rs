@@ -9,6 +9,8 @@
 //!     annotations.json         alpaca_eval format: output_1 = reference, output_2 = the model
 //!     throughput.json          examples/s, output tokens/s, wall time per phase (generated only)
 //!     errors.md                10 dispreferred examples, seed 0
+//!   dead_letters.json          only when the run saw any: every dead letter (queue, reason,
+//!                              job) and every stored result rejected for not matching the plan
 //! ```
 //!
 //! Everything but `throughput.json` depends only on the answers and verdicts: no timestamps,
@@ -26,7 +28,9 @@ use herd_core::eval_set::EvalSet;
 use herd_core::formats::{
     write_annotations, write_model_outputs, Annotation, LeaderboardRow, ModelOutput,
 };
-use herd_core::jobs::{GenerationResult, JudgeJob, JudgeResult, Phase};
+use herd_core::jobs::{
+    check_generation_result, check_judge_result, GenerationResult, JudgeJob, JudgeResult, Phase,
+};
 use herd_core::judge::annotation_from;
 use herd_core::throughput::{write_throughput, RunThroughput};
 use herd_report::{build_report, folder_name, ReportOptions};
@@ -34,11 +38,15 @@ use herd_store::{keys, ResultStore, StoreError};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
+use crate::run::{DeadLetter, RejectedResult};
 use crate::throughput::{
     generation_activity, judge_times, judging_activity, merge_activity, phase_times, read_activity,
     PhaseActivity,
 };
 use crate::{CoordinatorError, RunPlan};
+
+/// The run folder's list of dead letters and rejected results.
+pub const DEAD_LETTERS_FILE: &str = "dead_letters.json";
 
 /// One generator's results, as the run's summary shows them.
 #[derive(Debug, Clone)]
@@ -66,6 +74,10 @@ pub struct RunSummary {
     pub judging: PhaseActivity,
     /// Every file written, relative to `out` (`/` between parts), in writing order.
     pub files: Vec<String>,
+    /// Every message the run's dead-letter queue held (see [`DEAD_LETTERS_FILE`]).
+    pub dead_letters: Vec<DeadLetter>,
+    /// Stored results moved aside for not matching the plan.
+    pub rejected: Vec<RejectedResult>,
 }
 
 /// Writes the run folder (see the module docs) from the store.
@@ -98,6 +110,23 @@ pub async fn write_run_folder(
             .iter()
             .map(|&i| keys::annotation(run, &plan.judge.name, &generator.name, i));
         let verdicts: Vec<JudgeResult> = read_all(store, verdict_keys).await?;
+        // The coordinator checked and moved aside what did not match while it followed the
+        // run; a result put since then must not reach the folder either.
+        for (&index, (output, verdict)) in
+            generator.indices.iter().zip(outputs.iter().zip(&verdicts))
+        {
+            let mismatch = check_generation_result(output, eval_set, run, &generator.name, index)
+                .map_err(|m| (keys::output(run, &generator.name, index), m))
+                .and_then(|()| {
+                    check_judge_result(verdict, run, &plan.judge.name, &generator.name, index)
+                        .map_err(|m| {
+                            (keys::annotation(run, &plan.judge.name, &generator.name, index), m)
+                        })
+                });
+            if let Err((key, mismatch)) = mismatch {
+                return Err(CoordinatorError::ResultMismatch { key, reason: mismatch.to_string() });
+            }
+        }
 
         let rows: Vec<ModelOutput> = outputs
             .iter()
@@ -208,6 +237,8 @@ pub async fn write_run_folder(
             }
         },
         files,
+        dead_letters: Vec::new(),
+        rejected: Vec::new(),
     })
 }
 
@@ -236,6 +267,40 @@ async fn other_judges(
         by_judge.entry(verdict.judge.clone()).or_default().push(verdict);
     }
     Ok(by_judge)
+}
+
+/// Writes [`DEAD_LETTERS_FILE`] when the run saw dead letters or rejected results (and
+/// removes an earlier one otherwise, so an honest run's folder is what it always was), and
+/// keeps both lists in `summary`.
+pub fn write_rejections(
+    summary: &mut RunSummary,
+    dead_letters: &[DeadLetter],
+    rejected: &[RejectedResult],
+) -> Result<(), CoordinatorError> {
+    summary.dead_letters = dead_letters.to_vec();
+    summary.rejected = rejected.to_vec();
+    let path = summary.out.join(DEAD_LETTERS_FILE);
+    if dead_letters.is_empty() && rejected.is_empty() {
+        return match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(CoordinatorError::Io { path, action: "remove", source: e })
+            }
+            _ => Ok(()),
+        };
+    }
+    let document = serde_json::json!({
+        "dead_letters": dead_letters,
+        "rejected_results": rejected,
+    });
+    let mut text = serde_json::to_string_pretty(&document).expect("JSON values serialise");
+    text.push('\n');
+    std::fs::write(&path, text).map_err(|source| CoordinatorError::Io {
+        path,
+        action: "write",
+        source,
+    })?;
+    summary.files.push(DEAD_LETTERS_FILE.to_string());
+    Ok(())
 }
 
 /// Copies the files of a written run folder into the store under `runs/<run>/report/`

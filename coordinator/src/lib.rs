@@ -22,10 +22,11 @@ pub mod throughput;
 
 pub use claim::{ClaimOutcome, FolderClaim, CLAIM_FILE};
 pub use error::CoordinatorError;
+pub use folder::DEAD_LETTERS_FILE;
 pub use folder::{GeneratorSummary, RunSummary};
 pub use plan::{PlannedGenerator, RunPlan};
 pub use progress::{GeneratorProgress, RunProgress};
-pub use run::{Coordinator, DeadLetterPolicy, DroppedGenerator};
+pub use run::{Coordinator, DeadLetter, DeadLetterPolicy, DroppedGenerator, RejectedResult};
 pub use throughput::{PhaseTimes, RunThroughput};
 
 /// Documents the coordinator reads from the store at once where it needs many (new answers

@@ -1,13 +1,16 @@
 //! The coordinator's loop: publish what is missing, follow the store, stop on dead letters.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use herd_core::eval_set::EvalSet;
-use herd_core::jobs::{GenerationJob, GenerationResult, GeneratorSpec, JudgeJob};
-use herd_queue::{JobQueue, QueueName};
+use herd_core::jobs::{
+    check_generation_result, check_judge_job, check_judge_result, GenerationJob, GenerationResult,
+    GeneratorSpec, JudgeJob, JudgeResult,
+};
+use herd_queue::{JobQueue, QueueError, QueueName};
 use herd_store::{keys, ResultStore};
 use herd_telemetry::Metrics;
 use serde::Serialize;
@@ -43,11 +46,23 @@ pub struct DroppedGenerator {
     pub jobs: usize,
 }
 
-/// One message seen in the dead-letter queue.
-struct DeadLetter {
-    queue: String,
-    reason: String,
-    job: serde_json::Value,
+/// One message seen in the run's dead-letter queue: the queue it was dead-lettered from,
+/// why, and the job (its text as a JSON string when it is not JSON at all). Listed in the
+/// coordinator's summary and in the run folder's `dead_letters.json`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeadLetter {
+    pub queue: String,
+    pub reason: String,
+    pub job: serde_json::Value,
+}
+
+/// A stored result that did not match the run's plan: its key, where it was moved (the key
+/// is then free for the real result, whose job is published again) and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RejectedResult {
+    pub key: String,
+    pub moved_to: String,
+    pub reason: String,
 }
 
 impl DeadLetter {
@@ -87,6 +102,14 @@ pub struct Coordinator<Q> {
     dropped: BTreeMap<String, DroppedGenerator>,
     /// Dead letters already counted, so a redelivered one is not counted twice.
     dead_letters_seen: HashSet<String>,
+    /// Every dead letter seen, once each, in arrival order.
+    dead_letters: Vec<DeadLetter>,
+    /// Answers checked against the plan, by (generator position, index): their text.
+    answers: HashMap<(usize, usize), String>,
+    /// Verdicts checked against the plan, by (generator position, index).
+    verdicts_checked: HashSet<(usize, usize)>,
+    /// Stored results moved aside because they did not match the plan.
+    rejected: Vec<RejectedResult>,
 }
 
 /// What the store holds for one generator.
@@ -116,6 +139,10 @@ impl<Q: JobQueue> Coordinator<Q> {
             progress: RunProgress::default(),
             dropped: BTreeMap::new(),
             dead_letters_seen: HashSet::new(),
+            dead_letters: Vec::new(),
+            answers: HashMap::new(),
+            verdicts_checked: HashSet::new(),
+            rejected: Vec::new(),
         })
     }
 
@@ -123,6 +150,17 @@ impl<Q: JobQueue> Coordinator<Q> {
     /// ([`DeadLetterPolicy::DropGenerator`]), by name.
     pub fn dropped(&self) -> &BTreeMap<String, DroppedGenerator> {
         &self.dropped
+    }
+
+    /// Every message seen in the run's dead-letter queue, once each, in arrival order.
+    pub fn dead_letters(&self) -> &[DeadLetter] {
+        &self.dead_letters
+    }
+
+    /// Stored results that did not match the plan and were moved aside (their jobs were
+    /// published again).
+    pub fn rejected(&self) -> &[RejectedResult] {
+        &self.rejected
     }
 
     /// The queues of the run: each generated generator's, the judge's and the dead letters'.
@@ -171,27 +209,17 @@ impl<Q: JobQueue> Coordinator<Q> {
         self.purge(&judge_queue).await?;
         let mut progress = RunProgress::default();
         for (position, generator) in self.plan.generators.clone().iter().enumerate() {
-            let stored = self.stored(position).await?;
+            let mut stored = self.stored(position).await?;
+            self.check_results(position, &mut stored, false).await?;
             let missing: Vec<usize> =
                 generator.indices.iter().copied().filter(|i| !stored.outputs.contains(i)).collect();
             match &generator.spec {
-                Some(spec) => {
+                Some(_) => {
                     let queue = self.generation_queue(&generator.name);
                     self.queue.declare(&queue).await?;
                     self.purge(&queue).await?;
-                    let jobs: Vec<GenerationJob> = missing
-                        .iter()
-                        .map(|&index| {
-                            let row = &self.eval_set.rows()[index];
-                            GenerationJob {
-                                run_id: run.clone(),
-                                generator: spec.clone(),
-                                index,
-                                instruction: row.instruction.clone(),
-                                dataset: row.dataset.clone(),
-                            }
-                        })
-                        .collect();
+                    let jobs: Vec<GenerationJob> =
+                        missing.iter().map(|&index| self.generation_job(position, index)).collect();
                     self.publish(&queue, &jobs).await?;
                 }
                 None => {
@@ -234,11 +262,12 @@ impl<Q: JobQueue> Coordinator<Q> {
         &mut self,
         progress: &watch::Sender<RunProgress>,
     ) -> Result<RunProgress, CoordinatorError> {
-        let mut dead_letters = self.dead_letters().await?;
+        let mut dead_letters = self.consume_dead_letters().await?;
         loop {
             let mut now = RunProgress::default();
             for position in 0..self.plan.generators.len() {
-                let stored = self.stored(position).await?;
+                let mut stored = self.stored(position).await?;
+                self.check_results(position, &mut stored, true).await?;
                 if !self.dropped.contains_key(&self.plan.generators[position].name) {
                     self.publish_judge_jobs(position, &stored).await?;
                 }
@@ -280,6 +309,8 @@ impl<Q: JobQueue> Coordinator<Q> {
         if self.dead_letters_seen.insert(identity) {
             let labels = [self.plan.run_id.as_str(), "coordinator", dead.queue.as_str()];
             self.metrics.jobs_dead_lettered.with_label_values(&labels).inc();
+            tracing::warn!(queue = %dead.queue, reason = %dead.reason, job = %dead.job, "dead letter");
+            self.dead_letters.push(dead.clone());
         }
         if self.dead_letter_policy == DeadLetterPolicy::FailRun {
             return Err(dead.into_error());
@@ -312,15 +343,27 @@ impl<Q: JobQueue> Coordinator<Q> {
             else {
                 return Ok(None);
             };
-            let planned = self.plan.generators[position].indices.binary_search(&job.index).is_ok();
+            let planned = self.plan.generators[position].indices.binary_search(&job.index).is_ok()
+                && check_judge_job(&job, &self.eval_set, run, &self.plan.judge.name).is_ok();
+            if !planned {
+                return Ok(None);
+            }
+            // Ours only if it carries the answer stored for it (a forged job does not).
+            let answer = keys::output(run, &job.generator, job.index);
+            let stored: Option<GenerationResult> =
+                self.store.get_json(&answer).await.ok().flatten();
+            if stored.is_none_or(|a| a.output != job.model_output) {
+                return Ok(None);
+            }
             let key = keys::annotation(run, &self.plan.judge.name, &job.generator, job.index);
-            return Ok((planned && !self.store.exists(&key).await?).then_some(position));
+            return Ok((!self.store.exists(&key).await?).then_some(position));
         }
         if let Ok(job) = serde_json::from_value::<GenerationJob>(dead.job.clone()) {
             let ours = |spec: &Option<GeneratorSpec>| spec.as_ref() == Some(&job.generator);
             let position = self.plan.generators.iter().position(|g| ours(&g.spec));
             let Some(position) = position.filter(|_| job.run_id == run) else { return Ok(None) };
-            let planned = self.plan.generators[position].indices.binary_search(&job.index).is_ok();
+            let planned = self.plan.generators[position].indices.binary_search(&job.index).is_ok()
+                && job == self.generation_job(position, job.index);
             let key = keys::output(run, &job.generator.name, job.index);
             return Ok((planned && !self.store.exists(&key).await?).then_some(position));
         }
@@ -332,7 +375,10 @@ impl<Q: JobQueue> Coordinator<Q> {
     pub async fn finish(&self, out: &Path) -> Result<RunSummary, CoordinatorError> {
         let mut plan = self.plan.clone();
         plan.generators.retain(|g| !self.dropped.contains_key(&g.name));
-        crate::folder::write_run_folder(&self.store, &plan, &self.eval_set, out).await
+        let mut summary =
+            crate::folder::write_run_folder(&self.store, &plan, &self.eval_set, out).await?;
+        crate::folder::write_rejections(&mut summary, &self.dead_letters, &self.rejected)?;
+        Ok(summary)
     }
 
     /// Copies the run folder [`finish`](Self::finish) wrote into the store, under
@@ -423,6 +469,167 @@ impl<Q: JobQueue> Coordinator<Q> {
         Ok(())
     }
 
+    /// The generation job this plan publishes for generator `position` at `index` (a
+    /// generated generator's).
+    fn generation_job(&self, position: usize, index: usize) -> GenerationJob {
+        let generator = &self.plan.generators[position];
+        let row = &self.eval_set.rows()[index];
+        GenerationJob {
+            run_id: self.plan.run_id.clone(),
+            generator: generator.spec.clone().expect("a generated generator"),
+            index,
+            instruction: row.instruction.clone(),
+            dataset: row.dataset.clone(),
+        }
+    }
+
+    /// Reads each answer and verdict in `stored` not checked yet and checks it against the
+    /// plan (`herd_core::jobs::check_*_result`): one that does not match is moved aside
+    /// ([`reject`](Self::reject)) and left out of `stored`, with the verdict on a rejected
+    /// answer. With `republish`, the generation jobs of rejected answers are published
+    /// again; a rejected verdict's judge job is published again by `publish_judge_jobs`.
+    async fn check_results(
+        &mut self,
+        position: usize,
+        stored: &mut Stored,
+        republish: bool,
+    ) -> Result<(), CoordinatorError> {
+        let run = self.plan.run_id.clone();
+        let judge = self.plan.judge.name.clone();
+        let generator = self.plan.generators[position].clone();
+        let name = generator.name.as_str();
+        let new_answers: Vec<usize> = stored
+            .outputs
+            .iter()
+            .copied()
+            .filter(|&i| !self.answers.contains_key(&(position, i)))
+            .collect();
+        let new_verdicts: Vec<usize> = stored
+            .annotations
+            .iter()
+            .copied()
+            .filter(|&i| !self.verdicts_checked.contains(&(position, i)))
+            .collect();
+        // One GET per result, once per coordinator life, several at once (each is a round
+        // trip on S3).
+        let answers = self
+            .read_all(new_answers.iter().map(|&i| keys::output(&run, name, i)).collect())
+            .await?;
+        let mut rejected_answers = Vec::new();
+        for (index, bytes) in new_answers.into_iter().zip(answers) {
+            let Some(bytes) = bytes else { continue };
+            let checked = serde_json::from_slice::<GenerationResult>(&bytes)
+                .map_err(|e| format!("not an answer: {e}"))
+                .and_then(|answer| {
+                    check_generation_result(&answer, &self.eval_set, &run, name, index)
+                        .map(|()| answer.output)
+                        .map_err(|m| m.to_string())
+                });
+            match checked {
+                Ok(output) => {
+                    self.answers.insert((position, index), output);
+                }
+                Err(reason) => {
+                    self.reject(&keys::output(&run, name, index), "output", &reason).await?;
+                    let verdict = keys::annotation(&run, &judge, name, index);
+                    if self.store.exists(&verdict).await? {
+                        let why = format!("the verdict on a rejected answer ({reason})");
+                        self.reject(&verdict, "annotation", &why).await?;
+                    }
+                    stored.outputs.remove(&index);
+                    stored.annotations.remove(&index);
+                    self.verdicts_checked.remove(&(position, index));
+                    self.judge_published.remove(&(position, index));
+                    rejected_answers.push(index);
+                }
+            }
+        }
+        let verdicts = self
+            .read_all(
+                new_verdicts.iter().map(|&i| keys::annotation(&run, &judge, name, i)).collect(),
+            )
+            .await?;
+        for (index, bytes) in new_verdicts.into_iter().zip(verdicts) {
+            let Some(bytes) = bytes else { continue };
+            if !stored.annotations.contains(&index) {
+                continue;
+            }
+            let checked = serde_json::from_slice::<JudgeResult>(&bytes)
+                .map_err(|e| format!("not a verdict: {e}"))
+                .and_then(|verdict| {
+                    check_judge_result(&verdict, &run, &judge, name, index)
+                        .map_err(|m| m.to_string())
+                });
+            match checked {
+                Ok(()) => {
+                    self.verdicts_checked.insert((position, index));
+                }
+                Err(reason) => {
+                    let key = keys::annotation(&run, &judge, name, index);
+                    self.reject(&key, "annotation", &reason).await?;
+                    stored.annotations.remove(&index);
+                    self.judge_published.remove(&(position, index));
+                }
+            }
+        }
+        if rejected_answers.is_empty() {
+            return Ok(());
+        }
+        if generator.spec.is_none() {
+            return Err(CoordinatorError::MissingOutput {
+                run,
+                generator: generator.name.clone(),
+                index: rejected_answers[0],
+            });
+        }
+        if republish {
+            let jobs: Vec<GenerationJob> =
+                rejected_answers.iter().map(|&i| self.generation_job(position, i)).collect();
+            self.publish(&self.generation_queue(name), &jobs).await?;
+        }
+        Ok(())
+    }
+
+    /// The documents under `keys`, in order (`None`: gone).
+    async fn read_all(&self, keys: Vec<String>) -> Result<Vec<Option<Vec<u8>>>, CoordinatorError> {
+        let store = &self.store;
+        let read: Vec<Option<Vec<u8>>> = futures::stream::iter(keys)
+            .map(|key| async move { store.get_bytes(&key).await })
+            .buffered(crate::READ_CONCURRENCY)
+            .try_collect()
+            .await?;
+        Ok(read)
+    }
+
+    /// Moves the stored result under `key` (`kind`: `output` or `annotation`) that does not
+    /// match the plan to `runs/<run>/rejected/…`, freeing its key for the real result:
+    /// logged, counted (`herd_results_rejected_total`) and listed in the run's summary.
+    async fn reject(
+        &mut self,
+        key: &str,
+        kind: &str,
+        reason: &str,
+    ) -> Result<(), CoordinatorError> {
+        let run = self.plan.run_id.as_str();
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let moved_to = keys::rejected(run, key, stamp);
+        if let Some(bytes) = self.store.get_bytes(key).await? {
+            self.store.put_bytes(&moved_to, bytes).await?;
+        }
+        self.store.delete(key).await?;
+        tracing::error!(%key, %moved_to, %reason, "a stored result does not match the run's plan; moved aside, its job is published again");
+        self.metrics.results_rejected.with_label_values(&[run, kind]).inc();
+        self.rejected.push(RejectedResult {
+            key: key.to_string(),
+            moved_to,
+            reason: reason.to_string(),
+        });
+        Ok(())
+    }
+
     /// The indices of the plan that have an answer / a verdict in the store.
     async fn stored(&self, position: usize) -> Result<Stored, CoordinatorError> {
         let generator = &self.plan.generators[position];
@@ -454,22 +661,10 @@ impl<Q: JobQueue> Coordinator<Q> {
             .copied()
             .filter(|&index| !self.judge_published.contains(&(position, index)))
             .collect();
-        // One GET per answer, several at once (each is a round trip on S3); `buffered`
-        // yields them in index order, so the jobs are published in the same order as before.
-        let store = &self.store;
-        let run = self.plan.run_id.as_str();
-        let generator_name = generator.as_str();
-        let answers: Vec<(usize, Option<GenerationResult>)> = futures::stream::iter(new)
-            .map(|index| async move {
-                let key = keys::output(run, generator_name, index);
-                store.get_json::<GenerationResult>(&key).await.map(|output| (index, output))
-            })
-            .buffered(crate::READ_CONCURRENCY)
-            .try_collect()
-            .await?;
+        // The answers were read and checked by `check_results`, in index order.
         let mut jobs = Vec::new();
-        for (index, output) in answers {
-            let Some(output) = output else { continue };
+        for index in new {
+            let Some(output) = self.answers.get(&(position, index)).cloned() else { continue };
             let row = &self.eval_set.rows()[index];
             jobs.push(JudgeJob {
                 run_id: self.plan.run_id.clone(),
@@ -479,7 +674,7 @@ impl<Q: JobQueue> Coordinator<Q> {
                 instruction: row.instruction.clone(),
                 dataset: row.dataset.clone(),
                 reference_output: row.output.clone(),
-                model_output: output.output,
+                model_output: output,
             });
         }
         let queue = self.judge_queue();
@@ -528,7 +723,9 @@ impl<Q: JobQueue> Coordinator<Q> {
     }
 
     /// Dead letters of this run, from a background consumer.
-    async fn dead_letters(&self) -> Result<mpsc::UnboundedReceiver<DeadLetter>, CoordinatorError> {
+    async fn consume_dead_letters(
+        &self,
+    ) -> Result<mpsc::UnboundedReceiver<DeadLetter>, CoordinatorError> {
         let dlq = QueueName::dead_letters(&self.plan.run_id);
         self.queue.declare(&dlq).await?;
         let mut consumer =
@@ -538,7 +735,31 @@ impl<Q: JobQueue> Coordinator<Q> {
             // Held unsettled: when the coordinator stops, they go back for inspection.
             let mut held = Vec::new();
             while let Some(next) = consumer.next().await {
-                let Ok(delivery) = next else { continue };
+                let delivery = match next {
+                    Ok(delivery) => delivery,
+                    // Not JSON at all: the consumer keeps it in the queue; list it anyway.
+                    Err(QueueError::MalformedDeadLetter {
+                        reason,
+                        payload,
+                        dead_letter_info,
+                        ..
+                    }) => {
+                        let (queue, why) = match dead_letter_info {
+                            Some(info) => (info.queue, info.reason),
+                            None => (dlq.to_string(), "unknown".to_string()),
+                        };
+                        let dead = DeadLetter {
+                            queue,
+                            reason: format!("{why} (and the dead letter itself: {reason})"),
+                            job: serde_json::Value::String(payload),
+                        };
+                        if sender.send(dead).is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                    Err(_) => continue,
+                };
                 let info = delivery.dead_letter_info.clone();
                 let dead = DeadLetter {
                     queue: info

@@ -393,3 +393,96 @@ async fn while_watching_the_coordinator_reports_each_queues_depth_and_consumers(
     .expect("the gauges show the three generation jobs and the judge queue's consumer");
     watching.abort();
 }
+
+#[tokio::test]
+async fn stored_results_that_do_not_match_the_plan_are_moved_aside_and_their_jobs_published_again()
+{
+    let (queue, store) = (MemoryQueue::default(), memory_store());
+    let set = EvalSet::embedded();
+    put_output(&store, 0).await;
+    // Index 1's key, another instruction (the issue's case).
+    let forged = GenerationResult {
+        run_id: "r".into(),
+        generator: "gen".into(),
+        index: 1,
+        instruction: set.rows()[5].instruction.clone(),
+        dataset: set.rows()[5].dataset.clone(),
+        output: "forged".into(),
+        prompt_tokens: 1,
+        output_tokens: 1,
+        seconds: 0.0,
+        finish_reason: FinishReason::Eos,
+        worker: "forger".into(),
+        stored: None,
+    };
+    store.put_output(&forged).await.unwrap();
+    // Index 0's key, a verdict that says it is index 7's.
+    let verdict = JudgeResult {
+        run_id: "r".into(),
+        judge: "judge".into(),
+        generator: "gen".into(),
+        index: 7,
+        preference: Some(2.0),
+        raw_completion: "{}".into(),
+        is_switched: false,
+        truncated: false,
+        prompt_tokens: 1,
+        seconds: 0.0,
+        worker: "forger".into(),
+        stored: None,
+    };
+    let verdict_key = herd_store::keys::annotation("r", "judge", "gen", 0);
+    store.put_json(&verdict_key, &verdict).await.unwrap();
+
+    let metrics = Metrics::new().unwrap();
+    let mut coordinator =
+        Coordinator::new(queue.clone(), store.clone(), metrics.clone(), plan(2, 8)).unwrap();
+    coordinator.poll_interval = Duration::from_millis(10);
+    coordinator.start().await.unwrap();
+    let rejected: Vec<&str> = coordinator.rejected().iter().map(|r| r.key.as_str()).collect();
+    let answer_key = herd_store::keys::output("r", "gen", 1);
+    assert_eq!(rejected, vec![answer_key.as_str(), verdict_key.as_str()]);
+    assert!(coordinator.rejected()[0].reason.starts_with("instruction is "));
+    assert_eq!(coordinator.rejected()[1].reason, "index is 7, expected 0");
+    assert!(
+        !store.exists(&answer_key).await.unwrap() && !store.exists(&verdict_key).await.unwrap()
+    );
+    assert_eq!(store.list("runs/r/rejected/").await.unwrap().len(), 2);
+    assert_eq!(metrics.results_rejected.with_label_values(&["r", "output"]).get(), 1);
+    let (gen_queue, judge_queue) =
+        (QueueName::generation("r", "gen"), QueueName::judge("r", "judge"));
+    let mut jobs = queue.consume::<GenerationJob>(&gen_queue, 8).await.unwrap();
+    let job = jobs.next().await.unwrap().unwrap();
+    assert_eq!(
+        (job.job.index, job.job.instruction.as_str()),
+        (1, set.rows()[1].instruction.as_str())
+    );
+
+    let (sender, _receiver) = watch::channel(RunProgress::default());
+    let watching =
+        tokio::spawn(async move { coordinator.watch(&sender).await.map(|_| coordinator) });
+    put_output(&store, 1).await;
+    job.ack().await.unwrap();
+    let mut judge_jobs = queue.consume::<JudgeJob>(&judge_queue, 8).await.unwrap();
+    for _ in 0..2 {
+        let delivery = judge_jobs.next().await.unwrap().unwrap();
+        assert_eq!(delivery.job.model_output, format!("answer {}", delivery.job.index));
+        put_verdict(&store, delivery.job.index, Some(1.5)).await;
+        delivery.ack().await.unwrap();
+    }
+    let coordinator =
+        tokio::time::timeout(Duration::from_secs(10), watching).await.unwrap().unwrap().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let summary = coordinator.finish(out.path()).await.unwrap();
+    assert_eq!(summary.rejected.len(), 2);
+    let outputs = read_model_outputs(out.path().join("gen").join("model_outputs.json")).unwrap();
+    for (index, row) in outputs.iter().enumerate() {
+        assert_eq!(row.instruction, set.rows()[index].instruction);
+    }
+    let listed: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.path().join(herd_coordinator::DEAD_LETTERS_FILE)).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(listed["rejected_results"].as_array().unwrap().len(), 2);
+    assert_eq!(listed["dead_letters"].as_array().unwrap().len(), 0);
+}

@@ -36,6 +36,12 @@ impl EvalSet {
         Self::from_rows(rows)
     }
 
+    /// The embedded eval set, parsed once per process.
+    pub fn shared() -> &'static Self {
+        static SHARED: std::sync::OnceLock<EvalSet> = std::sync::OnceLock::new();
+        SHARED.get_or_init(Self::embedded)
+    }
+
     pub fn from_rows(rows: Vec<EvalRow>) -> Self {
         let index_by_instruction =
             rows.iter().enumerate().map(|(i, r)| (r.instruction.clone(), i)).collect();

@@ -240,3 +240,9 @@ pub struct ActivitySpan {
     /// Output tokens generated (generation) or prompt tokens read (judging).
     pub tokens: u64,
 }
+
+mod checks;
+pub use checks::{
+    check_generation_job, check_generation_result, check_judge_job, check_judge_result,
+    check_judged_answer, PlanMismatch,
+};

@@ -5,7 +5,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use herd_core::jobs::{JudgeJob, JudgeResult, Phase, Stored};
+use herd_core::eval_set::EvalSet;
+use herd_core::jobs::{
+    check_judge_job, check_judged_answer, GenerationResult, JudgeJob, JudgeResult, Phase,
+    PlanMismatch, Stored,
+};
 use herd_core::judge::SwapDecision;
 use herd_engine::{BatchOptions, Model};
 use herd_queue::{Delivery, JobQueue, QueueName};
@@ -180,6 +184,10 @@ impl JobHandler for Judging<'_> {
         keys::annotation(&job.run_id, &job.judge.name, &job.generator, job.index)
     }
 
+    fn check(&self, job: &JudgeJob) -> Result<(), PlanMismatch> {
+        check_judge_job(job, EvalSet::shared(), &self.worker.run_id, &self.worker.judge)
+    }
+
     fn refusal(&self, asked: &str, serves: &str) -> String {
         format!(
             "the job asks for judge model {asked} but this worker of judge {} serves {serves}",
@@ -195,6 +203,15 @@ impl JobHandler for Judging<'_> {
         delivery: Delivery<JudgeJob>,
     ) -> Result<Option<Miss>, RuntimeError> {
         let job = &delivery.job;
+        // The answer judged must be the one stored for (run, generator, index): a job
+        // carrying another answer would store a verdict on text the run never produced.
+        let answer = keys::output(&job.run_id, &job.generator, job.index);
+        let stored: Option<GenerationResult> = pass.store.get_json(&answer).await?;
+        if let Err(mismatch) = check_judged_answer(job, stored.as_ref()) {
+            let reason = format!("the job is not one of the run's plan: {mismatch}");
+            pass.dead_letter(delivery, &reason).await?;
+            return Ok(None);
+        }
         if job.judge.model == NOOP_BENCHMARK_MODEL {
             let result = noop_verdict(job, pass.worker());
             self.store(pass, delivery, result, false).await?;

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use herd_core::eval_set::EvalSet;
-use herd_core::jobs::{JudgeJob, JudgeMode, JudgeResult, JudgeSpec};
+use herd_core::jobs::{
+    FinishReason, GenerationResult, JudgeJob, JudgeMode, JudgeResult, JudgeSpec,
+};
 use herd_core::judge::{JudgeTokenizer, PreparedJudgment, SwapDecision, LOGPROB_ANSWER_PREFIX};
 use herd_judge_worker::{
     JudgeCache, JudgeCacheKey, JudgeFormat, JudgeModel, JudgeWorker, LogprobCandidates,
@@ -49,6 +51,24 @@ async fn judge_all(
     cache: &JudgeCache,
     models: &ModelCache,
 ) -> herd_judge_worker::JudgeWorkerStats {
+    // A judge job judges the answer stored for it: store them first, as a generator would.
+    for job in jobs {
+        let answer = GenerationResult {
+            run_id: job.run_id.clone(),
+            generator: job.generator.clone(),
+            index: job.index,
+            instruction: job.instruction.clone(),
+            dataset: job.dataset.clone(),
+            output: job.model_output.clone(),
+            prompt_tokens: 0,
+            output_tokens: 0,
+            seconds: 0.0,
+            finish_reason: FinishReason::Eos,
+            worker: "test-generator".into(),
+            stored: None,
+        };
+        store.put_output(&answer).await.unwrap();
+    }
     let queue = MemoryQueue::default();
     let worker = JudgeWorker::new(run, &jobs[0].judge.name, "test-judge");
     queue.publish(&worker.queue_name(), jobs).await.unwrap();
@@ -230,4 +250,54 @@ async fn the_benchmark_noop_judge_ties_at_once_without_a_model_or_the_cache() {
         verdict.is_switched,
         SwapDecision::for_instruction(&noop[1].instruction).is_switched()
     );
+}
+
+#[tokio::test]
+async fn a_judge_job_for_an_answer_not_stored_or_a_forged_reference_is_dead_lettered() {
+    let store = ResultStore::open(&herd_store::StoreConfig::new("memory://")).unwrap();
+    let cache = JudgeCache::new(store.clone());
+    let models = ModelCache::default();
+    let mut honest = jobs("r-forged", JudgeMode::Logprob, 100, &[0]);
+    honest[0].judge.model = herd_runtime::NOOP_BENCHMARK_MODEL.into();
+    // Stores the answer of index 0 and judges it: the honest job goes through.
+    judge_all("r-forged", &honest, &store, &cache, &models).await;
+    let mut other_answer = honest[0].clone();
+    other_answer.index = 1;
+    let set = EvalSet::embedded();
+    other_answer.instruction = set.rows()[1].instruction.clone();
+    other_answer.dataset = set.rows()[1].dataset.clone();
+    other_answer.reference_output = set.rows()[1].output.clone();
+    let mut worse_reference = honest[0].clone();
+    worse_reference.generator = "gen2".into();
+    worse_reference.reference_output = "a worse reference".into();
+
+    let queue = MemoryQueue::default();
+    let worker = JudgeWorker::new("r-forged", &honest[0].judge.name, "test-judge");
+    queue.publish(&worker.queue_name(), &[other_answer, worse_reference]).await.unwrap();
+    let dlq = herd_queue::QueueName::dead_letters("r-forged");
+    let watched = queue.clone();
+    let done = async move {
+        while watched.stats(&dlq).await.map(|s| s.messages).unwrap_or(0) < 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let metrics = Metrics::new().unwrap();
+    let stats = worker.run(&queue, &store, &cache, &models, &metrics, done).await.unwrap();
+    assert_eq!(stats.dead_lettered, 2);
+    let mut dead = queue
+        .consume::<JudgeJob>(&herd_queue::QueueName::dead_letters("r-forged"), 8)
+        .await
+        .unwrap();
+    let mut reasons = Vec::new();
+    for _ in 0..2 {
+        reasons.push(dead.next().await.unwrap().unwrap().dead_letter_info.unwrap().reason);
+    }
+    reasons.sort();
+    assert!(reasons[0].contains("model_output is "), "{reasons:?}");
+    assert!(reasons[0].contains("there is none"), "{reasons:?}");
+    assert!(reasons[1].contains("reference_output is \"a worse reference\""), "{reasons:?}");
+    for (generator, index) in [("gen", 1), ("gen2", 0)] {
+        let key = keys::annotation("r-forged", &honest[0].judge.name, generator, index);
+        assert!(!store.exists(&key).await.unwrap(), "{key}");
+    }
 }

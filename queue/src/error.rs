@@ -42,6 +42,18 @@ pub enum QueueError {
     #[error("a message on queue {queue} is not a valid job and was dead-lettered: {reason}")]
     Malformed { queue: String, reason: String },
 
+    /// Not fatal: a message in the dead-letter queue `queue` is not a valid job (`reason`).
+    /// The consumer holds it unacknowledged, so it returns to the queue for inspection when
+    /// the consumer stops; `payload` is its text (lossy UTF-8), `dead_letter_info` why and
+    /// from where it was dead-lettered.
+    #[error("a dead letter in queue {queue} is not a valid job and is kept there: {reason}")]
+    MalformedDeadLetter {
+        queue: String,
+        reason: String,
+        payload: String,
+        dead_letter_info: Option<crate::DeadLetterInfo>,
+    },
+
     /// The delivery's channel closed before the ack/nack reached the broker; the broker
     /// redelivers the job (results are stored under idempotent keys, so that is harmless).
     #[error(
@@ -55,9 +67,15 @@ pub enum QueueError {
 }
 
 impl QueueError {
-    /// Whether a consumer stream ends after this error. `Malformed` and `StaleDelivery`
-    /// are reports; everything else means the caller must stop or reconnect itself.
+    /// Whether a consumer stream ends after this error. `Malformed`, `MalformedDeadLetter`
+    /// and `StaleDelivery` are reports; everything else means the caller must stop or
+    /// reconnect itself.
     pub fn is_fatal(&self) -> bool {
-        !matches!(self, QueueError::Malformed { .. } | QueueError::StaleDelivery { .. })
+        !matches!(
+            self,
+            QueueError::Malformed { .. }
+                | QueueError::MalformedDeadLetter { .. }
+                | QueueError::StaleDelivery { .. }
+        )
     }
 }

@@ -183,6 +183,9 @@ struct RawDelivery {
 pub struct JobConsumer<T> {
     queue: QueueName,
     inner: ConsumerInner,
+    /// Malformed dead letters, held unsettled: they go back to the dead-letter queue for
+    /// inspection when the consumer stops.
+    held: Vec<Acker>,
     _job: PhantomData<fn() -> T>,
 }
 
@@ -216,13 +219,19 @@ impl<T: DeserializeOwned> JobConsumer<T> {
             })),
             Err(e) => {
                 let reason = format!("malformed message: {e}");
-                let settled = if self.queue.is_dead_letter_queue() {
-                    // Dead-lettering into the same queue would loop: report and drop it.
-                    tracing::warn!(queue = %self.queue, %reason, "dropping a malformed dead letter");
-                    raw.acker.ack().await
-                } else {
-                    raw.acker.dead_letter(&reason).await
-                };
+                if self.queue.is_dead_letter_queue() {
+                    // Dead-lettering into the same queue would loop, and dropping it would
+                    // lose what someone must inspect: hold it unsettled and report it.
+                    tracing::warn!(queue = %self.queue, %reason, "a malformed dead letter; kept in the queue");
+                    self.held.push(raw.acker);
+                    return Some(Err(QueueError::MalformedDeadLetter {
+                        queue: self.queue.to_string(),
+                        reason,
+                        payload: String::from_utf8_lossy(&raw.payload).into_owned(),
+                        dead_letter_info: raw.dead_letter_info,
+                    }));
+                }
+                let settled = raw.acker.dead_letter(&reason).await;
                 Some(Err(settled
                     .err()
                     .unwrap_or(QueueError::Malformed { queue: self.queue.to_string(), reason })))

@@ -161,6 +161,7 @@ impl JobQueue for MemoryQueue {
         Ok(JobConsumer {
             queue: queue.clone(),
             inner: ConsumerInner::Memory(consumer),
+            held: Vec::new(),
             _job: PhantomData,
         })
     }
@@ -368,6 +369,23 @@ mod tests {
             (info.reason.as_str(), info.queue.as_str()),
             (DELIVERY_LIMIT_REASON, q().as_str())
         );
+    }
+
+    #[tokio::test]
+    async fn a_malformed_dead_letter_is_reported_with_its_text_and_kept() {
+        let queue = MemoryQueue::default();
+        let dlq = q().dead_letter_queue();
+        queue.publish(&dlq, &["not a number"]).await.unwrap();
+        let mut c = queue.consume::<u32>(&dlq, 1).await.unwrap();
+        let err = tokio::time::timeout(Duration::from_millis(200), c.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap_err();
+        let QueueError::MalformedDeadLetter { payload, .. } = &err else { panic!("{err}") };
+        assert_eq!(payload, "\"not a number\"");
+        assert!(!err.is_fatal());
+        assert_eq!(c.held.len(), 1, "held unsettled, never acknowledged");
     }
 
     #[tokio::test]

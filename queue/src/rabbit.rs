@@ -574,6 +574,7 @@ impl JobQueue for RabbitQueue {
         Ok(JobConsumer {
             queue: queue.clone(),
             inner: ConsumerInner::Rabbit(Box::new(consumer)),
+            held: Vec::new(),
             _job: PhantomData,
         })
     }

@@ -127,7 +127,7 @@ fn a_run_folder_with_throughput_shows_speed_and_keeps_generators_apart() {
         verdicts_from_cache: 0,
         judge_prompt_tokens: 1_500_000,
     };
-    let file = RunThroughput { generation: throughput.clone(), phases };
+    let file = RunThroughput { generation: throughput.clone(), phases, judges: Default::default() };
     write_throughput(run.join("vicuna-13b/throughput.json"), &file).unwrap();
     let report = build_report(&[run], &fast_options()).unwrap();
     let names: Vec<&str> = report.generators.iter().map(|g| g.name.as_str()).collect();

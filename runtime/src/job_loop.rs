@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use herd_core::jobs::Phase;
+use herd_core::jobs::{Phase, PlanMismatch};
 use herd_engine::Model;
 use herd_queue::{Delivery, JobQueue, QueueName};
 use herd_store::ResultStore;
@@ -89,6 +89,11 @@ pub trait JobHandler: Send + Sized {
 
     /// The store key of `job`'s result: a job whose result exists is acknowledged at once.
     fn result_key(job: &Self::Job) -> String;
+
+    /// Whether `job` is one the run's plan makes for this worker's queue (run, generator or
+    /// judge, eval-set index, instruction, …: `herd_core::jobs::check_*`). Checked first,
+    /// before any work: a job that is not is dead-lettered with the mismatch.
+    fn check(&self, job: &Self::Job) -> Result<(), PlanMismatch>;
 
     /// The dead-letter reason for a job asking for model `asked` when this worker serves
     /// only `serves`.
@@ -203,6 +208,11 @@ impl<H: JobHandler> Pass<'_, H> {
         for delivery in deliveries {
             if delivery.redelivered {
                 self.metrics.jobs_redelivered.with_label_values(&self.labels()).inc();
+            }
+            if let Err(mismatch) = handler.check(&delivery.job) {
+                let reason = format!("the job is not one of the run's plan: {mismatch}");
+                self.dead_letter(delivery, &reason).await?;
+                continue;
             }
             if self.store.exists(&H::result_key(&delivery.job)).await? {
                 self.counts.already_stored += 1;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use herd_core::jobs::Phase;
+use herd_core::jobs::{Phase, PlanMismatch};
 use herd_engine::Model;
 use herd_queue::{Delivery, JobQueue, MemoryQueue, QueueName};
 use herd_runtime::{
@@ -64,6 +64,14 @@ impl JobHandler for Toy {
 
     fn result_key(job: &Job) -> String {
         key(job.index)
+    }
+
+    /// The toy plan has 100 indices.
+    fn check(&self, job: &Job) -> Result<(), PlanMismatch> {
+        if job.index < 100 {
+            return Ok(());
+        }
+        Err(PlanMismatch { field: "index", found: job.index.to_string(), expected: "< 100".into() })
     }
 
     fn refusal(&self, asked: &str, serves: &str) -> String {
@@ -225,5 +233,31 @@ async fn a_pinned_worker_dead_letters_jobs_naming_another_model() {
     assert_eq!(
         dead_letters(&queue, 1).await,
         vec![(0, "asks for other, serves bench-noop".to_string())]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_the_plan_does_not_make_is_dead_lettered_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ResultStore::local(dir.path()).unwrap();
+    let queue = MemoryQueue::default();
+    let metrics = Metrics::new().unwrap();
+    let name = QueueName::generation("r", "g");
+    queue.declare(&name).await.unwrap();
+    // Even a result stored under its key does not let a job outside the plan through.
+    store.put_json(&key(500), &job(500, NOOP_BENCHMARK_MODEL, false)).await.unwrap();
+    let jobs = [job(99_999, NOOP_BENCHMARK_MODEL, false), job(500, NOOP_BENCHMARK_MODEL, false)];
+    queue.publish(&name, &jobs).await.unwrap();
+    let mut toy = Toy { pinned: None, admitted: vec![], handled: vec![] };
+    let counts = run(&queue, &store, &mut toy, &metrics, 2).await;
+    assert_eq!(counts, JobCounts { already_stored: 0, dead_lettered: 2, given_back: 0 });
+    assert!(toy.admitted.is_empty(), "{:?}", toy.admitted);
+    assert!(!store.exists(&key(99_999)).await.unwrap());
+    assert_eq!(
+        dead_letters(&queue, 2).await,
+        vec![
+            (500, "the job is not one of the run's plan: index is 500, expected < 100".into()),
+            (99_999, "the job is not one of the run's plan: index is 99999, expected < 100".into()),
+        ]
     );
 }

@@ -151,6 +151,23 @@ fn print_summary(run: &str, summary: &RunSummary, local: bool, store: &str) {
         };
         println!("{:<30} {:>8} {win:>15} {lc:>15} {:>8}", g.name, g.examples, g.unparsed);
     }
+    if !summary.dead_letters.is_empty() {
+        println!("dead letters ({}, kept in the dead-letter queue):", summary.dead_letters.len());
+        for dead in &summary.dead_letters {
+            println!("  from {}: {} — job {}", dead.queue, dead.reason, dead.job);
+        }
+    }
+    if !summary.rejected.is_empty() {
+        println!(
+            "stored results rejected (not the run's plan; moved aside, jobs published again):"
+        );
+        for rejected in &summary.rejected {
+            println!("  {} → {}: {}", rejected.key, rejected.moved_to, rejected.reason);
+        }
+    }
+    if !summary.dead_letters.is_empty() || !summary.rejected.is_empty() {
+        println!("both listed in the run folder's {}", herd_coordinator::DEAD_LETTERS_FILE);
+    }
     println!("run folder: {store} under {}", keys::report_prefix(run));
     if local {
         println!("and locally: {}", summary.out.display());

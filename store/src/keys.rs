@@ -62,6 +62,17 @@ pub fn report_file(run: &str, file: &str) -> String {
     format!("{}{}", report_prefix(run), parts.join("/"))
 }
 
+/// `runs/<run>/rejected/<kind>/…/<index>.<stamp>.json`: where the coordinator moves a stored
+/// result that does not match the run's plan (`key`, one of this run's [`output`] or
+/// [`annotation`] keys), so its key is free for the real result and the forged one stays
+/// for inspection; `stamp` tells two rejections of one key apart.
+pub fn rejected(run: &str, key: &str, stamp: u128) -> String {
+    let run_prefix = format!("runs/{}/", segment(run));
+    let rest = key.strip_prefix(&run_prefix).unwrap_or(key);
+    let rest = rest.strip_suffix(".json").unwrap_or(rest);
+    format!("{run_prefix}rejected/{rest}.{stamp}.json")
+}
+
 /// `cache/judgements/<hash>.json`: a verdict by content hash, shared by every run and
 /// worker that uses the store (outside `runs/`).
 pub fn judge_cache(hash: &str) -> String {

@@ -50,6 +50,9 @@ pub struct Metrics {
     pub jobs_redelivered: IntCounterVec,
     /// `herd_jobs_dead_lettered_total{run, role, queue}`: sent to the dead-letter queue.
     pub jobs_dead_lettered: IntCounterVec,
+    /// `herd_results_rejected_total{run, kind}`: stored results (`output`, `annotation`) the
+    /// coordinator found not to match the run's plan and moved aside.
+    pub results_rejected: IntCounterVec,
     /// `herd_examples_generated_total{run, generator}`: rate() is examples per second.
     pub examples_generated: IntCounterVec,
     /// `herd_output_tokens_total{run, generator}`: rate() is tokens per second.
@@ -113,6 +116,12 @@ impl Metrics {
                 "herd_jobs_dead_lettered_total",
                 "Jobs sent to the run's dead-letter queue.",
                 &["run", "role", "queue"],
+            )?,
+            results_rejected: counter(
+                r,
+                "herd_results_rejected_total",
+                "Stored results that did not match the run's plan, moved aside by the coordinator.",
+                &["run", "kind"],
             )?,
             examples_generated: counter(
                 r,

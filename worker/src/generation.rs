@@ -5,7 +5,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use herd_core::jobs::{FinishReason, GenerationJob, GenerationResult, Phase, Stored};
+use herd_core::eval_set::EvalSet;
+use herd_core::jobs::{
+    check_generation_job, FinishReason, GenerationJob, GenerationResult, Phase, PlanMismatch,
+    Stored,
+};
 use herd_engine::{BatchOptions, GenerationRequest, Model};
 use herd_queue::{Delivery, JobQueue, QueueName};
 use herd_runtime::{
@@ -139,6 +143,11 @@ impl JobHandler for Generation<'_> {
 
     fn result_key(job: &GenerationJob) -> String {
         keys::output(&job.run_id, &job.generator.name, job.index)
+    }
+
+    fn check(&self, job: &GenerationJob) -> Result<(), PlanMismatch> {
+        let worker = self.worker;
+        check_generation_job(job, EvalSet::shared(), &worker.run_id, &worker.generator)
     }
 
     fn refusal(&self, asked: &str, serves: &str) -> String {
