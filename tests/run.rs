@@ -425,3 +425,17 @@ fn throughput_counts_the_stored_work_after_kills_a_smaller_limit_and_a_second_ju
     assert_eq!(ranked["verdicts"], 3, "{twice}");
     assert_eq!(ranked["judging_seconds"], twice["phases"]["judging_seconds"]);
 }
+
+#[test]
+fn a_judge_that_cannot_load_is_refused_before_any_answer_is_generated() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, cache) = (dir.path().join("nojudge"), dir.path().join("judge-cache"));
+    let missing = dir.path().join("judge.gguf");
+    let mut args = run_args(&out, 2, 4);
+    args.extend(["--judge-model".into(), missing.to_string_lossy().into_owned()]);
+    let output = herd(&cache).args(&args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "a run with a missing judge model succeeded");
+    assert!(stderr.contains("judge.gguf") && stderr.contains("cannot be loaded"), "{stderr}");
+    assert_eq!(stored_answers(&out), 0, "answers were generated before the judge was checked");
+}

@@ -573,7 +573,7 @@ fn argmax(v: &[f32]) -> usize {
 fn load(args: &Args) -> Model {
     let t = Instant::now();
     let model =
-        Model::load_on(&args.get("--model", "model"), &LoadOptions::default(), &placement(args))
+        Model::load_on(args.get("--model", "model"), &LoadOptions::default(), &placement(args))
             .unwrap_or_else(|e| {
                 eprintln!("error: {e}");
                 std::process::exit(1);

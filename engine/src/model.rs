@@ -53,6 +53,35 @@ impl Model {
         Self::load_source_on(&path.display().to_string(), source, options, placement)
     }
 
+    /// Everything [`Model::load_on`] checks before it reads the weights — the device, the
+    /// files' format and metadata, the tokenizer, the chat template, the tensor-parallel
+    /// degree and the weights' size against the GPUs' memory — without reading them, so a
+    /// run can refuse a model that cannot load before it does any work.
+    pub fn check_loadable(
+        path: impl AsRef<Path>,
+        options: &LoadOptions,
+        placement: &Placement,
+    ) -> Result<ModelConfig> {
+        let path = path.as_ref();
+        placement.check()?;
+        let source = ModelSource::from_path(path)?;
+        let (config, tokenizer, _weights) = match &source {
+            ModelSource::Gguf(path) => open_gguf(path, options)?,
+            ModelSource::HuggingFaceFolder(dir) => open_hf_folder(dir)?,
+        };
+        if placement.paged() {
+            check_degree(&config, placement.tensor_parallel, path)?;
+            check_gpu_shape(&config, placement, path)?;
+            check_fits(&config, placement, path)?;
+        }
+        if let Some(source) = tokenizer.chat_template() {
+            ChatTemplate::new(source, tokenizer.bos_token(), tokenizer.eos_token()).map_err(
+                |reason| EngineError::ChatTemplate { model: path.display().to_string(), reason },
+            )?;
+        }
+        Ok(config)
+    }
+
     pub fn load_source(name: &str, source: ModelSource, options: &LoadOptions) -> Result<Self> {
         Self::load_source_on(name, source, options, &Placement::default())
     }

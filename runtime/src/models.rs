@@ -126,6 +126,29 @@ impl ModelCache {
         .clone()
     }
 
+    /// Checks that `spec` can load here (fetching a built-in model's file if needed) without
+    /// reading its weights: see [`Model::check_loadable`]. A loaded model passes at once.
+    pub async fn check_loadable(&self, spec: &str) -> Result<(), ModelUnavailable> {
+        if self.is_loaded(spec) {
+            return Ok(());
+        }
+        let (model, options, placement) =
+            (spec.to_string(), self.options.clone(), self.placement.clone());
+        let checked = tokio::task::spawn_blocking(move || {
+            let path = model_files::resolve(&model).map_err(|e| e.to_string())?;
+            Model::check_loadable(path, &options, &placement).map_err(|e| e.to_string())
+        })
+        .await;
+        match checked {
+            Ok(Ok(_config)) => Ok(()),
+            Ok(Err(reason)) => Err(ModelUnavailable { model: spec.into(), reason }),
+            Err(join) => Err(ModelUnavailable {
+                model: spec.into(),
+                reason: format!("checking panicked: {join}"),
+            }),
+        }
+    }
+
     /// Whether `spec` is loaded already (a later `get` returns at once).
     pub fn is_loaded(&self, spec: &str) -> bool {
         self.lock().get(spec).and_then(|slot| slot.get()).is_some_and(Result::is_ok)

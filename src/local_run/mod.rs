@@ -16,7 +16,7 @@ use herd_core::jobs::JudgeSpec;
 use herd_engine::BatchOptions;
 use herd_judge_worker::{JudgeCache, JudgeWorker, JudgeWorkerStats};
 use herd_queue::MemoryQueue;
-use herd_runtime::ModelCache;
+use herd_runtime::{ModelCache, NOOP_BENCHMARK_MODEL};
 use herd_store::ResultStore;
 use herd_telemetry::Metrics;
 use herd_worker::{GenerationWorker, GenerationWorkerStats};
@@ -96,6 +96,7 @@ impl LocalRun {
         if let Some(message) = claimed.message(&self.out) {
             eprintln!("{message}");
         }
+        self.check_models(&plan).await?;
         let mut coordinator = Coordinator::new(
             self.queue.clone(),
             self.store.clone(),
@@ -201,6 +202,23 @@ impl LocalRun {
             judging_seconds,
             already,
         })
+    }
+
+    /// Every model the plan names (generators and judge) can load here, checked before any
+    /// job runs: a judge that cannot load is found before the answers are generated, not
+    /// after.
+    async fn check_models(&self, plan: &RunPlan) -> anyhow::Result<()> {
+        let models: BTreeSet<&str> = plan
+            .generators
+            .iter()
+            .filter_map(|g| g.spec.as_ref().map(|s| s.model.as_str()))
+            .chain([plan.judge.model.as_str()])
+            .filter(|&model| model != NOOP_BENCHMARK_MODEL)
+            .collect();
+        for model in models {
+            self.models.check_loadable(model).await?;
+        }
+        Ok(())
     }
 
     /// The model cache for `plan`. With --pipeline every distinct model (generators and the
