@@ -4,6 +4,7 @@
 //! environment through it). URLs are shown without passwords.
 
 use herd_core::redact::redact_url;
+use herd_queue::QueueName;
 use serde_json::{json, Map, Value};
 
 use crate::args::EngineArgs;
@@ -37,6 +38,21 @@ pub fn engine(engine: &EngineArgs) -> Value {
         "gpu_memory_fraction": engine.gpu_memory_fraction,
         "threads": engine.threads,
     })
+}
+
+/// The keys of a worker role: the cluster's, its engine, prefetch and the queue it consumes.
+pub fn worker(
+    role: &str,
+    cluster_args: &ClusterArgs,
+    engine_args: &EngineArgs,
+    prefetch: Option<u16>,
+    queue: &QueueName,
+) -> Map<String, Value> {
+    let mut config = cluster(role, cluster_args);
+    config.insert("engine".into(), engine(engine_args));
+    config.insert("prefetch".into(), prefetch.unwrap_or_else(|| engine_args.prefetch()).into());
+    config.insert("queue".into(), queue.to_string().into());
+    config
 }
 
 /// Prints `config` as pretty JSON on stdout.

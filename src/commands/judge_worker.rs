@@ -77,12 +77,14 @@ async fn serve(args: Args) -> anyhow::Result<()> {
 }
 
 fn print_config(args: &Args) -> anyhow::Result<()> {
-    let mut config = effective_config::cluster("judge-worker", &args.cluster);
-    config.insert("engine".into(), effective_config::engine(&args.engine));
-    config
-        .insert("prefetch".into(), args.prefetch.unwrap_or_else(|| args.engine.prefetch()).into());
     let queue = QueueName::judge(&args.cluster.run_id, &args.judge_name);
-    config.insert("queue".into(), queue.to_string().into());
+    let mut config = effective_config::worker(
+        "judge-worker",
+        &args.cluster,
+        &args.engine,
+        args.prefetch,
+        &queue,
+    );
     config.insert("judge_name".into(), args.judge_name.clone().into());
     config.insert("judge_model".into(), args.judge_model.clone().into());
     config.insert("judge_cache".into(), (!args.no_judge_cache).into());

@@ -67,12 +67,9 @@ async fn serve(args: Args) -> anyhow::Result<()> {
 }
 
 fn print_config(args: &Args) -> anyhow::Result<()> {
-    let mut config = effective_config::cluster("worker", &args.cluster);
-    config.insert("engine".into(), effective_config::engine(&args.engine));
-    config
-        .insert("prefetch".into(), args.prefetch.unwrap_or_else(|| args.engine.prefetch()).into());
     let queue = QueueName::generation(&args.cluster.run_id, &args.generator);
-    config.insert("queue".into(), queue.to_string().into());
+    let mut config =
+        effective_config::worker("worker", &args.cluster, &args.engine, args.prefetch, &queue);
     config.insert("generator".into(), args.generator.clone().into());
     config.insert("model".into(), args.model.clone().into());
     effective_config::print(config)
