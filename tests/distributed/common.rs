@@ -29,6 +29,40 @@ pub const AMQP_HOST: &str = "127.0.0.1:5672";
 pub const JUDGE_MAX_CONTEXT: &str = "600";
 
 /// A run id no other test (or earlier test run) uses.
+/// The flags of a coordinator for `limit` instructions of the default model as generator
+/// `generator` (24 new tokens, chat template), judged by the default model in logprob mode
+/// as `judge`, writing its run folder to `out`.
+pub fn default_model_coordinator_args(
+    generator: &str,
+    judge: &str,
+    limit: usize,
+    out: &Path,
+) -> Vec<String> {
+    let spec = format!("name={generator},model={MODEL},template=chat,max_new_tokens=24");
+    let limit = limit.to_string();
+    [
+        "coordinator",
+        "--generator",
+        &spec,
+        "--judge-name",
+        judge,
+        "--judge-model",
+        MODEL,
+        "--judge-mode",
+        "logprob",
+        "--judge-max-context",
+        JUDGE_MAX_CONTEXT,
+        "--limit",
+        &limit,
+        "--poll-interval-ms",
+        "200",
+        "--out",
+        out.to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 pub fn unique_run(tag: &str) -> String {
     let nanos =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use herd_core::eval_set::EvalSet;
 
-use crate::common::{free_port, wait_until, Cluster, Role, JUDGE_MAX_CONTEXT, MODEL};
+use crate::common::{default_model_coordinator_args, free_port, wait_until, Cluster, Role, MODEL};
 
 const GENERATOR: &str = "smol";
 const JUDGE: &str = "judge";
@@ -60,28 +60,9 @@ impl Roles {
     /// The coordinator, with `extra` flags after the run's.
     fn start_coordinator(cluster: &mut Cluster, amqp_url: Option<&str>, extra: &[&str]) -> Role {
         let out = cluster.path("out");
-        let generator = format!("name={GENERATOR},model={MODEL},template=chat,max_new_tokens=24");
-        let limit = LIMIT.to_string();
-        let mut args = vec![
-            "coordinator",
-            "--generator",
-            &generator,
-            "--judge-name",
-            JUDGE,
-            "--judge-model",
-            MODEL,
-            "--judge-mode",
-            "logprob",
-            "--judge-max-context",
-            JUDGE_MAX_CONTEXT,
-            "--limit",
-            &limit,
-            "--poll-interval-ms",
-            "200",
-            "--out",
-            out.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
+        let mut args = default_model_coordinator_args(GENERATOR, JUDGE, LIMIT, &out);
+        args.extend(extra.iter().map(|flag| flag.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         spawn(cluster, amqp_url, "coordinator", &args)
     }
 

@@ -13,7 +13,7 @@ use herd_core::jobs::{
 use herd_queue::{JobQueue, QueueName};
 use herd_store::keys;
 
-use crate::common::{block_on, wait_until, Cluster, JUDGE_MAX_CONTEXT, MODEL};
+use crate::common::{block_on, default_model_coordinator_args, wait_until, Cluster, MODEL};
 
 const GENERATOR: &str = "smol";
 const JUDGE: &str = "judge";
@@ -47,30 +47,9 @@ fn forged_jobs_and_results_never_reach_the_run_folder_and_dead_letters_are_liste
     let run = cluster.run_id.clone();
     let set = EvalSet::embedded();
     let out = cluster.path("out");
-    let generator = format!("name={GENERATOR},model={MODEL},template=chat,max_new_tokens=24");
-    let limit = LIMIT.to_string();
-    let coordinator = cluster.spawn(
-        "coordinator",
-        &[
-            "coordinator",
-            "--generator",
-            &generator,
-            "--judge-name",
-            JUDGE,
-            "--judge-model",
-            MODEL,
-            "--judge-mode",
-            "logprob",
-            "--judge-max-context",
-            JUDGE_MAX_CONTEXT,
-            "--limit",
-            &limit,
-            "--poll-interval-ms",
-            "200",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-    );
+    let args = default_model_coordinator_args(GENERATOR, JUDGE, LIMIT, &out);
+    let coordinator =
+        cluster.spawn("coordinator", &args.iter().map(String::as_str).collect::<Vec<_>>());
     // The coordinator purges its queues when it starts: forge once its jobs are queued.
     let generation = QueueName::generation(&run, GENERATOR);
     wait_until(
