@@ -1243,12 +1243,13 @@ fn telemetry_readme_metrics() -> Option<BTreeMap<String, BTreeSet<String>>> {
 
 /// telemetry/README.md's table as it read when the dashboard was last aligned with it, for
 /// a checkout where that file is not there yet.
-const TELEMETRY_SNAPSHOT: [(&str, &[&str]); 18] = [
+const TELEMETRY_SNAPSHOT: [(&str, &[&str]); 19] = [
     ("herd_jobs_published_total", &["run", "queue"]),
     ("herd_jobs_completed_total", &["run", "role", "queue"]),
     ("herd_jobs_failed_total", &["run", "role", "queue"]),
     ("herd_jobs_redelivered_total", &["run", "role", "queue"]),
     ("herd_jobs_dead_lettered_total", &["run", "role", "queue"]),
+    ("herd_results_rejected_total", &["run", "kind"]),
     ("herd_examples_generated_total", &["run", "generator"]),
     ("herd_output_tokens_total", &["run", "generator"]),
     ("herd_prompt_tokens_total", &["run", "generator"]),

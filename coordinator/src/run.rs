@@ -409,9 +409,13 @@ impl<Q: JobQueue> Coordinator<Q> {
 
     /// Exports the counters the coordinator keeps per job queue of the plan at 0: the jobs
     /// it published there and the ones it saw dead-lettered from there. A dashboard then
-    /// shows a 0 before the first dead letter instead of "no data".
+    /// shows a 0 before the first dead letter instead of "no data". The same for the
+    /// results it rejects, of either kind.
     fn init_counters(&self) {
         let run = self.plan.run_id.as_str();
+        for kind in ["output", "annotation"] {
+            self.metrics.results_rejected.with_label_values(&[run, kind]);
+        }
         let dead_letters = QueueName::dead_letters(run);
         for queue in self.queues().iter().filter(|q| **q != dead_letters) {
             self.metrics.jobs_published.with_label_values(&[run, queue.as_str()]);

@@ -1,21 +1,44 @@
 //! Causal attention of new queries over a sequence's cached keys and values.
 //!
-//! [`attend`] is the tensor-op version (any device, any number of new tokens). Decoding on
-//! CPU asks one query per sequence of many short sequences, where per-op overhead would
-//! dominate; [`decode_attention_cpu`] does that case for the whole batch in one loop over
-//! the caches' memory. (On GPUs a paged / flash-attention kernel takes this place.)
+//! [`attend`] serves any device and any number of new tokens. On the CPU (f32) it computes
+//! every query row on its own, over exactly the keys it may see, with the same arithmetic as
+//! the decode kernel: a position's output is then the same bits whether its prompt was
+//! prefilled in one pass or in chunks, alone or beside other sequences. Greedy answers thus
+//! do not depend on how the scheduler grouped the work (with gemm, the summation order of a
+//! row changed with the chunk's shape, and about 1 answer in 130 of a full AlpacaEval run
+//! differed between two batch sizes). Decoding on CPU asks one query per sequence of many
+//! short sequences, where per-op overhead would dominate; [`decode_attention_cpu`] does that
+//! case for the whole batch in one loop over the caches' memory. (On GPUs a paged /
+//! flash-attention kernel takes this place.)
 
 use candle_core::{DType, Device, Storage, Tensor};
 use rayon::prelude::*;
 
-use crate::cpu_kernels::CausalSoftmax;
 use crate::error::Result;
 
 /// Causal attention of `t` new queries (`[t, heads, d]`, pre-scaled) over a cache
-/// (`[kv_heads, len, d]` each, the new positions last). Query heads sharing a KV head are
-/// stacked as rows of one matmul instead of repeating K and V.
-/// `mask` is [`causal_mask`] for `t > 1`.
+/// (`[kv_heads, len, d]` each, the new positions last): query `i` sees keys
+/// `0..=len - t + i`. `mask` is [`causal_mask`] for `t > 1` off the CPU; on the CPU (f32)
+/// it is not needed.
 pub fn attend(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    num_heads: usize,
+    num_kv_heads: usize,
+    mask: Option<&Tensor>,
+) -> Result<Tensor> {
+    debug_assert_eq!(q.dim(1)?, num_heads);
+    if decode_kernel_applies(q) {
+        let rows = |t: &Tensor| if rows_are_contiguous(t) { Ok(t.clone()) } else { t.contiguous() };
+        return prefill_attention_cpu(q, &rows(k)?, &rows(v)?, num_kv_heads);
+    }
+    attend_with_tensor_ops(q, k, v, num_heads, num_kv_heads, mask)
+}
+
+/// [`attend`] as matmuls and a softmax (any device and dtype). Query heads sharing a KV
+/// head are stacked as rows of one matmul instead of repeating K and V.
+pub(crate) fn attend_with_tensor_ops(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
@@ -34,20 +57,86 @@ pub fn attend(
         d,
     ))?;
     let scores = q.matmul(&k.t()?)?;
-    let probs = if t > 1 && decode_kernel_applies(&scores) {
-        scores.apply_op1_no_bwd(&CausalSoftmax { queries: t })?
-    } else {
-        let scores = match mask {
-            Some(mask) if t > 1 => scores
-                .reshape((kvh, group, t, len))?
-                .broadcast_add(mask)?
-                .reshape((kvh, group * t, len))?,
-            _ => scores,
-        };
-        candle_nn::ops::softmax_last_dim(&scores)?
+    let scores = match mask {
+        Some(mask) if t > 1 => scores
+            .reshape((kvh, group, t, len))?
+            .broadcast_add(mask)?
+            .reshape((kvh, group * t, len))?,
+        _ => scores,
     };
+    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
     let out = probs.matmul(v)?; // [kvh, group * t, d]
     Ok(out.reshape((kvh, group, t, d))?.permute((2, 0, 1, 3))?.reshape((t, h * d))?)
+}
+
+/// Whether a `[kv_heads, len, d]` cache view is f32 on the CPU with each row contiguous.
+fn rows_are_contiguous(t: &Tensor) -> bool {
+    let stride = t.stride();
+    matches!(t.device(), Device::Cpu)
+        && t.dtype() == DType::F32
+        && t.rank() == 3
+        && stride[2] == 1
+        && stride[1] == t.dims()[2]
+}
+
+/// [`attend`] on the CPU: each query row of each KV head's group through the decode
+/// kernel's [`attend_one_group`], over its own prefix of the cache. Needs f32 and rows
+/// contiguous (see [`rows_are_contiguous`]); a key/value of another dtype is an error.
+fn prefill_attention_cpu(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    num_kv_heads: usize,
+) -> Result<Tensor> {
+    let (t, h, d) = q.dims3()?;
+    let len = k.dim(1)?;
+    if t > len || v.dim(1)? != len || !rows_are_contiguous(k) || !rows_are_contiguous(v) {
+        let reason = format!(
+            "prefill attention: {t} queries over keys {:?} / values {:?} (strides {:?} / {:?}); \
+             needs f32 CPU rows, contiguous",
+            k.dims(),
+            v.dims(),
+            k.stride(),
+            v.stride()
+        );
+        return Err(candle_core::Error::Msg(reason).into());
+    }
+    let group = h / num_kv_heads;
+    let first = len - t;
+    let q_data = q.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+    let (k_storage, k_layout) = k.storage_and_layout();
+    let (v_storage, v_layout) = v.storage_and_layout();
+    let (Storage::Cpu(k_cpu), Storage::Cpu(v_cpu)) = (&*k_storage, &*v_storage) else {
+        unreachable!("rows_are_contiguous checked the device")
+    };
+    let (k_all, v_all) = (k_cpu.as_slice::<f32>()?, v_cpu.as_slice::<f32>()?);
+    let k_heads: Vec<&[f32]> = (0..num_kv_heads)
+        .map(|g| &k_all[k_layout.start_offset() + g * k_layout.stride()[0]..][..len * d])
+        .collect();
+    let v_heads: Vec<&[f32]> = (0..num_kv_heads)
+        .map(|g| &v_all[v_layout.start_offset() + g * v_layout.stride()[0]..][..len * d])
+        .collect();
+    let mut out = vec![0f32; t * h * d];
+    out.par_chunks_mut(h * d).enumerate().for_each_init(
+        || vec![0f32; 2 * group * len],
+        |scratch, (i, out_row)| {
+            let visible = (first + i + 1) * d;
+            for g in 0..num_kv_heads {
+                let q_group = &q_data[(i * h + g * group) * d..][..group * d];
+                let out_group = &mut out_row[g * group * d..][..group * d];
+                attend_one_group(
+                    q_group,
+                    &k_heads[g][..visible],
+                    &v_heads[g][..visible],
+                    d,
+                    scratch,
+                    out_group,
+                );
+            }
+        },
+    );
+    drop((k_storage, v_storage));
+    Ok(Tensor::from_vec(out, (t, h * d), q.device())?)
 }
 
 /// `[t, len]`: 0 where query `i` (at position `len - t + i`) may look, -inf after it.
@@ -286,13 +375,63 @@ mod tests {
             // A view into a larger buffer, as the cache hands out.
             let k = Tensor::randn(0f32, 1.0, (kvh, len + 8, d), &dev)?.narrow(1, 0, len)?;
             let v = Tensor::randn(0f32, 1.0, (kvh, len + 8, d), &dev)?.narrow(1, 0, len)?;
-            expected.push(attend(&q.narrow(0, s, 1)?, &k, &v, h, kvh, None)?);
+            expected.push(attend_with_tensor_ops(&q.narrow(0, s, 1)?, &k, &v, h, kvh, None)?);
             kv.push((k, v));
         }
         let expected = Tensor::cat(&expected, 0)?;
         let got = decode_attention_cpu(&q, &kv, kvh)?;
         let diff = (got - expected)?.abs()?.max_all()?.to_scalar::<f32>()?;
         assert!(diff < 1e-5, "max diff {diff}");
+        Ok(())
+    }
+
+    #[test]
+    fn prefill_kernel_matches_tensor_ops_with_the_causal_mask() -> Result<()> {
+        let dev = Device::Cpu;
+        let (h, kvh, d, t, len) = (6, 2, 16, 7, 20);
+        let q = Tensor::randn(0f32, 1.0, (t, h, d), &dev)?;
+        let k = Tensor::randn(0f32, 1.0, (kvh, len + 4, d), &dev)?.narrow(1, 0, len)?;
+        let v = Tensor::randn(0f32, 1.0, (kvh, len + 4, d), &dev)?.narrow(1, 0, len)?;
+        let mask = causal_mask(t, len, DType::F32, &dev)?;
+        let expected = attend_with_tensor_ops(&q, &k, &v, h, kvh, Some(&mask))?;
+        let got = attend(&q, &k, &v, h, kvh, Some(&mask))?;
+        let diff = (got - expected)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-5, "max diff {diff}");
+        Ok(())
+    }
+
+    /// The same positions give the same bits however the prompt is cut into chunks, and
+    /// the last position's row equals the decode kernel's.
+    #[test]
+    fn a_positions_attention_does_not_depend_on_the_chunking() -> Result<()> {
+        let dev = Device::Cpu;
+        let (h, kvh, d, len) = (6, 2, 16, 29);
+        let q = Tensor::randn(0f32, 1.0, (len, h, d), &dev)?;
+        let k = Tensor::randn(0f32, 1.0, (kvh, len, d), &dev)?;
+        let v = Tensor::randn(0f32, 1.0, (kvh, len, d), &dev)?;
+        let bits = |t: &Tensor| -> Result<Vec<u32>> {
+            Ok(t.flatten_all()?.to_vec1::<f32>()?.into_iter().map(f32::to_bits).collect())
+        };
+        let whole = attend(&q, &k, &v, h, kvh, None)?;
+        for cuts in [vec![1, 28], vec![13, 16], vec![5, 5, 5, 14], vec![28, 1]] {
+            let mut start = 0;
+            let mut parts = Vec::new();
+            for t in cuts.iter().copied() {
+                let end = start + t;
+                parts.push(attend(
+                    &q.narrow(0, start, t)?,
+                    &k.narrow(1, 0, end)?,
+                    &v.narrow(1, 0, end)?,
+                    h,
+                    kvh,
+                    None,
+                )?);
+                start = end;
+            }
+            assert_eq!(bits(&Tensor::cat(&parts, 0)?)?, bits(&whole)?, "chunks {cuts:?}");
+        }
+        let last = decode_attention_cpu(&q.narrow(0, len - 1, 1)?, &[(k, v)], kvh)?;
+        assert_eq!(bits(&last)?, bits(&whole.narrow(0, len - 1, 1)?)?);
         Ok(())
     }
 }

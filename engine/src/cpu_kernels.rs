@@ -272,48 +272,6 @@ pub fn swiglu(gate_up: &Tensor, intermediate: usize) -> Result<Option<Tensor>> {
     Ok(Some(Tensor::from_vec(out, (tokens, intermediate), gate_up.device())?))
 }
 
-/// Softmax over the last dimension of attention scores `[.., rows, len]` whose rows cycle
-/// through `t` queries at positions `len - t .. len` (query-major blocks of `t` rows):
-/// row `r` sees keys `0..=len - t + r % t`, the rest get probability 0. The mask is
-/// implicit (no `[t, len]` tensor, no add), and exp is vectorized.
-#[derive(Debug, Clone, Copy)]
-pub struct CausalSoftmax {
-    pub queries: usize,
-}
-
-impl candle_core::CustomOp1 for CausalSoftmax {
-    fn name(&self) -> &'static str {
-        "causal-softmax"
-    }
-
-    fn cpu_fwd(
-        &self,
-        storage: &candle_core::CpuStorage,
-        layout: &candle_core::Layout,
-    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("causal-softmax: input must be contiguous")
-        };
-        let src = &storage.as_slice::<f32>()?[start..end];
-        let len = *layout.dims().last().unwrap_or(&1);
-        let t = self.queries;
-        if t == 0 || t > len || !(src.len() / len).is_multiple_of(t) {
-            candle_core::bail!(
-                "causal-softmax: {} rows of {len} do not cycle through {t} queries",
-                src.len() / len
-            )
-        }
-        let mut dst = vec![0f32; src.len()];
-        dst.par_chunks_mut(len).zip(src.par_chunks(len)).enumerate().with_min_len(16).for_each(
-            |(r, (out, row))| {
-                let valid = len - t + r % t + 1;
-                softmax_prefix(&row[..valid], &mut out[..valid]);
-            },
-        );
-        Ok((candle_core::CpuStorage::F32(dst), layout.shape().clone()))
-    }
-}
-
 /// `dst = softmax(src)` (vectorized exp where the CPU has AVX2 and FMA).
 pub(crate) fn softmax_prefix(src: &[f32], dst: &mut [f32]) {
     let max = src.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -340,21 +298,6 @@ pub(crate) fn softmax_prefix(src: &[f32], dst: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn causal_softmax_matches_mask_and_softmax() -> Result<()> {
-        let (heads, t, len) = (3, 5, 12);
-        let scores = (Tensor::randn(0f32, 4.0, (heads, 2 * t, len), &Device::Cpu)? - 30.0)?;
-        let mask = crate::attention::causal_mask(t, len, DType::F32, &Device::Cpu)?;
-        let expected = candle_nn::ops::softmax_last_dim(
-            &scores.reshape((heads, 2, t, len))?.broadcast_add(&mask)?,
-        )?
-        .reshape((heads, 2 * t, len))?;
-        let got = scores.apply_op1_no_bwd(&CausalSoftmax { queries: t })?;
-        let diff = (got - expected)?.abs()?.max_all()?.to_scalar::<f32>()?;
-        assert!(diff < 1e-6, "{diff}");
-        Ok(())
-    }
 
     #[test]
     fn swiglu_matches_candle_ops() -> Result<()> {

@@ -362,9 +362,7 @@ impl CustomOp1 for CausalSoftmaxGpu {
     }
 
     fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> CandleResult<(CpuStorage, Shape)> {
-        candle_core::bail!(
-            "herd-causal-softmax runs on GPUs; the CPU uses cpu_kernels::CausalSoftmax"
-        )
+        candle_core::bail!("herd-causal-softmax runs on GPUs; the CPU uses attention::attend")
     }
 
     #[cfg(feature = "cuda")]
@@ -463,7 +461,7 @@ pub fn prefill_attention_with(
     kernel: PrefillKernel,
 ) -> Result<Tensor> {
     if matches!(q.device(), Device::Cpu) {
-        // The CPU's f32 path masks inside its causal softmax kernel.
+        // On the CPU, each query row sees only its own prefix: no mask needed.
         return attention::attend(q, k, v, layout.heads, layout.kv_heads, None);
     }
     if kernel == PrefillKernel::Fused {
