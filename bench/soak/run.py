@@ -10,11 +10,10 @@ evaluation on the RabbitMQ at 127.0.0.1:5672 and an s3s-fs store, while this scr
 When the coordinator has written the run folder, it checks the store holds exactly one
 answer and one verdict per planned instruction, every answer is the eval set's instruction at
 its index and every verdict judges the stored answer; then it runs `herd run` with the same
-settings and reports which rows of model_outputs.json and annotations.json differ. (Greedy
-answers on the CPU engine depend on which sequences share a batch and a forward pass (not on
-the thread count: checked): a few answers in a thousand differ between two runs whose batches
-were made differently, so byte-identity is reported, not required.) Everything is logged
-(with times) to stdout and to `--log`.
+settings and requires model_outputs.json and annotations.json to be byte-identical to its
+(the CPU engine computes every position with the same arithmetic whatever shares its batch
+or forward pass, so two runs whose batches were made differently give the same bits; rows
+that differ are listed). Everything is logged (with times) to stdout and to `--log`.
 
 A program, not a test: the whole eval set takes a long time on a small machine.
 Usage: python3 bench/soak/run.py [--limit 805] [--judge logprob|noop] [--log FILE]
@@ -259,14 +258,16 @@ def main():
     log(f"herd run took {time.time() - started:.0f} s")
     eval_set = json.loads((ROOT / "data" / "eval_set.json").read_text())
     rows = {}
+    identical = True
     for name in ["model_outputs.json", "annotations.json"]:
         ours = json.loads((distributed / "smol" / name).read_text())
         theirs = json.loads((local / "smol" / name).read_text())
         rows[name] = ours
         same = (distributed / "smol" / name).read_bytes() == (local / "smol" / name).read_bytes()
+        identical = identical and same
         differing = [i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b]
-        log(f"{name}: {'byte-identical' if same else f'{len(differing)} of {len(ours)} rows differ'} "
-            f"from herd run's{'' if same else f' (eval-set indices {differing[:20]})'}")
+        log(f"{name}: {'byte-identical to' if same else f'{len(differing)} of {len(ours)} rows differ from'} "
+            f"herd run's{'' if same else f' (eval-set indices {differing[:20]})'}")
     answers_rows, verdict_rows = rows["model_outputs.json"], rows["annotations.json"]
     in_order = [r["instruction"] for r in answers_rows] == [r["instruction"] for r in eval_set[: args.limit]]
     paired = all(a["output_2"] == o["output"] and a["instruction"] == o["instruction"]
@@ -274,8 +275,8 @@ def main():
     log(f"every answer is the eval set's instruction at its index: {in_order}; every verdict judges "
         f"the stored answer: {paired}; annotations rows: {len(verdict_rows)}")
     log(f"leaderboard:\n{(distributed / 'leaderboard.csv').read_text()}")
-    ok = in_order and paired and answers == verdicts == len(verdict_rows) == args.limit
-    log("RESULT: " + ("pass (exactly once, in order, consistent)" if ok else "FAIL"))
+    ok = identical and in_order and paired and answers == verdicts == len(verdict_rows) == args.limit
+    log("RESULT: " + ("pass (exactly once, in order, consistent, byte-identical to herd run)" if ok else "FAIL"))
     if not args.keep and ok:
         shutil.rmtree(work, ignore_errors=True)
     sys.exit(0 if ok else 1)
