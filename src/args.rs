@@ -52,7 +52,10 @@ impl PlanArgs {
     ) -> anyhow::Result<RunPlan> {
         let generators =
             generator_specs(&self.generators, self.baseline.as_ref(), self.max_new_tokens)?;
-        Ok(RunPlan::first_n(run_id, generators, judge, self.limit, eval_set))
+        // The baseline is the last generator (see `generator_specs`).
+        let baseline = self.baseline.as_ref().and(generators.last()).map(|g| g.name.clone());
+        let plan = RunPlan::first_n(run_id, generators, judge, self.limit, eval_set);
+        Ok(RunPlan { baseline, ..plan })
     }
 }
 

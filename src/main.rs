@@ -35,8 +35,10 @@ enum Command {
     Metrics(commands::metrics::Args),
     /// Sample the examples the judge held against the model, as Markdown.
     Errors(commands::errors::Args),
-    /// leaderboard.csv, report.html and errors.md from run folders or annotations files.
+    /// leaderboard.csv, report.html, summary.md and errors.md from run folders or annotations files.
     Report(commands::report::Args),
+    /// Two annotators on the same pairs: agreement, win-rate correlations, each one's leanings.
+    Agreement(commands::agreement::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -64,6 +66,7 @@ fn main() -> std::process::ExitCode {
         Command::Metrics(args) => commands::metrics::run(args),
         Command::Errors(args) => commands::errors::run(args),
         Command::Report(args) => commands::report::run(args),
+        Command::Agreement(args) => commands::agreement::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

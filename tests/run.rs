@@ -102,7 +102,18 @@ fn a_run_writes_every_file_and_running_it_again_does_no_work_and_changes_no_byte
     assert!(
         files.contains_key(Path::new("leaderboard.csv"))
             && files.contains_key(Path::new("report.html"))
+            && files.contains_key(Path::new("summary.md"))
     );
+    // The fine-tune against its baseline, paired, and the warning that 3 rows are few.
+    assert!(
+        stdout.contains(&format!("  {GENERATOR} − {BASELINE}: win rate "))
+            || stdout.contains(&format!("  {BASELINE} − {GENERATOR}: win rate ")),
+        "{stdout}"
+    );
+    assert!(stdout.contains(&format!("caveat: {GENERATOR}: small sample: ")), "{stdout}");
+    let summary = String::from_utf8(files[Path::new("summary.md")].clone()).unwrap();
+    assert!(summary.contains(&format!("| {BASELINE} (baseline) |")), "{summary}");
+    assert!(summary.contains("## Paired differences"), "{summary}");
 
     let eval_set = EvalSet::embedded();
     for generator in [GENERATOR, BASELINE] {

@@ -32,6 +32,7 @@ use herd_core::jobs::{
     check_generation_result, check_judge_result, GenerationResult, JudgeJob, JudgeResult, Phase,
 };
 use herd_core::judge::annotation_from;
+use herd_core::metrics::PairedComparison;
 use herd_core::throughput::{write_throughput, RunThroughput};
 use herd_report::{build_report, folder_name, ReportOptions};
 use herd_store::{keys, ResultStore, StoreError};
@@ -60,6 +61,8 @@ pub struct GeneratorSummary {
     pub leaderboard: Option<LeaderboardRow>,
     /// For generators this run generated.
     pub throughput: Option<RunThroughput>,
+    /// What a reader must know before quoting its figures (`herd_report::caveats`).
+    pub caveats: Vec<String>,
 }
 
 /// What a finished run wrote.
@@ -78,6 +81,8 @@ pub struct RunSummary {
     pub dead_letters: Vec<DeadLetter>,
     /// Stored results moved aside for not matching the plan.
     pub rejected: Vec<RejectedResult>,
+    /// The report's paired comparisons (each generator against the baseline, or every two).
+    pub paired: Vec<PairedComparison>,
 }
 
 /// Writes the run folder (see the module docs) from the store.
@@ -200,11 +205,13 @@ pub async fn write_run_folder(
             unparsed: annotations.iter().filter(|a| a.preference.is_none()).count(),
             leaderboard: None,
             throughput,
+            caveats: Vec::new(),
         });
     }
 
     let folders: Vec<PathBuf> = generators.iter().map(|g| g.folder.clone()).collect();
-    let mut report = build_report(&folders, &ReportOptions::default())?;
+    let options = ReportOptions { baseline: plan.baseline.clone(), ..ReportOptions::default() };
+    let mut report = build_report(&folders, &options)?;
     // The report names each generator's annotations file (a row's title, errors.md's
     // source, the input warnings): relative to the run folder, so that its bytes do not
     // depend on where the folder was written (herd run's --out, the coordinator's scratch).
@@ -224,6 +231,9 @@ pub async fn write_run_folder(
     for summary in &mut generators {
         summary.leaderboard =
             report.leaderboard.iter().find(|row| row.generator == summary.name).cloned();
+        if let Some(g) = report.generators.iter().find(|g| g.name == summary.name) {
+            summary.caveats = g.caveats.clone();
+        }
     }
     Ok(RunSummary {
         out: out.to_path_buf(),
@@ -239,6 +249,7 @@ pub async fn write_run_folder(
         files,
         dead_letters: Vec::new(),
         rejected: Vec::new(),
+        paired: report.paired,
     })
 }
 

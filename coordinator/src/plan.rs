@@ -26,6 +26,10 @@ pub struct RunPlan {
     pub run_id: String,
     pub judge: JudgeSpec,
     pub generators: Vec<PlannedGenerator>,
+    /// The generator the others are compared with, pair by pair, in the report and
+    /// `summary.md` (`--baseline`); without one, every two generators are compared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<String>,
 }
 
 impl RunPlan {
@@ -47,7 +51,7 @@ impl RunPlan {
                 indices: (0..n).collect(),
             })
             .collect();
-        Self { run_id: run_id.to_string(), judge, generators }
+        Self { run_id: run_id.to_string(), judge, generators, baseline: None }
     }
 
     /// Names unique (also as folder names), indices inside the eval set, ascending, unique.

@@ -94,8 +94,14 @@ pub fn char_length(text: &str) -> usize {
     text.chars().count()
 }
 
+/// The HTML anchor of row `row`'s example in `errors.md` (`summary.md` links to it).
+pub fn example_anchor(row: usize) -> String {
+    format!("row-{row}")
+}
+
 /// The sample as Markdown: per row the instruction, dataset, model and reference outputs,
 /// the judge's raw output, their lengths and the preference. `source` names the file.
+/// Each example starts with an anchor ([`example_anchor`]).
 pub fn render_markdown(source: &str, annotations: &[Annotation], sample: &ErrorSample) -> String {
     let mut md = String::new();
     let first = sample.rows.first().and_then(|&r| annotations.get(r)).or(annotations.first());
@@ -140,6 +146,7 @@ pub fn render_markdown(source: &str, annotations: &[Annotation], sample: &ErrorS
         let a = &annotations[row];
         let preference =
             a.preference.map(crate::formats::python_float_repr).unwrap_or_else(|| "null".into());
+        md.push_str(&format!("<a id=\"{}\"></a>\n\n", example_anchor(row)));
         md.push_str(&format!(
             "## {}. Row {row} · `{}` · preference {preference}\n\n",
             i + 1,

@@ -2,6 +2,7 @@
 //! with two decimals, and a dash where there is no figure (no parsed verdict, no LC fit).
 
 use herd_core::formats::LeaderboardRow;
+use herd_core::metrics::PairedDifference;
 
 /// The win rate with its standard error; "— (no verdict)" when no preference was parsed.
 pub fn win_rate_cell(row: &LeaderboardRow) -> String {
@@ -18,6 +19,16 @@ pub fn lc_win_rate_cell(row: &LeaderboardRow) -> String {
     match metrics.length_controlled_winrate.filter(|lc| lc.is_finite()) {
         Some(lc) => plus_minus(lc, metrics.lc_standard_error.filter(|se| se.is_finite())),
         None => "—".into(),
+    }
+}
+
+/// A paired difference in points with its 95 % interval (`+3.10 [+0.52, +5.61]`), or "—".
+pub fn paired_cell(difference: Option<&PairedDifference>) -> String {
+    match difference {
+        Some(d) if d.difference.is_finite() => {
+            format!("{:+.2} [{:+.2}, {:+.2}]", d.difference, d.low, d.high)
+        }
+        _ => "—".into(),
     }
 }
 

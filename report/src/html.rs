@@ -50,6 +50,8 @@ pub fn render(report: &Report) -> String {
     leaderboard_table(&mut page, report);
     charts(&mut page, report);
     dataset_table(&mut page, report);
+    paired_table(&mut page, report);
+    judge_table(&mut page, report);
     warnings(&mut page, report);
     error_samples(&mut page, report);
     page.push_str("</body>\n</html>\n");
@@ -259,13 +261,108 @@ fn dataset_table(page: &mut String, report: &Report) {
     page.push_str("</tbody>\n</table>\n<p class=\"note\">Win rate (%) ± standard error on each source dataset of the eval set.</p>\n");
 }
 
+fn paired_table(page: &mut String, report: &Report) {
+    if report.paired.is_empty() {
+        return;
+    }
+    page.push_str(
+        "<h2>Paired differences</h2>\n<table class=\"paired\">\n<thead><tr><th class=\"name\">A − B</th>\
+         <th>win rate, points (95 % CI)</th><th>LC win rate, points (95 % CI)</th><th>instructions</th>\
+         <th>A better</th><th>B better</th><th>same</th></tr></thead>\n<tbody>\n",
+    );
+    for p in &report.paired {
+        let _ = writeln!(
+            page,
+            "<tr><td class=\"name\">{} − {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&p.a),
+            escape(&p.b),
+            escape(&crate::cells::paired_cell(p.win_rate.as_ref())),
+            escape(&crate::cells::paired_cell(p.length_controlled.as_ref())),
+            p.win_rate.as_ref().map_or(0, |d| d.n),
+            p.a_better,
+            p.b_better,
+            p.same
+        );
+    }
+    page.push_str("</tbody>\n</table>\n");
+    let _ = writeln!(
+        page,
+        "<p class=\"note\">Paired bootstrap over the instructions both generators were judged on \
+         ({} resamples, seed {}). The LC interval resamples each instruction's length-controlled \
+         prediction of the fitted GLMs, which are not refitted per resample.</p>",
+        report.paired[0].resamples, report.paired[0].seed
+    );
+    for p in report.paired.iter().filter(|p| !p.largest_disagreements.is_empty()) {
+        let _ = write!(
+            page,
+            "<details class=\"generator\">\n<summary>Where {} and {} disagree most</summary>\n<table>\n\
+             <thead><tr><th class=\"name\">instruction</th><th>dataset</th><th>preference A</th><th>preference B</th></tr></thead>\n<tbody>\n",
+            escape(&p.a),
+            escape(&p.b)
+        );
+        for d in &p.largest_disagreements {
+            let preview: String = d.instruction.chars().take(100).collect();
+            let _ = writeln!(
+                page,
+                "<tr><td class=\"name\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&preview),
+                escape(&d.dataset),
+                python_float_repr(d.preference_a),
+                python_float_repr(d.preference_b)
+            );
+        }
+        page.push_str("</tbody>\n</table>\n</details>\n");
+    }
+}
+
+fn share(value: f64) -> String {
+    if value.is_finite() {
+        format!("{:.1} %", value * 100.0)
+    } else {
+        "—".into()
+    }
+}
+
+fn judge_table(page: &mut String, report: &Report) {
+    page.push_str(
+        "<h2>The judge</h2>\n<table class=\"judge\">\n<thead><tr><th class=\"name\">generator</th>\
+         <th>parsed</th><th>unparsed</th><th>prefers first shown</th><th>prefers output_1</th>\
+         <th>prefers longer</th><th>empty answers</th><th>empty answers won</th></tr></thead>\n<tbody>\n",
+    );
+    for g in &report.generators {
+        let b = &g.bias;
+        let _ = writeln!(
+            page,
+            "<tr><td class=\"name\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} <span class=\"se\">of {}</span></td><td>{}</td><td>{}</td></tr>",
+            escape(&g.name),
+            b.n_parsed,
+            b.n_unparsed,
+            share(b.prefers_first_shown),
+            share(b.prefers_output_1),
+            share(b.prefers_longer.ratio()),
+            b.prefers_longer.of,
+            b.empty_answers,
+            b.empty_answers_won
+        );
+    }
+    page.push_str(
+        "</tbody>\n</table>\n<p class=\"note\">Prefers first shown: how often the answer the judge \
+         saw first won (alpaca_eval shows the outputs in a seeded random order, <code>is_switched_outputs</code>); \
+         50 % is no position bias. Prefers output_1 and prefers longer are alpaca_eval's \
+         evaluator measures (\"Proba. prefer 1\", \"Proba. prefer longer\": of the pairs whose lengths \
+         differ by more than 30 characters).</p>\n",
+    );
+}
+
 fn warnings(page: &mut String, report: &Report) {
     const SHOWN: usize = 6;
     let noted: Vec<&GeneratorReport> = report
         .generators
         .iter()
         .filter(|g| {
-            !g.warnings.is_empty() || g.metrics.diagnostics.length_controlled_unavailable.is_some()
+            !g.warnings.is_empty()
+                || !g.caveats.is_empty()
+                || g.metrics.diagnostics.length_controlled_unavailable.is_some()
         })
         .collect();
     if noted.is_empty() {
@@ -274,6 +371,9 @@ fn warnings(page: &mut String, report: &Report) {
     page.push_str("<h2>Notes on the inputs</h2>\n");
     for g in noted {
         let _ = write!(page, "<h3>{}</h3>\n<ul class=\"warnings\">\n", escape(&g.name));
+        for caveat in &g.caveats {
+            let _ = writeln!(page, "<li>{}</li>", escape(caveat));
+        }
         if let Some(why) = &g.metrics.diagnostics.length_controlled_unavailable {
             let _ = writeln!(page, "<li>no length-controlled win rate: {}</li>", escape(why));
         }

@@ -14,10 +14,12 @@
 //! `examples/alpaca_eval_interop.rs` with `tools/check_alpaca_eval_loads.py` checks that
 //! alpaca_eval 0.6.6 itself loads the files herd writes and recomputes the same metrics.
 
+mod caveats;
 mod cells;
 mod escape;
 pub mod html;
 mod inputs;
+mod summary_md;
 mod svg;
 
 use std::path::{Path, PathBuf};
@@ -28,12 +30,15 @@ use herd_core::formats::leaderboard::{render_leaderboard, sort_like_alpaca_eval,
 use herd_core::formats::{
     read_annotations, validate_annotations, Annotation, FormatError, LeaderboardRow,
 };
+use herd_core::metrics::paired::DEFAULT_RESAMPLES;
 use herd_core::metrics::{
-    compute_metrics, head_to_head, MetricsError, MetricsOptions, MetricsReport,
+    compare_paired, compute_metrics, head_to_head, JudgeBias, MetricsError, MetricsOptions,
+    MetricsReport, PairedComparison, PairedSide,
 };
 use herd_core::throughput::{read_throughput, GeneratorThroughput, ThroughputFileError};
 
-pub use cells::{lc_win_rate_cell, win_rate_cell};
+pub use caveats::{caveats, SMALL_SAMPLE};
+pub use cells::{lc_win_rate_cell, paired_cell, win_rate_cell};
 pub use inputs::{find_generators, GeneratorSource};
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +67,10 @@ pub struct ReportOptions {
     /// The leaderboard's `mode` column for every row.
     pub mode: String,
     pub metrics: MetricsOptions,
+    /// The generator every other one is compared with, pair by pair; `None`: every two.
+    pub baseline: Option<String>,
+    /// Resamples of the paired bootstrap (seeded with `seed`).
+    pub resamples: usize,
 }
 
 impl Default for ReportOptions {
@@ -71,6 +80,8 @@ impl Default for ReportOptions {
             seed: 0,
             mode: DEFAULT_MODE.to_string(),
             metrics: MetricsOptions::default(),
+            baseline: None,
+            resamples: DEFAULT_RESAMPLES,
         }
     }
 }
@@ -100,6 +111,11 @@ pub struct GeneratorReport {
     /// Validation against the AlpacaEval 2 eval set, as sentences (warnings, or the
     /// error that makes the file not an AlpacaEval 2 file).
     pub warnings: Vec<String>,
+    /// How the judge leaned on this generator's rows.
+    pub bias: JudgeBias,
+    /// What a reader must know before quoting the figures ([`caveats`]): few rows, empty
+    /// answers, unparsed verdicts.
+    pub caveats: Vec<String>,
 }
 
 impl GeneratorReport {
@@ -114,12 +130,17 @@ impl GeneratorReport {
     /// Where `errors.md` goes, relative to the output folder: the generator's folder of
     /// the run, or a folder named after the generator.
     pub fn errors_path(&self) -> PathBuf {
+        self.folder().join("errors.md")
+    }
+
+    /// The generator's folder, relative to the output folder.
+    pub fn folder(&self) -> PathBuf {
         // A run's generator keeps its folder unless its name had to be made unique.
         let folder = match &self.run_folder_name {
             Some(folder) if *folder == self.name => folder.clone(),
             _ => folder_name(&self.name),
         };
-        Path::new(&folder).join("errors.md")
+        PathBuf::from(folder)
     }
 
     /// `errors.md`: the sampled dispreferred examples.
@@ -135,6 +156,11 @@ pub struct Report {
     pub generators: Vec<GeneratorReport>,
     pub leaderboard: Vec<LeaderboardRow>,
     pub seed: u64,
+    /// The baseline's name, when one was named and is among the generators.
+    pub baseline: Option<String>,
+    /// Generator pairs judged on shared instructions: each generator against the
+    /// baseline, or every two in leaderboard order.
+    pub paired: Vec<PairedComparison>,
 }
 
 /// The files of a report, by path relative to the output folder.
@@ -176,11 +202,18 @@ impl Report {
         html::render(self)
     }
 
-    /// `leaderboard.csv`, `report.html` and `<generator>/errors.md` for each generator.
+    /// `summary.md`: the figures a write-up quotes ([`summary_md`]).
+    pub fn summary_markdown(&self) -> String {
+        summary_md::render(self)
+    }
+
+    /// `leaderboard.csv`, `report.html`, `summary.md` and `<generator>/errors.md` for each
+    /// generator.
     pub fn files(&self) -> ReportFiles {
         let mut files = vec![
             (PathBuf::from("leaderboard.csv"), self.leaderboard_csv()),
             (PathBuf::from("report.html"), self.html()),
+            (PathBuf::from("summary.md"), self.summary_markdown()),
         ];
         for generator in &self.generators {
             files.push((generator.errors_path(), generator.errors_markdown()));
@@ -223,7 +256,44 @@ pub fn build_report(inputs: &[PathBuf], options: &ReportOptions) -> Result<Repor
         generators.iter().map(|g| g.leaderboard_row(&options.mode)).collect();
     sort_like_alpaca_eval(&mut leaderboard);
     generators.sort_by_key(|g| leaderboard.iter().position(|row| row.generator == g.name));
-    Ok(Report { generators, leaderboard, seed: options.seed })
+    let baseline = options.baseline.clone().filter(|b| generators.iter().any(|g| g.name == *b));
+    let paired = paired_comparisons(&generators, baseline.as_deref(), options);
+    Ok(Report { generators, leaderboard, seed: options.seed, baseline, paired })
+}
+
+/// Each generator against `baseline`, or every two (the higher-ranked first).
+fn paired_comparisons(
+    generators: &[GeneratorReport],
+    baseline: Option<&str>,
+    options: &ReportOptions,
+) -> Vec<PairedComparison> {
+    let mut pairs = Vec::new();
+    for (i, a) in generators.iter().enumerate() {
+        for b in &generators[i + 1..] {
+            let (a, b) = match baseline {
+                None => (a, b),
+                Some(name) if b.name == name => (a, b),
+                Some(name) if a.name == name => (b, a),
+                Some(_) => continue,
+            };
+            pairs.push(compare_paired(side(a), side(b), options.resamples, options.seed));
+        }
+    }
+    pairs
+}
+
+/// A generator's side of a paired comparison.
+fn side(g: &GeneratorReport) -> PairedSide<'_> {
+    PairedSide {
+        name: &g.name,
+        annotations: &g.annotations,
+        lc_per_row: g
+            .metrics
+            .diagnostics
+            .length_controlled
+            .as_ref()
+            .map(|fit| fit.per_row.as_slice()),
+    }
 }
 
 /// One generator: its annotations, metrics, throughput (when the run recorded it),
@@ -254,7 +324,10 @@ pub fn load_generator(
         ReportError::Metrics { path: path.clone(), generator: name.clone(), source }
     })?;
     let throughput = source.throughput.as_ref().map(read_throughput).transpose()?;
+    let bias = JudgeBias::of(&annotations);
     Ok(GeneratorReport {
+        caveats: caveats(&metrics, &bias),
+        bias,
         datasets: dataset_win_rates(&annotations),
         errors: error_analysis::sample_dispreferred(
             &annotations,

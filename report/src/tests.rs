@@ -160,3 +160,103 @@ fn no_inputs_or_an_empty_folder_is_an_error() {
     let err = build_report(&[dir.path().to_path_buf()], &fast_options()).unwrap_err();
     assert!(err.to_string().contains("no annotations.json"), "{err}");
 }
+
+#[test]
+fn paired_differences_equal_the_difference_of_the_rates_on_the_same_instructions() {
+    let options = ReportOptions { baseline: Some("alpaca-7b".into()), ..fast_options() };
+    let report = build_report(
+        &[oracle("alpaca-7b"), oracle("claude-2.1"), oracle("gpt-3.5-turbo-1106")],
+        &options,
+    )
+    .unwrap();
+    assert_eq!(report.baseline.as_deref(), Some("alpaca-7b"));
+    // Each other generator against the baseline, the baseline second.
+    let pairs: Vec<(&str, &str)> =
+        report.paired.iter().map(|p| (p.a.as_str(), p.b.as_str())).collect();
+    assert_eq!(pairs, [("claude-2.1", "alpaca-7b"), ("gpt-3.5-turbo-1106", "alpaca-7b")]);
+    let metrics = |name: &str| {
+        report.generators.iter().find(|g| g.name == name).unwrap().metrics.metrics.clone()
+    };
+    for p in &report.paired {
+        let (a, b) = (metrics(&p.a), metrics(&p.b));
+        // Every row of these files is judged: the paired difference is the difference
+        // of the two win rates, and of the two LC win rates.
+        let win = p.win_rate.as_ref().unwrap();
+        assert_eq!(win.n, 805);
+        assert!((win.difference - (a.win_rate - b.win_rate)).abs() < 1e-9, "{p:?}");
+        let lc = p.length_controlled.as_ref().unwrap();
+        let lc_gap = a.length_controlled_winrate.unwrap() - b.length_controlled_winrate.unwrap();
+        assert!((lc.difference - lc_gap).abs() < 1e-9, "{p:?}");
+        // Both are far better than alpaca-7b: intervals above 0, around the difference.
+        assert!(win.low > 0.0 && win.low < win.difference && win.difference < win.high);
+        assert!(lc.excludes_zero());
+        assert_eq!(p.a_better + p.b_better + p.same, 805);
+        assert!(p.a_better > p.b_better);
+        assert_eq!(p.largest_disagreements.len(), 5);
+    }
+    // Without a baseline: every two, the higher-ranked first.
+    let every =
+        build_report(&[oracle("alpaca-7b"), oracle("claude-2.1")], &fast_options()).unwrap();
+    assert_eq!(every.paired.len(), 1);
+    assert_eq!(
+        (every.paired[0].a.as_str(), every.paired[0].b.as_str()),
+        ("claude-2.1", "alpaca-7b")
+    );
+}
+
+#[test]
+fn summary_md_carries_the_figures_the_paired_difference_and_links_to_each_example() {
+    let options = ReportOptions { baseline: Some("alpaca-7b".into()), ..fast_options() };
+    let report = build_report(&[oracle("alpaca-7b"), oracle("claude-2.1")], &options).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    report.files().write_to(dir.path()).unwrap();
+    let summary = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
+    assert!(summary.contains("Annotator: `weighted_alpaca_eval_gpt4_turbo`"), "{summary}");
+    assert!(summary.contains("| alpaca-7b (baseline) |"), "{summary}");
+    let claude = &report.leaderboard[0];
+    assert!(summary.contains(&format!("| claude-2.1 | — | — | {} |", win_rate_cell(claude))));
+    let pair = &report.paired[0];
+    assert!(summary.contains(&format!(
+        "| claude-2.1 − alpaca-7b | {} | {} | 805 |",
+        paired_cell(pair.win_rate.as_ref()),
+        paired_cell(pair.length_controlled.as_ref())
+    )));
+    // Every sampled example is linked to an anchor that errors.md has.
+    for g in &report.generators {
+        let errors = std::fs::read_to_string(dir.path().join(g.errors_path())).unwrap();
+        for &row in &g.errors.rows {
+            let anchor = herd_core::error_analysis::example_anchor(row);
+            assert!(errors.contains(&format!("<a id=\"{anchor}\"></a>")));
+            assert!(summary.contains(&format!("({}/errors.md#{anchor})", g.name)), "{summary}");
+        }
+    }
+    // Full files: no small-sample caveat.
+    assert!(!summary.contains("small sample"));
+}
+
+#[test]
+fn a_small_sample_and_empty_answers_are_flagged() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rows = read_annotations(oracle("alpaca-7b")).unwrap();
+    rows.truncate(20);
+    for row in rows.iter_mut().take(12) {
+        row.output_2 = String::new();
+    }
+    rows[0].preference = Some(2.0); // an empty answer the judge preferred
+    rows[19].preference = None;
+    let path = dir.path().join("annotations.json");
+    write_annotations(&path, &rows).unwrap();
+    let report = build_report(&[path], &fast_options()).unwrap();
+    let caveats = &report.generators[0].caveats;
+    assert!(caveats[0].starts_with("mostly empty answers: 12 of 20"), "{caveats:?}");
+    assert!(caveats[1].starts_with("small sample: 19 judged instructions"), "{caveats:?}");
+    assert!(caveats
+        .iter()
+        .any(|c| c.contains("preferred an empty answer to the reference 1 time")));
+    assert!(caveats.iter().any(|c| c.starts_with("1 of 20 verdicts could not be parsed")));
+    let html = report.html();
+    assert!(html.contains("small sample: 19 judged instructions"));
+    assert!(report.summary_markdown().contains("small sample: 19 judged instructions"));
+    let bias = &report.generators[0].bias;
+    assert_eq!((bias.empty_answers, bias.empty_answers_won, bias.n_unparsed), (12, 1, 1));
+}

@@ -58,7 +58,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 indices: model.rows.iter().map(|(index, _)| *index).collect(),
             });
         }
-        let plan = RunPlan { run_id, judge, generators };
+        let plan = RunPlan { run_id, judge, generators, baseline: None };
         let outcome = local.execute(plan).await?;
         outcome.print();
         anyhow::Ok(())

@@ -1,3 +1,4 @@
+pub mod agreement;
 pub mod coordinator;
 pub mod errors;
 pub mod evaluate;

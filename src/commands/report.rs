@@ -1,5 +1,5 @@
-//! `herd report`: `leaderboard.csv`, `report.html` and `<generator>/errors.md` from run
-//! folders or annotations files.
+//! `herd report`: `leaderboard.csv`, `report.html`, `summary.md` and
+//! `<generator>/errors.md` from run folders or annotations files.
 
 use std::path::PathBuf;
 
@@ -23,6 +23,10 @@ pub struct Args {
     /// The leaderboard's `mode` column (alpaca_eval: minimal, verified, community, dev).
     #[arg(long, env = "HERD_LEADERBOARD_MODE", default_value = "community")]
     pub mode: String,
+    /// Compare every other generator with this one (paired differences with bootstrap
+    /// intervals); without it, every two generators are compared.
+    #[arg(long, env = "HERD_REPORT_BASELINE", value_name = "GENERATOR")]
+    pub baseline: Option<String>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -35,9 +39,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         error_samples: args.n,
         seed: args.seed,
         mode: args.mode,
+        baseline: args.baseline.clone(),
         ..ReportOptions::default()
     };
     let report = build_report(&args.inputs, &options)?;
+    if let Some(baseline) = &args.baseline {
+        if report.baseline.is_none() {
+            let names: Vec<&str> = report.generators.iter().map(|g| g.name.as_str()).collect();
+            anyhow::bail!("--baseline {baseline:?} is not among the generators: {names:?}");
+        }
+    }
     let written = report.files().write_to(&out)?;
 
     println!("{:<32} {:>14} {:>14} {:>10}", "generator", "LC win rate", "win rate", "avg len");
@@ -45,6 +56,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let lc = herd_report::lc_win_rate_cell(row);
         let win_rate = herd_report::win_rate_cell(row);
         println!("{:<32} {lc:>14} {win_rate:>14} {:>10}", row.generator, row.avg_length);
+    }
+    for p in &report.paired {
+        println!(
+            "paired {} − {}: win rate {}, LC win rate {} (points, 95 % bootstrap interval)",
+            p.a,
+            p.b,
+            herd_report::paired_cell(p.win_rate.as_ref()),
+            herd_report::paired_cell(p.length_controlled.as_ref())
+        );
+    }
+    for generator in &report.generators {
+        for caveat in &generator.caveats {
+            println!("caveat: {}: {caveat}", generator.name);
+        }
     }
     const WARNINGS_SHOWN: usize = 3;
     for generator in &report.generators {

@@ -38,6 +38,7 @@ fn touch_every_metric(metrics: &Metrics) {
     m.queue_consumers.with_label_values(&["t1", "herd.t1.gen.smol"]).set(1);
     m.run_jobs_done.with_label_values(&["t1", "generation"]).set(3);
     m.run_jobs_expected.with_label_values(&["t1", "generation"]).set(805);
+    m.results_rejected.with_label_values(&["t1", "output"]).inc();
     m.worker_info.with_label_values(&["worker", "smol", "host-1", "0.1.0"]).set(1);
 }
 

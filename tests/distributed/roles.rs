@@ -80,6 +80,15 @@ fn without_timings(html: &[u8]) -> String {
     cells.replace_all(&html, "<td>timings</td></tr>").into_owned()
 }
 
+/// summary.md with its examples/s and tokens/s cells (and ratios to the baseline) blanked.
+fn summary_without_timings(markdown: &[u8]) -> String {
+    let markdown = String::from_utf8_lossy(markdown);
+    let figure = r"[0-9.]+(?: \([0-9.]+× baseline\))?";
+    let cells = regex::Regex::new(&format!(r"\| {figure} \| {figure} \|")).unwrap();
+    assert!(cells.is_match(&markdown), "no throughput cells in summary.md");
+    cells.replace_all(&markdown, "| timings |").into_owned()
+}
+
 /// Where two texts part, with some context of each.
 fn first_difference(a: &str, b: &str) -> String {
     let at = a.bytes().zip(b.bytes()).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()));
@@ -208,6 +217,15 @@ fn coordinator_two_workers_and_a_judge_worker_write_the_same_run_folder_as_herd_
                 assert!(
                     ours == theirs,
                     "report.html differs from herd run's beyond the throughput columns: {}",
+                    first_difference(&ours, &theirs)
+                );
+            }
+            "summary.md" => {
+                let (ours, theirs) =
+                    (summary_without_timings(&local[file]), summary_without_timings(bytes));
+                assert!(
+                    ours == theirs,
+                    "summary.md differs from herd run's beyond the throughput columns: {}",
                     first_difference(&ours, &theirs)
                 );
             }

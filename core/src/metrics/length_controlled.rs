@@ -89,6 +89,11 @@ pub struct LengthControlledFit {
     pub chosen_c: Option<f64>,
     /// Rows the GLM was trained on (gamed rows included), before duplication.
     pub n_train_rows: usize,
+    /// Each annotation row's predicted preference with the length term switched off
+    /// (0..1, file order; the win rate is their mean, in percent). For the baseline against
+    /// itself, 0.5 for every row. Not serialised: the paired comparisons read it.
+    #[serde(skip)]
+    pub per_row: Vec<f64>,
 }
 
 /// Why the length-controlled win rate cannot be computed for a file. Never fatal for
@@ -168,6 +173,7 @@ impl LengthControlledGlm<'_> {
             weights,
             chosen_c: Some(fit.chosen_c),
             n_train_rows: rows.len(),
+            per_row: predicted,
         })
     }
 
@@ -272,5 +278,6 @@ fn baseline_against_itself(annotations: &[Annotation]) -> LengthControlledFit {
         },
         chosen_c: None,
         n_train_rows: 0,
+        per_row: vec![0.5; annotations.len()],
     }
 }

@@ -8,10 +8,13 @@
 //! dropped, which calibration and difficulty lookup the LC metric used, the chosen L1
 //! strength and the GLM's weights, or why LC could not be computed.
 
+pub mod agreement;
 mod cross_validation;
+pub mod judge_bias;
 mod l1_logistic;
 pub mod length_controlled;
 mod numeric;
+pub mod paired;
 pub mod preferences;
 pub mod win_rate;
 
@@ -20,10 +23,13 @@ use serde::{Deserialize, Serialize};
 use crate::calibration::Calibration;
 use crate::eval_set::EvalSet;
 use crate::formats::annotations::Annotation;
+pub use agreement::{agreement, Agreement};
 pub use cross_validation::{default_cs, group_k_fold};
+pub use judge_bias::{JudgeBias, Share};
 pub use length_controlled::{
     DifficultyLookup, GlmVariant, GlmWeights, LengthControlledFit, LengthControlledGlm,
 };
+pub use paired::{compare_paired, PairedComparison, PairedDifference, PairedSide};
 pub use preferences::{DroppedPreference, PreferenceScreening};
 pub use win_rate::{head_to_head, HeadToHead};
 
