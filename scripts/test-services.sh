@@ -126,4 +126,10 @@ if ! cmp -s tests/chart/crd-validate/package-lock.json "$crd_dir/package-lock.js
   (cd "$crd_dir" && npm ci --silent --no-audit --no-fund >/dev/null)
 fi
 
+# --- Chromium (Debian's), headless: the report tests load report.html in a real browser.
+echo "== test services: Chromium"
+if ! command -v chromium >/dev/null; then
+  apt_install chromium
+fi
+
 echo "== test services: ready"

@@ -1,5 +1,7 @@
-//! The self-contained HTML report: one file, inline CSS and SVG, no script, no external
-//! asset. All text from files (model outputs, instructions, names) is escaped.
+//! The self-contained HTML report: one file, inline CSS and SVG, one fixed inline script
+//! (the row filters, [`crate::rows`]), no external asset, and a Content-Security-Policy
+//! that allows nothing else. Text from files is escaped; answers in the rows section are
+//! rendered from Markdown and sanitised.
 
 use std::fmt::Write as _;
 
@@ -36,6 +38,15 @@ article.example h4 { margin: 4px 0 6px; font-size: 14px; }
 pre { white-space: pre-wrap; word-wrap: break-word; background: #f7f7f9; border: 1px solid #e4e4e8; border-radius: 4px; padding: 8px; margin: 0; font-size: 12.5px; max-height: 22em; overflow: auto; font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; }
 pre.instruction { background: #fffbea; border-color: #eee2b0; max-height: 12em; }
 details.raw > summary { font-size: 12px; color: #444; cursor: pointer; margin-top: 6px; }
+form.filters { display: flex; flex-wrap: wrap; gap: 10px 16px; align-items: center; font-size: 13px; margin: 8px 0 12px; position: sticky; top: 0; background: #fff; padding: 6px 0; border-bottom: 1px solid #eee; }
+form.filters input[type=search] { width: 220px; }
+details.row { border-top: 1px solid #eee; padding: 4px 0; }
+details.row > summary { cursor: pointer; font-size: 13px; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+.tag { display: inline-block; min-width: 64px; text-align: center; border-radius: 3px; font-size: 11.5px; font-weight: 600; padding: 1px 4px; }
+.tag.lost { background: #fde2e1; color: #9b1c1c; } .tag.won { background: #def7e5; color: #1b6b35; }
+.tag.tied { background: #eceff3; color: #444; } .tag.unparsed { background: #fff1d6; color: #7a4b00; }
+.answer { background: #fafafa; border: 1px solid #e4e4e8; border-radius: 4px; padding: 4px 10px; font-size: 13px; max-height: 28em; overflow: auto; overflow-wrap: anywhere; }
+.answer pre { max-height: none; }
 "#;
 
 /// The whole report page.
@@ -43,6 +54,12 @@ pub fn render(report: &Report) -> String {
     let mut page = String::with_capacity(256 * 1024);
     page.push_str("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
     page.push_str("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n");
+    let _ = writeln!(
+        page,
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; \
+         script-src '{}'; img-src data:; form-action 'none'; base-uri 'none'\">",
+        crate::rows::script_hash()
+    );
     page.push_str("<title>herd · AlpacaEval report</title>\n<style>");
     page.push_str(STYLE);
     page.push_str("</style>\n</head>\n<body>\n");
@@ -54,6 +71,8 @@ pub fn render(report: &Report) -> String {
     judge_table(&mut page, report);
     warnings(&mut page, report);
     error_samples(&mut page, report);
+    crate::rows::section(&mut page, report);
+    let _ = writeln!(page, "<script>{}</script>", crate::rows::SCRIPT);
     page.push_str("</body>\n</html>\n");
     page
 }

@@ -19,6 +19,8 @@ mod cells;
 mod escape;
 pub mod html;
 mod inputs;
+mod markdown;
+mod rows;
 mod summary_md;
 mod svg;
 

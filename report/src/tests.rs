@@ -33,10 +33,17 @@ fn report_over_two_oracle_files_ranks_both_and_writes_every_file() {
             "{name} row"
         );
     }
-    assert!(html.contains("<svg") && !html.contains("<script"));
-    for external in ["<link", "<img", "<iframe", "<object", "@import", "url("] {
+    assert!(html.contains("<svg"));
+    // One script: the page's own row filters, allowed by hash and by nothing else.
+    assert_eq!(html.matches("<script").count(), 1);
+    assert!(html.contains(&format!("<script>{}</script>", crate::rows::SCRIPT)));
+    assert!(html.contains(&format!("script-src '{}'", crate::rows::script_hash())));
+    assert_eq!(html.matches("<details class=\"row ").count(), 2 * 805);
+    for external in ["<link", "<img", "<iframe", "<object", "<embed"] {
         assert!(!html.contains(external), "no external assets: found {external}");
     }
+    let style = &html[html.find("<style>").unwrap()..html.find("</style>").unwrap()];
+    assert!(!style.contains("@import") && !style.contains("url("), "no external assets in CSS");
 
     for g in &report.generators {
         assert_eq!(g.errors.rows.len(), 3);

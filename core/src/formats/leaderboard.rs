@@ -114,13 +114,17 @@ pub fn write_leaderboard(
 /// length-controlled columns may be missing (older leaderboards), others may be added.
 pub fn read_leaderboard(path: impl AsRef<Path>) -> Result<Vec<LeaderboardRow>, FormatError> {
     let path = path.as_ref();
-    let bytes = read_bytes(path)?;
+    parse_leaderboard(path, &read_bytes(path)?)
+}
+
+/// [`read_leaderboard`] of bytes already read; `path` names them in errors.
+pub fn parse_leaderboard(path: &Path, bytes: &[u8]) -> Result<Vec<LeaderboardRow>, FormatError> {
     let malformed = |row: Option<usize>, message: String| FormatError::MalformedCsv {
         path: path.to_path_buf(),
         row,
         message,
     };
-    let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(bytes.as_slice());
+    let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(bytes);
     let header = reader.headers().map_err(|e| malformed(None, e.to_string()))?.clone();
     let find = |name: &str| header.iter().position(|h| h == name);
     let require = |name: &str| {
