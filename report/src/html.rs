@@ -68,6 +68,7 @@ pub fn render(report: &Report) -> String {
     charts(&mut page, report);
     dataset_table(&mut page, report);
     paired_table(&mut page, report);
+    standing(&mut page, report);
     judge_table(&mut page, report);
     warnings(&mut page, report);
     error_samples(&mut page, report);
@@ -331,6 +332,83 @@ fn paired_table(page: &mut String, report: &Report) {
             );
         }
         page.push_str("</tbody>\n</table>\n</details>\n");
+    }
+}
+
+fn standing(page: &mut String, report: &Report) {
+    use crate::standing::{
+        placement, Placement, OFFICIAL_ANNOTATOR, OFFICIAL_REFERENCE, OFFICIAL_SOURCE,
+    };
+    page.push_str("<h2>Where it stands</h2>\n");
+    for g in &report.generators {
+        let _ = write!(page, "<h3>{}</h3>\n", escape(&g.name));
+        match placement(g) {
+            Placement::Placed(s) => {
+                let _ = writeln!(
+                    page,
+                    "<p class=\"note\">LC win rate {:.2}: rank {} of {} on the {} (the same annotator and reference).</p>",
+                    s.lc,
+                    s.rank,
+                    s.of + 1,
+                    escape(OFFICIAL_SOURCE)
+                );
+                page.push_str("<table class=\"standing\">\n<thead><tr><th>#</th><th class=\"name\">model</th><th>LC win rate</th><th>win rate</th><th>avg length</th></tr></thead>\n<tbody>\n");
+                let row = |page: &mut String,
+                           rank: String,
+                           name: &str,
+                           lc: f64,
+                           wr: f64,
+                           len: u64,
+                           bold: bool| {
+                    let (open, close) = if bold { ("<strong>", "</strong>") } else { ("", "") };
+                    let _ = writeln!(
+                        page,
+                        "<tr><td>{rank}</td><td class=\"name\">{open}{}{close}</td><td>{open}{lc:.2}{close}</td><td>{wr:.2}</td><td>{len}</td></tr>",
+                        escape(name)
+                    );
+                };
+                for (rank, r) in &s.above {
+                    row(
+                        page,
+                        rank.to_string(),
+                        &r.generator,
+                        r.metrics.length_controlled_winrate.unwrap_or(f64::NAN),
+                        r.metrics.win_rate,
+                        r.metrics.avg_length,
+                        false,
+                    );
+                }
+                let m = &g.metrics.metrics;
+                row(page, s.rank.to_string(), &g.name, s.lc, m.win_rate, m.avg_length, true);
+                for (rank, r) in &s.below {
+                    row(
+                        page,
+                        (rank + 1).to_string(),
+                        &r.generator,
+                        r.metrics.length_controlled_winrate.unwrap_or(f64::NAN),
+                        r.metrics.win_rate,
+                        r.metrics.avg_length,
+                        false,
+                    );
+                }
+                page.push_str("</tbody>\n</table>\n");
+            }
+            Placement::OtherJudge(annotator, reference) => {
+                let _ = writeln!(
+                    page,
+                    "<p class=\"note\">Judged by <code>{}</code> against <code>{}</code>: not placed on the {}, whose \
+                     figures come from <code>{OFFICIAL_ANNOTATOR}</code> against <code>{OFFICIAL_REFERENCE}</code> and are \
+                     on another scale. It stands only among the generators of this report, judged the same way (the \
+                     leaderboard above).</p>",
+                    escape(&annotator),
+                    escape(&reference),
+                    escape(OFFICIAL_SOURCE)
+                );
+            }
+            Placement::NoLc => {
+                page.push_str("<p class=\"note\">No length-controlled win rate to place on the official leaderboard.</p>\n");
+            }
+        }
     }
 }
 

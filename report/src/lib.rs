@@ -21,6 +21,7 @@ pub mod html;
 mod inputs;
 mod markdown;
 mod rows;
+pub mod standing;
 mod summary_md;
 mod svg;
 

@@ -37,6 +37,7 @@ pub fn render(report: &Report) -> String {
     );
     figures(&mut md, report);
     paired(&mut md, report);
+    standing(&mut md, report);
     caveats(&mut md, report);
     examples(&mut md, report);
     md
@@ -128,6 +129,35 @@ fn paired(md: &mut String, report: &Report) {
     );
 }
 
+fn standing(md: &mut String, report: &Report) {
+    use crate::standing::{placement, Placement, OFFICIAL_SOURCE};
+    md.push_str("## Where it stands\n\n");
+    for g in &report.generators {
+        let line = match placement(g) {
+            Placement::Placed(s) => format!(
+                "LC win rate {:.2}: rank {} of {} on the {OFFICIAL_SOURCE}{}",
+                s.lc,
+                s.rank,
+                s.of + 1,
+                match (s.above.last(), s.below.first()) {
+                    (Some((_, up)), Some((_, down))) =>
+                        format!(", between {} and {}", text(&up.generator), text(&down.generator)),
+                    _ => String::new(),
+                }
+            ),
+            Placement::OtherJudge(annotator, reference) => format!(
+                "judged by `{}` against `{}`, not the official annotator: not placed on the \
+                 {OFFICIAL_SOURCE} (another scale), only among this report's generators",
+                code(&annotator),
+                code(&reference)
+            ),
+            Placement::NoLc => "no LC win rate to place on the official leaderboard".into(),
+        };
+        let _ = writeln!(md, "- `{}`: {line}", code(&g.name));
+    }
+    md.push('\n');
+}
+
 fn caveats(md: &mut String, report: &Report) {
     if report.generators.iter().all(|g| g.caveats.is_empty()) {
         return;
@@ -147,15 +177,15 @@ fn examples(md: &mut String, report: &Report) {
         md,
         "Rows where the judge preferred the reference (preference in [1, 1.5)), a random \
          sample per generator (seed {}); each links to the full example in the generator's \
-         `errors.md`.\n",
+         `errors.md` and to its row in `report.html`.\n",
         report.seed
     );
-    for g in &report.generators {
-        example_list(md, g);
+    for (gi, g) in report.generators.iter().enumerate() {
+        example_list(md, gi, g);
     }
 }
 
-fn example_list(md: &mut String, g: &GeneratorReport) {
+fn example_list(md: &mut String, gi: usize, g: &GeneratorReport) {
     let sample = &g.errors;
     let errors = g.errors_path().to_string_lossy().replace('\\', "/");
     let _ = writeln!(
@@ -176,7 +206,7 @@ fn example_list(md: &mut String, g: &GeneratorReport) {
         let more = if char_length(&a.instruction) > INSTRUCTION_PREVIEW { "…" } else { "" };
         let _ = writeln!(
             md,
-            "{}. [row {row}]({}#{}) · {} · preference {preference}: {}{more}",
+            "{}. [row {row}]({}#{}) ([in the report](report.html#g{gi}-row-{row})) · {} · preference {preference}: {}{more}",
             i + 1,
             link_target(&errors),
             herd_core::error_analysis::example_anchor(row),

@@ -267,3 +267,43 @@ fn a_small_sample_and_empty_answers_are_flagged() {
     let bias = &report.generators[0].bias;
     assert_eq!((bias.empty_answers, bias.empty_answers_won, bias.n_unparsed), (12, 1, 1));
 }
+
+#[test]
+fn a_model_judged_by_the_official_annotator_is_placed_on_the_official_leaderboard() {
+    use crate::standing::{official_rows, placement, Placement};
+    let report = build_report(&[oracle("gemma-7b-it")], &fast_options()).unwrap();
+    let g = &report.generators[0];
+    let Placement::Placed(s) = placement(g) else { panic!("not placed: {:?}", placement(g)) };
+    let lc = g.metrics.metrics.length_controlled_winrate.unwrap();
+    assert_eq!(s.lc, lc);
+    // Its own official row is left out; the rank counts the others above it.
+    let others: Vec<_> = official_rows().iter().filter(|r| r.generator != "gemma-7b-it").collect();
+    assert_eq!(s.of, others.len());
+    let above = others.iter().filter(|r| r.metrics.length_controlled_winrate.unwrap() > lc).count();
+    assert_eq!(s.rank, above + 1);
+    assert!(s.above.iter().all(|(_, r)| r.metrics.length_controlled_winrate.unwrap() > lc));
+    assert!(s.below.iter().all(|(_, r)| r.metrics.length_controlled_winrate.unwrap() <= lc));
+    assert_eq!((s.above.len(), s.below.len()), (3, 3));
+    let summary = report.summary_markdown();
+    assert!(summary.contains(&format!("- `gemma-7b-it`: LC win rate {lc:.2}: rank {} of", s.rank)), "{summary}");
+    assert!(report.html().contains("<h2>Where it stands</h2>"));
+}
+
+#[test]
+fn a_model_judged_by_another_annotator_is_not_placed() {
+    use crate::standing::{placement, Placement};
+    let dir = tempfile::tempdir().unwrap();
+    let mut rows = read_annotations(oracle("gemma-7b-it")).unwrap();
+    for row in &mut rows {
+        row.annotator = "smollm2_logprob".into();
+    }
+    let path = dir.path().join("annotations.json");
+    write_annotations(&path, &rows).unwrap();
+    let report = build_report(&[path], &fast_options()).unwrap();
+    assert_eq!(
+        placement(&report.generators[0]),
+        Placement::OtherJudge("smollm2_logprob".into(), "gpt4_1106_preview".into())
+    );
+    assert!(report.html().contains("not placed on the AlpacaEval 2.0 leaderboard"));
+    assert!(report.summary_markdown().contains("not the official annotator: not placed"));
+}
