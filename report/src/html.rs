@@ -341,7 +341,7 @@ fn standing(page: &mut String, report: &Report) {
     };
     page.push_str("<h2>Where it stands</h2>\n");
     for g in &report.generators {
-        let _ = write!(page, "<h3>{}</h3>\n", escape(&g.name));
+        let _ = writeln!(page, "<h3>{}</h3>", escape(&g.name));
         match placement(g) {
             Placement::Placed(s) => {
                 let _ = writeln!(
