@@ -224,6 +224,18 @@ fn charts(page: &mut String, report: &Report) {
         "</div>\n<p class=\"note\">Judges favour longer answers; the length-controlled win rate estimates the win rate \
          the model would have if its answers were as long as the reference's. The line joins each generator's two figures.</p>\n",
     );
+    page.push_str("<h2>Output lengths</h2>\n");
+    for g in &report.generators {
+        let model: Vec<usize> = g.annotations.iter().map(|a| char_length(&a.output_2)).collect();
+        let reference: Vec<usize> =
+            g.annotations.iter().map(|a| char_length(&a.output_1)).collect();
+        page.push_str("<div class=\"chart\">");
+        page.push_str(&crate::svg::length_histogram(&g.name, &model, &reference));
+        page.push_str("</div>\n");
+    }
+    page.push_str(
+        "<p class=\"note\">Answers per length bin (characters), each generator's beside the reference's on the same instructions.</p>\n",
+    );
 }
 
 /// Background for a win-rate cell: white at 0%, deep blue at 100%.

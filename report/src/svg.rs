@@ -1,5 +1,6 @@
-//! The report's two charts as inline SVG: win rates with error bars, and win rate against
-//! average length. Plain strings; every label goes through [`escape`].
+//! The report's charts as inline SVG: win rates with error bars, win rate against average
+//! length, and each generator's output lengths against the reference's. Plain strings;
+//! every label goes through [`escape`].
 
 use std::fmt::Write as _;
 
@@ -352,9 +353,102 @@ fn truncate(text: &str, max_chars: usize) -> String {
     cut
 }
 
+/// Upper bounds (characters, exclusive) of the length histogram's bins; the last bin is
+/// open.
+const LENGTH_BINS: [usize; 8] = [1, 250, 500, 1000, 1500, 2000, 3000, 4000];
+const REFERENCE_COLOR: &str = "#c9c9c9";
+
+/// How many of `lengths` fall in each bin of [`LENGTH_BINS`] (plus the open last bin).
+pub fn length_bins(lengths: &[usize]) -> Vec<usize> {
+    let mut counts = vec![0; LENGTH_BINS.len() + 1];
+    for &len in lengths {
+        counts[LENGTH_BINS.iter().position(|&upper| len < upper).unwrap_or(LENGTH_BINS.len())] += 1;
+    }
+    counts
+}
+
+fn bin_label(i: usize) -> String {
+    match i {
+        0 => "empty".into(),
+        i if i == LENGTH_BINS.len() => format!("{}+", LENGTH_BINS[i - 1]),
+        i => format!("{}–{}", LENGTH_BINS[i - 1], LENGTH_BINS[i] - 1),
+    }
+}
+
+/// Side-by-side bars per length bin: the generator's answers and the reference's answers
+/// to the same instructions (characters).
+pub fn length_histogram(name: &str, model: &[usize], reference: &[usize]) -> String {
+    let (model, reference) = (length_bins(model), length_bins(reference));
+    let (left, top, bin_width, plot_height) = (50.0, 26.0, 92.0, 150.0);
+    let width = left + bin_width * model.len() as f64 + 20.0;
+    let height = top + plot_height + 44.0;
+    let axis =
+        Axis::from_zero_to(model.iter().chain(&reference).copied().max().unwrap_or(1) as f64, 5);
+    let y = |count: f64| top + plot_height * (1.0 - count / axis.max);
+    let mut svg = String::new();
+    let _ = write!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" aria-label="output lengths of {} and of the reference" {FONT}>"#,
+        escape(name)
+    );
+    for tick in axis.ticks() {
+        let ty = y(tick);
+        let _ = write!(
+            svg,
+            r##"<line x1="{left}" y1="{ty:.1}" x2="{:.1}" y2="{ty:.1}" stroke="#e3e3e3"/><text x="{:.1}" y="{:.1}" text-anchor="end" fill="#555">{}</text>"##,
+            width - 20.0,
+            left - 6.0,
+            ty + 4.0,
+            tick_label(tick)
+        );
+    }
+    for (i, (&m, &r)) in model.iter().zip(&reference).enumerate() {
+        let x0 = left + bin_width * i as f64 + 8.0;
+        for (dx, count, color, who) in
+            [(0.0, m, LC_COLOR, escape(name)), (36.0, r, REFERENCE_COLOR, "reference".into())]
+        {
+            let top_y = y(count as f64);
+            let _ = write!(
+                svg,
+                r#"<rect x="{:.1}" y="{top_y:.1}" width="34" height="{:.1}" fill="{color}"><title>{who}: {count} answers of {}</title></rect>"#,
+                x0 + dx,
+                (top + plot_height - top_y).max(0.0),
+                bin_label(i)
+            );
+        }
+        let _ = write!(
+            svg,
+            r##"<text x="{:.1}" y="{:.1}" text-anchor="middle" fill="#333">{}</text>"##,
+            x0 + 35.0,
+            top + plot_height + 16.0,
+            bin_label(i)
+        );
+    }
+    let _ = write!(
+        svg,
+        r##"<rect x="{left}" y="6" width="12" height="10" fill="{LC_COLOR}"/><text x="{:.1}" y="15" fill="#222">{}</text><rect x="{:.1}" y="6" width="12" height="10" fill="{REFERENCE_COLOR}"/><text x="{:.1}" y="15" fill="#222">reference</text><text x="{:.1}" y="{:.1}" text-anchor="middle" fill="#555">answer length (characters)</text>"##,
+        left + 16.0,
+        escape(&truncate(name, 40)),
+        left + 300.0,
+        left + 316.0,
+        left + bin_width * model.len() as f64 / 2.0,
+        top + plot_height + 36.0
+    );
+    svg.push_str("</svg>");
+    svg
+}
+
 #[cfg(test)]
 mod tests {
-    use super::Axis;
+    use super::{length_bins, length_histogram, Axis};
+
+    #[test]
+    fn lengths_fall_in_their_bins() {
+        assert_eq!(length_bins(&[0, 1, 249, 250, 3999, 4000, 10_000]), [1, 2, 1, 0, 0, 0, 0, 1, 2]);
+        let svg = length_histogram("<m>", &[0, 300], &[2000, 2100]);
+        assert!(svg.contains("&lt;m&gt;: 1 answers of empty") && !svg.contains("<m>"));
+        assert!(svg.contains("reference: 2 answers of 2000–2999"));
+    }
 
     #[test]
     fn axes_end_on_a_round_tick_just_above_the_data() {

@@ -285,7 +285,10 @@ fn a_model_judged_by_the_official_annotator_is_placed_on_the_official_leaderboar
     assert!(s.below.iter().all(|(_, r)| r.metrics.length_controlled_winrate.unwrap() <= lc));
     assert_eq!((s.above.len(), s.below.len()), (3, 3));
     let summary = report.summary_markdown();
-    assert!(summary.contains(&format!("- `gemma-7b-it`: LC win rate {lc:.2}: rank {} of", s.rank)), "{summary}");
+    assert!(
+        summary.contains(&format!("- `gemma-7b-it`: LC win rate {lc:.2}: rank {} of", s.rank)),
+        "{summary}"
+    );
     assert!(report.html().contains("<h2>Where it stands</h2>"));
 }
 
