@@ -33,7 +33,7 @@ use herd_core::jobs::{
 };
 use herd_core::judge::annotation_from;
 use herd_core::metrics::PairedComparison;
-use herd_core::throughput::{write_throughput, RunThroughput};
+use herd_core::throughput::{write_throughput, RunThroughput, Timeline};
 use herd_report::{build_report, folder_name, ReportOptions};
 use herd_store::{keys, ResultStore, StoreError};
 use serde::de::DeserializeOwned;
@@ -190,7 +190,12 @@ pub async fn write_run_folder(
                 {
                     judges.insert(judge, judge_times(judging_activity(&verdicts).0));
                 }
-                let t = RunThroughput::new(&generator.name, &outputs, phases).with_judges(judges);
+                let mut t =
+                    RunThroughput::new(&generator.name, &outputs, phases).with_judges(judges);
+                t.generation.timeline = Timeline {
+                    generation: Timeline::points(outputs.iter().filter_map(|o| o.stored)),
+                    judging: Timeline::points(verdicts.iter().filter_map(|v| v.stored)),
+                };
                 write_throughput(folder.join("throughput.json"), &t)?;
                 files.push(format!("{folder_part}/throughput.json"));
                 Some(t)

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::jobs::{FinishReason, GenerationResult};
+use crate::jobs::{FinishReason, GenerationResult, Stored};
 
 /// One generator's throughput over a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,6 +27,48 @@ pub struct GeneratorThroughput {
     pub stopped_at_max_tokens: usize,
     /// Distinct workers that produced answers.
     pub workers: usize,
+    /// Progress over time, for the report's chart (absent in files of older herds).
+    #[serde(default, skip_serializing_if = "Timeline::is_empty")]
+    pub timeline: Timeline,
+}
+
+/// Results stored over time, per phase: points (seconds since the phase's first batch
+/// started, results stored by then), at most [`Timeline::MAX_POINTS`] per phase, the last
+/// one the phase's end. A pause between an interrupted run and its resumption shows as a
+/// flat stretch.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timeline {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub generation: Vec<[f64; 2]>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub judging: Vec<[f64; 2]>,
+}
+
+impl Timeline {
+    pub const MAX_POINTS: usize = 60;
+
+    pub fn is_empty(&self) -> bool {
+        self.generation.is_empty() && self.judging.is_empty()
+    }
+
+    /// The points of one phase from its results' timings (results without one are left
+    /// out); seconds rounded to milliseconds.
+    pub fn points(timings: impl IntoIterator<Item = Stored>) -> Vec<[f64; 2]> {
+        let timings: Vec<Stored> = timings.into_iter().collect();
+        let Some(start) = timings.iter().map(|t| t.batch_started).min_by(f64::total_cmp) else {
+            return Vec::new();
+        };
+        let mut stored: Vec<f64> = timings.iter().map(|t| t.stored_at - start).collect();
+        stored.sort_by(f64::total_cmp);
+        let n = stored.len();
+        let points = n.min(Self::MAX_POINTS);
+        let mut out = vec![[0.0, 0.0]];
+        for k in 1..=points {
+            let count = (k * n).div_ceil(points);
+            out.push([(stored[count - 1] * 1000.0).round() / 1000.0, count as f64]);
+        }
+        out
+    }
 }
 
 impl GeneratorThroughput {
@@ -58,6 +100,7 @@ impl GeneratorThroughput {
                 .filter(|r| r.finish_reason == FinishReason::Length)
                 .count(),
             workers: workers.len(),
+            timeline: Timeline::default(),
         }
     }
 }
@@ -173,6 +216,21 @@ pub fn write_throughput(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_timeline_counts_results_stored_by_each_point() {
+        let at = |started: f64, stored_at: f64| Stored {
+            batch_started: started,
+            stored_at,
+            from_cache: false,
+        };
+        let points = Timeline::points([at(100.0, 103.0), at(100.0, 101.5), at(102.0, 110.25)]);
+        assert_eq!(points, [[0.0, 0.0], [1.5, 1.0], [3.0, 2.0], [10.25, 3.0]]);
+        let many = Timeline::points((0..1000).map(|i| at(0.0, i as f64)));
+        assert_eq!(many.len(), Timeline::MAX_POINTS + 1);
+        assert_eq!(many.last(), Some(&[999.0, 1000.0]));
+        assert!(Timeline::points([]).is_empty());
+    }
 
     fn result(
         index: usize,

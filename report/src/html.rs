@@ -236,6 +236,30 @@ fn charts(page: &mut String, report: &Report) {
     page.push_str(
         "<p class=\"note\">Answers per length bin (characters), each generator's beside the reference's on the same instructions.</p>\n",
     );
+    let timed: Vec<&GeneratorReport> = report
+        .generators
+        .iter()
+        .filter(|g| g.throughput.as_ref().is_some_and(|t| !t.timeline.is_empty()))
+        .collect();
+    if timed.is_empty() {
+        return;
+    }
+    // The section's bytes depend on timings: tests comparing two runs' pages cut it out.
+    page.push_str("<section class=\"timeline\">\n<h2>Progress over time</h2>\n");
+    for g in timed {
+        let timeline = &g.throughput.as_ref().expect("filtered on throughput").timeline;
+        let _ = writeln!(page, "<h3>{}</h3>\n<div class=\"chart\">", escape(&g.name));
+        page.push_str(&crate::svg::timeline_chart(
+            &g.name,
+            &timeline.generation,
+            &timeline.judging,
+        ));
+        page.push_str("</div>\n");
+    }
+    page.push_str(
+        "<p class=\"note\">Answers and verdicts stored since each phase's first batch started: the slope is the \
+         throughput; a flat stretch is a pause (an interrupted run resumed later).</p>\n</section>\n",
+    );
 }
 
 /// Background for a win-rate cell: white at 0%, deep blue at 100%.

@@ -438,6 +438,73 @@ pub fn length_histogram(name: &str, model: &[usize], reference: &[usize]) -> Str
     svg
 }
 
+const JUDGING_COLOR: &str = "#c55a11";
+
+/// Results stored over time in each phase (a [`herd_core::throughput::Timeline`]): the
+/// slope is the throughput, a flat stretch a pause.
+pub fn timeline_chart(name: &str, generation: &[[f64; 2]], judging: &[[f64; 2]]) -> String {
+    let (left, right, top, bottom) = (60.0, 30.0, 28.0, 44.0);
+    let (plot_width, plot_height) = (520.0, 170.0);
+    let (width, height) = (left + plot_width + right, top + plot_height + bottom);
+    let all = || generation.iter().chain(judging);
+    let x_axis = Axis::from_zero_to(all().map(|p| p[0]).fold(0.0, f64::max), 6);
+    let y_axis = Axis::from_zero_to(all().map(|p| p[1]).fold(0.0, f64::max), 5);
+    let x = |v: f64| left + plot_width * (v / x_axis.max);
+    let y = |v: f64| top + plot_height * (1.0 - v / y_axis.max);
+    let mut svg = String::new();
+    let _ = write!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" aria-label="progress over time of {}" {FONT}>"#,
+        escape(name)
+    );
+    for tick in x_axis.ticks() {
+        let _ = write!(
+            svg,
+            r##"<line x1="{0:.1}" y1="{top}" x2="{0:.1}" y2="{1:.1}" stroke="#eee"/><text x="{0:.1}" y="{2:.1}" text-anchor="middle" fill="#555">{3}</text>"##,
+            x(tick),
+            top + plot_height,
+            top + plot_height + 16.0,
+            tick_label(tick)
+        );
+    }
+    for tick in y_axis.ticks() {
+        let _ = write!(
+            svg,
+            r##"<line x1="{left}" y1="{0:.1}" x2="{1:.1}" y2="{0:.1}" stroke="#eee"/><text x="{2:.1}" y="{3:.1}" text-anchor="end" fill="#555">{4}</text>"##,
+            y(tick),
+            left + plot_width,
+            left - 6.0,
+            y(tick) + 4.0,
+            tick_label(tick)
+        );
+    }
+    for (points, color, what) in
+        [(generation, LC_COLOR, "answers"), (judging, JUDGING_COLOR, "verdicts")]
+    {
+        if points.is_empty() {
+            continue;
+        }
+        let path: Vec<String> =
+            points.iter().map(|p| format!("{:.1},{:.1}", x(p[0]), y(p[1]))).collect();
+        let _ = write!(
+            svg,
+            r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"><title>{what} stored over time</title></polyline>"#,
+            path.join(" ")
+        );
+    }
+    let _ = write!(
+        svg,
+        r##"<rect x="{left}" y="6" width="12" height="10" fill="{LC_COLOR}"/><text x="{:.1}" y="15" fill="#222">answers (generation)</text><rect x="{:.1}" y="6" width="12" height="10" fill="{JUDGING_COLOR}"/><text x="{:.1}" y="15" fill="#222">verdicts (judging)</text><text x="{:.1}" y="{:.1}" text-anchor="middle" fill="#555">seconds since the phase started</text>"##,
+        left + 16.0,
+        left + 170.0,
+        left + 186.0,
+        left + plot_width / 2.0,
+        top + plot_height + 36.0
+    );
+    svg.push_str("</svg>");
+    svg
+}
+
 #[cfg(test)]
 mod tests {
     use super::{length_bins, length_histogram, Axis};

@@ -126,6 +126,10 @@ fn a_run_folder_with_throughput_shows_speed_and_keeps_generators_apart() {
         mean_seconds_per_example: 9.5,
         stopped_at_max_tokens: 12,
         workers: 2,
+        timeline: herd_core::throughput::Timeline {
+            generation: vec![[0.0, 0.0], [600.0, 400.0], [1234.5, 805.0]],
+            judging: vec![[0.0, 0.0], [300.0, 805.0]],
+        },
     };
     let phases = PhaseTimes {
         generation_seconds: 1234.5,
@@ -149,6 +153,8 @@ fn a_run_folder_with_throughput_shows_speed_and_keeps_generators_apart() {
     let html = report.html();
     assert!(html.contains("<td>0.65</td><td>202.5</td><td>20 min 35 s</td>"), "throughput cells");
     assert!(html.contains("<th>examples/s</th>"));
+    assert!(html.contains("<section class=\"timeline\">"), "the progress chart");
+    assert!(html.contains("<polyline points=\"60.0,198.0"), "starts at 0 answers at 0 s");
 }
 
 #[test]
