@@ -112,7 +112,7 @@ fn a_run_writes_every_file_and_running_it_again_does_no_work_and_changes_no_byte
     );
     assert!(stdout.contains(&format!("caveat: {GENERATOR}: small sample: ")), "{stdout}");
     let summary = String::from_utf8(files[Path::new("summary.md")].clone()).unwrap();
-    assert!(summary.contains(&format!("| {BASELINE} (baseline) |")), "{summary}");
+    assert!(summary.contains(&format!("| {BASELINE} (baseline) ⚠ ")), "{summary}");
     assert!(summary.contains("## Paired differences"), "{summary}");
 
     let eval_set = EvalSet::embedded();

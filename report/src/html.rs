@@ -24,6 +24,7 @@ th { background: #f4f5f7; font-weight: 600; border-bottom: 2px solid #ccc; }
 td.name, th.name { text-align: left; }
 td.name { font-weight: 600; max-width: 260px; overflow: hidden; text-overflow: ellipsis; }
 .se { color: #777; font-size: 12px; }
+.warn { color: #9a5b00; font-size: 12px; font-weight: 600; margin-left: 6px; }
 .muted { color: #888; }
 .note { color: #555; font-size: 13px; max-width: 900px; }
 .chart { overflow-x: auto; margin: 4px 0 12px; }
@@ -136,9 +137,19 @@ fn leaderboard_table(page: &mut String, report: &Report) {
             .as_deref()
             .map(|why| format!(" title=\"{}\"", escape(why)))
             .unwrap_or_default();
+        // The first caveat's label next to the name, all of them on hover (and in the
+        // notes below).
+        let warning = match g.caveats.first() {
+            Some(first) => format!(
+                " <span class=\"warn\" title=\"{}\">⚠ {}</span>",
+                escape(&g.caveats.join("; ")),
+                escape(first.split(':').next().unwrap_or(first))
+            ),
+            None => String::new(),
+        };
         let _ = write!(
             page,
-            "<tr><td>{}</td><td class=\"name\" title=\"{}\">{}</td><td{lc_title}>{}</td><td>{}</td><td>{}</td><td>{} / {} / {}</td><td>{}</td><td>{}</td>",
+            "<tr><td>{}</td><td class=\"name\" title=\"{}\">{}{warning}</td><td{lc_title}>{}</td><td>{}</td><td>{}</td><td>{} / {} / {}</td><td>{}</td><td>{}</td>",
             rank + 1,
             escape(&g.annotations_path.display().to_string()),
             escape(&g.name),

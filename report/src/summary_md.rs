@@ -72,9 +72,13 @@ fn figures(md: &mut String, report: &Report) {
             ),
             (None, _) => ("—".into(), "—".into()),
         };
+        let warning = match g.caveats.first() {
+            Some(first) => format!(" ⚠ {}", cell(first.split(':').next().unwrap_or(first))),
+            None => String::new(),
+        };
         let _ = writeln!(
             md,
-            "| {}{} | {examples} | {tokens} | {} | {} | {} | {} |",
+            "| {}{}{warning} | {examples} | {tokens} | {} | {} | {} | {} |",
             cell(&g.name),
             if is_baseline { " (baseline)" } else { "" },
             win_rate_cell(row),
@@ -85,7 +89,8 @@ fn figures(md: &mut String, report: &Report) {
     }
     md.push_str(
         "\nWin rates in percent against the reference, as alpaca_eval 0.6.6 computes them \
-         (LC: `length_controlled_v1`). Throughput: this run's generation phase.\n\n",
+         (LC: `length_controlled_v1`). Throughput: this run's generation phase. ⚠: see \
+         the caveats below.\n\n",
     );
 }
 

@@ -269,6 +269,8 @@ fn a_small_sample_and_empty_answers_are_flagged() {
     assert!(caveats.iter().any(|c| c.starts_with("1 of 20 verdicts could not be parsed")));
     let html = report.html();
     assert!(html.contains("small sample: 19 judged instructions"));
+    assert!(html.contains("⚠ mostly empty answers</span>"), "next to the name in the leaderboard");
+    assert!(report.summary_markdown().contains(" ⚠ mostly empty answers |"));
     assert!(report.summary_markdown().contains("small sample: 19 judged instructions"));
     let bias = &report.generators[0].bias;
     assert_eq!((bias.empty_answers, bias.empty_answers_won, bias.n_unparsed), (12, 1, 1));
