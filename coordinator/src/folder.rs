@@ -258,6 +258,35 @@ pub async fn write_run_folder(
     })
 }
 
+impl RunSummary {
+    /// What the CLI prints after its table: the paired differences (A − B, points, 95 %
+    /// bootstrap interval) and each generator's caveats, one line each.
+    pub fn findings(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        if !self.paired.is_empty() {
+            lines.push(
+                "paired (A − B, points, 95 % bootstrap interval over shared instructions):".into(),
+            );
+        }
+        for p in &self.paired {
+            lines.push(format!(
+                "  {} − {}: win rate {}, LC win rate {}; A better on {}, B better on {}, same on {}",
+                p.a,
+                p.b,
+                herd_report::paired_cell(p.win_rate.as_ref()),
+                herd_report::paired_cell(p.length_controlled.as_ref()),
+                p.a_better,
+                p.b_better,
+                p.same
+            ));
+        }
+        for g in &self.generators {
+            lines.extend(g.caveats.iter().map(|c| format!("caveat: {}: {c}", g.name)));
+        }
+        lines
+    }
+}
+
 /// The verdicts of judges other than the plan's on `generator`'s answers at `indices`, by
 /// judge name, from `verdict_keys` (every verdict key of the run).
 async fn other_judges(

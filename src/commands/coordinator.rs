@@ -151,6 +151,9 @@ fn print_summary(run: &str, summary: &RunSummary, local: bool, store: &str) {
         };
         println!("{:<30} {:>8} {win:>15} {lc:>15} {:>8}", g.name, g.examples, g.unparsed);
     }
+    for line in summary.findings() {
+        println!("{line}");
+    }
     if !summary.dead_letters.is_empty() {
         println!("dead letters ({}, kept in the dead-letter queue):", summary.dead_letters.len());
         for dead in &summary.dead_letters {

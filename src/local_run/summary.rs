@@ -54,31 +54,11 @@ impl RunOutcome {
                 g.name, g.unparsed
             );
         }
-        if !s.paired.is_empty() {
+        let findings = s.findings();
+        if !findings.is_empty() {
             println!();
-            println!("paired (A − B, points, 95 % bootstrap interval over shared instructions):");
-            for p in &s.paired {
-                println!(
-                    "  {} − {}: win rate {}, LC win rate {}; A better on {}, B better on {}, same on {}",
-                    p.a,
-                    p.b,
-                    herd_report::paired_cell(p.win_rate.as_ref()),
-                    herd_report::paired_cell(p.length_controlled.as_ref()),
-                    p.a_better,
-                    p.b_better,
-                    p.same
-                );
-            }
-        }
-        let caveats: Vec<(&str, &String)> = s
-            .generators
-            .iter()
-            .flat_map(|g| g.caveats.iter().map(move |c| (g.name.as_str(), c)))
-            .collect();
-        if !caveats.is_empty() {
-            println!();
-            for (name, caveat) in caveats {
-                println!("caveat: {name}: {caveat}");
+            for line in findings {
+                println!("{line}");
             }
         }
         println!();
