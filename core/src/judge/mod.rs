@@ -14,6 +14,7 @@ pub mod prompt;
 pub mod python_literal;
 pub mod ranking_parser;
 pub mod swap;
+pub mod token_logprobs;
 
 pub use annotation::annotation_from;
 pub use judgment::{max_prompt_tokens, PreparedJudgment};
@@ -27,3 +28,4 @@ pub use prompt::{
 };
 pub use ranking_parser::{ranking_parser, RankingParseError};
 pub use swap::SwapDecision;
+pub use token_logprobs::{TokenLogprobError, TokenLogprobParser};
