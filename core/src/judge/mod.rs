@@ -8,6 +8,7 @@
 //! `preference_from_first_rank_probs` → `result(…)` → `annotation_from(job, &result)`.
 
 pub mod annotation;
+pub mod chatml;
 pub mod judgment;
 pub mod logprob;
 pub mod prompt;

@@ -175,7 +175,7 @@ impl JudgeTemplate {
 
 /// `re.findall(r"{([^ \s]+?)}", text)`: the shortest non-blank name between braces,
 /// scanning left to right without overlaps.
-fn find_placeholders(text: &str) -> Vec<String> {
+pub(crate) fn find_placeholders(text: &str) -> Vec<String> {
     let mut found = Vec::new();
     let mut rest = text;
     while let Some(open) = rest.find('{') {
