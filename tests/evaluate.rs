@@ -162,3 +162,36 @@ fn an_unparsable_ranking_is_stored_as_null_with_its_text_and_judged_again_next_t
     let second = succeed(evaluate(&cache, &file, &dir.path().join("second"), &ranking));
     assert!(second.contains("judged 1 verdicts (0 from the judge cache"), "{second}");
 }
+
+#[test]
+fn a_minimal_instruction_and_output_file_is_evaluated_under_the_name_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("judge-cache");
+    let set = EvalSet::embedded();
+    let rows: Vec<serde_json::Value> = SHORT
+        .iter()
+        .map(|&i| serde_json::json!({"instruction": set.rows()[i].instruction, "output": "Yes."}))
+        .collect();
+    let file = dir.path().join("minimal.json");
+    std::fs::write(&file, serde_json::to_string(&rows).unwrap()).unwrap();
+
+    // Without a name there is no generator to report on: refused before any work.
+    let nameless = evaluate(&cache, &file, &dir.path().join("nameless"), &[]);
+    assert!(!nameless.status.success());
+    let stderr = String::from_utf8_lossy(&nameless.stderr);
+    assert!(
+        stderr.contains(
+            "row 0: field `generator`: missing or empty; give the generator's name with --name"
+        ),
+        "{stderr}"
+    );
+
+    let out = dir.path().join("named");
+    succeed(evaluate(&cache, &file, &out, &["--name", "my-model", "--judge-model", "bench-noop"]));
+    let annotations = read_annotations(out.join("my-model/annotations.json")).unwrap();
+    assert_eq!(annotations.len(), 2);
+    for (a, &i) in annotations.iter().zip(&SHORT) {
+        assert_eq!(a.generator_2, "my-model");
+        assert_eq!(a.dataset, set.rows()[i].dataset, "the dataset comes from the eval set");
+    }
+}

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use herd_coordinator::{PlannedGenerator, RunPlan};
 use herd_core::eval_set::EvalSet;
-use herd_core::formats::{read_model_outputs, validate_model_outputs, ModelOutput};
+use herd_core::formats::{fill_missing, read_model_outputs, validate_model_outputs, ModelOutput};
 use herd_core::jobs::{FinishReason, GenerationResult};
 use herd_store::{keys, ResultStore, Stored};
 
@@ -22,9 +22,13 @@ const IMPORTED: &str = "imported";
 #[derive(clap::Args)]
 pub struct Args {
     /// alpaca_eval `model_outputs.json` files (`.json` or `.json.gz`), one model each
-    /// (`;` separates them in HERD_MODEL_OUTPUTS).
+    /// (`;` separates them in HERD_MODEL_OUTPUTS). Rows need `instruction` and `output`;
+    /// `generator` and `dataset` may be left out, as alpaca_eval allows.
     #[arg(long = "model-outputs", env = "HERD_MODEL_OUTPUTS", value_delimiter = ';', num_args = 1.., required = true)]
     pub model_outputs: Vec<PathBuf>,
+    /// The generator's name for rows without a `generator` field (one file only).
+    #[arg(long, env = "HERD_NAME", value_name = "NAME")]
+    pub name: Option<String>,
     #[command(flatten)]
     pub judge: JudgeArgs,
     #[command(flatten)]
@@ -43,7 +47,10 @@ struct ImportedModel {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let eval_set = EvalSet::embedded();
-    let models = check_inputs(&args.model_outputs, &eval_set)?;
+    if args.name.is_some() && args.model_outputs.len() > 1 {
+        bail!("--name names the generator of one file; these files must name theirs (field `generator`)");
+    }
+    let models = check_inputs(&args.model_outputs, args.name.as_deref(), &eval_set)?;
     let judge = args.judge.spec()?;
     let (run_id, out) = args.local.run_id_and_out("eval")?;
     args.local.engine.apply_threads();
@@ -67,16 +74,34 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 /// Reads and validates every file: alpaca_eval's format, instructions of the eval set, one
 /// generator name per file, names unique over the files. Warnings are printed.
-fn check_inputs(paths: &[PathBuf], eval_set: &EvalSet) -> anyhow::Result<Vec<ImportedModel>> {
+fn check_inputs(
+    paths: &[PathBuf],
+    name: Option<&str>,
+    eval_set: &EvalSet,
+) -> anyhow::Result<Vec<ImportedModel>> {
     let mut models: Vec<ImportedModel> = Vec::new();
     for path in paths {
-        let rows = read_model_outputs(path)?;
+        let mut rows = read_model_outputs(path)?;
         if rows.is_empty() {
             bail!("{}: no rows", path.display());
         }
         for warning in validate_model_outputs(path, &rows, eval_set)? {
             eprintln!("warning: {warning}");
         }
+        if let Some((row, _)) = rows.iter().enumerate().find(|(_, r)| r.generator.is_empty()) {
+            let Some(name) = name.filter(|n| !n.trim().is_empty()) else {
+                bail!(
+                    "{}: row {row}: field `generator`: missing or empty; give the generator's name with --name",
+                    path.display()
+                );
+            };
+            let (named, _) = fill_missing(&mut rows, name, eval_set);
+            eprintln!(
+                "{}: {named} row(s) without `generator` named {name:?} (--name)",
+                path.display()
+            );
+        }
+        fill_missing(&mut rows, "", eval_set);
         let name = rows[0].generator.clone();
         if name.trim().is_empty() {
             bail!(

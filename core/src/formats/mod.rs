@@ -28,7 +28,7 @@ use std::path::PathBuf;
 pub use annotations::{read_annotations, validate_annotations, write_annotations, Annotation};
 pub use leaderboard::{parse_leaderboard, read_leaderboard, write_leaderboard, LeaderboardRow};
 pub use model_outputs::{
-    read_model_outputs, validate_model_outputs, write_model_outputs, ModelOutput,
+    fill_missing, read_model_outputs, validate_model_outputs, write_model_outputs, ModelOutput,
 };
 pub use python_float::python_float_repr;
 

@@ -1,4 +1,7 @@
 //! alpaca_eval's `model_outputs.json`: a JSON array of `{dataset, instruction, output, generator}`.
+//! As alpaca_eval, the reader also takes the minimal `{instruction, output}` rows: a missing
+//! `generator` or `dataset` reads as an empty string, for the caller to fill (the
+//! generator's name from the user, the dataset from the eval set: [`fill_missing`]).
 
 use std::path::Path;
 
@@ -30,8 +33,8 @@ impl ModelOutput {
     fn from_record(mut record: Record<'_>) -> Result<Self, FormatError> {
         let instruction = record.take_string("instruction")?;
         let output = record.take_string("output")?;
-        let generator = record.take_string("generator")?;
-        let dataset = record.take_string("dataset")?;
+        let generator = record.take_optional_string("generator")?.unwrap_or_default();
+        let dataset = record.take_optional_string("dataset")?.unwrap_or_default();
         Ok(Self { instruction, output, generator, dataset, extra: record.into_extra() })
     }
 
@@ -48,7 +51,8 @@ impl ModelOutput {
     }
 }
 
-/// Reads `model_outputs.json` or `.json.gz`: every row must have the four string fields.
+/// Reads `model_outputs.json` or `.json.gz`: every row must have `instruction` and
+/// `output` strings; `generator` and `dataset` may be absent (read as empty).
 pub fn read_model_outputs(path: impl AsRef<Path>) -> Result<Vec<ModelOutput>, FormatError> {
     let path = path.as_ref();
     parse_model_outputs(path, &read_bytes(path)?)
@@ -75,6 +79,27 @@ pub fn write_model_outputs(
     outputs: &[ModelOutput],
 ) -> Result<(), FormatError> {
     write_bytes(path.as_ref(), render_model_outputs(outputs).as_bytes())
+}
+
+/// Fills what a minimal file leaves out: `generator` (when empty) with `name`, `dataset`
+/// (when empty) with the eval set's dataset of the row's instruction. Returns how many rows
+/// got each.
+pub fn fill_missing(outputs: &mut [ModelOutput], name: &str, eval_set: &EvalSet) -> (usize, usize) {
+    let (mut generators, mut datasets) = (0, 0);
+    for output in outputs {
+        if output.generator.is_empty() {
+            output.generator = name.to_string();
+            generators += 1;
+        }
+        if output.dataset.is_empty() {
+            if let Some(row) = eval_set.index_of(&output.instruction).and_then(|i| eval_set.get(i))
+            {
+                output.dataset = row.dataset.clone();
+                datasets += 1;
+            }
+        }
+    }
+    (generators, datasets)
 }
 
 /// Checks parsed rows against the eval set: an unknown or repeated instruction is an

@@ -155,6 +155,18 @@ impl<'a> Record<'a> {
         }
     }
 
+    /// A field that may be absent or null, else a string.
+    pub fn take_optional_string(&mut self, field: &str) -> Result<Option<String>, FormatError> {
+        match self.fields.shift_remove(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(text)) => Ok(Some(text)),
+            Some(other) => Err(self.error(
+                field,
+                FieldProblem::WrongType { expected: "a string", found: json_type(&other) },
+            )),
+        }
+    }
+
     /// A field that must be present, a number or null.
     pub fn take_nullable_number(&mut self, field: &str) -> Result<Option<f64>, FormatError> {
         match self.fields.shift_remove(field) {

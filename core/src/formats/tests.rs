@@ -356,3 +356,23 @@ fn a_leaderboard_with_a_bad_number_names_row_and_column() {
         &["lb.csv", "missing column `standard_error`"],
     );
 }
+
+#[test]
+fn minimal_model_outputs_rows_get_the_name_given_and_the_eval_sets_dataset() {
+    let set = EvalSet::embedded();
+    let json = format!(
+        r#"[{{"instruction": {:?}, "output": "a"}}, {{"instruction": {:?}, "output": "b", "generator": "kept", "dataset": "mine"}}]"#,
+        set.rows()[3].instruction,
+        set.rows()[4].instruction
+    );
+    let mut rows = parse_model_outputs(Path::new("m.json"), json.as_bytes()).unwrap();
+    assert_eq!((rows[0].generator.as_str(), rows[0].dataset.as_str()), ("", ""));
+    assert_eq!(fill_missing(&mut rows, "named", &set), (1, 1));
+    assert_eq!(rows[0].generator, "named");
+    assert_eq!(rows[0].dataset, set.rows()[3].dataset);
+    assert_eq!((rows[1].generator.as_str(), rows[1].dataset.as_str()), ("kept", "mine"));
+    // A field that is there must still be a string.
+    let bad = r#"[{"instruction": "x", "output": "y", "generator": 3}]"#;
+    let err = message(parse_model_outputs(Path::new("m.json"), bad.as_bytes()).unwrap_err());
+    assert_mentions(&err, &["m.json", "row 0", "generator", "string"]);
+}
