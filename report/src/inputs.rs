@@ -1,5 +1,7 @@
 //! Where a report's generators come from: run folders (`<run>/<generator>/annotations.json`),
-//! one generator's folder, or annotations files named directly.
+//! one generator's folder, annotations files named directly, or alpaca_eval's results
+//! layout (`results/<model>/<annotator>/annotations.json`, from the `results` folder or a
+//! model's folder).
 
 use std::path::{Path, PathBuf};
 
@@ -47,24 +49,40 @@ pub fn find_generators(input: &Path) -> Result<Vec<GeneratorSource>, ReportError
     if let Some(annotations) = annotations_in(input) {
         return Ok(vec![GeneratorSource::of_file(annotations)]);
     }
-    let entries = std::fs::read_dir(input).map_err(|source| ReportError::Io {
-        path: input.to_path_buf(),
+    let mut sources = Vec::new();
+    for folder in sub_folders(input)? {
+        if let Some(annotations) = annotations_in(&folder) {
+            let mut source = GeneratorSource::of_file(annotations);
+            source.run_folder_name = folder.file_name().map(|n| n.to_string_lossy().into_owned());
+            sources.push(source);
+            continue;
+        }
+        // alpaca_eval's `results/<model>/<annotator>/`: the model's folder names it.
+        for annotator in sub_folders(&folder)? {
+            if let Some(annotations) = annotations_in(&annotator) {
+                let mut source = GeneratorSource::of_file(annotations);
+                if let Some(model) = folder.file_name() {
+                    source.fallback_name = model.to_string_lossy().into_owned();
+                }
+                sources.push(source);
+            }
+        }
+    }
+    if sources.is_empty() {
+        return Err(ReportError::NoAnnotations { path: input.to_path_buf() });
+    }
+    Ok(sources)
+}
+
+/// The folders in `folder`, in name order.
+fn sub_folders(folder: &Path) -> Result<Vec<PathBuf>, ReportError> {
+    let entries = std::fs::read_dir(folder).map_err(|source| ReportError::Io {
+        path: folder.to_path_buf(),
         action: "read",
         source,
     })?;
     let mut folders: Vec<PathBuf> =
         entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.is_dir()).collect();
     folders.sort();
-    let sources: Vec<GeneratorSource> = folders
-        .iter()
-        .filter_map(|folder| {
-            let mut source = GeneratorSource::of_file(annotations_in(folder)?);
-            source.run_folder_name = folder.file_name().map(|n| n.to_string_lossy().into_owned());
-            Some(source)
-        })
-        .collect();
-    if sources.is_empty() {
-        return Err(ReportError::NoAnnotations { path: input.to_path_buf() });
-    }
-    Ok(sources)
+    Ok(folders)
 }

@@ -314,7 +314,18 @@ pub fn load_generator(
             vec![format!("not checked against the AlpacaEval 2 eval set: {not_alpaca_eval_2}")]
         }
     };
-    // In a run, the folder is the generator's name; a file speaks for itself.
+    // In a run, the folder is the generator's name; a file speaks for itself. A folder
+    // named after the file's annotator is alpaca_eval's `results/<model>/<annotator>/`, not
+    // a run's generator folder.
+    let mut source = source.clone();
+    let annotator = annotations.first().map(|a| a.annotator.as_str());
+    if source.run_folder_name.is_some() && source.run_folder_name.as_deref() == annotator {
+        source.run_folder_name = None;
+        if let Some(model) = path.parent().and_then(Path::parent).and_then(Path::file_name) {
+            source.fallback_name = model.to_string_lossy().into_owned();
+        }
+    }
+    let source = &source;
     let name = source.run_folder_name.clone().unwrap_or_else(|| {
         annotations
             .iter()

@@ -318,3 +318,21 @@ fn a_model_judged_by_another_annotator_is_not_placed() {
     assert!(report.html().contains("not placed on the AlpacaEval 2.0 leaderboard"));
     assert!(report.summary_markdown().contains("not the official annotator: not placed"));
 }
+
+#[test]
+fn alpaca_evals_results_layout_names_generators_by_model_not_annotator() {
+    let results =
+        oracle("alpaca-7b").parent().unwrap().parent().unwrap().parent().unwrap().to_path_buf();
+    // A model's folder: results/<model>/<annotator>/annotations.json.gz.
+    let one = build_report(&[results.join("alpaca-7b")], &fast_options()).unwrap();
+    assert_eq!(one.generators[0].name, "alpaca-7b");
+    assert_eq!(one.generators[0].errors_path(), Path::new("alpaca-7b/errors.md"));
+    // The whole results folder: every model, each by its name.
+    let all = build_report(&[results], &fast_options()).unwrap();
+    assert_eq!(all.generators.len(), 12);
+    let names: Vec<&str> = all.generators.iter().map(|g| g.name.as_str()).collect();
+    for model in ["alpaca-7b", "claude-2.1", "phi-2", "vicuna-13b"] {
+        assert!(names.contains(&model), "{model} in {names:?}");
+    }
+    assert!(!names.iter().any(|n| n.contains("weighted_alpaca_eval_gpt4_turbo")), "{names:?}");
+}
