@@ -30,9 +30,11 @@ pub struct PlanArgs {
     #[arg(long = "generator", env = "HERD_GENERATORS", value_delimiter = ';', value_name = "SPEC")]
     pub generators: Vec<GeneratorSettings>,
     /// Also evaluate a baseline: the first generator with these settings changed (same
-    /// syntax as --generator). Alone, `--baseline` means `template=raw`: the same model
-    /// prompted with the bare instruction.
-    #[arg(long, env = "HERD_BASELINE", num_args = 0..=1, default_missing_value = "template=raw", value_name = "SPEC")]
+    /// syntax as --generator). Alone, `--baseline` means `template=zero_shot_system`: the
+    /// same model prompted with the course's zero-shot prompt, no chat template (the bare
+    /// instruction, `template=raw`, leaves most of the default model's answers empty).
+    /// For a fine-tune, name its base model: `--baseline model=PATH,template=zero_shot_system`.
+    #[arg(long, env = "HERD_BASELINE", num_args = 0..=1, default_missing_value = "template=zero_shot_system", value_name = "SPEC")]
     pub baseline: Option<GeneratorSettings>,
     /// Only the first N instructions of the eval set (all 805 by default).
     #[arg(long, env = "HERD_LIMIT")]

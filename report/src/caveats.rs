@@ -22,7 +22,7 @@ pub fn caveats(metrics: &MetricsReport, bias: &JudgeBias) -> Vec<String> {
     let judged = metrics.metrics.n_total;
     if judged < SMALL_SAMPLE {
         let se = metrics.metrics.standard_error;
-        let spread = if se.is_finite() {
+        let spread = if se.is_finite() && se > 0.0 {
             format!(" (its 95 % interval is about ±{:.1} points)", 1.96 * se)
         } else {
             String::new()
