@@ -140,8 +140,10 @@ async fn log_progress(mut progress: watch::Receiver<RunProgress>) {
 
 fn print_summary(run: &str, summary: &RunSummary, local: bool, store: &str) {
     println!("herd coordinator {run}: {} generator(s) complete", summary.generators.len());
+    let width =
+        summary.generators.iter().map(|g| g.name.chars().count()).max().unwrap_or(0).max(30);
     println!(
-        "{:<30} {:>8} {:>15} {:>15} {:>8}",
+        "{:<width$} {:>8} {:>15} {:>15} {:>8}",
         "generator", "examples", "win rate", "LC win rate", "unparsed"
     );
     for g in &summary.generators {
@@ -149,7 +151,7 @@ fn print_summary(run: &str, summary: &RunSummary, local: bool, store: &str) {
             Some(row) => (herd_report::win_rate_cell(row), herd_report::lc_win_rate_cell(row)),
             None => ("—".into(), "—".into()),
         };
-        println!("{:<30} {:>8} {win:>15} {lc:>15} {:>8}", g.name, g.examples, g.unparsed);
+        println!("{:<width$} {:>8} {win:>15} {lc:>15} {:>8}", g.name, g.examples, g.unparsed);
     }
     for line in summary.findings() {
         println!("{line}");

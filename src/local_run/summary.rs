@@ -24,8 +24,9 @@ impl RunOutcome {
             self.generation_seconds, self.judging.judged, self.judging.cached, self.judging_seconds
         );
         println!();
+        let width = s.generators.iter().map(|g| g.name.chars().count()).max().unwrap_or(0).max(30);
         println!(
-            "{:<30} {:>10} {:>10} {:>9} {:>9} {:>15} {:>15} {:>8}",
+            "{:<width$} {:>10} {:>10} {:>9} {:>9} {:>15} {:>15} {:>8}",
             "generator",
             "examples/s",
             "out tok/s",
@@ -50,7 +51,7 @@ impl RunOutcome {
                 None => ("—".into(), "—".into()),
             };
             println!(
-                "{:<30} {eps:>10} {tps:>10} {gen_wall:>9} {judge_wall:>9} {win:>15} {lc:>15} {:>8}",
+                "{:<width$} {eps:>10} {tps:>10} {gen_wall:>9} {judge_wall:>9} {win:>15} {lc:>15} {:>8}",
                 g.name, g.unparsed
             );
         }
