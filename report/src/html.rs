@@ -24,7 +24,7 @@ th { background: #f4f5f7; font-weight: 600; border-bottom: 2px solid #ccc; }
 td.name, th.name { text-align: left; }
 td.name { font-weight: 600; max-width: 260px; overflow: hidden; text-overflow: ellipsis; }
 .se { color: #777; font-size: 12px; }
-.warn { color: #9a5b00; font-size: 12px; font-weight: 600; margin-left: 6px; }
+.warn { display: block; color: #9a5b00; font-size: 11.5px; font-weight: 600; }
 .muted { color: #888; }
 .note { color: #555; font-size: 13px; max-width: 900px; }
 .chart { overflow-x: auto; margin: 4px 0 12px; }
