@@ -11,23 +11,15 @@
 //! `Analyzer(gold_crossannotations=B, gold_annotations=B, n_annotators=1)`, then
 //! `get_metrics_evaluator(analyzer, A)` and the bias helpers on A and on B.
 
-use std::path::PathBuf;
+mod common;
 
+use common::{oracle_annotations as oracle, ORACLE_MODELS};
 use herd_core::formats::annotations::Annotation;
 use herd_core::formats::read_annotations;
 use herd_core::judge::SwapDecision;
 use herd_core::metrics::agreement;
 
 const TOLERANCE: f64 = 1e-9;
-
-fn oracle(model: &str) -> PathBuf {
-    std::env::var_os("HERD_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
-        .join("data/oracle/results")
-        .join(model)
-        .join("weighted_alpaca_eval_gpt4_turbo/annotations.json.gz")
-}
 
 /// What the binarised annotator says on A's rows.
 fn binarised(rows: &[Annotation]) -> Vec<Annotation> {
@@ -95,24 +87,10 @@ fn a_model_with_an_exact_tie_as_alpaca_eval_computes_it() {
 
 #[test]
 fn twelve_models_pooled_correlate_as_alpaca_eval_computes_it() {
-    let models = [
-        "FuseChat-Gemma-2-9B-Instruct",
-        "NullModel",
-        "alpaca-7b",
-        "claude-2.1",
-        "falcon-7b-instruct",
-        "gemma-7b-it",
-        "gpt-3.5-turbo-1106",
-        "gpt4_1106_preview",
-        "gpt4_gamed",
-        "humpback-llama2-70b",
-        "phi-2",
-        "vicuna-13b",
-    ];
     // alpaca_eval's side read the files in sorted path order and kept the first row of
     // each (instruction, output_1, output_2): 9658 rows, 9598 pairs.
     let a: Vec<Annotation> =
-        models.iter().flat_map(|m| read_annotations(oracle(m)).unwrap()).collect();
+        ORACLE_MODELS.iter().flat_map(|m| read_annotations(oracle(m)).unwrap()).collect();
     assert_eq!(a.len(), 9658);
     let found = agreement(&a, &binarised(&a));
     assert_eq!((found.n_pairs, found.a.n_parsed), (9598, 9598));

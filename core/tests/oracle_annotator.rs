@@ -5,41 +5,18 @@
 //! preference alpaca_eval stored (to the 10 decimals its files keep). The binarised reading
 //! (`alpaca_eval_clf_gpt4_turbo`) falls on the same side of 1.5.
 
-use std::path::PathBuf;
+mod common;
 
+use common::{oracle_annotations as oracle, ORACLE_MODELS};
 use herd_core::formats::read_annotations;
 use herd_core::judge::{SwapDecision, TokenLogprobParser};
-
-const MODELS: [&str; 12] = [
-    "FuseChat-Gemma-2-9B-Instruct",
-    "NullModel",
-    "alpaca-7b",
-    "claude-2.1",
-    "falcon-7b-instruct",
-    "gemma-7b-it",
-    "gpt-3.5-turbo-1106",
-    "gpt4_1106_preview",
-    "gpt4_gamed",
-    "humpback-llama2-70b",
-    "phi-2",
-    "vicuna-13b",
-];
-
-fn oracle(model: &str) -> PathBuf {
-    std::env::var_os("HERD_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
-        .join("data/oracle/results")
-        .join(model)
-        .join("weighted_alpaca_eval_gpt4_turbo/annotations.json.gz")
-}
 
 #[test]
 fn the_official_annotators_preferences_follow_from_its_raw_completions() {
     let weighted = TokenLogprobParser::weighted_m_over_m_or_capital_m();
     let binarised = TokenLogprobParser::binarised_m_over_m_or_capital_m();
     let (mut checked, mut identical_outputs, mut no_verdict) = (0, 0, 0);
-    for model in MODELS {
+    for model in ORACLE_MODELS {
         for (row, a) in read_annotations(oracle(model)).unwrap().iter().enumerate() {
             let Some(raw) = a.raw_completion.as_ref().filter(|r| r.is_object()) else { continue };
             if a.output_1 == a.output_2 {

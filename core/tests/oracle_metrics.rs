@@ -2,10 +2,12 @@
 //! (`shared/data/oracle`, see its README): the win-rate figures to 1e-6, the
 //! length-controlled ones to 0.05 points, the GLM's weights, and the difficulty lookups.
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::Read;
-use std::path::PathBuf;
 
+use common::oracle_dir;
 use herd_core::calibration::Calibration;
 use herd_core::formats::annotations::Annotation;
 use herd_core::metrics::{
@@ -19,13 +21,6 @@ const LC_TOLERANCE: f64 = 0.05;
 const WEIGHT_TOLERANCE: f64 = 1e-9;
 /// The oracle file that lacks eval positions 131 and 209.
 const FILE_WITH_GAPS: &str = "phi-2";
-
-fn oracle_dir() -> PathBuf {
-    std::env::var_os("HERD_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
-        .join("data/oracle")
-}
 
 /// One row of `expected_metrics.csv`, by column name.
 struct Expected(HashMap<String, String>);

@@ -110,12 +110,10 @@ fn prefill_attention_cpu(
         unreachable!("rows_are_contiguous checked the device")
     };
     let (k_all, v_all) = (k_cpu.as_slice::<f32>()?, v_cpu.as_slice::<f32>()?);
-    let k_heads: Vec<&[f32]> = (0..num_kv_heads)
-        .map(|g| &k_all[k_layout.start_offset() + g * k_layout.stride()[0]..][..len * d])
-        .collect();
-    let v_heads: Vec<&[f32]> = (0..num_kv_heads)
-        .map(|g| &v_all[v_layout.start_offset() + g * v_layout.stride()[0]..][..len * d])
-        .collect();
+    let k_heads: Vec<&[f32]> =
+        (0..num_kv_heads).map(|g| head_rows(k_all, k_layout, g, len * d)).collect();
+    let v_heads: Vec<&[f32]> =
+        (0..num_kv_heads).map(|g| head_rows(v_all, v_layout, g, len * d)).collect();
     let mut out = vec![0f32; t * h * d];
     out.par_chunks_mut(h * d).enumerate().for_each_init(
         || vec![0f32; 2 * group * len],
@@ -168,12 +166,8 @@ pub fn decode_attention_cpu(
     // Validate layouts up front; the parallel loop below only reads.
     for (k, v) in kv {
         for (t, name) in [(k, "k"), (v, "v")] {
-            let stride = t.stride();
-            if !matches!(t.device(), Device::Cpu)
-                || t.dtype() != DType::F32
-                || stride[1] != d
-                || stride[2] != 1
-            {
+            if !rows_are_contiguous(t) || t.dim(2)? != d {
+                let stride = t.stride();
                 let reason = format!("decode_attention_cpu: {name} must be f32 on CPU with contiguous rows ({stride:?})");
                 return Err(candle_core::Error::Msg(reason).into());
             }
@@ -190,10 +184,10 @@ pub fn decode_attention_cpu(
             let (k_all, v_all) = (k_cpu.as_slice::<f32>()?, v_cpu.as_slice::<f32>()?);
             let mut scores = vec![0f32; 2 * group * len];
             for g in 0..num_kv_heads {
-                let k_head =
-                    &k_all[k_layout.start_offset() + g * k_layout.stride()[0]..][..len * d];
-                let v_head =
-                    &v_all[v_layout.start_offset() + g * v_layout.stride()[0]..][..len * d];
+                let (k_head, v_head) = (
+                    head_rows(k_all, k_layout, g, len * d),
+                    head_rows(v_all, v_layout, g, len * d),
+                );
                 let q_group = &q_data[(s * h + g * group) * d..][..group * d];
                 let out_group = &mut out_seq[g * group * d..][..group * d];
                 attend_one_group(q_group, k_head, v_head, d, &mut scores, out_group);
@@ -202,6 +196,17 @@ pub fn decode_attention_cpu(
         },
     )?;
     Ok(Tensor::from_vec(out, (n, h * d), q.device())?)
+}
+
+/// KV head `g`'s first `values` values of a `[kv_heads, len, d]` cache view with contiguous
+/// rows ([`rows_are_contiguous`]), out of its storage.
+fn head_rows<'a>(
+    all: &'a [f32],
+    layout: &candle_core::Layout,
+    g: usize,
+    values: usize,
+) -> &'a [f32] {
+    &all[layout.start_offset() + g * layout.stride()[0]..][..values]
 }
 
 /// The query heads of one KV head: scores, softmax, weighted sum of values.

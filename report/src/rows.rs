@@ -67,9 +67,8 @@ pub fn script_hash() -> String {
 
 /// What the judge decided on a row, as the filters name it.
 fn outcome(preference: Option<f64>) -> &'static str {
-    match preference.filter(|p| !p.is_nan()).map(|p| if p == 0.0 { 1.5 } else { p }) {
+    match herd_core::metrics::preferences::counted_preference(preference) {
         None => "unparsed",
-        Some(p) if !(1.0..=2.0).contains(&p) => "unparsed",
         Some(p) if p < 1.5 => "lost",
         Some(p) if p > 1.5 => "won",
         Some(_) => "tied",

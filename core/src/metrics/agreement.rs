@@ -16,13 +16,13 @@
 //! - Cohen's kappa over the discrete verdicts (< 1.5: output_1, 1.5: draw, > 1.5: output_2)
 //!   of keys both sides parsed.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
-use super::judge_bias::{JudgeBias, Share};
+use super::judge_bias::{best_and_worse, first_of_each_pair, prefers_longer, Share};
 use super::numeric::{mean, standard_error_of_mean};
-use super::preferences::{draw_as_one_and_a_half, is_alpaca_eval_preference};
+use super::preferences::{counted_preference, draw_as_one_and_a_half};
 use crate::formats::annotations::Annotation;
 
 /// One annotator's leanings over the compared pairs.
@@ -72,17 +72,12 @@ fn key(a: &Annotation) -> Key<'_> {
     (&a.instruction, &a.output_1, &a.output_2)
 }
 
-/// The first row of every key, in file order.
-fn first_of_each_key(rows: &[Annotation]) -> Vec<&Annotation> {
-    let mut seen = HashSet::new();
-    rows.iter().filter(|a| seen.insert(key(a))).collect()
-}
-
 /// Compares annotator `a` with annotator `b` on the pairs both annotated.
 pub fn agreement(a: &[Annotation], b: &[Annotation]) -> Agreement {
+    let (a, b): (Vec<&Annotation>, Vec<&Annotation>) = (a.iter().collect(), b.iter().collect());
     let b_by_key: HashMap<Key<'_>, &Annotation> =
-        first_of_each_key(b).into_iter().map(|row| (key(row), row)).collect();
-    let pairs: Vec<(&Annotation, &Annotation)> = first_of_each_key(a)
+        first_of_each_pair(&b).into_iter().map(|row| (key(row), row)).collect();
+    let pairs: Vec<(&Annotation, &Annotation)> = first_of_each_pair(&a)
         .into_iter()
         .filter_map(|row| b_by_key.get(&key(row)).map(|&other| (row, other)))
         .collect();
@@ -111,13 +106,14 @@ pub fn agreement(a: &[Annotation], b: &[Annotation]) -> Agreement {
     }
 }
 
+/// One side's leanings over the compared rows (one per pair already).
 fn leanings(rows: &[&Annotation]) -> AnnotatorLeanings {
-    let owned: Vec<Annotation> = rows.iter().map(|&a| a.clone()).collect();
-    let bias = JudgeBias::of(&owned);
+    let parsed: Vec<f64> =
+        rows.iter().filter_map(|a| a.preference.filter(|p| !p.is_nan())).collect();
     AnnotatorLeanings {
-        n_parsed: bias.n_parsed,
-        prefers_output_1: bias.prefers_output_1,
-        prefers_longer: bias.prefers_longer,
+        n_parsed: parsed.len(),
+        prefers_output_1: 2.0 - mean(&parsed),
+        prefers_longer: prefers_longer(rows),
         prefers_lists: prefers_lists(rows),
     }
 }
@@ -125,9 +121,7 @@ fn leanings(rows: &[&Annotation]) -> AnnotatorLeanings {
 /// Per generator (`generator_2`, first-seen order), each side's generalized win rate.
 fn generator_win_rates(pairs: &[(&Annotation, &Annotation)]) -> Vec<GeneratorWinRates> {
     let mut by_generator: BTreeMap<&str, (usize, Vec<f64>, Vec<f64>)> = BTreeMap::new();
-    let counted = |p: Option<f64>| {
-        draw_as_one_and_a_half(p).filter(|&p| is_alpaca_eval_preference(p)).map(|p| p - 1.0)
-    };
+    let counted = |p: Option<f64>| counted_preference(p).map(|p| p - 1.0);
     for (order, (x, y)) in pairs.iter().enumerate() {
         let entry = by_generator.entry(x.generator_2.as_str()).or_insert((order, vec![], vec![]));
         entry.1.extend(counted(x.preference));
@@ -153,7 +147,7 @@ fn generator_win_rates(pairs: &[(&Annotation, &Annotation)]) -> Vec<GeneratorWin
 
 /// The discrete verdict: 0 for output_1, 1 for a draw, 2 for output_2.
 fn verdict(p: Option<f64>) -> Option<usize> {
-    let p = draw_as_one_and_a_half(p).filter(|&p| is_alpaca_eval_preference(p))?;
+    let p = counted_preference(p)?;
     Some(if p < 1.5 {
         0
     } else if p == 1.5 {
@@ -229,21 +223,11 @@ fn average_ranks(values: &[f64]) -> Vec<f64> {
     ranks
 }
 
-/// alpaca_eval's "Proba. prefer lists" over the rows.
+/// alpaca_eval's "Proba. prefer lists" over the rows (one per pair).
 fn prefers_lists(rows: &[&Annotation]) -> Share {
     let (mut preferred, mut decided) = (0, 0);
-    let mut seen = HashSet::new();
     for a in rows {
-        if !seen.insert(key(a)) {
-            continue;
-        }
-        // As for "prefer longer": output_1 is best when 1 ≤ p < 1.5, worse when
-        // 1.5 < p ≤ 2; otherwise (draws included) both are output_2.
-        let (best, worse) = match a.preference.filter(|p| !p.is_nan()) {
-            Some(p) if (1.0..1.5).contains(&p) => (&a.output_1, &a.output_2),
-            Some(p) if p > 1.5 && p <= 2.0 => (&a.output_2, &a.output_1),
-            _ => (&a.output_2, &a.output_2),
-        };
+        let (best, worse) = best_and_worse(a);
         let (best_has, worse_has) = (contains_list(best), contains_list(worse));
         if best_has != worse_has {
             decided += 1;

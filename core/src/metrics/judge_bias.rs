@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use serde::Serialize;
 
 use super::numeric::mean;
-use super::preferences::{draw_as_one_and_a_half, is_alpaca_eval_preference};
+use super::preferences::counted_preference;
 use crate::formats::annotations::Annotation;
 use crate::judge::SwapDecision;
 
@@ -63,35 +63,34 @@ pub struct JudgeBias {
 }
 
 impl JudgeBias {
-    pub fn of(annotations: &[Annotation]) -> Self {
+    pub fn of<'a>(rows: impl IntoIterator<Item = &'a Annotation>) -> Self {
+        let annotations: Vec<&Annotation> = rows.into_iter().collect();
         let parsed: Vec<f64> =
             annotations.iter().filter_map(|a| a.preference.filter(|p| !p.is_nan())).collect();
         let mut first_shown = Vec::new();
-        for a in annotations {
-            let Some(p) = counted(a.preference) else { continue };
+        for a in &annotations {
+            let Some(p) = counted_preference(a.preference) else { continue };
             first_shown.push(if is_switched(a) { p - 1.0 } else { 2.0 - p });
         }
-        let empty: Vec<&Annotation> =
+        let empty: Vec<&&Annotation> =
             annotations.iter().filter(|a| a.output_2.trim().is_empty()).collect();
-        let empty_wins: Vec<f64> =
-            empty.iter().filter_map(|a| counted(a.preference)).map(|p| p - 1.0).collect();
+        let empty_wins: Vec<f64> = empty
+            .iter()
+            .filter_map(|a| counted_preference(a.preference))
+            .map(|p| p - 1.0)
+            .collect();
         Self {
             n_rows: annotations.len(),
             n_parsed: parsed.len(),
             n_unparsed: annotations.len() - parsed.len(),
             prefers_first_shown: mean(&first_shown),
             prefers_output_1: 2.0 - mean(&parsed),
-            prefers_longer: prefers_longer(annotations),
+            prefers_longer: prefers_longer(&annotations),
             empty_answers: empty.len(),
             empty_answers_won: empty_wins.iter().filter(|&&w| w > 0.5).count(),
             empty_answers_win_rate: mean(&empty_wins) * 100.0,
         }
     }
-}
-
-/// A preference the win rate counts (0 read as 1.5), or `None`.
-fn counted(preference: Option<f64>) -> Option<f64> {
-    draw_as_one_and_a_half(preference).filter(|&p| is_alpaca_eval_preference(p))
 }
 
 /// The row's `is_switched_outputs` when the file keeps it, else alpaca_eval's decision for
@@ -103,21 +102,32 @@ fn is_switched(a: &Annotation) -> bool {
     }
 }
 
-fn prefers_longer(annotations: &[Annotation]) -> Share {
+/// The preferred answer and the other, as alpaca_eval's bias measures read a row:
+/// `output_1` is best when 1 ≤ p < 1.5 and worse when 1.5 < p ≤ 2; otherwise (a draw,
+/// unparsed, 0, out of range) both are `output_2`, so the row never counts.
+pub(crate) fn best_and_worse(a: &Annotation) -> (&str, &str) {
+    match a.preference.filter(|p| !p.is_nan()) {
+        Some(p) if (1.0..1.5).contains(&p) => (&a.output_1, &a.output_2),
+        Some(p) if p > 1.5 && p <= 2.0 => (&a.output_2, &a.output_1),
+        _ => (&a.output_2, &a.output_2),
+    }
+}
+
+/// The first row of every (instruction, output_1, output_2), in order (alpaca_eval's
+/// `drop_duplicates` on its keys).
+pub(crate) fn first_of_each_pair<'a>(rows: &[&'a Annotation]) -> Vec<&'a Annotation> {
     let mut seen = HashSet::new();
+    rows.iter()
+        .copied()
+        .filter(|a| seen.insert((&a.instruction, &a.output_1, &a.output_2)))
+        .collect()
+}
+
+pub(crate) fn prefers_longer(annotations: &[&Annotation]) -> Share {
     let (mut longer, mut decided) = (0, 0);
-    for a in annotations {
-        if !seen.insert((&a.instruction, &a.output_1, &a.output_2)) {
-            continue;
-        }
-        let (len_1, len_2) = (a.output_1.chars().count(), a.output_2.chars().count());
-        // alpaca_eval: `output_1` is best when 1 ≤ p < 1.5 and worse when 1.5 < p ≤ 2;
-        // otherwise (a draw, unparsed, 0, out of range) both are `output_2`: never counted.
-        let (best, worse) = match a.preference.filter(|p| !p.is_nan()) {
-            Some(p) if (1.0..1.5).contains(&p) => (len_1, len_2),
-            Some(p) if p > 1.5 && p <= 2.0 => (len_2, len_1),
-            _ => (len_2, len_2),
-        };
+    for a in first_of_each_pair(annotations) {
+        let (best, worse) = best_and_worse(a);
+        let (best, worse) = (best.chars().count(), worse.chars().count());
         if best.abs_diff(worse) > SIGNIFICANT_LENGTH_GAP {
             decided += 1;
             if best > worse {

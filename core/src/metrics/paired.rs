@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use super::numeric::mean;
-use super::preferences::{draw_as_one_and_a_half, is_alpaca_eval_preference};
+use super::preferences::counted_preference;
 use crate::error_analysis::SplitMix64;
 use crate::formats::annotations::Annotation;
 
@@ -104,9 +104,7 @@ pub fn compare_paired(
         .filter_map(|(row_a, x)| b_rows.get(x.instruction.as_str()).map(|&row_b| (row_a, row_b)))
         .collect();
 
-    let soft_win = |p: Option<f64>| {
-        draw_as_one_and_a_half(p).filter(|&p| is_alpaca_eval_preference(p)).map(|p| p - 1.0)
-    };
+    let soft_win = |p: Option<f64>| counted_preference(p).map(|p| p - 1.0);
     let mut judged = Vec::new();
     for &(row_a, row_b) in &shared {
         let (pa, pb) = (a.annotations[row_a].preference, b.annotations[row_b].preference);

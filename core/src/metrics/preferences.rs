@@ -55,6 +55,12 @@ pub(crate) fn draw_as_one_and_a_half(preference: Option<f64>) -> Option<f64> {
     }
 }
 
+/// A preference the win rate counts (the legacy draw 0 read as 1.5; null, NaN and values
+/// outside [1, 2] give `None`).
+pub fn counted_preference(preference: Option<f64>) -> Option<f64> {
+    draw_as_one_and_a_half(preference).filter(|&p| is_alpaca_eval_preference(p))
+}
+
 /// alpaca_eval's `validate_alpacaeval_preference(x, is_allow_nan=False)`.
 pub(crate) fn is_alpaca_eval_preference(p: f64) -> bool {
     (1.0..=2.0).contains(&p)
