@@ -39,6 +39,8 @@ enum Command {
     Report(commands::report::Args),
     /// Two annotators on the same pairs: agreement, win-rate correlations, each one's leanings.
     Agreement(commands::agreement::Args),
+    /// Serve a model over an OpenAI-compatible HTTP API (completions, chat, streaming, logprobs).
+    Serve(commands::serve::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -67,6 +69,7 @@ fn main() -> std::process::ExitCode {
         Command::Errors(args) => commands::errors::run(args),
         Command::Report(args) => commands::report::run(args),
         Command::Agreement(args) => commands::agreement::run(args),
+        Command::Serve(args) => commands::serve::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -483,6 +483,7 @@ fn check(args: &Args, log: &mut JsonLog) {
                 prompt_tokens: p.clone(),
                 max_new_tokens: n,
                 stop: vec![],
+                ..Default::default()
             })
             .collect()
     };
@@ -614,6 +615,7 @@ fn generate(model: &Model, args: &Args, log: &mut JsonLog) {
                 prompt_tokens: p.clone(),
                 max_new_tokens: new,
                 stop: vec![],
+                ..Default::default()
             })
             .collect()
     };
@@ -699,6 +701,7 @@ fn judge(model: &Model, args: &Args, log: &mut JsonLog) {
             prompt_tokens: p.clone(),
             max_new_tokens: new,
             stop: vec![],
+            ..Default::default()
         })
         .collect();
     let stats = model
@@ -784,6 +787,7 @@ fn compare_with_reference(model: &Model, file: &Path, log: &mut JsonLog) {
             prompt_tokens: p.clone(),
             max_new_tokens: new,
             stop: vec![],
+            ..Default::default()
         })
         .collect();
     let outputs = model

@@ -206,6 +206,7 @@ fn run(model: &Model, args: &[String]) {
                     prompt_tokens: p.clone(),
                     max_new_tokens: number(args, "--max-new", 128),
                     stop: vec![],
+                    ..Default::default()
                 })
                 .collect();
             let options = BatchOptions {
@@ -248,6 +249,7 @@ fn run(model: &Model, args: &[String]) {
                     prompt_tokens: p.clone(),
                     max_new_tokens: number(args, "--judge-max-new", 100),
                     stop: vec![],
+                    ..Default::default()
                 })
                 .collect();
             let batch = number(args, "--batch", BatchOptions::default().max_batch_size);

@@ -157,6 +157,7 @@ fn main() {
                         prompt_tokens: p.clone(),
                         max_new_tokens: args.max_new,
                         stop: vec![],
+                        ..Default::default()
                     })
                     .collect();
                 let options =

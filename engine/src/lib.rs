@@ -34,7 +34,8 @@ pub mod tokenizer;
 pub use config::{Architecture, ModelConfig, RopeScaling};
 pub use error::{ChatTemplateError, DeviceSpecError, EngineError, InvalidConfig, Result};
 pub use generate::{
-    BatchOptions, FinishReason, GenerationOutput, GenerationRequest, GenerationStats,
+    BatchOptions, FinishReason, GeneratedToken, GenerationEvents, GenerationOutput,
+    GenerationRequest, GenerationStats, RequestSource, Sampling, TokenLogprob,
 };
 pub use model::{LoadOptions, Model};
 pub use placement::{DeviceSpec, Placement};

@@ -170,6 +170,17 @@ impl TokenCodec {
         }
     }
 
+    /// Like [`Self::decode`], with special tokens written out (`<|im_end|>`, ...).
+    pub fn decode_with_special(&self, ids: &[u32]) -> Result<String> {
+        match &self.inner {
+            Inner::LlamaCpp(t) => t.decode(ids, true).map_err(codec_error),
+            Inner::HuggingFace(t) => t.decode(ids, false).map_err(|e| EngineError::Tokenizer {
+                path: "<tokenizer>".into(),
+                reason: format!("decoding: {e}"),
+            }),
+        }
+    }
+
     /// Ids that end generation (EOS and the end-of-turn tokens of the vocabulary).
     pub fn end_of_generation_ids(&self) -> &[u32] {
         &self.end_of_generation

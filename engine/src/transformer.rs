@@ -162,6 +162,18 @@ impl Transformer {
         }
     }
 
+    /// The share of the paged cache's blocks in use, 0 to 1 (`None` for per-sequence caches).
+    pub fn kv_cache_usage(&self) -> Option<f64> {
+        match &self.kind {
+            Kind::Contiguous(_) => None,
+            Kind::Paged(p) => {
+                let allocator = p.allocator.lock().unwrap_or_else(|e| e.into_inner());
+                let total = allocator.total_blocks().max(1);
+                Some((total - allocator.free_blocks()) as f64 / total as f64)
+            }
+        }
+    }
+
     /// A cache for a new sequence that will hold up to `positions` positions (`reserve` of
     /// them allocated at once on the CPU path), or `None` while the paged cache is full.
     pub fn new_cache(&self, positions: usize, reserve: usize) -> Option<SequenceCache> {

@@ -41,6 +41,7 @@ fn requests(max_new_tokens: usize, stop: &[&str]) -> Vec<GenerationRequest> {
             prompt_tokens: chat(i),
             max_new_tokens,
             stop: stop.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
         })
         .collect()
 }
@@ -124,6 +125,7 @@ fn generation_stops_at_end_of_generation_token() {
         prompt_tokens: chat("Reply with just the word yes."),
         max_new_tokens: 200,
         stop: vec![],
+        ..Default::default()
     };
     let out = model().generate_all(vec![request], &BatchOptions::default()).unwrap().remove(0);
     assert_eq!(out.finish_reason, FinishReason::Eos, "{:?}", out.text);

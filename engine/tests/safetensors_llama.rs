@@ -155,6 +155,7 @@ fn batched_greedy_generation_matches_reference_step_by_step() {
             prompt_tokens: p.clone(),
             max_new_tokens: 12,
             stop: vec![],
+            ..Default::default()
         })
         .collect();
     // Batch of 2 over 4 requests: later ones are admitted as earlier ones finish, and a

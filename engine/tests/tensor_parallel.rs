@@ -68,6 +68,7 @@ fn tp2_greedy_generation_equals_tp1_with_a_cache_that_admits_two_sequences_at_a_
                 prompt_tokens: p.clone(),
                 max_new_tokens: 10,
                 stop: vec![],
+                ..Default::default()
             })
             .collect()
     };
@@ -110,6 +111,7 @@ fn a_request_longer_than_the_whole_cache_is_a_bad_request() {
         prompt_tokens: PROMPT.to_vec(),
         max_new_tokens: 30,
         stop: vec![],
+        ..Default::default()
     };
     let err = model.generate_all(vec![request], &BatchOptions::default()).unwrap_err();
     match &err {

@@ -85,6 +85,7 @@ pub fn judge_batch(
                 prompt_tokens: tokens.clone(),
                 max_new_tokens: jobs[*position].judge.max_new_tokens,
                 stop: Vec::new(),
+                ..Default::default()
             })
             .collect();
         let mut prepared: Vec<Option<(usize, PreparedJudgment)>> =

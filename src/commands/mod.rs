@@ -6,4 +6,5 @@ pub mod judge_worker;
 pub mod metrics;
 pub mod report;
 pub mod run;
+pub mod serve;
 pub mod worker;

@@ -252,6 +252,7 @@ impl Generation<'_> {
                         prompt_tokens,
                         max_new_tokens: delivery.job.generator.max_new_tokens,
                         stop: delivery.job.generator.stop.clone(),
+                        ..Default::default()
                     });
                     pending.insert(id, delivery);
                 }

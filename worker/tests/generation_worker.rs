@@ -85,6 +85,7 @@ async fn answers_are_stored_then_acknowledged_and_match_the_engine() {
             prompt_tokens: prompt,
             max_new_tokens: 12,
             stop: vec![],
+            ..Default::default()
         };
         let alone = model.generate_all(vec![request], &Default::default()).unwrap();
         assert_eq!(result.output, alone[0].text, "instruction {}", job.index);
