@@ -132,4 +132,10 @@ if ! command -v chromium >/dev/null; then
   apt_install chromium
 fi
 
+# --- The official OpenAI Python client: tests/serve.rs drives herd serve with it.
+echo "== test services: openai (Python client)"
+if ! python3 -c "import openai" 2>/dev/null; then
+  PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q --disable-pip-version-check openai==3.63.0
+fi
+
 echo "== test services: ready"

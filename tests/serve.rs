@@ -356,3 +356,47 @@ fn with_a_key_requests_without_it_are_refused_and_the_key_is_never_shown() {
     assert!(logs.contains("loaded"), "the server logged: {logs}");
     assert!(!logs.contains(key), "the key appears in the logs");
 }
+
+#[test]
+fn the_official_openai_python_client_gets_what_the_api_promises() {
+    let output = Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/serve/openai_client.py"))
+        .arg(&served().base)
+        .arg("smollm2-135m-instruct")
+        .output()
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "the openai client failed (scripts/test-services.sh installs it): {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let got: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let (_, whole) = served().post("/chat/completions", chat_body(INSTRUCTIONS[2], 20));
+    let text = whole["choices"][0]["message"]["content"].as_str().unwrap();
+    assert_eq!(got["chat_text"], text);
+    assert_eq!(
+        got["stream_pieces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap())
+            .collect::<String>(),
+        text
+    );
+    assert_eq!(
+        got["chat_usage"],
+        json!([whole["usage"]["prompt_tokens"], whole["usage"]["completion_tokens"]])
+    );
+    assert_eq!(got["stream_usage"], got["chat_usage"]);
+    assert_eq!(got["chat_finish"], whole["choices"][0]["finish_reason"]);
+    let logprobs = got["chat_logprobs"].as_array().unwrap();
+    assert_eq!(logprobs.len(), 20);
+    for entry in logprobs {
+        assert_eq!(entry[2][0], entry[0], "greedy: the chosen token is the most likely");
+    }
+    assert_eq!(got["completion_text"], got["completion_stream_text"]);
+    assert_eq!(got["completion_tokens"].as_array().unwrap().len(), 8);
+    assert_eq!(got["completion_top"][0].as_object().unwrap().len(), 2);
+    assert_eq!(got["models"], json!(["smollm2-135m-instruct"]));
+    assert_eq!(got["error"], json!([400, "max_tokens", "context_length_exceeded"]));
+}
