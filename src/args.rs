@@ -1,9 +1,11 @@
 //! The argument groups several subcommands share: which models to evaluate (`PlanArgs`), the
 //! judge (`JudgeArgs`), the in-process run's judge cache and folder (`JudgeCacheArgs`,
-//! `LocalArgs`), and where the engine runs (`EngineArgs`). Every option is a flag with an
+//! `LocalArgs`), where the engine runs (`EngineArgs`) and how remote generators are called
+//! (`RemoteArgs`). Every option is a flag with an
 //! environment variable of the same name.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use herd_coordinator::RunPlan;
@@ -13,6 +15,7 @@ use herd_engine::{BatchOptions, DeviceSpec, LoadOptions, Placement};
 use herd_judge_worker::JudgeCache;
 use herd_runtime::{ModelCache, DEFAULT_MODEL};
 use herd_store::ResultStore;
+use herd_worker::remote::RemoteSettings;
 
 use crate::generator_spec::{generator_specs, model_display_name, GeneratorSettings};
 
@@ -112,10 +115,50 @@ pub struct LocalArgs {
     pub run_id: Option<String>,
     #[command(flatten)]
     pub engine: EngineArgs,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
     /// Judge answers while others are still being generated (faster end to end on a GPU;
     /// on a CPU the two phases then share cores and their throughput figures mix).
     #[arg(long, env = "HERD_PIPELINE")]
     pub pipeline: bool,
+}
+
+/// How generators served elsewhere (`--generator endpoint=…`) are called (shared with
+/// `herd worker`). Their key comes from OPENAI_API_KEY, or the file OPENAI_API_KEY_FILE
+/// names; it is never a flag, and never logged.
+#[derive(clap::Args, Clone)]
+pub struct RemoteArgs {
+    /// Seconds one request may take; past it the request is retried.
+    #[arg(long, env = "HERD_REMOTE_TIMEOUT", default_value_t = 600.0)]
+    pub remote_timeout: f64,
+    /// Tries per answer: 429, 5xx, timeouts and broken connections are retried, a refused
+    /// key or request is not.
+    #[arg(long, env = "HERD_REMOTE_MAX_ATTEMPTS", default_value_t = 8)]
+    pub remote_max_attempts: u32,
+    /// Requests in flight per endpoint.
+    #[arg(long, env = "HERD_REMOTE_CONCURRENCY", default_value_t = 16)]
+    pub remote_concurrency: usize,
+    /// Seconds the first retry waits; each next one waits about twice as long (with
+    /// jitter, up to a minute). A server's Retry-After is honoured instead.
+    #[arg(long, env = "HERD_REMOTE_BACKOFF", default_value_t = 1.0)]
+    pub remote_backoff: f64,
+}
+
+impl RemoteArgs {
+    pub fn settings(&self) -> anyhow::Result<RemoteSettings> {
+        let seconds = |flag: &str, value: f64| {
+            Duration::try_from_secs_f64(value)
+                .ok()
+                .filter(|d| !d.is_zero() || flag == "--remote-backoff")
+                .with_context(|| format!("{flag} {value}: expected a positive number of seconds"))
+        };
+        Ok(RemoteSettings {
+            timeout: seconds("--remote-timeout", self.remote_timeout)?,
+            max_attempts: self.remote_max_attempts.max(1),
+            concurrency: self.remote_concurrency.max(1),
+            backoff_initial: seconds("--remote-backoff", self.remote_backoff)?,
+        })
+    }
 }
 
 /// Where and how the engine runs models (shared with `herd evaluate`, `herd worker` and
@@ -281,6 +324,12 @@ mod tests {
                 threads: None,
                 gpu_memory_fraction: 0.9,
             },
+            remote: RemoteArgs {
+                remote_timeout: 600.0,
+                remote_max_attempts: 8,
+                remote_concurrency: 16,
+                remote_backoff: 1.0,
+            },
             pipeline: false,
         };
         assert_eq!(
@@ -294,5 +343,21 @@ mod tests {
         let (id, out) = local(None, None).run_id_and_out("run").unwrap();
         assert!(id.starts_with("run-20") && id.len() == "run-20260101-000000".len(), "{id}");
         assert_eq!(out, Path::new("runs").join(&id));
+    }
+
+    #[test]
+    fn remote_settings_refuse_a_timeout_that_is_not_a_positive_duration() {
+        let remote = |timeout: f64, backoff: f64| RemoteArgs {
+            remote_timeout: timeout,
+            remote_max_attempts: 0,
+            remote_concurrency: 0,
+            remote_backoff: backoff,
+        };
+        let settings = remote(2.5, 0.0).settings().unwrap();
+        assert_eq!(settings.timeout, Duration::from_millis(2500));
+        assert_eq!((settings.max_attempts, settings.concurrency), (1, 1), "at least one");
+        assert!(remote(0.0, 1.0).settings().unwrap_err().to_string().contains("--remote-timeout"));
+        assert!(remote(-1.0, 1.0).settings().is_err());
+        assert!(remote(1.0, f64::NAN).settings().unwrap_err().to_string().contains("--remote-backoff"));
     }
 }

@@ -1,15 +1,17 @@
 //! A `--generator` value: `key=value` settings laid over the run's defaults.
 //!
 //! `name=NAME,model=PATH_OR_BUILTIN,template=chat|raw|alpaca_sft|zero_shot_system,
-//! max_new_tokens=N,stop=TEXT`: every key is optional, `stop` may repeat, any other key may
-//! not; `\n`, `\t`, `\,` and `\\` are escapes.
+//! max_new_tokens=N,stop=TEXT,endpoint=URL,api=chat|completions`: every key is optional,
+//! `stop` may repeat, any other key may not; `\n`, `\t`, `\,` and `\\` are escapes. With
+//! `endpoint`, the model is served there (an OpenAI-compatible API) and `model` is the
+//! name that server knows it by.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::str::FromStr;
 
 use anyhow::{bail, Context};
-use herd_core::jobs::{GeneratorSpec, PromptTemplate};
+use herd_core::jobs::{GeneratorSpec, PromptTemplate, RemoteApi, RemoteEndpoint};
 use herd_runtime::DEFAULT_MODEL;
 
 use crate::args::STORE_FOLDER;
@@ -24,6 +26,10 @@ pub struct GeneratorSettings {
     pub max_new_tokens: Option<usize>,
     /// Empty: the defaults' stop strings.
     pub stop: Vec<String>,
+    /// An OpenAI-compatible API's base URL serving the model.
+    pub endpoint: Option<String>,
+    /// Default: `chat` for the chat template, `completions` for the text templates.
+    pub api: Option<RemoteApi>,
 }
 
 impl FromStr for GeneratorSettings {
@@ -69,8 +75,22 @@ impl FromStr for GeneratorSettings {
                     settings.max_new_tokens = Some(count)
                 }
                 "stop" => settings.stop.push(value),
+                "endpoint" => {
+                    let url = value.trim();
+                    if !(url.starts_with("http://") || url.starts_with("https://")) {
+                        bail!("endpoint {url:?} is not an http:// or https:// URL");
+                    }
+                    settings.endpoint = Some(url.trim_end_matches('/').to_string())
+                }
+                "api" => {
+                    settings.api = Some(match value.as_str() {
+                        "chat" => RemoteApi::Chat,
+                        "completions" => RemoteApi::Completions,
+                        other => bail!("api {other:?} is not chat or completions"),
+                    })
+                }
                 other => {
-                    bail!("unknown key {other:?} (name, model, template, max_new_tokens, stop)")
+                    bail!("unknown key {other:?} (name, model, template, max_new_tokens, stop, endpoint, api)")
                 }
             }
         }
@@ -103,6 +123,17 @@ impl GeneratorSettings {
         if !self.stop.is_empty() {
             spec.stop = self.stop.clone();
         }
+        let api_for = |template| match template {
+            PromptTemplate::Chat => RemoteApi::Chat,
+            _ => RemoteApi::Completions,
+        };
+        if let Some(url) = &self.endpoint {
+            let api = self.api.unwrap_or(api_for(spec.template));
+            spec.endpoint = Some(RemoteEndpoint { url: url.clone(), api });
+        } else if let Some(endpoint) = &mut spec.endpoint {
+            // Inherited (the baseline of a remote generator): a new template picks its API.
+            endpoint.api = self.api.unwrap_or(api_for(spec.template));
+        }
         if spec.name.is_empty() {
             spec.name = default_name(&spec.model, spec.template);
         }
@@ -126,6 +157,7 @@ pub fn generator_specs(
         template: PromptTemplate::Chat,
         max_new_tokens,
         stop: Vec::new(),
+        endpoint: None,
     };
     let mut specs: Vec<GeneratorSpec> =
         generators.iter().filter(|g| !g.is_empty()).map(|g| g.apply(&defaults)).collect();
@@ -140,6 +172,17 @@ pub fn generator_specs(
     for g in &specs {
         if !names.insert(g.name.clone()) {
             bail!("two generators are named {:?}; give one of them name=…", g.name);
+        }
+        if let Some(endpoint) = &g.endpoint {
+            let chat_template = g.template == PromptTemplate::Chat;
+            if chat_template != (endpoint.api == RemoteApi::Chat) {
+                bail!(
+                    "generator {:?}: template={} needs api={} (the chat template is the server's; text templates go to /completions)",
+                    g.name,
+                    g.template.as_str(),
+                    if chat_template { "chat" } else { "completions" }
+                );
+            }
         }
         if herd_report::folder_name(&g.name) == STORE_FOLDER {
             bail!("a generator cannot be named {STORE_FOLDER:?}: the run folder keeps its results there");
@@ -217,6 +260,7 @@ mod tests {
             template: PromptTemplate::Chat,
             max_new_tokens: 512,
             stop: vec![],
+            endpoint: None,
         }
     }
 
@@ -249,6 +293,29 @@ mod tests {
         assert!(zero.to_string().contains("max_new_tokens is 0"), "{zero}");
         assert!(parse("model=").unwrap_err().to_string().contains("model is empty"));
         assert!(generator_specs(&[], None, 0).is_err());
+    }
+
+    #[test]
+    fn an_endpoint_serves_the_model_and_the_template_picks_the_api() {
+        let spec = parse("endpoint=http://host:8000/v1/,model=my-sft").unwrap();
+        let endpoint = spec.endpoint.clone().unwrap();
+        assert_eq!(endpoint.url, "http://host:8000/v1");
+        assert_eq!(endpoint.api, RemoteApi::Chat);
+        assert_eq!(spec.model, "my-sft");
+        let text = parse("endpoint=https://h/v1,template=alpaca_sft").unwrap();
+        assert_eq!(text.endpoint.unwrap().api, RemoteApi::Completions);
+        assert!(parse("endpoint=host:8000").unwrap_err().to_string().contains("http"));
+        assert!(parse("endpoint=http://h/v1,api=grpc").unwrap_err().to_string().contains("api"));
+        // The baseline of a remote generator is served by the same endpoint, through the
+        // API its template needs.
+        let remote: GeneratorSettings = "endpoint=http://h/v1,model=m".parse().unwrap();
+        let zero_shot: GeneratorSettings = "template=zero_shot_system".parse().unwrap();
+        let specs = generator_specs(&[remote], Some(&zero_shot), 64).unwrap();
+        assert_eq!(specs[1].endpoint.as_ref().unwrap().api, RemoteApi::Completions);
+        assert_eq!(specs[1].endpoint.as_ref().unwrap().url, "http://h/v1");
+        let mismatched: GeneratorSettings = "endpoint=http://h/v1,api=completions".parse().unwrap();
+        let error = generator_specs(&[mismatched], None, 64).unwrap_err().to_string();
+        assert!(error.contains("template=chat needs api=chat"), "{error}");
     }
 
     #[test]

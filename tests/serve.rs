@@ -1,10 +1,13 @@
 //! `herd serve` through the binary on the default model: the OpenAI API's shapes, answers
 //! equal to the engine's in-process ones, streaming, logprobs, errors and the API key.
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
+#[path = "serve/served.rs"]
+mod served;
+
+use std::process::Command;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+
+use served::{client, Served};
 
 use herd_engine::{BatchOptions, ChatMessage, GenerationRequest, LoadOptions, Model};
 use serde_json::{json, Value};
@@ -15,110 +18,9 @@ const INSTRUCTIONS: [&str; 3] = [
     "Give three tips for staying healthy.",
 ];
 
-/// A `herd serve` process on a free port, killed when dropped.
-struct Served {
-    child: Child,
-    base: String,
-    stderr: std::sync::Arc<std::sync::Mutex<String>>,
-}
-
-impl Served {
-    fn start(extra_env: &[(&str, &str)]) -> Served {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_herd"));
-        command
-            .args(["serve", "--port", "0", "--batch-size", "4", "--threads", "2"])
-            .env("HERD_LOG", "info")
-            .env_remove("HERD_API_KEY")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, v) in extra_env {
-            command.env(k, v);
-        }
-        let mut child = command.spawn().expect("herd serve starts");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        let base = line
-            .split("listening on ")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .to_string();
-        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let (mut pipe, sink) = (child.stderr.take().unwrap(), stderr.clone());
-        std::thread::spawn(move || {
-            let mut buffer = [0u8; 4096];
-            while let Ok(n) = pipe.read(&mut buffer) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buffer[..n]));
-            }
-        });
-        let served = Served { child, base, stderr };
-        served.wait_healthy();
-        served
-    }
-
-    fn wait_healthy(&self) {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let health = self.base.trim_end_matches("/v1").to_string() + "/health";
-        loop {
-            if let Ok(r) = client().get(&health).send() {
-                if r.status() == 200 {
-                    return;
-                }
-                assert_eq!(r.status(), 503, "loading answers 503");
-            }
-            assert!(Instant::now() < deadline, "herd serve not healthy in 120 s");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        self.post_with_key(path, body, None)
-    }
-
-    fn post_with_key(&self, path: &str, body: Value, key: Option<&str>) -> (u16, Value) {
-        let mut request = client().post(format!("{}{path}", self.base)).json(&body);
-        if let Some(key) = key {
-            request = request.bearer_auth(key);
-        }
-        let response = request.send().unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().unwrap())
-    }
-
-    /// The `data:` payloads of a streamed answer.
-    fn stream(&self, path: &str, body: Value) -> Vec<String> {
-        let response = client().post(format!("{}{path}", self.base)).json(&body).send().unwrap();
-        assert_eq!(response.status(), 200);
-        assert!(response.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/event-stream"));
-        let text = response.text().unwrap();
-        text.lines().filter_map(|l| l.strip_prefix("data: ")).map(str::to_string).collect()
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn client() -> &'static reqwest::blocking::Client {
-    static CLIENT: OnceLock<reqwest::blocking::Client> = OnceLock::new();
-    CLIENT.get_or_init(|| {
-        reqwest::blocking::Client::builder().timeout(Duration::from_secs(300)).build().unwrap()
-    })
-}
-
 fn served() -> &'static Served {
     static SERVED: OnceLock<Served> = OnceLock::new();
-    SERVED.get_or_init(|| Served::start(&[]))
+    SERVED.get_or_init(|| Served::start(&[], &[]))
 }
 
 fn model() -> &'static Model {
@@ -341,7 +243,7 @@ fn metrics_count_requests_tokens_and_sequences() {
 #[test]
 fn with_a_key_requests_without_it_are_refused_and_the_key_is_never_shown() {
     let key = "sk-herd-test-7f3a9c";
-    let served = Served::start(&[("HERD_API_KEY", key)]);
+    let served = Served::start(&[], &[("HERD_API_KEY", key)]);
     let body = chat_body("Name a color.", 3);
     let (status, answer) = served.post("/chat/completions", body.clone());
     assert_eq!(status, 401);

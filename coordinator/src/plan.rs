@@ -113,6 +113,7 @@ mod tests {
             template: PromptTemplate::Chat,
             max_new_tokens: 8,
             stop: vec![],
+            endpoint: None,
         }
     }
 

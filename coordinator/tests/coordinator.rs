@@ -22,6 +22,7 @@ fn spec(max_new_tokens: usize) -> GeneratorSpec {
         template: PromptTemplate::Chat,
         max_new_tokens,
         stop: vec![],
+        endpoint: None,
     }
 }
 

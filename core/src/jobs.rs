@@ -52,6 +52,38 @@ pub struct GeneratorSpec {
     pub max_new_tokens: usize,
     /// Generation stops before the first occurrence of any of these strings.
     pub stop: Vec<String>,
+    /// Set for a model served elsewhere over an OpenAI-compatible API: `model` is then the
+    /// name that server knows it by, and nothing is loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<RemoteEndpoint>,
+}
+
+/// An OpenAI-compatible API serving a generator.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RemoteEndpoint {
+    /// The API's base URL, e.g. `http://host:8000/v1`.
+    pub url: String,
+    pub api: RemoteApi,
+}
+
+/// Which of the API's endpoints generates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemoteApi {
+    /// `/chat/completions`: the instruction as a user message; the server applies the
+    /// model's chat template (the `chat` prompt template).
+    Chat,
+    /// `/completions`: the prompt template's text (`raw`, `alpaca_sft`, `zero_shot_system`).
+    Completions,
+}
+
+impl RemoteApi {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RemoteApi::Chat => "chat",
+            RemoteApi::Completions => "completions",
+        }
+    }
 }
 
 /// Generate one answer.

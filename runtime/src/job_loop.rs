@@ -84,6 +84,12 @@ pub trait JobHandler: Send + Sized {
     /// The model `job` names.
     fn model(job: &Self::Job) -> &str;
 
+    /// Whether `job`'s model is one this process loads; `false` for a model served
+    /// elsewhere (over HTTP), whose group [`handle`](Self::handle) gets with no model.
+    fn loads_model(_job: &Self::Job) -> bool {
+        true
+    }
+
     /// `job`'s position in the eval set (logs).
     fn index(job: &Self::Job) -> usize;
 
@@ -111,7 +117,8 @@ pub trait JobHandler: Send + Sized {
     fn delivery(admitted: Self::Admitted) -> Delivery<Self::Job>;
 
     /// Runs `group`, admitted jobs naming `model_name`, on `model` (`None` for
-    /// [`NOOP_BENCHMARK_MODEL`]: nothing is loaded), and settles every one of them: stores
+    /// [`NOOP_BENCHMARK_MODEL`] and for models served elsewhere ([`loads_model`](Self::loads_model)):
+    /// nothing is loaded), and settles every one of them: stores
     /// a result then [`Pass::complete`], or [`Pass::dead_letter`], or [`Pass::give_back`].
     fn handle(
         &mut self,
@@ -204,7 +211,8 @@ impl<H: JobHandler> Pass<'_, H> {
         deliveries: Vec<Delivery<H::Job>>,
     ) -> Result<(), RuntimeError> {
         self.batch_started = unix_now();
-        let mut by_model: BTreeMap<String, Vec<H::Admitted>> = BTreeMap::new();
+        // (model, whether this process loads it) → its jobs
+        let mut by_model: BTreeMap<(String, bool), Vec<H::Admitted>> = BTreeMap::new();
         for delivery in deliveries {
             if delivery.redelivered {
                 self.metrics.jobs_redelivered.with_label_values(&self.labels()).inc();
@@ -225,12 +233,13 @@ impl<H: JobHandler> Pass<'_, H> {
                 self.dead_letter(delivery, &reason).await?;
                 continue;
             }
+            let loads = H::loads_model(&delivery.job);
             if let Some(admitted) = handler.admit(self, delivery).await? {
-                by_model.entry(model).or_default().push(admitted);
+                by_model.entry((model, loads)).or_default().push(admitted);
             }
         }
-        for (model, group) in by_model {
-            let loaded = if model == NOOP_BENCHMARK_MODEL {
+        for ((model, loads), group) in by_model {
+            let loaded = if model == NOOP_BENCHMARK_MODEL || !loads {
                 None
             } else {
                 match models.get(&model).await {

@@ -19,6 +19,7 @@ use herd_queue::MemoryQueue;
 use herd_runtime::{ModelCache, NOOP_BENCHMARK_MODEL};
 use herd_store::ResultStore;
 use herd_telemetry::Metrics;
+use herd_worker::remote::RemoteSettings;
 use herd_worker::{GenerationWorker, GenerationWorkerStats};
 use tokio::sync::watch;
 
@@ -37,6 +38,7 @@ pub struct LocalRun {
     models: ModelCache,
     batch: BatchOptions,
     prefetch: u16,
+    remote: RemoteSettings,
     pipeline: bool,
     force: bool,
     worker: String,
@@ -74,6 +76,7 @@ impl LocalRun {
             models: local.engine.models()?,
             batch: local.engine.batch(),
             prefetch: local.engine.prefetch(),
+            remote: local.remote.settings()?,
             pipeline: local.pipeline,
             force: local.force,
             worker: herd_runtime::worker_id(),
@@ -211,12 +214,20 @@ impl LocalRun {
         let models: BTreeSet<&str> = plan
             .generators
             .iter()
-            .filter_map(|g| g.spec.as_ref().map(|s| s.model.as_str()))
+            .filter_map(|g| g.spec.as_ref().filter(|s| s.endpoint.is_none()))
+            .map(|s| s.model.as_str())
             .chain([plan.judge.model.as_str()])
             .filter(|&model| model != NOOP_BENCHMARK_MODEL)
             .collect();
         for model in models {
             self.models.check_loadable(model).await?;
+        }
+        for spec in plan.generators.iter().filter_map(|g| g.spec.as_ref()) {
+            if let Some(endpoint) = &spec.endpoint {
+                herd_worker::remote::check_endpoint(endpoint, &spec.model)
+                    .await
+                    .with_context(|| format!("generator {}", spec.name))?;
+            }
         }
         Ok(())
     }
@@ -230,7 +241,8 @@ impl LocalRun {
             let distinct: BTreeSet<&str> = plan
                 .generators
                 .iter()
-                .filter_map(|g| g.spec.as_ref().map(|s| s.model.as_str()))
+                .filter_map(|g| g.spec.as_ref().filter(|s| s.endpoint.is_none()))
+                .map(|s| s.model.as_str())
                 .chain([plan.judge.model.as_str()])
                 .collect();
             distinct.len()
@@ -257,9 +269,11 @@ impl LocalRun {
                 continue;
             }
             let bar = bars.generation(&generator.name);
-            bar.set_message(format!("loading {}", spec.model));
-            models.get(&spec.model).await?;
-            bar.set_message(String::new());
+            if spec.endpoint.is_none() {
+                bar.set_message(format!("loading {}", spec.model));
+                models.get(&spec.model).await?;
+                bar.set_message(String::new());
+            }
             bar.reset_elapsed();
             let worker = GenerationWorker {
                 run_id: plan.run_id.clone(),
@@ -269,6 +283,7 @@ impl LocalRun {
                 linger: Duration::from_millis(20),
                 worker: self.worker.clone(),
                 model: None,
+                remote: self.remote.clone(),
             };
             let name = generator.name.clone();
             let complete =
@@ -281,7 +296,8 @@ impl LocalRun {
                 || plan.generators[position + 1..]
                     .iter()
                     .any(|later| later.spec.as_ref().is_some_and(|s| s.model == spec.model));
-            if !self.pipeline && !needed_later && models.release(&spec.model).await {
+            let loaded_here = spec.endpoint.is_none();
+            if loaded_here && !self.pipeline && !needed_later && models.release(&spec.model).await {
                 tracing::info!(model = %spec.model, "model released: nothing later in this run uses it");
             }
         }

@@ -27,6 +27,7 @@ fn spec(name: &str) -> GeneratorSpec {
         template: PromptTemplate::Chat,
         max_new_tokens: 24,
         stop: vec![],
+        endpoint: None,
     }
 }
 

@@ -24,6 +24,7 @@ const ROLE: Role =
     Role { label: "worker", phase: Phase::Generation, job: "generation", work: "generation" };
 
 use crate::prompt::prompt_tokens;
+use crate::remote::{self, Clients, RemoteSettings};
 
 /// A worker for one generator's queue (`herd.<run>.gen.<generator>`).
 #[derive(Debug, Clone)]
@@ -44,6 +45,8 @@ pub struct GenerationWorker {
     /// the jobs name. A job naming another model is dead-lettered with both names: the
     /// coordinator's plan and this worker's deployment disagree, and retrying cannot help.
     pub model: Option<String>,
+    /// How generators served elsewhere (`endpoint=`) are called.
+    pub remote: RemoteSettings,
 }
 
 /// What one run of the loop did.
@@ -75,6 +78,7 @@ impl GenerationWorker {
             linger: Duration::from_millis(20),
             worker: worker.into(),
             model: None,
+            remote: RemoteSettings::default(),
         }
     }
 
@@ -92,7 +96,11 @@ impl GenerationWorker {
         metrics: &Metrics,
         shutdown: impl Future<Output = ()>,
     ) -> Result<GenerationWorkerStats, RuntimeError> {
-        let mut generation = Generation { worker: self, stats: GenerationWorkerStats::default() };
+        let mut generation = Generation {
+            worker: self,
+            stats: GenerationWorkerStats::default(),
+            clients: Clients::default(),
+        };
         let counts = run_jobs(&mut generation, queue, store, models, metrics, shutdown).await?;
         Ok(GenerationWorkerStats {
             already_stored: counts.already_stored,
@@ -107,6 +115,7 @@ impl GenerationWorker {
 struct Generation<'a> {
     worker: &'a GenerationWorker,
     stats: GenerationWorkerStats,
+    clients: Clients,
 }
 
 impl JobHandler for Generation<'_> {
@@ -135,6 +144,10 @@ impl JobHandler for Generation<'_> {
 
     fn model(job: &GenerationJob) -> &str {
         &job.generator.model
+    }
+
+    fn loads_model(job: &GenerationJob) -> bool {
+        job.generator.endpoint.is_none()
     }
 
     fn index(job: &GenerationJob) -> usize {
@@ -178,6 +191,9 @@ impl JobHandler for Generation<'_> {
     ) -> Result<(), RuntimeError> {
         match model {
             Some(model) => self.generate(pass, model_name, model, group).await,
+            None if group.iter().any(|d| d.job.generator.endpoint.is_some()) => {
+                self.generate_remote(pass, model_name, group).await
+            }
             None => self.answer_empty(pass, group).await,
         }
     }
@@ -316,6 +332,103 @@ impl Generation<'_> {
         };
         if let Some(reason) = failure {
             pass.give_back(pending.into_values().collect(), &reason).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Generation<'_> {
+    /// Jobs of a generator served elsewhere: one request each, at most the endpoint's
+    /// concurrency in flight, each answer stored (then acknowledged) as it lands. A refused
+    /// request is dead-lettered; one that exhausted its retries goes back to the queue.
+    async fn generate_remote(
+        &mut self,
+        pass: &mut Pass<'_, Self>,
+        model_name: &str,
+        group: Vec<Delivery<GenerationJob>>,
+    ) -> Result<(), RuntimeError> {
+        let batch_started = unix_now();
+        let mut pending: HashMap<usize, Delivery<GenerationJob>> = HashMap::new();
+        let mut in_flight = tokio::task::JoinSet::new();
+        for (id, delivery) in group.into_iter().enumerate() {
+            let Some(endpoint) = delivery.job.generator.endpoint.clone() else {
+                let reason = "a local job in a remote group".to_string();
+                pass.dead_letter(delivery, &reason).await?;
+                continue;
+            };
+            let client = match self.clients.get(&self.worker.remote, &endpoint.url) {
+                Ok(client) => client,
+                Err(error) => {
+                    pass.dead_letter(delivery, &error.to_string()).await?;
+                    continue;
+                }
+            };
+            let request = match remote::request(&delivery.job, endpoint.api) {
+                Ok(request) => request,
+                Err(reason) => {
+                    pass.dead_letter(delivery, &reason).await?;
+                    continue;
+                }
+            };
+            in_flight.spawn(async move { (id, client.complete(&request).await) });
+            pending.insert(id, delivery);
+        }
+        pass.metrics
+            .batch_size
+            .with_label_values(&[ROLE.label, model_name])
+            .observe(pending.len() as f64);
+        while let Some(joined) = in_flight.join_next().await {
+            let (id, answer) = match joined {
+                Ok(done) => done,
+                Err(task) => {
+                    // A request task panicked: its job cannot be told apart; give back what
+                    // is left once the others land.
+                    tracing::error!(%task, "a remote request task failed");
+                    continue;
+                }
+            };
+            let Some(delivery) = pending.remove(&id) else { continue };
+            let completion = match answer {
+                Ok(completion) => completion,
+                Err(error) if error.is_permanent() => {
+                    pass.dead_letter(delivery, &error.to_string()).await?;
+                    continue;
+                }
+                Err(error) => {
+                    pass.give_back(vec![delivery], &error.to_string()).await?;
+                    continue;
+                }
+            };
+            let job = &delivery.job;
+            let result = GenerationResult {
+                run_id: job.run_id.clone(),
+                generator: job.generator.name.clone(),
+                index: job.index,
+                instruction: job.instruction.clone(),
+                dataset: job.dataset.clone(),
+                finish_reason: remote::finish_reason(&completion, job),
+                output: completion.text,
+                prompt_tokens: completion.prompt_tokens.unwrap_or(0),
+                output_tokens: completion.completion_tokens.unwrap_or(0),
+                seconds: completion.seconds,
+                worker: self.worker.worker.clone(),
+                stored: Some(Stored::now(batch_started, false)),
+            };
+            pass.store.put_output(&result).await?;
+            pass.metrics.record_output(&result);
+            pass.activity.record(
+                &result.generator,
+                batch_started,
+                result.output_tokens as u64,
+                false,
+            );
+            self.stats.generated += 1;
+            self.stats.output_tokens += result.output_tokens as u64;
+            pass.complete(delivery).await?;
+        }
+        if !pending.is_empty() {
+            let left: Vec<_> = pending.into_values().collect();
+            pass.give_back(left, "a remote request task failed").await?;
         }
         Ok(())
     }

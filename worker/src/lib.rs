@@ -13,6 +13,7 @@
 
 mod generation;
 mod prompt;
+pub mod remote;
 
 pub use generation::{GenerationWorker, GenerationWorkerStats};
 pub use prompt::prompt_tokens;

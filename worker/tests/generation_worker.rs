@@ -22,6 +22,7 @@ fn jobs(run: &str, model: &str, n: usize, max_new_tokens: usize) -> Vec<Generati
         template: PromptTemplate::Chat,
         max_new_tokens,
         stop: vec![],
+        endpoint: None,
     };
     (0..n)
         .map(|index| GenerationJob {

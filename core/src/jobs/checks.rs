@@ -161,6 +161,7 @@ mod tests {
                 template: PromptTemplate::Chat,
                 max_new_tokens: 8,
                 stop: vec![],
+                endpoint: None,
             },
             index,
             instruction: row.instruction.clone(),

@@ -54,6 +54,7 @@ pub fn job(run: &str, generator: &str, index: usize) -> GenerationJob {
             template: PromptTemplate::Chat,
             max_new_tokens: 64,
             stop: vec![],
+            endpoint: None,
         },
         index,
         instruction: format!("instruction {index}"),
