@@ -1,5 +1,5 @@
-//! `y = x·Wᵀ` with W kept in GGUF's blocks (Q4_0, Q4_1, Q8_0 and the k-quants Q3_K, Q4_K,
-//! Q5_K, Q6_K: exact, no requantization) and x quantized on the fly to 8 bits per block of
+//! `y = x·Wᵀ` with W kept in GGUF's blocks (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and the k-quants
+//! Q3_K, Q4_K, Q5_K, Q6_K: exact, no requantization) and x quantized on the fly to 8 bits per block of
 //! 32 values — the arithmetic of llama.cpp's Q4_1 × Q8_1 and Q8_0 × Q8_0 dot products, with
 //! f32 block scales and sums.
 //!
@@ -22,7 +22,7 @@
 //! lane adds two products per `vpmaddubsw`):
 //! - 4-bit, unsigned 0..=15 (Q4_0, Q4_1, Q4_K): eight steps give at most 8·2·15·127 =
 //!   30480, so a whole block sums in 16 bits.
-//! - 5-bit, unsigned 0..=31 (Q5_K): eight steps could reach 63 000; four give at most
+//! - 5-bit, unsigned 0..=31 (Q5_0, Q5_1, Q5_K): eight steps could reach 63 000; four give at most
 //!   4·2·31·127 = 31 496, so sums widen to 32 bits every 4 steps.
 //! - 8-bit signed, one scale per 32 (Q8_0, `m` = 0): `vpmaddubsw` takes one unsigned
 //!   operand, so it multiplies |q| by x carrying q's sign, and every step widens to 32 bits.
@@ -37,6 +37,8 @@
 //! (d·sc)·(q − 32) with an 8-bit signed `sc` per 16 values, Q3_K's (d·(sc − 32))·q with a
 //! 6-bit `sc` per 16 and q in −4..=3: again exact products, one per half-block. (Q2_K's
 //! 4-bit mins per 16 values would need per-16 sums of x; it stays on candle's `QMatMul`.)
+//! Q5_0/Q5_1 (llama.cpp's stand-ins for Q4_K/Q5_K in matrices whose rows are not a multiple
+//! of 256 values, such as 576-wide ones) are Q4_0/Q4_1 with a fifth bit.
 //! Activations are rounded to 8 bits per 32 values as for the other types (llama.cpp
 //! quantizes them per 256, Q8_K): the results differ from an f32 product of the weights by
 //! that rounding only.
@@ -90,7 +92,7 @@ enum Values {
 fn values_of(dtype: GgmlDType) -> Option<Values> {
     Some(match dtype {
         GgmlDType::Q4_0 | GgmlDType::Q4_1 | GgmlDType::Q4K => Values::Nibbles,
-        GgmlDType::Q5K => Values::FiveBits,
+        GgmlDType::Q5_0 | GgmlDType::Q5_1 | GgmlDType::Q5K => Values::FiveBits,
         GgmlDType::Q8_0 => Values::SignedBytes,
         GgmlDType::Q6K | GgmlDType::Q3K => Values::SignedHalves,
         _ => return None,
@@ -163,12 +165,7 @@ impl PackedWeights {
             let (rows, _) = q.shape().dims2()?;
             let data = q.data()?;
             let dtype = q.dtype();
-            let per_block = if matches!(dtype, GgmlDType::Q4_0 | GgmlDType::Q4_1 | GgmlDType::Q8_0)
-            {
-                BLOCK
-            } else {
-                SUPER_BLOCK
-            };
+            let per_block = if is_k_quant(dtype) { SUPER_BLOCK } else { BLOCK };
             if cols % per_block != 0
                 || data.len() != rows * cols / per_block * dtype.type_size()
                 || dtype.block_size() != per_block
@@ -267,23 +264,33 @@ fn unpack_row(dtype: GgmlDType, raw: &[u8], out: &mut Vec<RowBlock>) {
     let half = |at: usize| f16_to_f32(u16::from_le_bytes([raw[at], raw[at + 1]]));
     let mut values = [0u8; BLOCK];
     match dtype {
-        GgmlDType::Q4_0 | GgmlDType::Q4_1 | GgmlDType::Q8_0 => {
+        GgmlDType::Q4_0 | GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1 | GgmlDType::Q8_0 => {
+            // d (f16), [Q4_1, Q5_1: m (f16),] [Q5_0, Q5_1: 32 fifth bits (u32),] values.
             let block_bytes = dtype.type_size();
             for (i, block) in raw.chunks_exact(block_bytes).enumerate() {
                 let at = i * block_bytes;
                 let d = half(at);
                 let m = match dtype {
-                    GgmlDType::Q4_1 => half(at + 2),
+                    GgmlDType::Q4_1 | GgmlDType::Q5_1 => half(at + 2),
                     GgmlDType::Q4_0 => -8.0 * d,
+                    GgmlDType::Q5_0 => -16.0 * d,
                     _ => 0.0,
                 };
                 if dtype == GgmlDType::Q8_0 {
                     values.copy_from_slice(&block[2..34]);
                 } else {
-                    // Column j in the low nibble of byte j, column j + 16 in its high one.
+                    // Column j in the low nibble of byte j, column j + 16 in its high one;
+                    // Q5_0/Q5_1: bit 4 of column j is bit j of the u32 before the nibbles.
+                    let high = match dtype {
+                        GgmlDType::Q5_0 | GgmlDType::Q5_1 => u32::from_le_bytes(
+                            block[block_bytes - 20..block_bytes - 16].try_into().expect("4 bytes"),
+                        ),
+                        _ => 0,
+                    };
                     for (j, &byte) in block[block_bytes - BLOCK / 2..].iter().enumerate() {
-                        values[j] = byte & 0x0F;
-                        values[j + BLOCK / 2] = byte >> 4;
+                        let bit = |c: usize| ((high >> c) as u8 & 1) << 4;
+                        values[j] = byte & 0x0F | bit(j);
+                        values[j + BLOCK / 2] = byte >> 4 | bit(j + BLOCK / 2);
                     }
                 }
                 out.push((values, d, m));
@@ -355,6 +362,11 @@ fn unpack_row(dtype: GgmlDType, raw: &[u8], out: &mut Vec<RowBlock>) {
         }
         other => unreachable!("checked by values_of: {other:?}"),
     }
+}
+
+/// Types whose blocks hold 256 values.
+fn is_k_quant(dtype: GgmlDType) -> bool {
+    matches!(dtype, GgmlDType::Q3K | GgmlDType::Q4K | GgmlDType::Q5K | GgmlDType::Q6K)
 }
 
 /// Q4_K/Q5_K: sub-block `j`'s 6-bit scale and min from the 12 packed bytes (j < 4: the
@@ -885,19 +897,17 @@ mod tests {
         sign | (((exp + 15) as u16) << 10) | (mant >> 13) as u16
     }
 
-    const ALL: [GgmlDType; 7] = [
+    const ALL: [GgmlDType; 9] = [
         GgmlDType::Q4_1,
         GgmlDType::Q4_0,
         GgmlDType::Q8_0,
+        GgmlDType::Q5_0,
+        GgmlDType::Q5_1,
         GgmlDType::Q4K,
         GgmlDType::Q5K,
         GgmlDType::Q6K,
         GgmlDType::Q3K,
     ];
-
-    fn is_k_quant(dtype: GgmlDType) -> bool {
-        dtype.block_size() == SUPER_BLOCK
-    }
 
     fn random(rows: usize, cols: usize, std: f32) -> Result<Tensor> {
         Ok(Tensor::randn(0f32, std, (rows, cols), &Device::Cpu)?)

@@ -40,7 +40,7 @@ impl<'a> Part<'a> {
 /// How weights are held in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WeightFormat {
-    /// On the CPU, GGUF Q4_0/Q4_1/Q8_0/Q3_K/Q4_K/Q5_K/Q6_K projections through herd's own kernels
+    /// On the CPU, GGUF Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q3_K/Q4_K/Q5_K/Q6_K projections through herd's own kernels
     /// (`quant_matmul`: faster than f32 and a quarter of its memory); other weights dense
     /// f32 when the whole model fits in [`AUTO_DENSE_LIMIT_BYTES`], else quantized.
     #[default]
