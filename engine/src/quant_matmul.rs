@@ -1,6 +1,6 @@
 //! `y = x·Wᵀ` with W kept in GGUF's blocks (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and the k-quants
-//! Q3_K, Q4_K, Q5_K, Q6_K: exact, no requantization) and x quantized on the fly to 8 bits per block of
-//! 32 values — the arithmetic of llama.cpp's Q4_1 × Q8_1 and Q8_0 × Q8_0 dot products, with
+//! Q3_K, Q4_K, Q5_K, Q6_K: exact, no requantization) and x quantized on the fly to 8 bits
+//! per block of 32 values — the arithmetic of llama.cpp's Q4_1 × Q8_1 and Q8_0 × Q8_0 dot products, with
 //! f32 block scales and sums.
 //!
 //! Why: batched decoding on a CPU is bound by multiply throughput, and AVX2's byte dot
@@ -10,8 +10,8 @@
 //!
 //! Layout ([`PackedWeights`]): rows are taken 8 at a time ("groups"). Per group and block of
 //! 32 columns, 256 bytes hold the values (one per byte) ordered as 8 steps of 4 columns × 8
-//! rows × 4 bytes, then 16 f32 scales per row pair: `d` and `m` (value = d·q + m), or for
-//! [`Values::SignedHalves`] one `d` per 16 columns. One `vpmaddubsw` of a 32-byte step
+//! rows × 4 bytes, then per row two f32 scales: `d` and `m` (value = d·q + m), or for the
+//! `…Halves` kinds one `d` per 16 columns. One `vpmaddubsw` of a 32-byte step
 //! against 4 activation bytes broadcast gives, per row, two partial sums in 16-bit lanes,
 //! and one `vpmaddwd` then leaves each row's sum in its own 32-bit lane: the 8 outputs of a
 //! group come out as one vector, with no horizontal sums. Every group has one kind of
@@ -26,17 +26,23 @@
 //!   4·2·31·127 = 31 496, so sums widen to 32 bits every 4 steps.
 //! - 8-bit signed, one scale per 32 (Q8_0, `m` = 0): `vpmaddubsw` takes one unsigned
 //!   operand, so it multiplies |q| by x carrying q's sign, and every step widens to 32 bits.
-//! - signed, one scale per 16 columns (Q6_K: −32..=31, Q3_K: −4..=3): the same sign trick;
-//!   16 columns (4 steps) give at most 4·2·32·127 = 32 512, so each half-block sums in 16
-//!   bits and gets its own scale.
+//! - one scale per 16 columns, stored unsigned with an offset (Q6_K: 0..=63, value
+//!   d·(q − 32); Q3_K: 0..=7, value d·(q − 4)): unsigned products as for 4-bit values,
+//!   then per half-block d·(Σ q·x − offset·Σ x), with x's sums per 16 values kept by
+//!   [`Q8Rows`]. Two steps of 6-bit values give at most 2·2·63·127 = 32 004, so they widen
+//!   every 2 steps; 3-bit ones once per half-block. (Stored signed they would need the
+//!   8-bit path's sign trick, one more instruction per step and row: for Q6_K without
+//!   VNNI that costs what the extra widening does, for Q3_K and with VNNI it costs more;
+//!   measured, Q3_K went from 120 to 142 GFLOP/s at 16 rows and Q6_K stayed at ~128.)
 //!
 //! The k-quants map exactly: a Q4_K/Q5_K super-block of 256 values has f16 `d`, `dmin` and
 //! per 32 values 6-bit `sc`, `m`, with value = (d·sc)·q − (dmin·m); d·sc and dmin·m are
 //! exact in f32 (11-bit × 6-bit mantissas), so they are this layout's `d` and `−m` with
 //! the same q, and dequantizing gives candle's values bit for bit. Q6_K's value is
-//! (d·sc)·(q − 32) with an 8-bit signed `sc` per 16 values, Q3_K's (d·(sc − 32))·q with a
-//! 6-bit `sc` per 16 and q in −4..=3: again exact products, one per half-block. (Q2_K's
-//! 4-bit mins per 16 values would need per-16 sums of x; it stays on candle's `QMatMul`.)
+//! (d·sc)·(q − 32) with an 8-bit signed `sc` per 16 values, Q3_K's (d·(sc − 32))·(q − 4)
+//! with a 6-bit `sc` per 16 and q in 0..=7: again exact products, one per half-block, and
+//! dequantizing gives candle's values bit for bit too. (Q2_K's 4-bit mins per 16 values
+//! would need two more scales per half-block; it stays on candle's `QMatMul`.)
 //! Q5_0/Q5_1 (llama.cpp's stand-ins for Q4_K/Q5_K in matrices whose rows are not a multiple
 //! of 256 values, such as 576-wide ones) are Q4_0/Q4_1 with a fifth bit.
 //! Activations are rounded to 8 bits per 32 values as for the other types (llama.cpp
@@ -85,8 +91,25 @@ enum Values {
     FiveBits,
     /// Signed bytes, value = d·q.
     SignedBytes,
-    /// Signed bytes, value = d·q with one d for columns 0..16 of a block, one for 16..32.
-    SignedHalves,
+    /// 0..=63, value = d·(q − 32) with one d for columns 0..16 of a block, one for 16..32.
+    SixBitHalves,
+    /// 0..=7, value = d·(q − 4), one d per 16 columns.
+    ThreeBitHalves,
+}
+
+impl Values {
+    /// What the stored value is offset by (halves only).
+    fn offset(self) -> i32 {
+        match self {
+            Values::SixBitHalves => 32,
+            Values::ThreeBitHalves => 4,
+            _ => 0,
+        }
+    }
+
+    fn halves(self) -> bool {
+        matches!(self, Values::SixBitHalves | Values::ThreeBitHalves)
+    }
 }
 
 fn values_of(dtype: GgmlDType) -> Option<Values> {
@@ -94,7 +117,8 @@ fn values_of(dtype: GgmlDType) -> Option<Values> {
         GgmlDType::Q4_0 | GgmlDType::Q4_1 | GgmlDType::Q4K => Values::Nibbles,
         GgmlDType::Q5_0 | GgmlDType::Q5_1 | GgmlDType::Q5K => Values::FiveBits,
         GgmlDType::Q8_0 => Values::SignedBytes,
-        GgmlDType::Q6K | GgmlDType::Q3K => Values::SignedHalves,
+        GgmlDType::Q6K => Values::SixBitHalves,
+        GgmlDType::Q3K => Values::ThreeBitHalves,
         _ => return None,
     })
 }
@@ -108,7 +132,7 @@ pub struct PackedWeights {
     kinds: Vec<Values>,
     /// `[groups][blocks][256]`.
     quants: Vec<u8>,
-    /// `[groups][blocks][d × 8, m × 8]` (`SignedHalves`: `[d of columns 0..16 × 8, d of
+    /// `[groups][blocks][d × 8, m × 8]` (halves: `[d of columns 0..16 × 8, d of
     /// columns 16..32 × 8]`).
     scales: Vec<f32>,
 }
@@ -230,8 +254,8 @@ impl PackedWeights {
     /// The integer value at byte `at` of group `g`'s values.
     fn value(&self, g: usize, at: usize) -> i32 {
         match self.kinds[g] {
-            Values::Nibbles | Values::FiveBits => i32::from(self.quants[at]),
-            Values::SignedBytes | Values::SignedHalves => i32::from(self.quants[at] as i8),
+            Values::SignedBytes => i32::from(self.quants[at] as i8),
+            _ => i32::from(self.quants[at]),
         }
     }
 
@@ -246,11 +270,13 @@ impl PackedWeights {
                 let s = (g * blocks + b) * 2 * GROUP;
                 let (d, m) = (self.scales[s + lane], self.scales[s + GROUP + lane]);
                 for c in 0..BLOCK {
-                    let q = self.value(g, at + (c / 4) * GROUP * 4 + lane * 4 + c % 4) as f32;
-                    out[row * self.cols + b * BLOCK + c] = match self.kinds[g] {
-                        Values::SignedHalves if c >= BLOCK / 2 => m * q,
-                        Values::SignedHalves => d * q,
-                        _ => d * q + m,
+                    let q = self.value(g, at + (c / 4) * GROUP * 4 + lane * 4 + c % 4);
+                    let kind = self.kinds[g];
+                    let q_off = (q - kind.offset()) as f32;
+                    out[row * self.cols + b * BLOCK + c] = match kind {
+                        _ if kind.halves() && c >= BLOCK / 2 => m * q_off,
+                        _ if kind.halves() => d * q_off,
+                        _ => d * q as f32 + m,
                     };
                 }
             }
@@ -333,7 +359,8 @@ fn unpack_row(dtype: GgmlDType, raw: &[u8], out: &mut Vec<RowBlock>) {
                     for (l, v) in values.iter_mut().enumerate() {
                         let lo = (low[64 * n + 32 * (k % 2) + l] >> (4 * (k / 2))) & 0x0F;
                         let hi = (high[32 * n + l] >> (2 * k)) & 3;
-                        *v = ((lo | hi << 4) as i8 - 32) as u8;
+                        // Stored as is: 0..=63, the value is d·(q − 32).
+                        *v = lo | hi << 4;
                     }
                     let sc = |s: usize| d * f32::from(scales[s] as i8);
                     out.push((values, sc(8 * n + 2 * k), sc(8 * n + 2 * k + 1)));
@@ -352,8 +379,8 @@ fn unpack_row(dtype: GgmlDType, raw: &[u8], out: &mut Vec<RowBlock>) {
                     let (c, s) = (b / 4, b % 4);
                     for (l, v) in values.iter_mut().enumerate() {
                         let q = (low[32 * c + l] >> (2 * s)) & 3;
-                        let sub = if high[l] >> b & 1 == 1 { 0 } else { 4 };
-                        *v = (q as i8 - sub) as u8;
+                        // Stored as q + 4 (0..=7): the value is d·(q + 4 − 4).
+                        *v = q + if high[l] >> b & 1 == 1 { 4 } else { 0 };
                     }
                     let sc = |j: usize| d * f32::from(k3_scale(packed, j) - 32);
                     out.push((values, sc(2 * b), sc(2 * b + 1)));
@@ -402,6 +429,9 @@ pub struct Q8Rows {
     scales: Vec<f32>,
     /// Per row and block: scale · Σ q (the Q4_1 offsets' share of a dot product).
     scaled_sums: Vec<f32>,
+    /// Per row and block: scale · Σ q over columns 0..16 and 16..32 (the offsets of the
+    /// weights with one scale per 16 columns).
+    half_sums: Vec<[f32; 2]>,
 }
 
 impl Q8Rows {
@@ -419,18 +449,23 @@ impl Q8Rows {
         self.quants.resize(rows * cols, 0);
         self.scales.resize(rows * blocks, 0.0);
         self.scaled_sums.resize(rows * blocks, 0.0);
-        let blocks_of = |(i, ((q, s), ss)): (usize, ((&mut [i8], &mut f32), &mut f32))| {
+        self.half_sums.resize(rows * blocks, [0.0; 2]);
+        type Item<'a> = (usize, (((&'a mut [i8], &'a mut f32), &'a mut f32), &'a mut [f32; 2]));
+        let blocks_of = |(i, (((q, s), ss), hs)): Item| {
             let src: &[f32; BLOCK] = x[i * BLOCK..(i + 1) * BLOCK].try_into().expect("a block");
-            let (scale, sum) = quantize_block(src, q.try_into().expect("a block"));
+            let (scale, [lo, hi]) = quantize_block(src, q.try_into().expect("a block"));
             *s = scale;
-            *ss = scale * sum as f32;
+            *ss = scale * (lo + hi) as f32;
+            *hs = [scale * lo as f32, scale * hi as f32];
         };
-        let (quants, scales, sums) = (&mut self.quants, &mut self.scales, &mut self.scaled_sums);
+        let (quants, scales, sums, halves) =
+            (&mut self.quants, &mut self.scales, &mut self.scaled_sums, &mut self.half_sums);
         if rows * cols >= 1 << 15 {
             quants
                 .par_chunks_mut(BLOCK)
                 .zip(scales.par_iter_mut())
                 .zip(sums.par_iter_mut())
+                .zip(halves.par_iter_mut())
                 .enumerate()
                 .with_min_len(256)
                 .for_each(blocks_of);
@@ -439,14 +474,16 @@ impl Q8Rows {
                 .chunks_mut(BLOCK)
                 .zip(scales.iter_mut())
                 .zip(sums.iter_mut())
+                .zip(halves.iter_mut())
                 .enumerate()
                 .for_each(blocks_of);
         }
     }
 }
 
-/// One block: `q = round(x / scale)` with `scale = max|x| / 127`; returns the scale and Σ q.
-fn quantize_block(x: &[f32; BLOCK], q: &mut [i8; BLOCK]) -> (f32, i32) {
+/// One block: `q = round(x / scale)` with `scale = max|x| / 127`; returns the scale and Σ q
+/// over each half of the block.
+fn quantize_block(x: &[f32; BLOCK], q: &mut [i8; BLOCK]) -> (f32, [i32; 2]) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") {
@@ -457,18 +494,18 @@ fn quantize_block(x: &[f32; BLOCK], q: &mut [i8; BLOCK]) -> (f32, i32) {
     quantize_block_portable(x, q)
 }
 
-fn quantize_block_portable(x: &[f32; BLOCK], q: &mut [i8; BLOCK]) -> (f32, i32) {
+fn quantize_block_portable(x: &[f32; BLOCK], q: &mut [i8; BLOCK]) -> (f32, [i32; 2]) {
     let amax = x.iter().fold(0f32, |a, &v| a.max(v.abs()));
     let scale = amax / 127.0;
     let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-    let mut sum = 0i32;
-    for (o, &v) in q.iter_mut().zip(x) {
+    let mut sums = [0i32; 2];
+    for (c, (o, &v)) in q.iter_mut().zip(x).enumerate() {
         // Ties to even, as the vector rounding of other kernels would do.
         let r = (v * inv).round_ties_even() as i32;
         *o = r as i8;
-        sum += r;
+        sums[c / 16] += r;
     }
-    (scale, sum)
+    (scale, sums)
 }
 
 /// `y[m, rows] = x[m, cols] · Wᵀ`, in parallel over groups of weight rows.
@@ -524,7 +561,7 @@ unsafe fn portable_group_rows(
     n: usize,
 ) {
     let blocks = w.cols / BLOCK;
-    let halves = w.kinds[g] == Values::SignedHalves;
+    let kind = w.kinds[g];
     for r in 0..m {
         let mut acc = [0f32; GROUP];
         for b in 0..blocks {
@@ -543,9 +580,14 @@ unsafe fn portable_group_rows(
                             + c % 4,
                     ) * i32::from(xc);
                 }
-                if halves {
-                    acc[lane] += isum[0] as f32 * (sc[lane] * xs);
-                    acc[lane] += isum[1] as f32 * (sc[GROUP + lane] * xs);
+                if kind.halves() {
+                    let hs = x.half_sums[r * blocks + b];
+                    let off = -kind.offset() as f32;
+                    for h in 0..2 {
+                        let d = sc[h * GROUP + lane];
+                        acc[lane] += isum[h] as f32 * (d * xs);
+                        acc[lane] += d * (off * hs[h]);
+                    }
                 } else {
                     acc[lane] +=
                         (isum[0] + isum[1]) as f32 * (sc[lane] * xs) + sc[GROUP + lane] * xss;
@@ -573,7 +615,7 @@ mod avx2 {
     /// [`super::quantize_block_portable`], bit for bit: the same scale and inverse, products
     /// rounded half to even.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn quantize_block(x: &[f32; BLOCK], q: &mut [i8; BLOCK]) -> (f32, i32) {
+    pub(super) unsafe fn quantize_block(x: &[f32; BLOCK], q: &mut [i8; BLOCK]) -> (f32, [i32; 2]) {
         let p = x.as_ptr();
         let v = [
             _mm256_loadu_ps(p),
@@ -599,10 +641,12 @@ mod avx2 {
             ))
         };
         let i = [round(v[0]), round(v[1]), round(v[2]), round(v[3])];
-        let sum = _mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3]));
-        let s4 = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
-        let s2 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0b01_00_11_10));
-        let total = _mm_cvtsi128_si32(_mm_add_epi32(s2, _mm_shuffle_epi32(s2, 0b10_11_00_01)));
+        let total = |sum: __m256i| {
+            let s4 = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
+            let s2 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0b01_00_11_10));
+            _mm_cvtsi128_si32(_mm_add_epi32(s2, _mm_shuffle_epi32(s2, 0b10_11_00_01)))
+        };
+        let sums = [total(_mm256_add_epi32(i[0], i[1])), total(_mm256_add_epi32(i[2], i[3]))];
         // Packing works within 128-bit halves: the 4-byte units come out as i0[0..4],
         // i1[0..4], i2[0..4], i3[0..4], i0[4..8], …; one permute puts them in order.
         let packed =
@@ -610,7 +654,7 @@ mod avx2 {
         let ordered =
             _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
         _mm256_storeu_si256(q.as_mut_ptr() as *mut __m256i, ordered);
-        (scale, total)
+        (scale, sums)
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -664,20 +708,25 @@ mod avx2 {
                 (Values::SignedBytes, 3) => signed_tile::<3, VNNI>(x, w, g, y, n, r),
                 (Values::SignedBytes, 2) => signed_tile::<2, VNNI>(x, w, g, y, n, r),
                 (Values::SignedBytes, _) => signed_tile::<1, VNNI>(x, w, g, y, n, r),
-                (Values::SignedHalves, 4) => halves_tile::<4, VNNI>(x, w, g, y, n, r),
-                (Values::SignedHalves, 3) => halves_tile::<3, VNNI>(x, w, g, y, n, r),
-                (Values::SignedHalves, 2) => halves_tile::<2, VNNI>(x, w, g, y, n, r),
-                (Values::SignedHalves, _) => halves_tile::<1, VNNI>(x, w, g, y, n, r),
+                (Values::SixBitHalves, 4) => halves_tile::<4, VNNI, 2, 32>(x, w, g, y, n, r),
+                (Values::SixBitHalves, 3) => halves_tile::<3, VNNI, 2, 32>(x, w, g, y, n, r),
+                (Values::SixBitHalves, 2) => halves_tile::<2, VNNI, 2, 32>(x, w, g, y, n, r),
+                (Values::SixBitHalves, _) => halves_tile::<1, VNNI, 2, 32>(x, w, g, y, n, r),
+                (Values::ThreeBitHalves, 4) => halves_tile::<4, VNNI, 4, 4>(x, w, g, y, n, r),
+                (Values::ThreeBitHalves, 3) => halves_tile::<3, VNNI, 4, 4>(x, w, g, y, n, r),
+                (Values::ThreeBitHalves, 2) => halves_tile::<2, VNNI, 4, 4>(x, w, g, y, n, r),
+                (Values::ThreeBitHalves, _) => halves_tile::<1, VNNI, 4, 4>(x, w, g, y, n, r),
             }
             r += TILE;
         }
     }
 
-    /// Signed weights with one scale per 16 columns (Q6_K, Q3_K; |q| ≤ 32): as
-    /// [`signed_tile`], but each half-block's 4 steps sum in 16 bits (at most
-    /// 4·2·32·127 = 32 512) and widen once, then take their own scale.
+    /// Weights with one scale per 16 columns, stored offset by `OFF` (Q6_K: 0..=63 and 32,
+    /// Q3_K: 0..=7 and 4): unsigned products as in [`tile`], summed in 16 bits for `SPAN`
+    /// steps (2 for 6-bit values: 2·2·63·127 = 32 004; 4 for 3-bit ones), then per half-block
+    /// its scale d times (Σ q·x − OFF·Σ x).
     #[inline(always)]
-    unsafe fn halves_tile<const MX: usize, const VNNI: bool>(
+    unsafe fn halves_tile<const MX: usize, const VNNI: bool, const SPAN: usize, const OFF: i32>(
         x: &Q8Rows,
         w: &PackedWeights,
         g: usize,
@@ -687,37 +736,47 @@ mod avx2 {
     ) {
         let blocks = w.cols / BLOCK;
         let ones = _mm256_set1_epi16(1);
+        let off = -OFF as f32;
         let mut acc = [_mm256_setzero_ps(); MX];
         let wq = w.quants.as_ptr().add(g * blocks * GROUP_BLOCK_BYTES);
         let ws = w.scales.as_ptr().add(g * blocks * 2 * GROUP);
         let xq = x.quants.as_ptr().add(r0 * x.cols) as *const u8;
         let xs = x.scales.as_ptr().add(r0 * blocks);
+        let hs = x.half_sums.as_ptr().add(r0 * blocks);
         for b in 0..blocks {
             let wb = wq.add(b * GROUP_BLOCK_BYTES);
             for half in 0..2 {
                 let mut isum = [_mm256_setzero_si256(); MX];
-                for step in half * 4..half * 4 + 4 {
-                    let wv = _mm256_loadu_si256(wb.add(step * 32) as *const __m256i);
-                    let magnitude = _mm256_sign_epi8(wv, wv);
-                    for (r, s) in isum.iter_mut().enumerate() {
-                        let four = _mm256_set1_epi32(
-                            (xq.add(r * x.cols + b * BLOCK + step * 4) as *const i32)
-                                .read_unaligned(),
+                for span in 0..4 / SPAN {
+                    let mut part = [_mm256_setzero_si256(); MX];
+                    let first = half * 4 + span * SPAN;
+                    for step in first..first + SPAN {
+                        let wv = _mm256_loadu_si256(wb.add(step * 32) as *const __m256i);
+                        for (r, p) in part.iter_mut().enumerate() {
+                            let four = _mm256_set1_epi32(
+                                (xq.add(r * x.cols + b * BLOCK + step * 4) as *const i32)
+                                    .read_unaligned(),
+                            );
+                            *p = if VNNI {
+                                _mm256_dpbusd_avx_epi32(*p, wv, four)
+                            } else {
+                                _mm256_add_epi16(*p, _mm256_maddubs_epi16(wv, four))
+                            };
+                        }
+                    }
+                    for (s, p) in isum.iter_mut().zip(&part) {
+                        *s = _mm256_add_epi32(
+                            *s,
+                            if VNNI { *p } else { _mm256_madd_epi16(*p, ones) },
                         );
-                        let signed = _mm256_sign_epi8(four, wv);
-                        *s = if VNNI {
-                            _mm256_dpbusd_avx_epi32(*s, magnitude, signed)
-                        } else {
-                            _mm256_add_epi16(*s, _mm256_maddubs_epi16(magnitude, signed))
-                        };
                     }
                 }
                 let d = _mm256_loadu_ps(ws.add(b * 2 * GROUP + half * GROUP));
                 for (r, (a, s)) in acc.iter_mut().zip(&isum).enumerate() {
-                    let dots =
-                        _mm256_cvtepi32_ps(if VNNI { *s } else { _mm256_madd_epi16(*s, ones) });
                     let scale = _mm256_mul_ps(d, _mm256_set1_ps(*xs.add(r * blocks + b)));
-                    *a = _mm256_fmadd_ps(dots, scale, *a);
+                    *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(*s), scale, *a);
+                    let offset = off * (*hs.add(r * blocks + b))[half];
+                    *a = _mm256_fmadd_ps(d, _mm256_set1_ps(offset), *a);
                 }
             }
         }
@@ -1024,7 +1083,8 @@ mod tests {
             (Values::Nibbles, 15u8),
             (Values::FiveBits, 31),
             (Values::SignedBytes, (-127i8) as u8),
-            (Values::SignedHalves, (-32i8) as u8),
+            (Values::SixBitHalves, 63),
+            (Values::ThreeBitHalves, 7),
         ] {
             let mut w = PackedWeights::zeros(n, k, vec![kind]);
             for row in 0..n {
@@ -1046,11 +1106,14 @@ mod tests {
             let value = match kind {
                 Values::Nibbles | Values::FiveBits => f32::from(q) + 0.5,
                 Values::SignedBytes => v,
-                Values::SignedHalves => 0.5 * v + v,
+                _ => 0.0,
             };
             // Half-block scales 1.0 and 0.5; x = ±1 is exactly ±127 steps of 1/127.
             let expected = match kind {
-                Values::SignedHalves => (k / 2) as f32 * v + (k / 2) as f32 * 0.5 * v,
+                _ if kind.halves() => {
+                    let v = f32::from(q) - kind.offset() as f32;
+                    (k / 2) as f32 * v + (k / 2) as f32 * 0.5 * v
+                }
                 _ => k as f32 * value,
             };
             assert!(
