@@ -4,9 +4,10 @@
 //! neighbours.
 //! `cargo run --release -p herd-engine --example quant_bench`
 //!
-//! `… --example quant_bench -- types [--no-vnni]`: instead, every GGUF type the packed kernel takes, side by
-//! side on the default model's MLP shapes at 1 and 16 activation rows, against candle's
-//! `QMatMul` on the same blocks; rounds alternate between the types and cells are medians.
+//! `… --example quant_bench -- types [--no-vnni]`: instead, every GGUF type the packed kernel
+//! takes, side by side on the default model's MLP shapes and a 2048 × 2048 projection at 1 and
+//! 16 activation rows, against candle's `QMatMul` on the same blocks; rounds alternate between
+//! the types and cells are medians.
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Tensor};
 use herd_engine::quant_matmul::{self, PackedWeights, Q8Rows};
