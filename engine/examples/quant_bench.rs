@@ -125,6 +125,7 @@ fn types() -> candle_core::Result<()> {
         GgmlDType::Q5_0,
         GgmlDType::Q5_1,
         GgmlDType::Q8_0,
+        GgmlDType::Q2K,
         GgmlDType::Q3K,
         GgmlDType::Q4K,
         GgmlDType::Q5K,

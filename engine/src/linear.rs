@@ -1,7 +1,7 @@
 //! The one linear-layer abstraction every projection goes through: `y = x·Wᵀ (+ b)`.
 //!
 //! Weights are either dense (f32 on the CPU, bf16 on GPUs) or left in their GGUF
-//! quantized blocks: on the CPU, Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 and the k-quants Q3_K..Q6_K go
+//! quantized blocks: on the CPU, Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 and the k-quants Q2_K..Q6_K go
 //! through herd's own kernel ([`quant_matmul`]), other types through candle's `QMatMul`.
 //! Tensor parallelism slots in here: a column-parallel layer is a [`Linear`] holding a slice of W's rows, a row-parallel one a slice of its columns plus
 //! an all-reduce after the product ([`Linear::row_parallel`]).

@@ -1,5 +1,5 @@
 //! `y = x·Wᵀ` with W kept in GGUF's blocks (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and the k-quants
-//! Q3_K, Q4_K, Q5_K, Q6_K: exact, no requantization) and x quantized on the fly to 8 bits
+//! Q2_K, Q3_K, Q4_K, Q5_K, Q6_K: exact, no requantization) and x quantized on the fly to 8 bits
 //! per block of 32 values — the arithmetic of llama.cpp's Q4_1 × Q8_1 and Q8_0 × Q8_0 dot
 //! products, with f32 block scales and sums.
 //!
@@ -25,8 +25,8 @@
 //! lane adds two products per `vpmaddubsw`):
 //! - 4-bit, unsigned 0..=15 (Q4_0, Q4_1, Q4_K): eight steps give at most 8·2·15·127 =
 //!   30480, so a whole block sums in 16 bits.
-//! - 5-bit, unsigned 0..=31 (Q5_0, Q5_1, Q5_K): eight steps could reach 63 000; four give at most
-//!   4·2·31·127 = 31 496, so sums widen to 32 bits every 4 steps.
+//! - 5-bit, unsigned 0..=31 (Q5_0, Q5_1, Q5_K): eight steps could reach 63 000; four give
+//!   at most 4·2·31·127 = 31 496, so sums widen to 32 bits every 4 steps.
 //! - 8-bit signed, one scale per 32 (Q8_0, `m` = 0): `vpmaddubsw` takes one unsigned
 //!   operand, so it multiplies |q| by x carrying q's sign, and every step widens to 32 bits.
 //! - one scale per 16 columns, stored unsigned with an offset (Q6_K: 0..=63, value
@@ -37,6 +37,8 @@
 //!   8-bit path's sign trick, one more instruction per step and row: for Q6_K without
 //!   VNNI that costs what the extra widening does, for Q3_K and with VNNI it costs more;
 //!   measured, Q3_K went from 120 to 142 GFLOP/s at 16 rows and Q6_K stayed at ~128.)
+//!   Q2_K (0..=3) has a d and an m per 16 columns: d·Σ q·x + m·Σ x per half-block, its
+//!   blocks carrying four scales per row instead of two.
 //!
 //! The k-quants map exactly: a Q4_K/Q5_K super-block of 256 values has f16 `d`, `dmin` and
 //! per 32 values 6-bit `sc`, `m`, with value = (d·sc)·q − (dmin·m); d·sc and dmin·m are
@@ -44,8 +46,8 @@
 //! the same q, and dequantizing gives candle's values bit for bit. Q6_K's value is
 //! (d·sc)·(q − 32) with an 8-bit signed `sc` per 16 values, Q3_K's (d·(sc − 32))·(q − 4)
 //! with a 6-bit `sc` per 16 and q in 0..=7: again exact products, one per half-block, and
-//! dequantizing gives candle's values bit for bit too. (Q2_K's 4-bit mins per 16 values
-//! would need two more scales per half-block; it stays on candle's `QMatMul`.)
+//! dequantizing gives candle's values bit for bit too; Q2_K's is (d·sc)·q − (dmin·m) with
+//! 4-bit `sc` and `m` per 16 values, likewise.
 //! Q5_0/Q5_1 (llama.cpp's stand-ins for Q4_K/Q5_K in matrices whose rows are not a multiple
 //! of 256 values, such as 576-wide ones) are Q4_0/Q4_1 with a fifth bit.
 //! Activations are rounded to 8 bits per 32 values as for the other types (llama.cpp
@@ -98,6 +100,8 @@ enum Values {
     SixBitHalves,
     /// 0..=7, value = d·(q − 4), one d per 16 columns.
     ThreeBitHalves,
+    /// 0..=3, value = d·q + m, one d and one m per 16 columns.
+    TwoBitHalves,
 }
 
 impl Values {
@@ -111,12 +115,21 @@ impl Values {
     }
 
     fn halves(self) -> bool {
-        matches!(self, Values::SixBitHalves | Values::ThreeBitHalves)
+        matches!(self, Values::SixBitHalves | Values::ThreeBitHalves | Values::TwoBitHalves)
     }
 
     /// Whether two values share a byte (values of at most 4 bits).
     fn nibbles(self) -> bool {
-        matches!(self, Values::Nibbles | Values::ThreeBitHalves)
+        matches!(self, Values::Nibbles | Values::ThreeBitHalves | Values::TwoBitHalves)
+    }
+
+    /// f32 scales per row and block: d and m, d per half-block, or (Q2_K) d and m per half.
+    fn scales(self) -> usize {
+        if self == Values::TwoBitHalves {
+            4
+        } else {
+            2
+        }
     }
 
     /// Bytes of one group's block of 32 values.
@@ -136,6 +149,7 @@ fn values_of(dtype: GgmlDType) -> Option<Values> {
         GgmlDType::Q8_0 => Values::SignedBytes,
         GgmlDType::Q6K => Values::SixBitHalves,
         GgmlDType::Q3K => Values::ThreeBitHalves,
+        GgmlDType::Q2K => Values::TwoBitHalves,
         _ => return None,
     })
 }
@@ -147,18 +161,19 @@ pub struct PackedWeights {
     cols: usize,
     /// Per group of 8 rows.
     kinds: Vec<Values>,
-    /// Per group, where its values start in `quants`.
-    group_at: Vec<usize>,
+    /// Per group, where its values start in `quants` and its scales in `scales`.
+    group_at: Vec<(usize, usize)>,
     /// `[groups][blocks][256 or 128]`.
     quants: Vec<u8>,
-    /// `[groups][blocks][d × 8, m × 8]` (halves: `[d of columns 0..16 × 8, d of
+    /// `[groups][blocks][d × 8, m × 8]` (Q2_K: `[d × 8, d × 8, m × 8, m × 8]` for columns
+    /// 0..16 and 16..32; other halves: `[d of columns 0..16 × 8, d of
     /// columns 16..32 × 8]`).
     scales: Vec<f32>,
 }
 
 /// One row's block of 32 values as the layout stores it: the values (as bytes; signed ones
-/// two's complement) and the block's two scales.
-type RowBlock = ([u8; BLOCK], f32, f32);
+/// two's complement) and the block's scales (the kind's first [`Values::scales`]).
+type RowBlock = ([u8; BLOCK], [f32; 4]);
 
 impl PackedWeights {
     /// Repacks GGUF blocks (`[rows, cols]`) of a type [`supports`] takes.
@@ -224,8 +239,8 @@ impl PackedWeights {
             for row in 0..rows {
                 blocks.clear();
                 unpack_row(dtype, &data[row * row_bytes..][..row_bytes], &mut blocks);
-                for (b, (values, d, m)) in blocks.iter().enumerate() {
-                    w.set_block(row0 + row, b, values, *d, *m);
+                for (b, (values, scales)) in blocks.iter().enumerate() {
+                    w.set_block(row0 + row, b, values, scales);
                 }
             }
             row0 += rows;
@@ -236,19 +251,13 @@ impl PackedWeights {
     fn zeros(rows: usize, cols: usize, kinds: Vec<Values>) -> Self {
         let (groups, blocks) = (rows.div_ceil(GROUP), cols / BLOCK);
         let mut group_at = Vec::with_capacity(groups);
-        let mut bytes = 0;
+        let (mut bytes, mut scales) = (0, 0);
         for kind in &kinds {
-            group_at.push(bytes);
+            group_at.push((bytes, scales));
             bytes += blocks * kind.block_bytes();
+            scales += blocks * kind.scales() * GROUP;
         }
-        Self {
-            rows,
-            cols,
-            kinds,
-            group_at,
-            quants: vec![0; bytes],
-            scales: vec![0.0; groups * blocks * 2 * GROUP],
-        }
+        Self { rows, cols, kinds, group_at, quants: vec![0; bytes], scales: vec![0.0; scales] }
     }
 
     /// Where column `c` of block `b` of row `lane` of group `g` is: its byte, and the shift
@@ -257,7 +266,7 @@ impl PackedWeights {
     fn locate(&self, g: usize, b: usize, lane: usize, c: usize) -> (usize, u32) {
         let kind = self.kinds[g];
         let (step, byte) = (c / 4, lane * 4 + c % 4);
-        let at = self.group_at[g] + b * kind.block_bytes();
+        let at = self.group_at[g].0 + b * kind.block_bytes();
         if kind.nibbles() {
             (at + step / 2 * 32 + byte, 4 * (step % 2) as u32)
         } else {
@@ -265,16 +274,21 @@ impl PackedWeights {
         }
     }
 
-    fn set_block(&mut self, row: usize, b: usize, values: &[u8; BLOCK], d: f32, m: f32) {
-        let blocks = self.cols / BLOCK;
+    /// Where block `b`'s scales of group `g` start in `scales`.
+    fn scales_at(&self, g: usize, b: usize) -> usize {
+        self.group_at[g].1 + b * self.kinds[g].scales() * GROUP
+    }
+
+    fn set_block(&mut self, row: usize, b: usize, values: &[u8; BLOCK], scales: &[f32; 4]) {
         let (g, lane) = (row / GROUP, row % GROUP);
         for (c, &v) in values.iter().enumerate() {
             let (at, shift) = self.locate(g, b, lane, c);
             self.quants[at] |= v << shift;
         }
-        let s = (g * blocks + b) * 2 * GROUP;
-        self.scales[s + lane] = d;
-        self.scales[s + GROUP + lane] = m;
+        let s = self.scales_at(g, b);
+        for (i, &v) in scales[..self.kinds[g].scales()].iter().enumerate() {
+            self.scales[s + i * GROUP + lane] = v;
+        }
     }
 
     pub fn rows(&self) -> usize {
@@ -307,16 +321,16 @@ impl PackedWeights {
         for row in 0..self.rows {
             let (g, lane) = (row / GROUP, row % GROUP);
             for b in 0..blocks {
-                let s = (g * blocks + b) * 2 * GROUP;
-                let (d, m) = (self.scales[s + lane], self.scales[s + GROUP + lane]);
+                let s = self.scales_at(g, b);
+                let scale = |i: usize| self.scales[s + i * GROUP + lane];
                 for c in 0..BLOCK {
                     let q = self.value(g, b, lane, c);
                     let kind = self.kinds[g];
-                    let q_off = (q - kind.offset()) as f32;
+                    let h = c / (BLOCK / 2);
                     out[row * self.cols + b * BLOCK + c] = match kind {
-                        _ if kind.halves() && c >= BLOCK / 2 => m * q_off,
-                        _ if kind.halves() => d * q_off,
-                        _ => d * q as f32 + m,
+                        Values::TwoBitHalves => scale(h) * q as f32 + scale(2 + h),
+                        _ if kind.halves() => scale(h) * (q - kind.offset()) as f32,
+                        _ => scale(0) * q as f32 + scale(1),
                     };
                 }
             }
@@ -359,7 +373,7 @@ fn unpack_row(dtype: GgmlDType, raw: &[u8], out: &mut Vec<RowBlock>) {
                         values[j + BLOCK / 2] = byte >> 4 | bit(j + BLOCK / 2);
                     }
                 }
-                out.push((values, d, m));
+                out.push((values, [d, m, 0.0, 0.0]));
             }
         }
         GgmlDType::Q4K | GgmlDType::Q5K => {
@@ -382,7 +396,7 @@ fn unpack_row(dtype: GgmlDType, raw: &[u8], out: &mut Vec<RowBlock>) {
                             *v |= ((high[l] >> j) & 1) << 4;
                         }
                     }
-                    out.push((values, d * f32::from(sc), -(dmin * f32::from(m))));
+                    out.push((values, [d * f32::from(sc), -(dmin * f32::from(m)), 0.0, 0.0]));
                 }
             }
         }
@@ -403,7 +417,7 @@ fn unpack_row(dtype: GgmlDType, raw: &[u8], out: &mut Vec<RowBlock>) {
                         *v = lo | hi << 4;
                     }
                     let sc = |s: usize| d * f32::from(scales[s] as i8);
-                    out.push((values, sc(8 * n + 2 * k), sc(8 * n + 2 * k + 1)));
+                    out.push((values, [sc(8 * n + 2 * k), sc(8 * n + 2 * k + 1), 0.0, 0.0]));
                 }
             }
         }
@@ -423,7 +437,26 @@ fn unpack_row(dtype: GgmlDType, raw: &[u8], out: &mut Vec<RowBlock>) {
                         *v = q + if high[l] >> b & 1 == 1 { 4 } else { 0 };
                     }
                     let sc = |j: usize| d * f32::from(k3_scale(packed, j) - 32);
-                    out.push((values, sc(2 * b), sc(2 * b + 1)));
+                    out.push((values, [sc(2 * b), sc(2 * b + 1), 0.0, 0.0]));
+                }
+            }
+        }
+        GgmlDType::Q2K => {
+            // 16 bytes of scales (a 4-bit scale, a 4-bit min above it) for 16 values each,
+            // 64 of 2-bit values, d and dmin (f16). The 32-value block b = 4c + s takes bits
+            // 2s of bytes 32c.., scales 2b (first 16 values) and 2b + 1.
+            for (i, sb) in raw.chunks_exact(dtype.type_size()).enumerate() {
+                let at = i * dtype.type_size();
+                let (d, dmin) = (half(at + 80), half(at + 82));
+                let (scales, low) = (&sb[..16], &sb[16..80]);
+                for b in 0..SUPER_BLOCK / BLOCK {
+                    let (c, s) = (b / 4, b % 4);
+                    for (l, v) in values.iter_mut().enumerate() {
+                        *v = (low[32 * c + l] >> (2 * s)) & 3;
+                    }
+                    let sc = |j: usize| d * f32::from(scales[j] & 0x0F);
+                    let m = |j: usize| -(dmin * f32::from(scales[j] >> 4));
+                    out.push((values, [sc(2 * b), sc(2 * b + 1), m(2 * b), m(2 * b + 1)]));
                 }
             }
         }
@@ -433,7 +466,10 @@ fn unpack_row(dtype: GgmlDType, raw: &[u8], out: &mut Vec<RowBlock>) {
 
 /// Types whose blocks hold 256 values.
 fn is_k_quant(dtype: GgmlDType) -> bool {
-    matches!(dtype, GgmlDType::Q3K | GgmlDType::Q4K | GgmlDType::Q5K | GgmlDType::Q6K)
+    matches!(
+        dtype,
+        GgmlDType::Q2K | GgmlDType::Q3K | GgmlDType::Q4K | GgmlDType::Q5K | GgmlDType::Q6K
+    )
 }
 
 /// Q4_K/Q5_K: sub-block `j`'s 6-bit scale and min from the 12 packed bytes (j < 4: the
@@ -605,7 +641,7 @@ unsafe fn portable_group_rows(
     for r in 0..m {
         let mut acc = [0f32; GROUP];
         for b in 0..blocks {
-            let sc = &w.scales[(g * blocks + b) * 2 * GROUP..][..2 * GROUP];
+            let sc = &w.scales[w.scales_at(g, b)..][..kind.scales() * GROUP];
             let xq = &x.quants[r * x.cols + b * BLOCK..][..BLOCK];
             let (xs, xss) = (x.scales[r * blocks + b], x.scaled_sums[r * blocks + b]);
             for lane in 0..GROUP {
@@ -620,7 +656,11 @@ unsafe fn portable_group_rows(
                     for h in 0..2 {
                         let d = sc[h * GROUP + lane];
                         acc[lane] += isum[h] as f32 * (d * xs);
-                        acc[lane] += d * (off * hs[h]);
+                        if kind == Values::TwoBitHalves {
+                            acc[lane] += sc[(2 + h) * GROUP + lane] * hs[h];
+                        } else {
+                            acc[lane] += d * (off * hs[h]);
+                        }
                     }
                 } else {
                     acc[lane] +=
@@ -742,14 +782,42 @@ mod avx2 {
                 (Values::SignedBytes, 3) => signed_tile::<3, VNNI>(x, w, g, y, n, r),
                 (Values::SignedBytes, 2) => signed_tile::<2, VNNI>(x, w, g, y, n, r),
                 (Values::SignedBytes, _) => signed_tile::<1, VNNI>(x, w, g, y, n, r),
-                (Values::SixBitHalves, 4) => halves_tile::<4, VNNI, 2, 32, false>(x, w, g, y, n, r),
-                (Values::SixBitHalves, 3) => halves_tile::<3, VNNI, 2, 32, false>(x, w, g, y, n, r),
-                (Values::SixBitHalves, 2) => halves_tile::<2, VNNI, 2, 32, false>(x, w, g, y, n, r),
-                (Values::SixBitHalves, _) => halves_tile::<1, VNNI, 2, 32, false>(x, w, g, y, n, r),
-                (Values::ThreeBitHalves, 4) => halves_tile::<4, VNNI, 4, 4, true>(x, w, g, y, n, r),
-                (Values::ThreeBitHalves, 3) => halves_tile::<3, VNNI, 4, 4, true>(x, w, g, y, n, r),
-                (Values::ThreeBitHalves, 2) => halves_tile::<2, VNNI, 4, 4, true>(x, w, g, y, n, r),
-                (Values::ThreeBitHalves, _) => halves_tile::<1, VNNI, 4, 4, true>(x, w, g, y, n, r),
+                (Values::SixBitHalves, 4) => {
+                    halves_tile::<4, VNNI, 2, 32, false, false>(x, w, g, y, n, r)
+                }
+                (Values::SixBitHalves, 3) => {
+                    halves_tile::<3, VNNI, 2, 32, false, false>(x, w, g, y, n, r)
+                }
+                (Values::SixBitHalves, 2) => {
+                    halves_tile::<2, VNNI, 2, 32, false, false>(x, w, g, y, n, r)
+                }
+                (Values::SixBitHalves, _) => {
+                    halves_tile::<1, VNNI, 2, 32, false, false>(x, w, g, y, n, r)
+                }
+                (Values::ThreeBitHalves, 4) => {
+                    halves_tile::<4, VNNI, 4, 4, true, false>(x, w, g, y, n, r)
+                }
+                (Values::TwoBitHalves, 4) => {
+                    halves_tile::<4, VNNI, 4, 0, true, true>(x, w, g, y, n, r)
+                }
+                (Values::ThreeBitHalves, 3) => {
+                    halves_tile::<3, VNNI, 4, 4, true, false>(x, w, g, y, n, r)
+                }
+                (Values::TwoBitHalves, 3) => {
+                    halves_tile::<3, VNNI, 4, 0, true, true>(x, w, g, y, n, r)
+                }
+                (Values::ThreeBitHalves, 2) => {
+                    halves_tile::<2, VNNI, 4, 4, true, false>(x, w, g, y, n, r)
+                }
+                (Values::TwoBitHalves, 2) => {
+                    halves_tile::<2, VNNI, 4, 0, true, true>(x, w, g, y, n, r)
+                }
+                (Values::ThreeBitHalves, _) => {
+                    halves_tile::<1, VNNI, 4, 4, true, false>(x, w, g, y, n, r)
+                }
+                (Values::TwoBitHalves, _) => {
+                    halves_tile::<1, VNNI, 4, 0, true, true>(x, w, g, y, n, r)
+                }
             }
             r += TILE;
         }
@@ -766,6 +834,7 @@ mod avx2 {
         const SPAN: usize,
         const OFF: i32,
         const NIB: bool,
+        const MINS: bool,
     >(
         x: &Q8Rows,
         w: &PackedWeights,
@@ -778,8 +847,8 @@ mod avx2 {
         let ones = _mm256_set1_epi16(1);
         let off = -OFF as f32;
         let mut acc = [_mm256_setzero_ps(); MX];
-        let wq = w.quants.as_ptr().add(w.group_at[g]);
-        let ws = w.scales.as_ptr().add(g * blocks * 2 * GROUP);
+        let wq = w.quants.as_ptr().add(w.group_at[g].0);
+        let ws = w.scales.as_ptr().add(w.group_at[g].1);
         let xq = x.quants.as_ptr().add(r0 * x.cols) as *const u8;
         let xs = x.scales.as_ptr().add(r0 * blocks);
         let hs = x.half_sums.as_ptr().add(r0 * blocks);
@@ -811,12 +880,23 @@ mod avx2 {
                         );
                     }
                 }
-                let d = _mm256_loadu_ps(ws.add(b * 2 * GROUP + half * GROUP));
+                let per_block = if MINS { 4 * GROUP } else { 2 * GROUP };
+                let d = _mm256_loadu_ps(ws.add(b * per_block + half * GROUP));
+                // (Only Q2_K's blocks have mins: the others end before.)
+                let mins = if MINS {
+                    _mm256_loadu_ps(ws.add(b * per_block + (2 + half) * GROUP))
+                } else {
+                    _mm256_setzero_ps()
+                };
                 for (r, (a, s)) in acc.iter_mut().zip(&isum).enumerate() {
                     let scale = _mm256_mul_ps(d, _mm256_set1_ps(*xs.add(r * blocks + b)));
                     *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(*s), scale, *a);
-                    let offset = off * (*hs.add(r * blocks + b))[half];
-                    *a = _mm256_fmadd_ps(d, _mm256_set1_ps(offset), *a);
+                    let sum = (*hs.add(r * blocks + b))[half];
+                    *a = if MINS {
+                        _mm256_fmadd_ps(mins, _mm256_set1_ps(sum), *a)
+                    } else {
+                        _mm256_fmadd_ps(d, _mm256_set1_ps(off * sum), *a)
+                    };
                 }
             }
         }
@@ -837,8 +917,8 @@ mod avx2 {
         let blocks = w.cols / BLOCK;
         let ones = _mm256_set1_epi16(1);
         let mut acc = [_mm256_setzero_ps(); MX];
-        let wq = w.quants.as_ptr().add(w.group_at[g]);
-        let ws = w.scales.as_ptr().add(g * blocks * 2 * GROUP);
+        let wq = w.quants.as_ptr().add(w.group_at[g].0);
+        let ws = w.scales.as_ptr().add(w.group_at[g].1);
         let xq = x.quants.as_ptr().add(r0 * x.cols) as *const u8;
         let xs = x.scales.as_ptr().add(r0 * blocks);
         for b in 0..blocks {
@@ -920,8 +1000,8 @@ mod avx2 {
         let blocks = w.cols / BLOCK;
         let ones = _mm256_set1_epi16(1);
         let mut acc = [_mm256_setzero_ps(); MX];
-        let wq = w.quants.as_ptr().add(w.group_at[g]);
-        let ws = w.scales.as_ptr().add(g * blocks * 2 * GROUP);
+        let wq = w.quants.as_ptr().add(w.group_at[g].0);
+        let ws = w.scales.as_ptr().add(w.group_at[g].1);
         let xq = x.quants.as_ptr().add(r0 * x.cols) as *const u8;
         let xs = x.scales.as_ptr().add(r0 * blocks);
         let xss = x.scaled_sums.as_ptr().add(r0 * blocks);
@@ -1009,7 +1089,7 @@ mod tests {
         sign | (((exp + 15) as u16) << 10) | (mant >> 13) as u16
     }
 
-    const ALL: [GgmlDType; 9] = [
+    const ALL: [GgmlDType; 10] = [
         GgmlDType::Q4_1,
         GgmlDType::Q4_0,
         GgmlDType::Q8_0,
@@ -1019,6 +1099,7 @@ mod tests {
         GgmlDType::Q5K,
         GgmlDType::Q6K,
         GgmlDType::Q3K,
+        GgmlDType::Q2K,
     ];
 
     fn random(rows: usize, cols: usize, std: f32) -> Result<Tensor> {
@@ -1138,13 +1219,14 @@ mod tests {
             (Values::SignedBytes, (-127i8) as u8),
             (Values::SixBitHalves, 63),
             (Values::ThreeBitHalves, 7),
+            (Values::TwoBitHalves, 3),
         ] {
             let mut w = PackedWeights::zeros(n, k, vec![kind]);
             for row in 0..n {
                 for b in 0..k / BLOCK {
                     // Q8_0's offset is 0 (its kernel has no offset term).
                     let m = if kind == Values::SignedBytes { 0.0 } else { 0.5 };
-                    w.set_block(row, b, &[q; BLOCK], 1.0, m);
+                    w.set_block(row, b, &[q; BLOCK], &[1.0, m, 0.25, -0.25]);
                 }
             }
             let x: Vec<f32> = (0..m * k).map(|i| if i < k { 1.0 } else { -1.0 }).collect();
@@ -1155,20 +1237,8 @@ mod tests {
             let mut portable = vec![0f32; m * n];
             unsafe { portable_group_rows(&xq, &w, 0, portable.as_mut_ptr(), m, n) };
             assert_eq!(y, portable, "{kind:?}");
-            let v = f32::from(q as i8);
-            let value = match kind {
-                Values::Nibbles | Values::FiveBits => f32::from(q) + 0.5,
-                Values::SignedBytes => v,
-                _ => 0.0,
-            };
-            // Half-block scales 1.0 and 0.5; x = ±1 is exactly ±127 steps of 1/127.
-            let expected = match kind {
-                _ if kind.halves() => {
-                    let v = f32::from(q) - kind.offset() as f32;
-                    (k / 2) as f32 * v + (k / 2) as f32 * 0.5 * v
-                }
-                _ => k as f32 * value,
-            };
+            // x = 1 is 127 steps of 1/127: row 0 of y sums row 0 of W.
+            let expected: f32 = w.dequantize()[..k].iter().sum();
             assert!(
                 (y[0] - expected).abs() <= 1e-3 * expected.abs(),
                 "{kind:?}: {} vs {expected}",
@@ -1209,8 +1279,8 @@ mod tests {
         assert!(!PackedWeights::can_stack(&[&odd, &qs[1]]));
         assert!(PackedWeights::can_stack(&[&qs[1], &odd]));
         assert!(PackedWeights::stacked(&[&odd, &qs[1]]).is_err());
-        let q2 = QTensor::quantize(&random(8, k, 0.05)?, GgmlDType::Q2K)?;
-        assert!(!PackedWeights::can_stack(&[&q2]));
+        let f16 = QTensor::quantize(&random(8, k, 0.05)?, GgmlDType::F16)?;
+        assert!(!PackedWeights::can_stack(&[&f16]));
         Ok(())
     }
 

@@ -40,7 +40,7 @@ impl<'a> Part<'a> {
 /// How weights are held in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WeightFormat {
-    /// On the CPU, GGUF Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 and Q3_K/Q4_K/Q5_K/Q6_K projections
+    /// On the CPU, GGUF Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 and Q2_K to Q6_K projections
     /// through herd's own kernels (`quant_matmul`: faster than f32 and a fifth to a third of
     /// its memory); other weights dense f32 when the whole model fits in
     /// [`AUTO_DENSE_LIMIT_BYTES`], else quantized.
@@ -50,8 +50,8 @@ pub enum WeightFormat {
     /// tensor-parallel paths; on the CPU, for comparisons).
     Dense,
     /// Keep GGUF blocks and multiply by them directly (least memory): herd's kernels for
-    /// the types `quant_matmul` takes (Q4_0/Q4_1/Q5_0/Q5_1/Q8_0, Q3_K to Q6_K), candle's
-    /// `QMatMul` for the rest (Q2_K, …). Safetensors weights are always dense.
+    /// the types `quant_matmul` takes (Q4_0/Q4_1/Q5_0/Q5_1/Q8_0, Q2_K to Q6_K), candle's
+    /// `QMatMul` for the rest (IQ types, Q8_1, …). Safetensors weights are always dense.
     Quantized,
 }
 
