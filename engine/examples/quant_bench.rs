@@ -52,7 +52,10 @@ fn main() -> candle_core::Result<()> {
         if std::env::args().nth(2).as_deref() == Some("--no-vnni") {
             quant_matmul::set_vnni_enabled(false);
         }
-        return types();
+        // On the pool's own thread, so the packed kernel's parallel loop runs inline, as
+        // candle's does (no hand-off between threads in the timings).
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        return pool.install(types);
     }
     let dev = Device::Cpu;
     println!(
