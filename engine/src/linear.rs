@@ -1,9 +1,9 @@
 //! The one linear-layer abstraction every projection goes through: `y = x·Wᵀ (+ b)`.
 //!
 //! Weights are either dense (f32 on the CPU, bf16 on GPUs) or left in their GGUF
-//! quantized blocks: on the CPU, Q4_0/Q4_1/Q8_0 go through herd's own kernel
-//! ([`quant_matmul`]), other types through candle's `QMatMul`. Tensor parallelism slots in here: a column-parallel layer is a
-//! [`Linear`] holding a slice of W's rows, a row-parallel one a slice of its columns plus
+//! quantized blocks: on the CPU, Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 and the k-quants Q2_K..Q6_K go
+//! through herd's own kernel ([`quant_matmul`]), other types through candle's `QMatMul`.
+//! Tensor parallelism slots in here: a column-parallel layer is a [`Linear`] holding a slice of W's rows, a row-parallel one a slice of its columns plus
 //! an all-reduce after the product ([`Linear::row_parallel`]).
 
 use std::cell::RefCell;
@@ -53,10 +53,17 @@ impl Linear {
         Ok(Self { weight, bias, in_features, out_features, all_reduce: None })
     }
 
-    /// A CPU layer over GGUF Q4_0/Q4_1/Q8_0 blocks through [`quant_matmul`].
+    /// A CPU layer over GGUF blocks through [`quant_matmul`] (the types it supports).
     pub fn packed(weight: &QTensor, bias: Option<Tensor>) -> Result<Self> {
-        let (out_features, in_features) = weight.shape().dims2()?;
-        let weight = LinearWeight::Packed(Arc::new(PackedWeights::from_qtensor(weight)?));
+        Self::packed_stack(&[weight], bias)
+    }
+
+    /// [`Linear::packed`] over several `[out_i, in]` matrices stacked by rows, possibly of
+    /// different types (`PackedWeights::can_stack`).
+    pub fn packed_stack(parts: &[&QTensor], bias: Option<Tensor>) -> Result<Self> {
+        let w = PackedWeights::stacked(parts)?;
+        let (out_features, in_features) = (w.rows(), w.cols());
+        let weight = LinearWeight::Packed(Arc::new(w));
         Ok(Self { weight, bias, in_features, out_features, all_reduce: None })
     }
 
@@ -80,6 +87,11 @@ impl Linear {
             self.weight,
             LinearWeight::Quantized(QMatMul::QTensor(_)) | LinearWeight::Packed(_)
         )
+    }
+
+    /// Whether the weight is in [`quant_matmul`]'s packed layout.
+    pub fn is_packed(&self) -> bool {
+        matches!(self.weight, LinearWeight::Packed(_))
     }
 
     /// `x`: `[tokens, in]` → `[tokens, out]`.
