@@ -13,9 +13,9 @@ use herd_core::eval_set::EvalSet;
 use herd_core::jobs::{JudgeMode, JudgeSpec};
 use herd_engine::{BatchOptions, DeviceSpec, LoadOptions, Placement};
 use herd_judge_worker::JudgeCache;
+use herd_runtime::RemoteSettings;
 use herd_runtime::{ModelCache, DEFAULT_MODEL};
 use herd_store::ResultStore;
-use herd_worker::remote::RemoteSettings;
 
 use crate::generator_spec::{generator_specs, model_display_name, GeneratorSettings};
 
@@ -67,9 +67,11 @@ impl PlanArgs {
 /// The judge's settings (shared with `herd evaluate`).
 #[derive(clap::Args)]
 pub struct JudgeArgs {
-    /// The annotator model (built-in name, .gguf file or Hugging Face folder).
-    #[arg(long, env = "HERD_JUDGE_MODEL", default_value = DEFAULT_MODEL)]
-    pub judge_model: String,
+    /// The annotator model (built-in name, .gguf file or Hugging Face folder; with
+    /// --judge-endpoint, the name the server knows it by). Default: the built-in
+    /// smollm2-135m-instruct, or the model an --annotator's config names when served.
+    #[arg(long, env = "HERD_JUDGE_MODEL")]
+    pub judge_model: Option<String>,
     /// `logprob`: one forward pass, the verdict read from the probabilities of naming
     /// model_1 or model_2 first (never unparsable, continuous like alpaca_eval's weighted
     /// annotators). `ranking`: alpaca_eval's config (greedy answer, `ranking_parser`).
@@ -85,6 +87,38 @@ pub struct JudgeArgs {
     /// fit (alpaca_eval's config: 7000; never more than the model's own).
     #[arg(long, env = "HERD_JUDGE_MAX_CONTEXT", default_value_t = 7000)]
     pub judge_max_context: usize,
+    /// An OpenAI-compatible API serving the judge (`http://host:8000/v1`); --judge-model is
+    /// then the name it serves it by. Its key: HERD_JUDGE_API_KEY, else OPENAI_API_KEY (or
+    /// their `_FILE` variants).
+    #[arg(long, env = "HERD_JUDGE_ENDPOINT", value_name = "URL")]
+    pub judge_endpoint: Option<String>,
+    /// One of alpaca_eval's annotators by its config name, which sets the prompt, the
+    /// parser and the annotator's name: `weighted_alpaca_eval_gpt4_turbo` (AlpacaEval 2.0's
+    /// official one), `alpaca_eval_clf_gpt4_turbo`, `alpaca_eval_vllm_llama3_3_70b_fn`
+    /// (ranking). The GPT-4 Turbo ones need --judge-endpoint.
+    #[arg(long, env = "HERD_ANNOTATOR", value_name = "NAME")]
+    pub annotator: Option<String>,
+}
+
+/// The model alpaca_eval's GPT-4 Turbo annotators ask for.
+const GPT4_TURBO: &str = "gpt-4-1106-preview";
+
+/// What `--annotator NAME` sets: the judge's mode, and the model its config names (when
+/// --judge-model is left at its default).
+fn annotator(name: &str) -> anyhow::Result<(JudgeMode, Option<&'static str>)> {
+    Ok(match name {
+        "weighted_alpaca_eval_gpt4_turbo" => (JudgeMode::WeightedClassification, Some(GPT4_TURBO)),
+        "alpaca_eval_clf_gpt4_turbo" => (JudgeMode::Classification, Some(GPT4_TURBO)),
+        "alpaca_eval_vllm_llama3_3_70b_fn" | "alpaca_eval_vllm_llama3_70b_fn" => {
+            (JudgeMode::Ranking, None)
+        }
+        "alpaca_eval_gpt4_turbo_fn" => bail!(
+            "--annotator alpaca_eval_gpt4_turbo_fn answers through OpenAI function calling, which herd does not send yet; weighted_alpaca_eval_gpt4_turbo is AlpacaEval 2.0's official annotator"
+        ),
+        other => bail!(
+            "--annotator {other:?} is not one herd supports: weighted_alpaca_eval_gpt4_turbo, alpaca_eval_clf_gpt4_turbo, alpaca_eval_vllm_llama3_3_70b_fn"
+        ),
+    })
 }
 
 /// Where the in-process run keeps verdicts by content (shared with `herd evaluate`).
@@ -192,21 +226,46 @@ pub struct EngineArgs {
 
 impl JudgeArgs {
     pub fn spec(&self) -> anyhow::Result<JudgeSpec> {
-        let mode = match self.judge_mode.as_str() {
-            "ranking" => JudgeMode::Ranking,
-            "logprob" => JudgeMode::Logprob,
-            other => bail!("--judge-mode {other:?}: expected ranking or logprob"),
+        let (mode, annotator_model) = match &self.annotator {
+            Some(name) => annotator(name)?,
+            None => match self.judge_mode.as_str() {
+                "ranking" => (JudgeMode::Ranking, None),
+                "logprob" => (JudgeMode::Logprob, None),
+                other => bail!("--judge-mode {other:?}: expected ranking or logprob"),
+            },
         };
-        let model_name = model_display_name(&self.judge_model);
+        let endpoint = match &self.judge_endpoint {
+            Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+                Some(url.trim_end_matches('/').to_string())
+            }
+            Some(url) => bail!("--judge-endpoint {url:?} is not an http:// or https:// URL"),
+            None => None,
+        };
+        if endpoint.is_none()
+            && matches!(mode, JudgeMode::WeightedClassification | JudgeMode::Classification)
+        {
+            bail!("--annotator {} reads the judge's top log-probabilities from an OpenAI-compatible API: give --judge-endpoint", self.annotator.as_deref().unwrap_or_default());
+        }
+        if endpoint.is_some() && mode == JudgeMode::Logprob {
+            bail!("--judge-mode logprob reads the judge's logits after an answer prefix, which a served judge does not offer: use --judge-mode ranking or --annotator weighted_alpaca_eval_gpt4_turbo with --judge-endpoint");
+        }
+        let model = match (&self.judge_model, annotator_model) {
+            (Some(model), _) => model.clone(),
+            (None, Some(configured)) if endpoint.is_some() => configured.to_string(),
+            (None, _) => DEFAULT_MODEL.to_string(),
+        };
+        let name = match (&self.judge_name, &self.annotator) {
+            (Some(name), _) => name.clone(),
+            (None, Some(annotator)) => annotator.clone(),
+            (None, None) => format!("{}_{}", model_display_name(&model), mode.as_str()),
+        };
         Ok(JudgeSpec {
-            name: self
-                .judge_name
-                .clone()
-                .unwrap_or_else(|| format!("{model_name}_{}", mode.as_str())),
-            model: self.judge_model.clone(),
+            name,
+            model,
             mode,
             max_new_tokens: self.judge_max_new_tokens,
             max_context_tokens: self.judge_max_context,
+            endpoint,
         })
     }
 }
@@ -358,6 +417,10 @@ mod tests {
         assert_eq!((settings.max_attempts, settings.concurrency), (1, 1), "at least one");
         assert!(remote(0.0, 1.0).settings().unwrap_err().to_string().contains("--remote-timeout"));
         assert!(remote(-1.0, 1.0).settings().is_err());
-        assert!(remote(1.0, f64::NAN).settings().unwrap_err().to_string().contains("--remote-backoff"));
+        assert!(remote(1.0, f64::NAN)
+            .settings()
+            .unwrap_err()
+            .to_string()
+            .contains("--remote-backoff"));
     }
 }

@@ -21,12 +21,13 @@ use served::Served;
 
 const LIMIT: &str = "3";
 const GENERATOR: &str = "smollm2-135m-instruct";
+/// The in-process judge of the generator tests: quick on two cores.
+const LOGPROB_JUDGE: [&str; 4] = ["--judge-mode", "logprob", "--judge-max-context", "600"];
 
 fn herd_run(out: &Path, cache: &Path, extra: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_herd"));
     command
-        .args(["run", "--limit", LIMIT, "--max-new-tokens", "24", "--judge-mode", "logprob"])
-        .args(["--judge-max-context", "600", "--threads", "2"])
+        .args(["run", "--limit", LIMIT, "--max-new-tokens", "24", "--threads", "2"])
         .arg("--out")
         .arg(out)
         .args(extra)
@@ -50,7 +51,7 @@ fn local_run() -> &'static tempfile::TempDir {
     static LOCAL: OnceLock<tempfile::TempDir> = OnceLock::new();
     LOCAL.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        let out = herd_run(&dir.path().join("run"), &dir.path().join("cache"), &[], &[]);
+        let out = herd_run(&dir.path().join("run"), &dir.path().join("cache"), &LOGPROB_JUDGE, &[]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         dir
     })
@@ -84,7 +85,8 @@ fn a_served_generator_gives_the_in_process_answers_and_verdicts() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     let spec = format!("endpoint={},model={GENERATOR}", served().base);
-    let out = herd_run(&run, &dir.path().join("cache"), &["--generator", &spec], &[]);
+    let args = [&LOGPROB_JUDGE[..], &["--generator", &spec]].concat();
+    let out = herd_run(&run, &dir.path().join("cache"), &args, &[]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     for file in ["model_outputs.json", "annotations.json"] {
         assert_eq!(
@@ -217,7 +219,11 @@ fn faults_between_client_and_server_lose_and_duplicate_nothing() {
     let out = herd_run(
         &run,
         &dir.path().join("cache"),
-        &["--generator", &spec, "--remote-timeout", "3", "--remote-backoff", "0.2"],
+        &[
+            &LOGPROB_JUDGE[..],
+            &["--generator", &spec, "--remote-timeout", "3", "--remote-backoff", "0.2"],
+        ]
+        .concat(),
         &[],
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -249,7 +255,7 @@ fn a_wrong_key_fails_before_any_work_and_is_never_shown() {
     let out = herd_run(
         &dir.path().join("wrong"),
         &dir.path().join("cache"),
-        &["--generator", &spec],
+        &[&LOGPROB_JUDGE[..], &["--generator", &spec]].concat(),
         &[("OPENAI_API_KEY", wrong)],
     );
     assert!(!out.status.success());
@@ -265,7 +271,7 @@ fn a_wrong_key_fails_before_any_work_and_is_never_shown() {
     let out = herd_run(
         &dir.path().join("right"),
         &dir.path().join("cache"),
-        &["--generator", &spec],
+        &[&LOGPROB_JUDGE[..], &["--generator", &spec]].concat(),
         &[("OPENAI_API_KEY_FILE", key_file.to_str().unwrap())],
     );
     let printed =
@@ -273,4 +279,69 @@ fn a_wrong_key_fails_before_any_work_and_is_never_shown() {
     assert!(out.status.success(), "{printed}");
     assert!(!printed.contains(key));
     assert!(!guarded.stderr.lock().unwrap().contains(key), "the server logged the key");
+}
+
+#[test]
+fn a_served_ranking_judge_gives_the_in_process_verdicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let ranking =
+        ["--judge-mode", "ranking", "--judge-max-new-tokens", "40", "--judge-max-context", "7000"];
+    let local = herd_run(&dir.path().join("local"), &dir.path().join("cache-local"), &ranking, &[]);
+    assert!(local.status.success(), "{}", String::from_utf8_lossy(&local.stderr));
+    let served_judge =
+        [&ranking[..], &["--judge-endpoint", &served().base, "--judge-model", GENERATOR]].concat();
+    let remote =
+        herd_run(&dir.path().join("remote"), &dir.path().join("cache-remote"), &served_judge, &[]);
+    assert!(remote.status.success(), "{}", String::from_utf8_lossy(&remote.stderr));
+    let annotations =
+        |run: &str| read(&dir.path().join(run).join(GENERATOR).join("annotations.json"));
+    assert_eq!(annotations("remote"), annotations("local"));
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&annotations("remote")).unwrap();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[0]["annotator"], "smollm2-135m-instruct_ranking");
+}
+
+#[test]
+fn the_official_annotator_reads_m_and_m_from_a_served_judges_top_logprobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let out = herd_run(
+        &run,
+        &dir.path().join("cache"),
+        &[
+            "--annotator",
+            "weighted_alpaca_eval_gpt4_turbo",
+            "--judge-endpoint",
+            &served().base,
+            "--judge-model",
+            GENERATOR,
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_str(&read(&run.join(GENERATOR).join("annotations.json"))).unwrap();
+    assert_eq!(rows.len(), 3);
+    let parser = herd_core::judge::TokenLogprobParser::weighted_m_over_m_or_capital_m();
+    for row in &rows {
+        assert_eq!(row["annotator"], "weighted_alpaca_eval_gpt4_turbo");
+        let raw: serde_json::Value =
+            serde_json::from_str(row["raw_completion"].as_str().unwrap()).unwrap();
+        let top = raw["logprobs"]["content"][0]["top_logprobs"].as_array().unwrap();
+        assert_eq!(top.len(), 5, "the annotator's config asks for the top 5");
+        let shown = parser.parse(&raw).unwrap()[0];
+        let instruction = row["instruction"].as_str().unwrap();
+        let switched = herd_core::judge::SwapDecision::for_instruction(instruction).is_switched();
+        let expected = shown.map(|p| if switched { 3.0 - p } else { p });
+        assert_eq!(row["preference"].as_f64(), expected, "{row}");
+    }
+    // Without an endpoint the official annotator is refused before any work.
+    let refused = herd_run(
+        &dir.path().join("refused"),
+        &dir.path().join("cache"),
+        &["--annotator", "weighted_alpaca_eval_gpt4_turbo"],
+        &[],
+    );
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--judge-endpoint"));
 }

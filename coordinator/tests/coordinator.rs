@@ -33,6 +33,7 @@ fn judge() -> JudgeSpec {
         mode: JudgeMode::Logprob,
         max_new_tokens: 100,
         max_context_tokens: 7000,
+        endpoint: None,
     }
 }
 

@@ -163,6 +163,12 @@ pub enum JudgeMode {
     Ranking,
     /// One forward pass: preference = 1 + P(model_2 ranked first), read from the logits.
     Logprob,
+    /// alpaca_eval's classification annotators (`weighted_alpaca_eval_gpt4_turbo`): the
+    /// `alpaca_eval_clf` prompt, one answer token, `logprob_parser` weighting `m` against
+    /// `M` in its top-5 log-probabilities. Needs an endpoint that lists them.
+    WeightedClassification,
+    /// The same, binarised (`alpaca_eval_clf_gpt4_turbo`).
+    Classification,
 }
 
 impl JudgeMode {
@@ -170,6 +176,8 @@ impl JudgeMode {
         match self {
             JudgeMode::Ranking => "ranking",
             JudgeMode::Logprob => "logprob",
+            JudgeMode::WeightedClassification => "weighted_classification",
+            JudgeMode::Classification => "classification",
         }
     }
 }
@@ -186,6 +194,9 @@ pub struct JudgeSpec {
     /// Prompt + answer must fit this many tokens (alpaca_eval's config: 7000); longer
     /// outputs are truncated with a marker.
     pub max_context_tokens: usize,
+    /// An OpenAI-compatible API serving `model` (then nothing is loaded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
 }
 
 /// Compare one model answer with the reference answer.

@@ -265,6 +265,7 @@ mod tests {
                 mode,
                 max_new_tokens,
                 max_context_tokens: 7000,
+                endpoint: None,
             },
             generator: "gen-a".into(),
             index,

@@ -24,4 +24,4 @@ mod worker;
 pub use cache::{model_identity, CachedJudgement, JudgeCache, JudgeCacheKey, ModelIdentities};
 pub use judge_model::{JudgeFormat, JudgeModel, LogprobCandidates};
 pub use verdict::{judge_batch, Verdict};
-pub use worker::{JudgeWorker, JudgeWorkerStats};
+pub use worker::{JudgeWorker, JudgeWorkerStats, JUDGE_API_KEY_VARIABLES};

@@ -52,6 +52,13 @@ pub fn judge_batch(
                 Err(reason) => on_verdict(position, Err(reason.to_string())),
             },
             JudgeMode::Ranking => ranking.push((position, prepared, tokens)),
+            JudgeMode::WeightedClassification | JudgeMode::Classification => on_verdict(
+                position,
+                Err(format!(
+                    "judge mode {} reads top log-probabilities from an OpenAI-compatible API: give the judge an endpoint (--judge-endpoint)",
+                    job.judge.mode.as_str()
+                )),
+            ),
         }
     }
 

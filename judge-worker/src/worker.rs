@@ -10,11 +10,13 @@ use herd_core::jobs::{
     check_judge_job, check_judged_answer, GenerationResult, JudgeJob, JudgeResult, Phase,
     PlanMismatch, Stored,
 };
-use herd_core::judge::SwapDecision;
+use herd_core::judge::{ServedJudgment, SwapDecision};
 use herd_engine::{BatchOptions, Model};
+use herd_openai::{ChatMessage, CompletionRequest, Prompt};
 use herd_queue::{Delivery, JobQueue, QueueName};
 use herd_runtime::{
-    run_jobs, JobHandler, LoopSettings, ModelCache, Pass, Role, RuntimeError, NOOP_BENCHMARK_MODEL,
+    run_jobs, Clients, JobHandler, LoopSettings, ModelCache, Pass, RemoteSettings, Role,
+    RuntimeError, NOOP_BENCHMARK_MODEL,
 };
 use herd_store::{keys, ResultStore};
 use herd_telemetry::Metrics;
@@ -44,7 +46,13 @@ pub struct JudgeWorker {
     /// The one judge model this worker serves (`herd judge-worker --judge-model`); `None`:
     /// whatever model the jobs name. A job naming another model is dead-lettered.
     pub model: Option<String>,
+    /// How judges served elsewhere (`JudgeSpec::endpoint`) are called.
+    pub remote: RemoteSettings,
 }
+
+/// The variables holding the key a served judge is sent, in order (each `NAME_FILE`, a
+/// file's path, before `NAME`).
+pub const JUDGE_API_KEY_VARIABLES: [&str; 2] = ["HERD_JUDGE_API_KEY", "OPENAI_API_KEY"];
 
 /// What one run of the loop did.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -77,6 +85,7 @@ impl JudgeWorker {
             linger: Duration::from_millis(20),
             worker: worker.into(),
             model: None,
+            remote: RemoteSettings::default(),
         }
     }
 
@@ -101,6 +110,7 @@ impl JudgeWorker {
             identities: ModelIdentities::default(),
             candidates: HashMap::new(),
             stats: JudgeWorkerStats::default(),
+            clients: Clients::default(),
         };
         let counts = run_jobs(&mut judging, queue, store, models, metrics, shutdown).await?;
         Ok(JudgeWorkerStats {
@@ -115,8 +125,9 @@ impl JudgeWorker {
 /// A job that missed the cache, on its way to the judge model.
 struct Miss {
     delivery: Delivery<JudgeJob>,
-    key: JudgeCacheKey,
-    identity: String,
+    /// The cache key and model identity of a local judge; a served judge's verdicts are
+    /// not cached (the run's store keeps them).
+    cached_as: Option<(JudgeCacheKey, String)>,
 }
 
 /// The benchmark-only judge's verdict: a tie, at once, never cached.
@@ -146,6 +157,7 @@ struct Judging<'a> {
     /// Logprob candidates per judge model, checked once.
     candidates: HashMap<String, Result<LogprobCandidates, String>>,
     stats: JudgeWorkerStats,
+    clients: Clients,
 }
 
 impl JobHandler for Judging<'_> {
@@ -174,6 +186,10 @@ impl JobHandler for Judging<'_> {
 
     fn model(job: &JudgeJob) -> &str {
         &job.judge.model
+    }
+
+    fn loads_model(job: &JudgeJob) -> bool {
+        job.judge.endpoint.is_none()
     }
 
     fn index(job: &JudgeJob) -> usize {
@@ -217,6 +233,9 @@ impl JobHandler for Judging<'_> {
             self.store(pass, delivery, result, false).await?;
             return Ok(None);
         }
+        if job.judge.endpoint.is_some() {
+            return Ok(Some(Miss { delivery, cached_as: None }));
+        }
         let identity = match self.identities.get(&job.judge.model).await {
             Ok(identity) => identity,
             Err(unavailable) => {
@@ -230,7 +249,7 @@ impl JobHandler for Judging<'_> {
             self.store(pass, delivery, result, true).await?;
             return Ok(None);
         }
-        Ok(Some(Miss { delivery, key, identity }))
+        Ok(Some(Miss { delivery, cached_as: Some((key, identity)) }))
     }
 
     fn delivery(miss: Miss) -> Delivery<JudgeJob> {
@@ -246,6 +265,9 @@ impl JobHandler for Judging<'_> {
     ) -> Result<(), RuntimeError> {
         match model {
             Some(model) => self.judge(pass, model_name, model, group).await,
+            None if group.iter().any(|m| m.delivery.job.judge.endpoint.is_some()) => {
+                self.judge_served(pass, model_name, group).await
+            }
             // `admit` answers the benchmark-only judge's jobs itself; none come here.
             None => {
                 for miss in group {
@@ -334,10 +356,12 @@ impl Judging<'_> {
                 verdict.seconds,
                 pass.worker(),
             );
-            if let Some(cached) =
-                CachedJudgement::from_result(&result, &miss.identity, job.judge.mode)
-            {
-                self.cache.put(&miss.key, &cached).await?;
+            if let Some((key, identity)) = &miss.cached_as {
+                if let Some(cached) =
+                    CachedJudgement::from_result(&result, identity, job.judge.mode)
+                {
+                    self.cache.put(key, &cached).await?;
+                }
             }
             self.store(pass, miss.delivery, result, false).await?;
         }
@@ -350,6 +374,92 @@ impl Judging<'_> {
             let left: Vec<Delivery<JudgeJob>> =
                 pending.into_iter().flatten().map(|miss| miss.delivery).collect();
             pass.give_back(left, &reason).await?;
+        }
+        Ok(())
+    }
+
+    /// Jobs of a judge served elsewhere: one request each (at most the endpoint's
+    /// concurrency in flight), each verdict stored (then acknowledged) as it lands. A
+    /// refused request is dead-lettered; one that exhausted its retries goes back.
+    async fn judge_served(
+        &mut self,
+        pass: &mut Pass<'_, Self>,
+        model_name: &str,
+        group: Vec<Miss>,
+    ) -> Result<(), RuntimeError> {
+        pass.metrics
+            .batch_size
+            .with_label_values(&[ROLE.label, model_name])
+            .observe(group.len() as f64);
+        let mut pending: HashMap<usize, (Miss, ServedJudgment)> = HashMap::new();
+        let mut in_flight = tokio::task::JoinSet::new();
+        for (id, miss) in group.into_iter().enumerate() {
+            let job = &miss.delivery.job;
+            let url = job.judge.endpoint.clone().unwrap_or_default();
+            let prepared = ServedJudgment::prepare(job);
+            let client = self.clients.get(&self.worker.remote, &url, &JUDGE_API_KEY_VARIABLES);
+            let (prepared, client) = match (prepared, client) {
+                (Ok(prepared), Ok(client)) => (prepared, client),
+                (Err(reason), _) => {
+                    pass.dead_letter(miss.delivery, &reason).await?;
+                    continue;
+                }
+                (_, Err(error)) => {
+                    pass.dead_letter(miss.delivery, &error.to_string()).await?;
+                    continue;
+                }
+            };
+            let request = CompletionRequest {
+                model: job.judge.model.clone(),
+                prompt: Prompt::Chat(
+                    prepared
+                        .messages
+                        .iter()
+                        .map(|(role, content)| ChatMessage::new(role, content))
+                        .collect(),
+                ),
+                max_tokens: prepared.max_tokens,
+                temperature: prepared.temperature,
+                top_p: 1.0,
+                seed: None,
+                stop: Vec::new(),
+                top_logprobs: prepared.top_logprobs,
+            };
+            in_flight.spawn(async move { (id, client.complete(&request).await) });
+            pending.insert(id, (miss, prepared));
+        }
+        while let Some(joined) = in_flight.join_next().await {
+            let Ok((id, answer)) = joined else {
+                tracing::error!("a served-judge request task failed");
+                continue;
+            };
+            let Some((miss, prepared)) = pending.remove(&id) else { continue };
+            let completion = match answer {
+                Ok(completion) => completion,
+                Err(error) if error.is_permanent() => {
+                    pass.dead_letter(miss.delivery, &error.to_string()).await?;
+                    continue;
+                }
+                Err(error) => {
+                    pass.give_back(vec![miss.delivery], &error.to_string()).await?;
+                    continue;
+                }
+            };
+            let choice = completion.raw["choices"][0].clone();
+            let verdict = prepared.verdict(&completion.text, &choice);
+            let prompt_tokens = completion.prompt_tokens.unwrap_or(0);
+            let result = prepared.result(
+                &miss.delivery.job,
+                verdict,
+                prompt_tokens,
+                completion.seconds,
+                pass.worker(),
+            );
+            self.store(pass, miss.delivery, result, false).await?;
+        }
+        if !pending.is_empty() {
+            let left = pending.into_values().map(|(miss, _)| miss.delivery).collect();
+            pass.give_back(left, "a served-judge request task failed").await?;
         }
         Ok(())
     }

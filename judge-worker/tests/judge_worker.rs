@@ -25,6 +25,7 @@ fn jobs(run: &str, mode: JudgeMode, max_new_tokens: usize, indices: &[usize]) ->
         mode,
         max_new_tokens,
         max_context_tokens: 7000,
+        endpoint: None,
     };
     indices
         .iter()

@@ -28,6 +28,7 @@ mod error;
 mod job_loop;
 pub mod model_files;
 mod models;
+mod remote;
 
 pub use activity::{unix_now, ActivityRecorder};
 pub use batching::{next_batch, spawn_feeder, Feed};
@@ -36,6 +37,7 @@ pub use error::RuntimeError;
 pub use job_loop::{run_jobs, JobCounts, JobHandler, LoopSettings, Pass, Role};
 pub use model_files::DEFAULT_MODEL;
 pub use models::{ModelCache, ModelUnavailable};
+pub use remote::{Clients, RemoteSettings};
 
 /// A benchmark-only model name: a worker answers its jobs at once with an empty answer
 /// (a judge worker with a tie), without loading anything, so that a run measures what the

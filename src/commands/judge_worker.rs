@@ -8,7 +8,7 @@ use std::time::Duration;
 use herd_judge_worker::{JudgeCache, JudgeWorker};
 use herd_queue::QueueName;
 
-use crate::args::EngineArgs;
+use crate::args::{EngineArgs, RemoteArgs};
 use crate::cluster::{ClusterArgs, RoleServices};
 use crate::effective_config;
 use crate::process::{runtime, stop_signal};
@@ -36,6 +36,8 @@ pub struct Args {
     pub print_config: bool,
     #[command(flatten)]
     pub engine: EngineArgs,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
     #[command(flatten)]
     pub cluster: ClusterArgs,
 }
@@ -65,6 +67,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         linger: Duration::from_millis(20),
         worker: role.worker.clone(),
         model: args.judge_model.clone(),
+        remote: args.remote.settings()?,
     };
     tracing::info!(queue = %worker.queue_name(), worker = %worker.worker, "judge worker started");
     let stats = worker

@@ -16,10 +16,10 @@ use herd_core::jobs::JudgeSpec;
 use herd_engine::BatchOptions;
 use herd_judge_worker::{JudgeCache, JudgeWorker, JudgeWorkerStats};
 use herd_queue::MemoryQueue;
+use herd_runtime::RemoteSettings;
 use herd_runtime::{ModelCache, NOOP_BENCHMARK_MODEL};
 use herd_store::ResultStore;
 use herd_telemetry::Metrics;
-use herd_worker::remote::RemoteSettings;
 use herd_worker::{GenerationWorker, GenerationWorkerStats};
 use tokio::sync::watch;
 
@@ -216,11 +216,15 @@ impl LocalRun {
             .iter()
             .filter_map(|g| g.spec.as_ref().filter(|s| s.endpoint.is_none()))
             .map(|s| s.model.as_str())
-            .chain([plan.judge.model.as_str()])
+            .chain(plan.judge.endpoint.is_none().then_some(plan.judge.model.as_str()))
             .filter(|&model| model != NOOP_BENCHMARK_MODEL)
             .collect();
         for model in models {
             self.models.check_loadable(model).await?;
+        }
+        if let Some(url) = &plan.judge.endpoint {
+            let client = self.remote.client(url, &herd_judge_worker::JUDGE_API_KEY_VARIABLES)?;
+            client.check().await.with_context(|| format!("judge {}", plan.judge.name))?;
         }
         for spec in plan.generators.iter().filter_map(|g| g.spec.as_ref()) {
             if let Some(endpoint) = &spec.endpoint {
@@ -243,7 +247,7 @@ impl LocalRun {
                 .iter()
                 .filter_map(|g| g.spec.as_ref().filter(|s| s.endpoint.is_none()))
                 .map(|s| s.model.as_str())
-                .chain([plan.judge.model.as_str()])
+                .chain(plan.judge.endpoint.is_none().then_some(plan.judge.model.as_str()))
                 .collect();
             distinct.len()
         } else {
@@ -292,7 +296,7 @@ impl LocalRun {
             let stats =
                 worker.run(&self.queue, &self.store, models, &self.metrics, shutdown).await?;
             all.push((generator.name.clone(), stats));
-            let needed_later = plan.judge.model == spec.model
+            let needed_later = (plan.judge.endpoint.is_none() && plan.judge.model == spec.model)
                 || plan.generators[position + 1..]
                     .iter()
                     .any(|later| later.spec.as_ref().is_some_and(|s| s.model == spec.model));
@@ -324,6 +328,7 @@ impl LocalRun {
             linger: Duration::from_millis(20),
             worker: self.worker.clone(),
             model: None,
+            remote: self.remote.clone(),
         };
         let shutdown = wait_for(progress, failed, RunProgress::is_complete);
         Ok(worker

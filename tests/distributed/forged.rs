@@ -81,6 +81,7 @@ fn forged_jobs_and_results_never_reach_the_run_folder_and_dead_letters_are_liste
                 mode: JudgeMode::Logprob,
                 max_new_tokens: 100,
                 max_context_tokens: 600,
+                endpoint: None,
             },
             generator: GENERATOR.into(),
             index: 0,

@@ -13,8 +13,8 @@ use herd_core::jobs::{
 use herd_engine::{BatchOptions, GenerationRequest, Model};
 use herd_queue::{Delivery, JobQueue, QueueName};
 use herd_runtime::{
-    run_jobs, unix_now, JobHandler, LoopSettings, ModelCache, Pass, Role, RuntimeError,
-    NOOP_BENCHMARK_MODEL,
+    run_jobs, unix_now, Clients, JobHandler, LoopSettings, ModelCache, Pass, RemoteSettings, Role,
+    RuntimeError, NOOP_BENCHMARK_MODEL,
 };
 use herd_store::{keys, ResultStore};
 use herd_telemetry::Metrics;
@@ -24,7 +24,7 @@ const ROLE: Role =
     Role { label: "worker", phase: Phase::Generation, job: "generation", work: "generation" };
 
 use crate::prompt::prompt_tokens;
-use crate::remote::{self, Clients, RemoteSettings};
+use crate::remote::{self, API_KEY_VARIABLE};
 
 /// A worker for one generator's queue (`herd.<run>.gen.<generator>`).
 #[derive(Debug, Clone)]
@@ -356,13 +356,14 @@ impl Generation<'_> {
                 pass.dead_letter(delivery, &reason).await?;
                 continue;
             };
-            let client = match self.clients.get(&self.worker.remote, &endpoint.url) {
-                Ok(client) => client,
-                Err(error) => {
-                    pass.dead_letter(delivery, &error.to_string()).await?;
-                    continue;
-                }
-            };
+            let client =
+                match self.clients.get(&self.worker.remote, &endpoint.url, &[API_KEY_VARIABLE]) {
+                    Ok(client) => client,
+                    Err(error) => {
+                        pass.dead_letter(delivery, &error.to_string()).await?;
+                        continue;
+                    }
+                };
             let request = match remote::request(&delivery.job, endpoint.api) {
                 Ok(request) => request,
                 Err(reason) => {

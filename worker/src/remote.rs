@@ -1,83 +1,18 @@
 //! Generators served elsewhere, over an OpenAI-compatible API (`endpoint=` in the generator
 //! spec): each job becomes one request; answers are stored as they land.
 
-use std::collections::HashMap;
-use std::time::Duration;
-
 use herd_core::jobs::{FinishReason, GenerationJob, RemoteApi, RemoteEndpoint};
 use herd_core::prompts::{render, Prompt};
-use herd_openai::{
-    ApiKey, ChatMessage, ClientConfig, Completion, CompletionRequest, OpenAiClient, RemoteError,
-};
+use herd_openai::{ChatMessage, Completion, CompletionRequest, RemoteError};
+use herd_runtime::RemoteSettings;
 
 /// The environment variable holding the key remote generators send (`OPENAI_API_KEY_FILE`,
 /// a file's path, wins over it).
 pub const API_KEY_VARIABLE: &str = "OPENAI_API_KEY";
 
-/// How remote generators are called.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RemoteSettings {
-    /// Per attempt.
-    pub timeout: Duration,
-    /// Tries per answer, the first included.
-    pub max_attempts: u32,
-    /// Requests in flight per endpoint.
-    pub concurrency: usize,
-    /// The first retry's wait (doubling, with jitter, up to a minute).
-    pub backoff_initial: Duration,
-}
-
-impl Default for RemoteSettings {
-    fn default() -> Self {
-        Self {
-            timeout: Duration::from_secs(600),
-            max_attempts: 8,
-            concurrency: 16,
-            backoff_initial: Duration::from_secs(1),
-        }
-    }
-}
-
-impl RemoteSettings {
-    /// A client for `url`, the key from the environment.
-    pub fn client(&self, url: &str) -> Result<OpenAiClient, RemoteError> {
-        let api_key = ApiKey::from_env(API_KEY_VARIABLE)
-            .map_err(|reason| RemoteError::Config { url: url.to_string(), reason })?;
-        OpenAiClient::new(ClientConfig {
-            api_key,
-            timeout: self.timeout,
-            max_attempts: self.max_attempts.max(1),
-            concurrency: self.concurrency.max(1),
-            backoff_initial: self.backoff_initial,
-            ..ClientConfig::new(url)
-        })
-    }
-}
-
-/// Clients by endpoint URL, made once per loop.
-#[derive(Debug, Default)]
-pub(crate) struct Clients {
-    by_url: HashMap<String, OpenAiClient>,
-}
-
-impl Clients {
-    pub fn get(
-        &mut self,
-        settings: &RemoteSettings,
-        url: &str,
-    ) -> Result<OpenAiClient, RemoteError> {
-        if let Some(client) = self.by_url.get(url) {
-            return Ok(client.clone());
-        }
-        let client = settings.client(url)?;
-        self.by_url.insert(url.to_string(), client.clone());
-        Ok(client)
-    }
-}
-
 /// Checks before a run that `endpoint` answers and takes the key.
 pub async fn check_endpoint(endpoint: &RemoteEndpoint, model: &str) -> Result<(), RemoteError> {
-    let client = RemoteSettings::default().client(&endpoint.url)?;
+    let client = RemoteSettings::default().client(&endpoint.url, &[API_KEY_VARIABLE])?;
     client.check().await?;
     tracing::info!(url = %client.url(), model, "remote generator reachable");
     Ok(())

@@ -179,6 +179,7 @@ mod tests {
                 mode: JudgeMode::Logprob,
                 max_new_tokens: 8,
                 max_context_tokens: 600,
+                endpoint: None,
             },
             generator: "gen".into(),
             index,

@@ -47,6 +47,7 @@ mod tests {
                 mode: JudgeMode::Logprob,
                 max_new_tokens: 100,
                 max_context_tokens: 7000,
+                endpoint: None,
             },
             generator: "my-model".into(),
             index: 7,

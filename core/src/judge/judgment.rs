@@ -107,6 +107,7 @@ pub fn max_prompt_tokens(judge: &JudgeSpec, tokenizer: &dyn JudgeTokenizer) -> u
     let answer = match judge.mode {
         JudgeMode::Ranking => judge.max_new_tokens,
         JudgeMode::Logprob => tokenizer.count_tokens(LOGPROB_ANSWER_PREFIX),
+        JudgeMode::WeightedClassification | JudgeMode::Classification => 1,
     };
     judge.max_context_tokens.saturating_sub(answer)
 }
@@ -136,6 +137,7 @@ mod tests {
                 mode,
                 max_new_tokens: 100,
                 max_context_tokens,
+                endpoint: None,
             },
             generator: "gen".into(),
             index,

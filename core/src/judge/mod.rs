@@ -14,6 +14,7 @@ pub mod logprob;
 pub mod prompt;
 pub mod python_literal;
 pub mod ranking_parser;
+pub mod served;
 pub mod swap;
 pub mod token_logprobs;
 
@@ -28,5 +29,6 @@ pub use prompt::{
     JudgeTokenizer, TRUNCATION_MARKER,
 };
 pub use ranking_parser::{ranking_parser, RankingParseError};
+pub use served::ServedJudgment;
 pub use swap::SwapDecision;
 pub use token_logprobs::{TokenLogprobError, TokenLogprobParser};
