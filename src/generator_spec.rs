@@ -1,24 +1,26 @@
 //! A `--generator` value: `key=value` settings laid over the run's defaults.
 //!
 //! `name=NAME,model=PATH_OR_BUILTIN,template=chat|raw|alpaca_sft|zero_shot_system,
-//! max_new_tokens=N,stop=TEXT,endpoint=URL,api=chat|completions`: every key is optional,
+//! max_new_tokens=N,stop=TEXT,endpoint=URL,api=chat|completions,temperature=T,top_p=P,
+//! seed=N`: every key is optional,
 //! `stop` may repeat, any other key may not; `\n`, `\t`, `\,` and `\\` are escapes. With
 //! `endpoint`, the model is served there (an OpenAI-compatible API) and `model` is the
-//! name that server knows it by.
+//! name that server knows it by. `temperature`, `top_p` or `seed` make the generator sample
+//! (defaults 1, 1, 0) instead of decoding greedily; temperature=0 is greedy.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::str::FromStr;
 
 use anyhow::{bail, Context};
-use herd_core::jobs::{GeneratorSpec, PromptTemplate, RemoteApi, RemoteEndpoint};
+use herd_core::jobs::{GeneratorSpec, PromptTemplate, RemoteApi, RemoteEndpoint, SamplingSpec};
 use herd_runtime::DEFAULT_MODEL;
 
 use crate::args::STORE_FOLDER;
 
 /// The settings one `--generator` (or `--baseline`) value gives; what it leaves out comes
 /// from the defaults it is applied to.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct GeneratorSettings {
     pub name: Option<String>,
     pub model: Option<String>,
@@ -30,6 +32,9 @@ pub struct GeneratorSettings {
     pub endpoint: Option<String>,
     /// Default: `chat` for the chat template, `completions` for the text templates.
     pub api: Option<RemoteApi>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub seed: Option<u64>,
 }
 
 impl FromStr for GeneratorSettings {
@@ -89,8 +94,29 @@ impl FromStr for GeneratorSettings {
                         other => bail!("api {other:?} is not chat or completions"),
                     })
                 }
+                "temperature" => {
+                    let t: f64 =
+                        value.parse().ok().filter(|t: &f64| (0.0..=2.0).contains(t)).with_context(
+                            || format!("temperature {value:?} is not a number in [0, 2]"),
+                        )?;
+                    settings.temperature = Some(t)
+                }
+                "top_p" => {
+                    let p: f64 =
+                        value.parse().ok().filter(|p: &f64| *p > 0.0 && *p <= 1.0).with_context(
+                            || format!("top_p {value:?} is not a number in (0, 1]"),
+                        )?;
+                    settings.top_p = Some(p)
+                }
+                "seed" => {
+                    settings.seed = Some(
+                        value
+                            .parse()
+                            .with_context(|| format!("seed {value:?} is not a whole number"))?,
+                    )
+                }
                 other => {
-                    bail!("unknown key {other:?} (name, model, template, max_new_tokens, stop, endpoint, api)")
+                    bail!("unknown key {other:?} (name, model, template, max_new_tokens, stop, endpoint, api, temperature, top_p, seed)")
                 }
             }
         }
@@ -127,6 +153,14 @@ impl GeneratorSettings {
             PromptTemplate::Chat => RemoteApi::Chat,
             _ => RemoteApi::Completions,
         };
+        if self.temperature.is_some() || self.top_p.is_some() || self.seed.is_some() {
+            let temperature = self.temperature.unwrap_or(1.0);
+            spec.sampling = (temperature > 0.0).then(|| SamplingSpec {
+                temperature,
+                top_p: self.top_p.unwrap_or(1.0),
+                seed: self.seed.unwrap_or(0),
+            });
+        }
         if let Some(url) = &self.endpoint {
             let api = self.api.unwrap_or(api_for(spec.template));
             spec.endpoint = Some(RemoteEndpoint { url: url.clone(), api });
@@ -158,6 +192,7 @@ pub fn generator_specs(
         max_new_tokens,
         stop: Vec::new(),
         endpoint: None,
+        sampling: None,
     };
     let mut specs: Vec<GeneratorSpec> =
         generators.iter().filter(|g| !g.is_empty()).map(|g| g.apply(&defaults)).collect();
@@ -261,6 +296,7 @@ mod tests {
             max_new_tokens: 512,
             stop: vec![],
             endpoint: None,
+            sampling: None,
         }
     }
 
@@ -316,6 +352,22 @@ mod tests {
         let mismatched: GeneratorSettings = "endpoint=http://h/v1,api=completions".parse().unwrap();
         let error = generator_specs(&[mismatched], None, 64).unwrap_err().to_string();
         assert!(error.contains("template=chat needs api=chat"), "{error}");
+    }
+
+    #[test]
+    fn sampling_keys_make_a_sampling_generator_and_temperature_0_is_greedy() {
+        let sampled = parse("temperature=0.7,seed=42").unwrap().sampling.unwrap();
+        assert_eq!((sampled.temperature, sampled.top_p, sampled.seed), (0.7, 1.0, 42));
+        assert_eq!(parse("top_p=0.9").unwrap().sampling.unwrap().temperature, 1.0);
+        assert_eq!(parse("temperature=0").unwrap().sampling, None);
+        assert_eq!(parse("").unwrap().sampling, None);
+        assert!(parse("temperature=3").unwrap_err().to_string().contains("temperature"));
+        assert!(parse("top_p=0").unwrap_err().to_string().contains("top_p"));
+        assert!(parse("seed=-1").unwrap_err().to_string().contains("seed"));
+        // Each answer's seed depends on its instruction, not on the batch it ran in.
+        assert_ne!(sampled.seed_for(0), sampled.seed_for(1));
+        assert_eq!(sampled.seed_for(5), sampled.seed_for(5));
+        assert!(sampled.seed_for(9) < 1 << 31);
     }
 
     #[test]

@@ -345,3 +345,39 @@ fn the_official_annotator_reads_m_and_m_from_a_served_judges_top_logprobs() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--judge-endpoint"));
 }
+
+#[test]
+fn a_sampling_generator_draws_the_same_answers_in_process_and_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let noop = ["--judge-model", "bench-noop"];
+    let sampled = "name=sampled,temperature=0.8,top_p=0.95,seed=7";
+    let local = herd_run(
+        &dir.path().join("local"),
+        &dir.path().join("c1"),
+        &[&noop[..], &["--generator", sampled]].concat(),
+        &[],
+    );
+    assert!(local.status.success(), "{}", String::from_utf8_lossy(&local.stderr));
+    let spec = format!("{sampled},endpoint={},model={GENERATOR}", served().base);
+    let remote = herd_run(
+        &dir.path().join("remote"),
+        &dir.path().join("c2"),
+        &[&noop[..], &["--generator", &spec]].concat(),
+        &[],
+    );
+    assert!(remote.status.success(), "{}", String::from_utf8_lossy(&remote.stderr));
+    let outputs =
+        |run: &str| read(&dir.path().join(run).join("sampled").join("model_outputs.json"));
+    assert_eq!(outputs("remote"), outputs("local"), "the answer's seed travels with the request");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&outputs("local")).unwrap();
+    let seeds: Vec<u64> = rows.iter().map(|r| r["seed"].as_u64().unwrap()).collect();
+    assert_eq!(rows[0]["temperature"], 0.8);
+    assert_eq!(rows[0]["top_p"], 0.95);
+    assert!(seeds[0] != seeds[1] && seeds[1] != seeds[2], "each instruction has its own seed");
+    let greedy = read(&local_run().path().join("run").join(GENERATOR).join("model_outputs.json"));
+    let greedy: Vec<serde_json::Value> = serde_json::from_str(&greedy).unwrap();
+    assert!(
+        rows.iter().zip(&greedy).any(|(s, g)| s["output"] != g["output"]),
+        "sampling differs from greedy"
+    );
+}

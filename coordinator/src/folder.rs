@@ -30,6 +30,7 @@ use herd_core::formats::{
 };
 use herd_core::jobs::{
     check_generation_result, check_judge_result, GenerationResult, JudgeJob, JudgeResult, Phase,
+    SamplingSpec,
 };
 use herd_core::judge::annotation_from;
 use herd_core::metrics::PairedComparison;
@@ -135,7 +136,10 @@ pub async fn write_run_folder(
 
         let rows: Vec<ModelOutput> = outputs
             .iter()
-            .map(|o| model_output_row(o, &generator.name, generator.spec.is_some()))
+            .map(|o| {
+                let sampling = generator.spec.as_ref().and_then(|s| s.sampling.as_ref());
+                model_output_row(o, &generator.name, generator.spec.is_some(), sampling)
+            })
             .collect();
         write_model_outputs(folder.join("model_outputs.json"), &rows)?;
         files.push(format!("{folder_part}/model_outputs.json"));
@@ -374,8 +378,14 @@ fn slash_path(relative: &Path) -> String {
 }
 
 /// A stored answer as a `model_outputs.json` row; generated answers carry their token
-/// counts and finish reason after alpaca_eval's four columns.
-fn model_output_row(output: &GenerationResult, generator: &str, generated: bool) -> ModelOutput {
+/// counts and finish reason after alpaca_eval's four columns, and sampled ones the
+/// temperature, top-p and the answer's own seed.
+fn model_output_row(
+    output: &GenerationResult,
+    generator: &str,
+    generated: bool,
+    sampling: Option<&SamplingSpec>,
+) -> ModelOutput {
     let mut extra = Map::new();
     if generated {
         extra.insert("prompt_tokens".into(), Value::from(output.prompt_tokens));
@@ -384,6 +394,11 @@ fn model_output_row(output: &GenerationResult, generator: &str, generated: bool)
             "finish_reason".into(),
             serde_json::to_value(output.finish_reason).expect("serialises"),
         );
+    }
+    if let Some(sampling) = sampling {
+        extra.insert("temperature".into(), Value::from(sampling.temperature));
+        extra.insert("top_p".into(), Value::from(sampling.top_p));
+        extra.insert("seed".into(), Value::from(sampling.seed_for(output.index)));
     }
     ModelOutput {
         instruction: output.instruction.clone(),

@@ -114,6 +114,7 @@ mod tests {
             max_new_tokens: 8,
             stop: vec![],
             endpoint: None,
+            sampling: None,
         }
     }
 

@@ -23,6 +23,7 @@ fn spec(max_new_tokens: usize) -> GeneratorSpec {
         max_new_tokens,
         stop: vec![],
         endpoint: None,
+        sampling: None,
     }
 }
 

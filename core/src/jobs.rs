@@ -56,6 +56,51 @@ pub struct GeneratorSpec {
     /// name that server knows it by, and nothing is loaded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<RemoteEndpoint>,
+    /// Sampling instead of greedy decoding (temperature 0, top-p 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling: Option<SamplingSpec>,
+}
+
+/// How a sampling generator draws its tokens.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct SamplingSpec {
+    pub temperature: f64,
+    pub top_p: f64,
+    /// With the eval-set index, seeds each answer's draw ([`SamplingSpec::seed_for`]), so an
+    /// answer does not depend on which worker or batch made it.
+    pub seed: u64,
+}
+
+impl SamplingSpec {
+    /// The seed of the answer to eval-set instruction `index`: the run's seed and the index
+    /// mixed (SplitMix64's finaliser), kept to 31 bits so every OpenAI-compatible server
+    /// takes it.
+    pub fn seed_for(&self, index: usize) -> u64 {
+        let mut z = self.seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)) & 0x7FFF_FFFF
+    }
+}
+
+// Compared and hashed by bits: a spec is a plan's identity, and -0.0 or NaN are refused
+// where specs are made.
+impl PartialEq for SamplingSpec {
+    fn eq(&self, other: &Self) -> bool {
+        self.temperature.to_bits() == other.temperature.to_bits()
+            && self.top_p.to_bits() == other.top_p.to_bits()
+            && self.seed == other.seed
+    }
+}
+
+impl Eq for SamplingSpec {}
+
+impl std::hash::Hash for SamplingSpec {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.temperature.to_bits().hash(state);
+        self.top_p.to_bits().hash(state);
+        self.seed.hash(state);
+    }
 }
 
 /// An OpenAI-compatible API serving a generator.

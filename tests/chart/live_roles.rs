@@ -147,6 +147,7 @@ fn unanswerable_job(run: &str, template: PromptTemplate, model: &str) -> Generat
             max_new_tokens: 2,
             stop: vec![],
             endpoint: None,
+            sampling: None,
         },
         index: if model == MODEL { 800 } else { 801 },
         instruction: String::new(),

@@ -28,6 +28,7 @@ fn spec(name: &str) -> GeneratorSpec {
         max_new_tokens: 24,
         stop: vec![],
         endpoint: None,
+        sampling: None,
     }
 }
 

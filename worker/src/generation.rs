@@ -10,7 +10,7 @@ use herd_core::jobs::{
     check_generation_job, FinishReason, GenerationJob, GenerationResult, Phase, PlanMismatch,
     Stored,
 };
-use herd_engine::{BatchOptions, GenerationRequest, Model};
+use herd_engine::{BatchOptions, GenerationRequest, Model, Sampling};
 use herd_queue::{Delivery, JobQueue, QueueName};
 use herd_runtime::{
     run_jobs, unix_now, Clients, JobHandler, LoopSettings, ModelCache, Pass, RemoteSettings, Role,
@@ -268,6 +268,14 @@ impl Generation<'_> {
                         prompt_tokens,
                         max_new_tokens: delivery.job.generator.max_new_tokens,
                         stop: delivery.job.generator.stop.clone(),
+                        sampling: match &delivery.job.generator.sampling {
+                            Some(s) => Sampling {
+                                temperature: s.temperature as f32,
+                                top_p: s.top_p as f32,
+                                seed: s.seed_for(delivery.job.index),
+                            },
+                            None => Sampling::GREEDY,
+                        },
                         ..Default::default()
                     });
                     pending.insert(id, delivery);

@@ -18,7 +18,8 @@ pub async fn check_endpoint(endpoint: &RemoteEndpoint, model: &str) -> Result<()
     Ok(())
 }
 
-/// The request for `job`: its template's prompt through the endpoint's API, greedy.
+/// The request for `job`: its template's prompt through the endpoint's API, greedy unless
+/// the generator samples.
 pub(crate) fn request(job: &GenerationJob, api: RemoteApi) -> Result<CompletionRequest, String> {
     let generator = &job.generator;
     let prompt = match (render(generator.template, &job.instruction), api) {
@@ -38,9 +39,9 @@ pub(crate) fn request(job: &GenerationJob, api: RemoteApi) -> Result<CompletionR
         model: generator.model.clone(),
         prompt,
         max_tokens: generator.max_new_tokens,
-        temperature: 0.0,
-        top_p: 1.0,
-        seed: None,
+        temperature: generator.sampling.map_or(0.0, |s| s.temperature as f32),
+        top_p: generator.sampling.map_or(1.0, |s| s.top_p as f32),
+        seed: generator.sampling.map(|s| s.seed_for(job.index)),
         stop: generator.stop.clone(),
         top_logprobs: None,
     })

@@ -23,6 +23,7 @@ fn jobs(run: &str, model: &str, n: usize, max_new_tokens: usize) -> Vec<Generati
         max_new_tokens,
         stop: vec![],
         endpoint: None,
+        sampling: None,
     };
     (0..n)
         .map(|index| GenerationJob {

@@ -162,6 +162,7 @@ mod tests {
                 max_new_tokens: 8,
                 stop: vec![],
                 endpoint: None,
+                sampling: None,
             },
             index,
             instruction: row.instruction.clone(),

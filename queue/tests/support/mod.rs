@@ -55,6 +55,7 @@ pub fn job(run: &str, generator: &str, index: usize) -> GenerationJob {
             max_new_tokens: 64,
             stop: vec![],
             endpoint: None,
+            sampling: None,
         },
         index,
         instruction: format!("instruction {index}"),
