@@ -4,7 +4,7 @@ use serde_json::{Map, Value};
 
 use crate::eval_set::REFERENCE_GENERATOR;
 use crate::formats::annotations::Annotation;
-use crate::jobs::{JudgeJob, JudgeResult};
+use crate::jobs::{JudgeJob, JudgeMode, JudgeResult};
 
 /// alpaca_eval's annotation row for `job` judged as `result`: `output_1` is the reference
 /// (`gpt4_1106_preview`), `output_2` the model's answer, the preference in alpaca_eval's
@@ -24,7 +24,7 @@ pub fn annotation_from(job: &JudgeJob, result: &JudgeResult) -> Annotation {
         generator_2: job.generator.clone(),
         annotator: result.judge.clone(),
         preference: result.preference,
-        raw_completion: Some(Value::String(result.raw_completion.clone())),
+        raw_completion: Some(raw_completion(job.judge.mode, &result.raw_completion)),
         time_per_example: Some(result.seconds),
         // A local judge has no price; alpaca_eval's vLLM decoder records NaN.
         price_per_example: None,
@@ -32,10 +32,32 @@ pub fn annotation_from(job: &JudgeJob, result: &JudgeResult) -> Annotation {
     }
 }
 
+/// The judge's raw answer as alpaca_eval writes it: the API's choice as an object for the
+/// classification annotators (their `completions_all`), text otherwise.
+fn raw_completion(mode: JudgeMode, raw: &str) -> Value {
+    match mode {
+        JudgeMode::WeightedClassification | JudgeMode::Classification => {
+            serde_json::from_str::<Value>(raw)
+                .ok()
+                .filter(Value::is_object)
+                .unwrap_or_else(|| Value::String(raw.to_string()))
+        }
+        JudgeMode::Ranking | JudgeMode::Logprob => Value::String(raw.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jobs::{JudgeMode, JudgeSpec};
+    use crate::jobs::JudgeSpec;
+
+    #[test]
+    fn a_classification_annotators_raw_answer_is_kept_as_the_object_it_was() {
+        let choice = r#"{"logprobs": {"content": []}}"#;
+        assert!(raw_completion(JudgeMode::WeightedClassification, choice).is_object());
+        assert_eq!(raw_completion(JudgeMode::Ranking, choice), Value::String(choice.into()));
+        assert_eq!(raw_completion(JudgeMode::Classification, "m"), Value::String("m".into()));
+    }
 
     #[test]
     fn the_reference_is_output_1_and_the_model_output_2() {
