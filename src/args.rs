@@ -246,9 +246,6 @@ impl JudgeArgs {
         {
             bail!("--annotator {} reads the judge's top log-probabilities from an OpenAI-compatible API: give --judge-endpoint", self.annotator.as_deref().unwrap_or_default());
         }
-        if endpoint.is_some() && mode == JudgeMode::Logprob {
-            bail!("--judge-mode logprob reads the judge's logits after an answer prefix, which a served judge does not offer: use --judge-mode ranking or --annotator weighted_alpaca_eval_gpt4_turbo with --judge-endpoint");
-        }
         let model = match (&self.judge_model, annotator_model) {
             (Some(model), _) => model.clone(),
             (None, Some(configured)) if endpoint.is_some() => configured.to_string(),

@@ -381,3 +381,28 @@ fn a_sampling_generator_draws_the_same_answers_in_process_and_served() {
         "sampling differs from greedy"
     );
 }
+
+#[test]
+fn a_served_logprob_judge_gives_the_in_process_preferences_within_1e_4() {
+    let dir = tempfile::tempdir().unwrap();
+    let logprob = ["--judge-mode", "logprob", "--judge-max-context", "7000"];
+    let local = herd_run(&dir.path().join("local"), &dir.path().join("c1"), &logprob, &[]);
+    assert!(local.status.success(), "{}", String::from_utf8_lossy(&local.stderr));
+    let served_judge =
+        [&logprob[..], &["--judge-endpoint", &served().base, "--judge-model", GENERATOR]].concat();
+    let remote = herd_run(&dir.path().join("remote"), &dir.path().join("c2"), &served_judge, &[]);
+    assert!(remote.status.success(), "{}", String::from_utf8_lossy(&remote.stderr));
+    let rows = |run: &str| -> Vec<serde_json::Value> {
+        serde_json::from_str(&read(&dir.path().join(run).join(GENERATOR).join("annotations.json")))
+            .unwrap()
+    };
+    let (local, remote) = (rows("local"), rows("remote"));
+    assert_eq!(local.len(), 3);
+    for (l, r) in local.iter().zip(&remote) {
+        let (pl, pr) = (l["preference"].as_f64().unwrap(), r["preference"].as_f64().unwrap());
+        eprintln!("logprob judge: in-process {pl}, served {pr}, |diff| {:e}", (pl - pr).abs());
+        assert!((pl - pr).abs() < 1e-4, "in-process {pl}, served {pr}");
+        assert_eq!(l["output_2"], r["output_2"]);
+        assert_eq!(l["is_switched_outputs"], r["is_switched_outputs"]);
+    }
+}

@@ -424,6 +424,7 @@ impl Judging<'_> {
                 seed: None,
                 stop: Vec::new(),
                 top_logprobs: prepared.top_logprobs,
+                continue_final_message: prepared.continue_final_message,
             };
             in_flight.spawn(async move { (id, client.complete(&request).await) });
             pending.insert(id, (miss, prepared));

@@ -74,6 +74,9 @@ pub struct CompletionRequest {
     pub stop: Vec<String>,
     /// `Some(k)`: each generated token's log-probability and the `k` most likely tokens.
     pub top_logprobs: Option<usize>,
+    /// Chat only: the last message is an assistant turn the answer continues (vLLM's and
+    /// herd serve's `continue_final_message`, with `add_generation_prompt: false`).
+    pub continue_final_message: bool,
 }
 
 /// A generated token's log-probability and the most likely alternatives, as the server
@@ -379,6 +382,10 @@ fn request_body(request: &CompletionRequest) -> (&'static str, Value) {
             let messages: Vec<Value> =
                 messages.iter().map(|m| json!({"role": m.role, "content": m.content})).collect();
             body["messages"] = Value::Array(messages);
+            if request.continue_final_message {
+                body["continue_final_message"] = json!(true);
+                body["add_generation_prompt"] = json!(false);
+            }
             if let Some(k) = request.top_logprobs {
                 body["logprobs"] = json!(true);
                 body["top_logprobs"] = json!(k);
@@ -474,6 +481,7 @@ mod tests {
             seed: None,
             stop: vec!["###".into()],
             top_logprobs: Some(2),
+            continue_final_message: false,
         }
     }
 

@@ -12,15 +12,15 @@ use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use herd_engine::{GenerationOutput, GenerationRequest, Model};
+use herd_engine::{ChatMessage, GenerationOutput, GenerationRequest, Model};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use crate::error::ApiError;
 use crate::protocol::{
-    chat_logprobs, completion_logprobs, finish_reason, usage, Asked, ChatBody, CompletionBody,
-    CompletionPrompt, TokenNames,
+    chat_logprobs, completion_logprobs, finish_reason, usage, Asked, ChatBody, ChatPrompt,
+    CompletionBody, CompletionPrompt, TokenNames,
 };
 use crate::scheduler::{Event, Scheduler};
 use crate::{ApiKey, ServeMetrics};
@@ -205,16 +205,36 @@ async fn chat_completions(
     let started = Instant::now();
     let answer = async {
         state.authorize(&headers)?;
-        let (model, messages, asked) = parse::<ChatBody>(&body)?.into_parts(parse(&body)?)?;
+        let chat = parse::<ChatBody>(&body)?;
+        let how = chat.chat_prompt()?;
+        let (model, messages, asked) = chat.into_parts(parse(&body)?)?;
         state.check_model(model.as_deref())?;
         let engine = state.engine()?.clone();
-        let prompt = engine.model().chat_prompt(&messages).map_err(|e| {
+        let prompt = chat_prompt(engine.model(), &messages, how).map_err(|e| {
             ApiError::invalid("messages", format!("cannot render the chat template: {e}"))
         })?;
         generate(&state, engine, Api::Chat, prompt, asked, started).await
     }
     .await;
     finish(&state, Api::Chat.endpoint(), started, answer)
+}
+
+/// The prompt's tokens: the rendered messages, closed with the generation prompt or with
+/// the last (assistant) message left open, cut right after its text as vLLM does.
+fn chat_prompt(
+    model: &Model,
+    messages: &[ChatMessage],
+    how: ChatPrompt,
+) -> herd_engine::Result<Vec<u32>> {
+    match how {
+        ChatPrompt::GenerationPrompt => model.chat_prompt(messages),
+        ChatPrompt::ContinueFinal => {
+            let text = model.render_chat(messages, false)?;
+            let last = messages.last().map_or("", |m| m.content.as_str());
+            let end = text.rfind(last).map_or(text.len(), |at| at + last.len());
+            model.encode(&text[..end], false)
+        }
+    }
 }
 
 async fn completions(

@@ -100,6 +100,21 @@ pub struct ChatBody {
     pub logprobs: bool,
     pub top_logprobs: Option<usize>,
     pub tools: Option<Vec<Value>>,
+    /// vLLM's extension: the last message is an assistant turn to continue, not close (its
+    /// text is the start of the answer). Needs `add_generation_prompt: false`.
+    #[serde(default)]
+    pub continue_final_message: bool,
+    /// vLLM's extension (default true): end the prompt with the assistant turn's header.
+    pub add_generation_prompt: Option<bool>,
+}
+
+/// How the chat messages become the prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChatPrompt {
+    /// The messages, then the assistant turn's header (OpenAI's behaviour).
+    GenerationPrompt,
+    /// The messages with the last (an assistant turn) left open: the answer continues it.
+    ContinueFinal,
 }
 
 /// What a request asks of the engine, checked.
@@ -225,6 +240,29 @@ impl CompletionBody {
 }
 
 impl ChatBody {
+    /// How the messages are rendered, checked against the messages.
+    pub fn chat_prompt(&self) -> Result<ChatPrompt, ApiError> {
+        match (self.continue_final_message, self.add_generation_prompt.unwrap_or(true)) {
+            (false, true) => Ok(ChatPrompt::GenerationPrompt),
+            (true, false) => match self.messages.last() {
+                Some(last) if last.role == "assistant" => Ok(ChatPrompt::ContinueFinal),
+                _ => Err(ApiError::invalid(
+                    "continue_final_message",
+                    "continue_final_message needs an assistant message last".into(),
+                )),
+            },
+            (true, true) => Err(ApiError::invalid(
+                "add_generation_prompt",
+                "continue_final_message needs add_generation_prompt: false".into(),
+            )),
+            (false, false) => Err(ApiError::invalid(
+                "add_generation_prompt",
+                "add_generation_prompt: false is supported only with continue_final_message: true"
+                    .into(),
+            )),
+        }
+    }
+
     pub fn into_parts(
         self,
         mut common: CommonFields,

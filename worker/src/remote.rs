@@ -44,6 +44,7 @@ pub(crate) fn request(job: &GenerationJob, api: RemoteApi) -> Result<CompletionR
         seed: generator.sampling.map(|s| s.seed_for(job.index)),
         stop: generator.stop.clone(),
         top_logprobs: None,
+        continue_final_message: false,
     })
 }
 

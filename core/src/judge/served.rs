@@ -1,5 +1,7 @@
 //! A judge reached over an OpenAI-compatible API: the chat messages to send and how the
-//! answer becomes a verdict, for the ranking prompt (alpaca_eval's `ranking_parser`) and
+//! answer becomes a verdict, for the ranking prompt (alpaca_eval's `ranking_parser`), herd's
+//! logprob mode (the ranking prompt with the answer prefix as an assistant turn to continue,
+//! `continue_final_message`, and the candidates' log-probabilities among the top 20) and
 //! alpaca_eval's classification annotators (the `alpaca_eval_clf` prompt, `logprob_parser`
 //! over the answer token's top log-probabilities).
 //!
@@ -13,6 +15,10 @@ use crate::jobs::{JudgeJob, JudgeMode, JudgeResult};
 
 use super::chatml::{chatml_messages, fill_template};
 use super::judgment::PreparedJudgment;
+use super::logprob::{
+    logprob_raw_completion, preference_from_first_rank_logits, LOGPROB_ANSWER_PREFIX,
+    LOGPROB_CANDIDATES,
+};
 use super::prompt::{JudgePrompt, JudgeTokenizer};
 use super::swap::SwapDecision;
 use super::token_logprobs::TokenLogprobParser;
@@ -37,8 +43,14 @@ pub struct ServedJudgment {
     pub temperature: f32,
     /// `Some(k)`: ask for the answer tokens' top-k log-probabilities.
     pub top_logprobs: Option<usize>,
+    /// The last message is the start of the judge's answer, to be continued (logprob mode).
+    pub continue_final_message: bool,
     truncated: bool,
 }
+
+/// Alternatives listed after the answer prefix in logprob mode: the two candidates are
+/// nearly always the top two; past 20, a candidate counts as probability 0.
+pub const LOGPROB_MODE_TOP_LOGPROBS: usize = 20;
 
 impl ServedJudgment {
     pub fn prepare(job: &JudgeJob) -> Result<Self, String> {
@@ -59,6 +71,27 @@ impl ServedJudgment {
                     max_tokens: judge.max_new_tokens,
                     temperature: 0.0,
                     top_logprobs: None,
+                    continue_final_message: false,
+                    truncated: prepared.truncated(),
+                })
+            }
+            JudgeMode::Logprob => {
+                let prepared = PreparedJudgment::prepare(job, &ByteEstimate);
+                let mut messages: Vec<(String, String)> = prepared
+                    .prompt
+                    .messages()
+                    .iter()
+                    .map(|m| (m.role.clone(), m.content.clone()))
+                    .collect();
+                messages.push(("assistant".into(), LOGPROB_ANSWER_PREFIX.into()));
+                Ok(Self {
+                    mode: judge.mode,
+                    swap: prepared.swap,
+                    messages,
+                    max_tokens: 1,
+                    temperature: 0.0,
+                    top_logprobs: Some(LOGPROB_MODE_TOP_LOGPROBS),
+                    continue_final_message: true,
                     truncated: prepared.truncated(),
                 })
             }
@@ -84,10 +117,10 @@ impl ServedJudgment {
                     max_tokens: 1,
                     temperature: 1.0,
                     top_logprobs: Some(CLASSIFICATION_TOP_LOGPROBS),
+                    continue_final_message: false,
                     truncated: false,
                 })
             }
-            JudgeMode::Logprob => Err("logprob mode reads the judge's logits after an answer prefix, which an OpenAI-compatible API does not offer; use --judge-mode ranking or an alpaca_eval classification annotator (--annotator weighted_alpaca_eval_gpt4_turbo)".into()),
         }
     }
 
@@ -105,7 +138,23 @@ impl ServedJudgment {
                 let shown = parser.parse(choice).ok().and_then(|p| p.first().copied().flatten());
                 (self.swap.unswap_preference(shown), choice.to_string())
             }
-            _ => {
+            JudgeMode::Logprob => {
+                // The candidates' log-probabilities among the first answer token's top list
+                // (a candidate not listed: probability 0).
+                let listed = |candidate: &str| {
+                    choice["logprobs"]["content"][0]["top_logprobs"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter(|e| e["token"].as_str() == Some(candidate))
+                        .filter_map(|e| e["logprob"].as_f64())
+                        .fold(f64::NEG_INFINITY, f64::max)
+                };
+                let (l1, l2) = (listed(LOGPROB_CANDIDATES[0]), listed(LOGPROB_CANDIDATES[1]));
+                let shown = Some(preference_from_first_rank_logits(l1, l2)).filter(|p| !p.is_nan());
+                (self.swap.unswap_preference(shown), logprob_raw_completion(l1.exp(), l2.exp()))
+            }
+            JudgeMode::Ranking => {
                 let shown = super::ranking_parser::ranking_parser(text).ok();
                 (self.swap.unswap_preference(shown), text.to_string())
             }
@@ -239,7 +288,24 @@ mod tests {
         assert_eq!(preference, Some(if served.swap.is_switched() { 2.0 } else { 1.0 }));
         assert_eq!(raw, answer);
         assert_eq!(served.verdict("no idea", &Value::Null).0, None);
-        let error = ServedJudgment::prepare(&self::job(JudgeMode::Logprob, 0)).unwrap_err();
-        assert!(error.contains("ranking"), "{error}");
+    }
+
+    #[test]
+    fn logprob_mode_continues_the_answer_prefix_and_reads_the_candidates() {
+        let served = ServedJudgment::prepare(&job(JudgeMode::Logprob, 2)).unwrap();
+        let last = served.messages.last().unwrap();
+        assert_eq!((last.0.as_str(), last.1.as_str()), ("assistant", LOGPROB_ANSWER_PREFIX));
+        assert!(served.continue_final_message);
+        assert_eq!((served.max_tokens, served.top_logprobs), (1, Some(20)));
+        let choice = json!({"logprobs": {"content": [{"token": "1", "logprob": (0.6f64).ln(),
+            "top_logprobs": [{"token": "1", "logprob": (0.6f64).ln()}, {"token": "2", "logprob": (0.2f64).ln()}, {"token": "x", "logprob": -3.0}]}]}});
+        let (preference, raw) = served.verdict("1", &choice);
+        let shown = 1.0 + 0.2 / 0.8;
+        let expected = if served.swap.is_switched() { 3.0 - shown } else { shown };
+        assert!((preference.unwrap() - expected).abs() < 1e-12);
+        assert_eq!(raw, logprob_raw_completion(0.6f64.ln().exp(), 0.2f64.ln().exp()));
+        let neither =
+            json!({"logprobs": {"content": [{"token": "x", "logprob": 0.0, "top_logprobs": []}]}});
+        assert_eq!(served.verdict("x", &neither).0, None);
     }
 }
