@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use herd_coordinator::RunPlan;
 use herd_core::eval_set::EvalSet;
-use herd_core::jobs::{JudgeMode, JudgeSpec};
+use herd_core::jobs::{JudgeMode, JudgeSpec, TokenPrice};
 use herd_engine::{BatchOptions, DeviceSpec, LoadOptions, Placement};
 use herd_judge_worker::JudgeCache;
 use herd_runtime::RemoteSettings;
@@ -98,6 +98,24 @@ pub struct JudgeArgs {
     /// (ranking). The GPT-4 Turbo ones need --judge-endpoint.
     #[arg(long, env = "HERD_ANNOTATOR", value_name = "NAME")]
     pub annotator: Option<String>,
+    /// What a served judge charges, `PROMPT,COMPLETION` in US dollars per million tokens,
+    /// for each verdict's `price_per_example` (default: OpenAI's list price for the GPT
+    /// models alpaca_eval uses; none for others).
+    #[arg(long, env = "HERD_JUDGE_PRICE", value_name = "PROMPT,COMPLETION")]
+    pub judge_price: Option<String>,
+}
+
+/// `--judge-price PROMPT,COMPLETION` (US dollars per million tokens).
+fn parse_price(text: &str) -> anyhow::Result<TokenPrice> {
+    let parsed: Option<Vec<f64>> = text.split(',').map(|p| p.trim().parse().ok()).collect();
+    match parsed.as_deref() {
+        Some(&[prompt, completion])
+            if prompt.is_finite() && completion.is_finite() && prompt >= 0.0 && completion >= 0.0 =>
+        {
+            Ok(TokenPrice { prompt_per_million: prompt, completion_per_million: completion })
+        }
+        _ => bail!("--judge-price {text:?}: expected PROMPT,COMPLETION in US dollars per million tokens, e.g. 10,30"),
+    }
 }
 
 /// The model alpaca_eval's GPT-4 Turbo annotators ask for.
@@ -256,6 +274,11 @@ impl JudgeArgs {
             (None, Some(annotator)) => annotator.clone(),
             (None, None) => format!("{}_{}", model_display_name(&model), mode.as_str()),
         };
+        let price = match &self.judge_price {
+            Some(text) => Some(parse_price(text)?),
+            None if endpoint.is_some() => TokenPrice::list_price(&model),
+            None => None,
+        };
         Ok(JudgeSpec {
             name,
             model,
@@ -263,6 +286,7 @@ impl JudgeArgs {
             max_new_tokens: self.judge_max_new_tokens,
             max_context_tokens: self.judge_max_context,
             endpoint,
+            price,
         })
     }
 }
@@ -419,5 +443,17 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("--remote-backoff"));
+    }
+
+    #[test]
+    fn a_judge_price_is_two_non_negative_numbers() {
+        let price = parse_price("10, 30").unwrap();
+        assert_eq!((price.prompt_per_million, price.completion_per_million), (10.0, 30.0));
+        assert!((price.of(1500, 1) - 0.01503).abs() < 1e-12);
+        for bad in ["10", "10,30,1", "-1,2", "a,b", "inf,1"] {
+            assert!(parse_price(bad).is_err(), "{bad}");
+        }
+        assert_eq!(TokenPrice::list_price("gpt-4-1106-preview").unwrap().prompt_per_million, 10.0);
+        assert!(TokenPrice::list_price("my-local-judge").is_none());
     }
 }

@@ -315,6 +315,8 @@ fn the_official_annotator_reads_m_and_m_from_a_served_judges_top_logprobs() {
             &served().base,
             "--judge-model",
             GENERATOR,
+            "--judge-price",
+            "10,30",
         ],
         &[],
     );
@@ -334,6 +336,12 @@ fn the_official_annotator_reads_m_and_m_from_a_served_judges_top_logprobs() {
         let switched = herd_core::judge::SwapDecision::for_instruction(instruction).is_switched();
         let expected = shown.map(|p| if switched { 3.0 - p } else { p });
         assert_eq!(row["preference"].as_f64(), expected, "{row}");
+        // GPT-4 Turbo's $10 per million prompt tokens (and $30 for the one answer token).
+        let price = row["price_per_example"].as_f64().unwrap();
+        assert!(
+            price > 0.001 && price < 0.05,
+            "price {price} for a prompt of a few hundred tokens"
+        );
     }
     // Without an endpoint the official annotator is refused before any work.
     let refused = herd_run(

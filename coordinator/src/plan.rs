@@ -126,6 +126,7 @@ mod tests {
             max_new_tokens: 100,
             max_context_tokens: 7000,
             endpoint: None,
+            price: None,
         }
     }
 

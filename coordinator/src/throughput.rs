@@ -208,6 +208,7 @@ mod tests {
             seconds: 0.1,
             worker: "w".into(),
             stored,
+            price: None,
         }
     }
 

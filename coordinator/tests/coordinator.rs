@@ -35,6 +35,7 @@ fn judge() -> JudgeSpec {
         max_new_tokens: 100,
         max_context_tokens: 7000,
         endpoint: None,
+        price: None,
     }
 }
 
@@ -80,6 +81,7 @@ async fn put_verdict(store: &ResultStore, index: usize, preference: Option<f64>)
         seconds: 0.2,
         worker: "w".into(),
         stored: None,
+        price: None,
     };
     store.put_annotation(&result).await.unwrap();
 }
@@ -433,6 +435,7 @@ async fn stored_results_that_do_not_match_the_plan_are_moved_aside_and_their_job
         seconds: 0.0,
         worker: "forger".into(),
         stored: None,
+        price: None,
     };
     let verdict_key = herd_store::keys::annotation("r", "judge", "gen", 0);
     store.put_json(&verdict_key, &verdict).await.unwrap();

@@ -242,6 +242,59 @@ pub struct JudgeSpec {
     /// An OpenAI-compatible API serving `model` (then nothing is loaded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// What the served judge charges: each verdict's `price_per_example`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<TokenPrice>,
+}
+
+/// A served model's price in US dollars per million tokens.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct TokenPrice {
+    pub prompt_per_million: f64,
+    pub completion_per_million: f64,
+}
+
+impl TokenPrice {
+    /// OpenAI's list prices (USD per million tokens, December 2026) of the models
+    /// alpaca_eval's annotators use; `--judge-price` sets any other.
+    pub fn list_price(model: &str) -> Option<Self> {
+        let (prompt, completion) = match model {
+            "gpt-4-1106-preview"
+            | "gpt-4-0125-preview"
+            | "gpt-4-turbo"
+            | "gpt-4-turbo-2024-04-09" => (10.0, 30.0),
+            "gpt-4" | "gpt-4-0613" => (30.0, 60.0),
+            "gpt-4o" | "gpt-4o-2024-08-06" | "gpt-4o-2024-11-20" => (2.5, 10.0),
+            "gpt-4o-mini" | "gpt-4o-mini-2024-07-18" => (0.15, 0.6),
+            "gpt-3.5-turbo" | "gpt-3.5-turbo-0125" => (0.5, 1.5),
+            _ => return None,
+        };
+        Some(Self { prompt_per_million: prompt, completion_per_million: completion })
+    }
+
+    /// The price of one call.
+    pub fn of(&self, prompt_tokens: usize, completion_tokens: usize) -> f64 {
+        (prompt_tokens as f64 * self.prompt_per_million
+            + completion_tokens as f64 * self.completion_per_million)
+            / 1e6
+    }
+}
+
+// By bits, as a plan's identity (see SamplingSpec).
+impl PartialEq for TokenPrice {
+    fn eq(&self, other: &Self) -> bool {
+        self.prompt_per_million.to_bits() == other.prompt_per_million.to_bits()
+            && self.completion_per_million.to_bits() == other.completion_per_million.to_bits()
+    }
+}
+
+impl Eq for TokenPrice {}
+
+impl std::hash::Hash for TokenPrice {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.prompt_per_million.to_bits().hash(state);
+        self.completion_per_million.to_bits().hash(state);
+    }
 }
 
 /// Compare one model answer with the reference answer.
@@ -281,6 +334,9 @@ pub struct JudgeResult {
     /// When it was made (absent in verdicts of a herd from before it was recorded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stored: Option<Stored>,
+    /// What the served judge charged for it, in US dollars (`JudgeSpec::price`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<f64>,
 }
 
 /// The two phases of a run, as workers report their activity.

@@ -125,6 +125,7 @@ impl CachedJudgement {
             seconds: self.seconds,
             worker: worker.to_string(),
             stored: None,
+            price: None,
         }
     }
 }
@@ -266,6 +267,7 @@ mod tests {
                 max_new_tokens,
                 max_context_tokens: 7000,
                 endpoint: None,
+                price: None,
             },
             generator: "gen-a".into(),
             index,

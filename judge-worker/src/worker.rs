@@ -145,6 +145,7 @@ fn noop_verdict(job: &JudgeJob, worker: &str) -> JudgeResult {
         seconds: 0.0,
         worker: worker.to_string(),
         stored: None,
+        price: None,
     }
 }
 
@@ -448,11 +449,12 @@ impl Judging<'_> {
             };
             let choice = completion.raw["choices"][0].clone();
             let verdict = prepared.verdict(&completion.text, &choice);
-            let prompt_tokens = completion.prompt_tokens.unwrap_or(0);
+            let tokens =
+                (completion.prompt_tokens.unwrap_or(0), completion.completion_tokens.unwrap_or(0));
             let result = prepared.result(
                 &miss.delivery.job,
                 verdict,
-                prompt_tokens,
+                tokens,
                 completion.seconds,
                 pass.worker(),
             );

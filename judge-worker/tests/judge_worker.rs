@@ -26,6 +26,7 @@ fn jobs(run: &str, mode: JudgeMode, max_new_tokens: usize, indices: &[usize]) ->
         max_new_tokens,
         max_context_tokens: 7000,
         endpoint: None,
+        price: None,
     };
     indices
         .iter()

@@ -40,6 +40,7 @@ fn verdict(run: &str, judge: &str, generator: &str, index: usize) -> JudgeResult
         seconds: 0.2,
         worker: "test".into(),
         stored: None,
+        price: None,
     }
 }
 

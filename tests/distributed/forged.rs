@@ -83,6 +83,7 @@ fn forged_jobs_and_results_never_reach_the_run_folder_and_dead_letters_are_liste
                 max_new_tokens: 100,
                 max_context_tokens: 600,
                 endpoint: None,
+                price: None,
             },
             generator: GENERATOR.into(),
             index: 0,
@@ -125,6 +126,7 @@ fn forged_jobs_and_results_never_reach_the_run_folder_and_dead_letters_are_liste
             seconds: 0.0,
             worker: "forger".into(),
             stored: None,
+            price: None,
         };
         // Under smol's key (`put_annotation` would file it under the generator it names).
         store.put_json(&keys::annotation(&run, JUDGE, GENERATOR, 3), &verdict).await.unwrap();

@@ -181,6 +181,7 @@ mod tests {
                 max_new_tokens: 8,
                 max_context_tokens: 600,
                 endpoint: None,
+                price: None,
             },
             generator: "gen".into(),
             index,
@@ -302,6 +303,7 @@ mod tests {
             seconds: 0.0,
             worker: "w".into(),
             stored: None,
+            price: None,
         };
         assert_eq!(check_judge_result(&verdict, "run", "judge", "gen", 5), Ok(()));
         assert_eq!(

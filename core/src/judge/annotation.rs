@@ -26,8 +26,9 @@ pub fn annotation_from(job: &JudgeJob, result: &JudgeResult) -> Annotation {
         preference: result.preference,
         raw_completion: Some(raw_completion(job.judge.mode, &result.raw_completion)),
         time_per_example: Some(result.seconds),
-        // A local judge has no price; alpaca_eval's vLLM decoder records NaN.
-        price_per_example: None,
+        // A local judge has no price (alpaca_eval's vLLM decoder records NaN); a served
+        // one's is its tokens at the judge's price.
+        price_per_example: result.price,
         extra,
     }
 }
@@ -70,6 +71,7 @@ mod tests {
                 max_new_tokens: 100,
                 max_context_tokens: 7000,
                 endpoint: None,
+                price: None,
             },
             generator: "my-model".into(),
             index: 7,
@@ -91,6 +93,7 @@ mod tests {
             seconds: 0.5,
             worker: "w".into(),
             stored: None,
+            price: None,
         };
         let row = annotation_from(&job, &result);
         assert_eq!(

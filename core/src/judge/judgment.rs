@@ -96,6 +96,7 @@ impl PreparedJudgment {
             seconds,
             worker: worker.to_string(),
             stored: None,
+            price: None,
         }
     }
 }
@@ -138,6 +139,7 @@ mod tests {
                 max_new_tokens: 100,
                 max_context_tokens,
                 endpoint: None,
+                price: None,
             },
             generator: "gen".into(),
             index,

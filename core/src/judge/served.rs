@@ -161,12 +161,12 @@ impl ServedJudgment {
         }
     }
 
-    /// The result row for `job`.
+    /// The result row for `job`; its price from the judge's and the API's token counts.
     pub fn result(
         &self,
         job: &JudgeJob,
         (preference, raw_completion): (Option<f64>, String),
-        prompt_tokens: usize,
+        (prompt_tokens, completion_tokens): (usize, usize),
         seconds: f64,
         worker: &str,
     ) -> JudgeResult {
@@ -183,6 +183,7 @@ impl ServedJudgment {
             seconds,
             worker: worker.to_string(),
             stored: None,
+            price: job.judge.price.map(|p| p.of(prompt_tokens, completion_tokens)),
         }
     }
 }
@@ -230,6 +231,7 @@ mod tests {
                 max_new_tokens: 100,
                 max_context_tokens: 7000,
                 endpoint: Some("http://h/v1".into()),
+                price: None,
             },
             generator: "g".into(),
             index,
