@@ -11,6 +11,7 @@ use anyhow::{bail, Context};
 use herd_coordinator::RunPlan;
 use herd_core::eval_set::EvalSet;
 use herd_core::jobs::{JudgeMode, JudgeSpec, TokenPrice};
+use herd_core::judge::CompletionParser;
 use herd_engine::{BatchOptions, DeviceSpec, LoadOptions, Placement};
 use herd_judge_worker::JudgeCache;
 use herd_runtime::RemoteSettings;
@@ -103,6 +104,11 @@ pub struct JudgeArgs {
     /// models alpaca_eval uses; none for others).
     #[arg(long, env = "HERD_JUDGE_PRICE", value_name = "PROMPT,COMPLETION")]
     pub judge_price: Option<String>,
+    /// An alpaca_eval annotator config folder (`configs.yaml` and its prompt): its prompt,
+    /// sampling settings and parser (ranking_parser or logprob_parser) through
+    /// --judge-endpoint; what herd does not support is named.
+    #[arg(long, env = "HERD_ANNOTATOR_CONFIG", value_name = "DIR", conflicts_with = "annotator")]
+    pub annotator_config: Option<PathBuf>,
 }
 
 /// `--judge-price PROMPT,COMPLETION` (US dollars per million tokens).
@@ -244,9 +250,21 @@ pub struct EngineArgs {
 
 impl JudgeArgs {
     pub fn spec(&self) -> anyhow::Result<JudgeSpec> {
-        let (mode, annotator_model) = match &self.annotator {
-            Some(name) => annotator(name)?,
-            None => match self.judge_mode.as_str() {
+        let config =
+            self.annotator_config.as_deref().map(crate::annotator_config::read).transpose()?;
+        let (mode, annotator_model) = match (&self.annotator, &config) {
+            (_, Some(config)) => {
+                let mode = match config.parser {
+                    CompletionParser::Ranking => JudgeMode::Ranking,
+                    CompletionParser::Logprob { binarize: true, .. } => JudgeMode::Classification,
+                    CompletionParser::Logprob { binarize: false, .. } => {
+                        JudgeMode::WeightedClassification
+                    }
+                };
+                (mode, None)
+            }
+            (Some(name), None) => annotator(name)?,
+            (None, None) => match self.judge_mode.as_str() {
                 "ranking" => (JudgeMode::Ranking, None),
                 "logprob" => (JudgeMode::Logprob, None),
                 other => bail!("--judge-mode {other:?}: expected ranking or logprob"),
@@ -264,15 +282,22 @@ impl JudgeArgs {
         {
             bail!("--annotator {} reads the judge's top log-probabilities from an OpenAI-compatible API: give --judge-endpoint", self.annotator.as_deref().unwrap_or_default());
         }
-        let model = match (&self.judge_model, annotator_model) {
+        if config.is_some() && endpoint.is_none() {
+            bail!("--annotator-config runs the annotator through a served judge: give --judge-endpoint");
+        }
+        let configured_model = annotator_model
+            .map(str::to_string)
+            .or_else(|| config.as_ref().and_then(|c| c.model.clone()));
+        let model = match (&self.judge_model, configured_model) {
             (Some(model), _) => model.clone(),
-            (None, Some(configured)) if endpoint.is_some() => configured.to_string(),
+            (None, Some(configured)) if endpoint.is_some() => configured,
             (None, _) => DEFAULT_MODEL.to_string(),
         };
-        let name = match (&self.judge_name, &self.annotator) {
-            (Some(name), _) => name.clone(),
-            (None, Some(annotator)) => annotator.clone(),
-            (None, None) => format!("{}_{}", model_display_name(&model), mode.as_str()),
+        let name = match (&self.judge_name, &self.annotator, &config) {
+            (Some(name), _, _) => name.clone(),
+            (None, _, Some(config)) => config.name.clone(),
+            (None, Some(annotator), None) => annotator.clone(),
+            (None, None, None) => format!("{}_{}", model_display_name(&model), mode.as_str()),
         };
         let price = match &self.judge_price {
             Some(text) => Some(parse_price(text)?),
@@ -287,6 +312,7 @@ impl JudgeArgs {
             max_context_tokens: self.judge_max_context,
             endpoint,
             price,
+            config,
         })
     }
 }

@@ -1,5 +1,6 @@
 //! `herd`: AlpacaEval at cluster scale. One binary, one subcommand per file in `commands/`.
 
+mod annotator_config;
 mod args;
 mod cluster;
 mod commands;

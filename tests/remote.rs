@@ -343,6 +343,32 @@ fn the_official_annotator_reads_m_and_m_from_a_served_judges_top_logprobs() {
             "price {price} for a prompt of a few hundred tokens"
         );
     }
+    // The same annotator from alpaca_eval's own config folder gives the same file.
+    let config_dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/data/prompts/alpaca_eval_configs/weighted_alpaca_eval_gpt4_turbo"
+    );
+    let from_config = dir.path().join("from-config");
+    let out = herd_run(
+        &from_config,
+        &dir.path().join("cache"),
+        &[
+            "--annotator-config",
+            config_dir,
+            "--judge-endpoint",
+            &served().base,
+            "--judge-model",
+            GENERATOR,
+            "--judge-price",
+            "10,30",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        read(&from_config.join(GENERATOR).join("annotations.json")),
+        read(&run.join(GENERATOR).join("annotations.json"))
+    );
     // Without an endpoint the official annotator is refused before any work.
     let refused = herd_run(
         &dir.path().join("refused"),

@@ -127,6 +127,7 @@ mod tests {
             max_context_tokens: 7000,
             endpoint: None,
             price: None,
+            config: None,
         }
     }
 

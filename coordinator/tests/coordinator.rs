@@ -36,6 +36,7 @@ fn judge() -> JudgeSpec {
         max_context_tokens: 7000,
         endpoint: None,
         price: None,
+        config: None,
     }
 }
 

@@ -245,6 +245,10 @@ pub struct JudgeSpec {
     /// What the served judge charges: each verdict's `price_per_example`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub price: Option<TokenPrice>,
+    /// An alpaca_eval annotator config (`--annotator-config`): its prompt and parser replace
+    /// the mode's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<crate::judge::AnnotatorConfig>,
 }
 
 /// A served model's price in US dollars per million tokens.

@@ -268,6 +268,7 @@ mod tests {
                 max_context_tokens: 7000,
                 endpoint: None,
                 price: None,
+                config: None,
             },
             generator: "gen-a".into(),
             index,

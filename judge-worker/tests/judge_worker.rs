@@ -27,6 +27,7 @@ fn jobs(run: &str, mode: JudgeMode, max_new_tokens: usize, indices: &[usize]) ->
         max_context_tokens: 7000,
         endpoint: None,
         price: None,
+        config: None,
     };
     indices
         .iter()

@@ -84,6 +84,7 @@ fn forged_jobs_and_results_never_reach_the_run_folder_and_dead_letters_are_liste
                 max_context_tokens: 600,
                 endpoint: None,
                 price: None,
+                config: None,
             },
             generator: GENERATOR.into(),
             index: 0,

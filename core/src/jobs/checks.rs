@@ -182,6 +182,7 @@ mod tests {
                 max_context_tokens: 600,
                 endpoint: None,
                 price: None,
+                config: None,
             },
             generator: "gen".into(),
             index,

@@ -72,6 +72,7 @@ mod tests {
                 max_context_tokens: 7000,
                 endpoint: None,
                 price: None,
+                config: None,
             },
             generator: "my-model".into(),
             index: 7,

@@ -140,6 +140,7 @@ mod tests {
                 max_context_tokens,
                 endpoint: None,
                 price: None,
+                config: None,
             },
             generator: "gen".into(),
             index,

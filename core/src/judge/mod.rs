@@ -8,6 +8,7 @@
 //! `preference_from_first_rank_probs` → `result(…)` → `annotation_from(job, &result)`.
 
 pub mod annotation;
+pub mod annotator_config;
 pub mod chatml;
 pub mod judgment;
 pub mod logprob;
@@ -19,6 +20,7 @@ pub mod swap;
 pub mod token_logprobs;
 
 pub use annotation::annotation_from;
+pub use annotator_config::{AnnotatorConfig, CompletionParser, UnsupportedConfig};
 pub use judgment::{max_prompt_tokens, PreparedJudgment};
 pub use logprob::{
     logprob_raw_completion, preference_from_first_rank_logits, preference_from_first_rank_probs,

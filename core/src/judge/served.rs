@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use crate::jobs::{JudgeJob, JudgeMode, JudgeResult};
 
+use super::annotator_config::CompletionParser;
 use super::chatml::{chatml_messages, fill_template};
 use super::judgment::PreparedJudgment;
 use super::logprob::{
@@ -46,6 +47,8 @@ pub struct ServedJudgment {
     /// The last message is the start of the judge's answer, to be continued (logprob mode).
     pub continue_final_message: bool,
     truncated: bool,
+    /// An annotator config's parser, in place of the mode's.
+    parser: Option<CompletionParser>,
 }
 
 /// Alternatives listed after the answer prefix in logprob mode: the two candidates are
@@ -55,6 +58,20 @@ pub const LOGPROB_MODE_TOP_LOGPROBS: usize = 20;
 impl ServedJudgment {
     pub fn prepare(job: &JudgeJob) -> Result<Self, String> {
         let judge = &job.judge;
+        if let Some(config) = &judge.config {
+            let swap = SwapDecision::for_instruction(&job.instruction);
+            return Ok(Self {
+                messages: clf_style_messages(&config.prompt_template, job, swap)?,
+                mode: judge.mode,
+                swap,
+                max_tokens: config.max_tokens,
+                temperature: config.temperature,
+                top_logprobs: config.top_logprobs,
+                continue_final_message: false,
+                truncated: false,
+                parser: Some(config.parser.clone()),
+            });
+        }
         match judge.mode {
             JudgeMode::Ranking => {
                 let prepared = PreparedJudgment::prepare(job, &ByteEstimate);
@@ -73,6 +90,7 @@ impl ServedJudgment {
                     top_logprobs: None,
                     continue_final_message: false,
                     truncated: prepared.truncated(),
+                    parser: None,
                 })
             }
             JudgeMode::Logprob => {
@@ -93,23 +111,12 @@ impl ServedJudgment {
                     top_logprobs: Some(LOGPROB_MODE_TOP_LOGPROBS),
                     continue_final_message: true,
                     truncated: prepared.truncated(),
+                    parser: None,
                 })
             }
             JudgeMode::WeightedClassification | JudgeMode::Classification => {
                 let swap = SwapDecision::for_instruction(&job.instruction);
-                let (shown_1, shown_2) =
-                    swap.order(job.reference_output.as_str(), job.model_output.as_str());
-                let prompt = fill_template(ALPACA_EVAL_CLF_TEMPLATE, |name| match name {
-                    "instruction" => Some(job.instruction.as_str()),
-                    "output_1" => Some(shown_1),
-                    "output_2" => Some(shown_2),
-                    _ => None,
-                });
-                let messages = chatml_messages(&prompt)
-                    .map_err(|e| format!("the classification prompt: {e}"))?
-                    .into_iter()
-                    .map(|m| (m.role, m.content))
-                    .collect();
+                let messages = clf_style_messages(ALPACA_EVAL_CLF_TEMPLATE, job, swap)?;
                 Ok(Self {
                     mode: judge.mode,
                     swap,
@@ -119,6 +126,7 @@ impl ServedJudgment {
                     top_logprobs: Some(CLASSIFICATION_TOP_LOGPROBS),
                     continue_final_message: false,
                     truncated: false,
+                    parser: None,
                 })
             }
         }
@@ -128,6 +136,19 @@ impl ServedJudgment {
     /// first choice as the API sent it (classification: `{"logprobs": {"content": …}}`),
     /// and what is kept as `raw_completion`.
     pub fn verdict(&self, text: &str, choice: &Value) -> (Option<f64>, String) {
+        if let Some(parser) = &self.parser {
+            return match parser.token_logprob_parser() {
+                Some(tokens) => {
+                    let shown =
+                        tokens.parse(choice).ok().and_then(|p| p.first().copied().flatten());
+                    (self.swap.unswap_preference(shown), choice.to_string())
+                }
+                None => {
+                    let shown = super::ranking_parser::ranking_parser(text).ok();
+                    (self.swap.unswap_preference(shown), text.to_string())
+                }
+            };
+        }
         match self.mode {
             JudgeMode::WeightedClassification | JudgeMode::Classification => {
                 let parser = if self.mode == JudgeMode::Classification {
@@ -188,6 +209,27 @@ impl ServedJudgment {
     }
 }
 
+/// A ChatML template filled as alpaca_eval fills it (outputs in the order shown), as chat
+/// messages.
+fn clf_style_messages(
+    template: &str,
+    job: &JudgeJob,
+    swap: SwapDecision,
+) -> Result<Vec<(String, String)>, String> {
+    let (shown_1, shown_2) = swap.order(job.reference_output.as_str(), job.model_output.as_str());
+    let prompt = fill_template(template, |name| match name {
+        "instruction" => Some(job.instruction.as_str()),
+        "output_1" => Some(shown_1),
+        "output_2" => Some(shown_2),
+        _ => None,
+    });
+    Ok(chatml_messages(&prompt)
+        .map_err(|e| format!("the annotator's prompt: {e}"))?
+        .into_iter()
+        .map(|m| (m.role, m.content))
+        .collect())
+}
+
 /// Token counts estimated from bytes, for fitting a prompt with no tokenizer at hand.
 struct ByteEstimate;
 
@@ -232,6 +274,7 @@ mod tests {
                 max_context_tokens: 7000,
                 endpoint: Some("http://h/v1".into()),
                 price: None,
+                config: None,
             },
             generator: "g".into(),
             index,
