@@ -9,7 +9,26 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// A `herd serve` process on a free port, killed when dropped.
+/// Servers kept in statics are never dropped: they are killed when the test process exits.
+fn kill_at_exit(pid: u32) {
+    static PIDS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+    static REGISTER: std::sync::Once = std::sync::Once::new();
+    extern "C" fn kill_all() {
+        if let Ok(pids) = PIDS.lock() {
+            for &pid in pids.iter() {
+                // SAFETY: kill(2) with a pid this process spawned; errors are ignored.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            }
+        }
+    }
+    PIDS.lock().unwrap().push(pid);
+    // SAFETY: registers a plain function with no captured state.
+    REGISTER.call_once(|| unsafe {
+        libc::atexit(kill_all);
+    });
+}
+
+/// A `herd serve` process on a free port, killed when dropped (or at exit).
 pub struct Served {
     child: Child,
     pub base: String,
@@ -31,6 +50,7 @@ impl Served {
             command.env(k, v);
         }
         let mut child = command.spawn().expect("herd serve starts");
+        kill_at_exit(child.id());
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         stdout.read_line(&mut line).unwrap();
