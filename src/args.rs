@@ -200,6 +200,10 @@ pub struct RemoteArgs {
     /// jitter, up to a minute). A server's Retry-After is honoured instead.
     #[arg(long, env = "HERD_REMOTE_BACKOFF", default_value_t = 1.0)]
     pub remote_backoff: f64,
+    /// (Worker roles) an endpoint jobs may name; repeat for several. A distributed worker
+    /// calls no other: a forged job cannot send the run's data or the key elsewhere.
+    #[arg(long, env = "HERD_ALLOW_ENDPOINTS", value_delimiter = ',', value_name = "URL")]
+    pub allow_endpoint: Vec<String>,
 }
 
 impl RemoteArgs {
@@ -215,6 +219,15 @@ impl RemoteArgs {
             max_attempts: self.remote_max_attempts.max(1),
             concurrency: self.remote_concurrency.max(1),
             backoff_initial: seconds("--remote-backoff", self.remote_backoff)?,
+            allowed_endpoints: None,
+        })
+    }
+
+    /// The settings of a distributed worker: only the --allow-endpoint URLs.
+    pub fn worker_settings(&self) -> anyhow::Result<RemoteSettings> {
+        Ok(RemoteSettings {
+            allowed_endpoints: Some(self.allow_endpoint.clone()),
+            ..self.settings()?
         })
     }
 }
@@ -435,6 +448,7 @@ mod tests {
                 remote_max_attempts: 8,
                 remote_concurrency: 16,
                 remote_backoff: 1.0,
+                allow_endpoint: vec![],
             },
             pipeline: false,
         };
@@ -458,6 +472,7 @@ mod tests {
             remote_max_attempts: 0,
             remote_concurrency: 0,
             remote_backoff: backoff,
+            allow_endpoint: vec![],
         };
         let settings = remote(2.5, 0.0).settings().unwrap();
         assert_eq!(settings.timeout, Duration::from_millis(2500));

@@ -17,6 +17,11 @@ pub struct RemoteSettings {
     pub concurrency: usize,
     /// The first retry's wait (doubling, with jitter, up to a minute).
     pub backoff_initial: Duration,
+    /// The endpoints a job may name (base URLs); `None`: any (the in-process run, whose jobs
+    /// come from its own plan). A distributed worker takes its jobs from a queue, and a job
+    /// naming another URL would have it send the run's data and its key there: such a job
+    /// is refused.
+    pub allowed_endpoints: Option<Vec<String>>,
 }
 
 impl Default for RemoteSettings {
@@ -26,6 +31,7 @@ impl Default for RemoteSettings {
             max_attempts: 8,
             concurrency: 16,
             backoff_initial: Duration::from_secs(1),
+            allowed_endpoints: None,
         }
     }
 }
@@ -69,8 +75,34 @@ impl Clients {
         if let Some(client) = self.by_url.get(url) {
             return Ok(client.clone());
         }
+        if let Some(allowed) = &settings.allowed_endpoints {
+            if !allowed.iter().any(|a| a.trim_end_matches('/') == url.trim_end_matches('/')) {
+                let reason = "the job names an endpoint this worker is not allowed to call (start it with --allow-endpoint URL)".to_string();
+                return Err(RemoteError::Config { url: url.to_string(), reason });
+            }
+        }
         let client = settings.client(url, key_variables)?;
         self.by_url.insert(url.to_string(), client.clone());
         Ok(client)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_calls_only_the_endpoints_it_is_allowed() {
+        let settings = RemoteSettings {
+            allowed_endpoints: Some(vec!["http://judge:8000/v1/".into()]),
+            ..RemoteSettings::default()
+        };
+        let mut clients = Clients::default();
+        assert!(clients.get(&settings, "http://judge:8000/v1", &[]).is_ok());
+        let error = clients.get(&settings, "http://elsewhere/v1", &[]).unwrap_err();
+        assert!(error.is_permanent(), "refused, not retried");
+        assert!(error.to_string().contains("--allow-endpoint"), "{error}");
+        let open = RemoteSettings::default();
+        assert!(Clients::default().get(&open, "http://elsewhere/v1", &[]).is_ok());
     }
 }

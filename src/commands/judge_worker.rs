@@ -67,7 +67,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         linger: Duration::from_millis(20),
         worker: role.worker.clone(),
         model: args.judge_model.clone(),
-        remote: args.remote.settings()?,
+        remote: args.remote.worker_settings()?,
     };
     tracing::info!(queue = %worker.queue_name(), worker = %worker.worker, "judge worker started");
     let stats = worker
