@@ -212,26 +212,14 @@ impl Generation<'_> {
             .with_label_values(&[ROLE.label, NOOP_BENCHMARK_MODEL])
             .observe(group.len() as f64);
         for delivery in group {
-            let job = &delivery.job;
-            let result = GenerationResult {
-                run_id: job.run_id.clone(),
-                generator: job.generator.name.clone(),
-                index: job.index,
-                instruction: job.instruction.clone(),
-                dataset: job.dataset.clone(),
-                output: String::new(),
+            let answer = Answer {
+                text: String::new(),
                 prompt_tokens: 0,
                 output_tokens: 0,
                 seconds: 0.0,
                 finish_reason: FinishReason::Eos,
-                worker: self.worker.worker.clone(),
-                stored: Some(Stored::now(batch_started, false)),
             };
-            pass.store.put_output(&result).await?;
-            pass.metrics.record_output(&result);
-            pass.activity.record(&result.generator, batch_started, 0, false);
-            self.stats.generated += 1;
-            pass.complete(delivery).await?;
+            self.store(pass, delivery, answer, batch_started).await?;
         }
         Ok(())
     }
@@ -303,32 +291,14 @@ impl Generation<'_> {
         });
         while let Some(output) = outputs.recv().await {
             let Some(delivery) = pending.remove(&output.id) else { continue };
-            let job = &delivery.job;
-            let result = GenerationResult {
-                run_id: job.run_id.clone(),
-                generator: job.generator.name.clone(),
-                index: job.index,
-                instruction: job.instruction.clone(),
-                dataset: job.dataset.clone(),
-                output: output.text,
+            let answer = Answer {
+                text: output.text,
                 prompt_tokens: output.prompt_tokens,
                 output_tokens: output.output_tokens,
                 seconds: output.seconds,
                 finish_reason: finish_reason(output.finish_reason),
-                worker: self.worker.worker.clone(),
-                stored: Some(Stored::now(batch_started, false)),
             };
-            pass.store.put_output(&result).await?;
-            pass.metrics.record_output(&result);
-            pass.activity.record(
-                &result.generator,
-                batch_started,
-                result.output_tokens as u64,
-                false,
-            );
-            self.stats.generated += 1;
-            self.stats.output_tokens += result.output_tokens as u64;
-            pass.complete(delivery).await?;
+            self.store(pass, delivery, answer, batch_started).await?;
         }
         let failure = match done.await {
             Ok(Ok(engine_stats)) => {
@@ -408,38 +378,63 @@ impl Generation<'_> {
                     continue;
                 }
             };
-            let job = &delivery.job;
-            let result = GenerationResult {
-                run_id: job.run_id.clone(),
-                generator: job.generator.name.clone(),
-                index: job.index,
-                instruction: job.instruction.clone(),
-                dataset: job.dataset.clone(),
-                finish_reason: remote::finish_reason(&completion, job),
-                output: completion.text,
+            let answer = Answer {
+                finish_reason: remote::finish_reason(&completion, &delivery.job),
+                text: completion.text,
                 prompt_tokens: completion.prompt_tokens.unwrap_or(0),
                 output_tokens: completion.completion_tokens.unwrap_or(0),
                 seconds: completion.seconds,
-                worker: self.worker.worker.clone(),
-                stored: Some(Stored::now(batch_started, false)),
             };
-            pass.store.put_output(&result).await?;
-            pass.metrics.record_output(&result);
-            pass.activity.record(
-                &result.generator,
-                batch_started,
-                result.output_tokens as u64,
-                false,
-            );
-            self.stats.generated += 1;
-            self.stats.output_tokens += result.output_tokens as u64;
-            pass.complete(delivery).await?;
+            self.store(pass, delivery, answer, batch_started).await?;
         }
         if !pending.is_empty() {
             let left: Vec<_> = pending.into_values().collect();
             pass.give_back(left, "a remote request task failed").await?;
         }
         Ok(())
+    }
+}
+
+/// One generated answer, from the engine or a served model.
+struct Answer {
+    text: String,
+    prompt_tokens: usize,
+    output_tokens: usize,
+    seconds: f64,
+    finish_reason: FinishReason,
+}
+
+impl Generation<'_> {
+    /// Stores `answer` as `delivery`'s result, counts it, then acknowledges the job.
+    async fn store(
+        &mut self,
+        pass: &mut Pass<'_, Self>,
+        delivery: Delivery<GenerationJob>,
+        answer: Answer,
+        batch_started: f64,
+    ) -> Result<(), RuntimeError> {
+        let job = &delivery.job;
+        let result = GenerationResult {
+            run_id: job.run_id.clone(),
+            generator: job.generator.name.clone(),
+            index: job.index,
+            instruction: job.instruction.clone(),
+            dataset: job.dataset.clone(),
+            output: answer.text,
+            prompt_tokens: answer.prompt_tokens,
+            output_tokens: answer.output_tokens,
+            seconds: answer.seconds,
+            finish_reason: answer.finish_reason,
+            worker: self.worker.worker.clone(),
+            stored: Some(Stored::now(batch_started, false)),
+        };
+        pass.store.put_output(&result).await?;
+        pass.metrics.record_output(&result);
+        let tokens = result.output_tokens as u64;
+        pass.activity.record(&result.generator, batch_started, tokens, false);
+        self.stats.generated += 1;
+        self.stats.output_tokens += tokens;
+        pass.complete(delivery).await
     }
 }
 
