@@ -27,7 +27,9 @@ pub const STORE_FOLDER: &str = "store";
 #[derive(clap::Args)]
 pub struct PlanArgs {
     /// A model to evaluate, as `key=value` pairs separated by commas:
-    /// `name=NAME,model=PATH_OR_BUILTIN,template=chat|raw|alpaca_sft|zero_shot_system,max_new_tokens=N,stop=TEXT`.
+    /// `name=NAME,model=PATH_OR_BUILTIN,template=chat|raw|alpaca_sft|zero_shot_system,max_new_tokens=N,stop=TEXT`,
+    /// and for a served model `endpoint=URL,api=chat|completions` (`model` is then its
+    /// name there), for sampling `temperature=T,top_p=P,seed=N`.
     /// Every key is optional; only `stop` may repeat (`\n`, `\t`, `\,` and `\\` are escapes).
     /// Repeat the flag for several models (`;` separates them in HERD_GENERATORS).
     /// Default: the built-in smollm2-135m-instruct with its chat template.
@@ -40,9 +42,17 @@ pub struct PlanArgs {
     /// For a fine-tune, name its base model: `--baseline model=PATH,template=zero_shot_system`.
     #[arg(long, env = "HERD_BASELINE", num_args = 0..=1, default_missing_value = "template=zero_shot_system", value_name = "SPEC")]
     pub baseline: Option<GeneratorSettings>,
-    /// Only the first N instructions of the eval set (all 805 by default).
+    /// Only the first N instructions of the eval set (all 805 by default), or of the
+    /// subset --dataset and --instructions select.
     #[arg(long, env = "HERD_LIMIT")]
     pub limit: Option<usize>,
+    /// Only the instructions of this eval-set dataset (helpful_base, koala, oasst,
+    /// selfinstruct, vicuna); repeat for several.
+    #[arg(long = "dataset", env = "HERD_DATASETS", value_delimiter = ',', value_name = "NAME")]
+    pub datasets: Vec<String>,
+    /// Only these eval-set positions (0-based): ranges and single indices, `0-99,200,310-319`.
+    #[arg(long, env = "HERD_INSTRUCTIONS", value_name = "RANGES")]
+    pub instructions: Option<String>,
     /// New tokens per answer, for generators that do not set max_new_tokens.
     #[arg(long, env = "HERD_MAX_NEW_TOKENS", default_value_t = 512)]
     pub max_new_tokens: usize,
@@ -60,9 +70,57 @@ impl PlanArgs {
             generator_specs(&self.generators, self.baseline.as_ref(), self.max_new_tokens)?;
         // The baseline is the last generator (see `generator_specs`).
         let baseline = self.baseline.as_ref().and(generators.last()).map(|g| g.name.clone());
-        let plan = RunPlan::first_n(run_id, generators, judge, self.limit, eval_set);
+        let plan = RunPlan::on_indices(run_id, generators, judge, self.selected(eval_set)?);
         Ok(RunPlan { baseline, ..plan })
     }
+
+    /// The eval-set positions the run covers: --dataset and --instructions filter, in
+    /// eval-set order, then --limit keeps the first N.
+    pub fn selected(&self, eval_set: &EvalSet) -> anyhow::Result<Vec<usize>> {
+        let known: std::collections::BTreeSet<&str> =
+            eval_set.rows().iter().map(|r| r.dataset.as_str()).collect();
+        for dataset in &self.datasets {
+            if !known.contains(dataset.as_str()) {
+                let names: Vec<&str> = known.iter().copied().collect();
+                bail!("--dataset {dataset:?} is not one of the eval set's: {}", names.join(", "));
+            }
+        }
+        let positions = match &self.instructions {
+            Some(ranges) => Some(parse_ranges(ranges, eval_set.len())?),
+            None => None,
+        };
+        let selected: Vec<usize> = (0..eval_set.len())
+            .filter(|&i| {
+                let row = &eval_set.rows()[i];
+                (self.datasets.is_empty() || self.datasets.contains(&row.dataset))
+                    && positions.as_ref().is_none_or(|p| p.contains(&i))
+            })
+            .take(self.limit.unwrap_or(usize::MAX))
+            .collect();
+        if selected.is_empty() {
+            bail!("--limit, --dataset and --instructions select no instruction");
+        }
+        Ok(selected)
+    }
+}
+
+/// `0-99,200,310-319` as eval-set positions below `len`.
+fn parse_ranges(text: &str, len: usize) -> anyhow::Result<std::collections::BTreeSet<usize>> {
+    let mut positions = std::collections::BTreeSet::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (first, last) = match part.split_once('-') {
+            Some((a, b)) => (a.trim().parse::<usize>(), b.trim().parse::<usize>()),
+            None => (part.parse::<usize>(), part.parse::<usize>()),
+        };
+        let (Ok(first), Ok(last)) = (first, last) else {
+            bail!("--instructions {part:?}: expected N or N-M");
+        };
+        if first > last || last >= len {
+            bail!("--instructions {part:?}: positions run from 0 to {}", len - 1);
+        }
+        positions.extend(first..=last);
+    }
+    Ok(positions)
 }
 
 /// The judge's settings (shared with `herd evaluate`).
@@ -484,6 +542,32 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("--remote-backoff"));
+    }
+
+    #[test]
+    fn a_subset_is_filtered_by_dataset_and_positions_then_limited() {
+        let eval_set = EvalSet::shared();
+        let plan = |datasets: &[&str], instructions: Option<&str>, limit: Option<usize>| PlanArgs {
+            generators: vec![],
+            baseline: None,
+            limit,
+            datasets: datasets.iter().map(|d| d.to_string()).collect(),
+            instructions: instructions.map(str::to_string),
+            max_new_tokens: 8,
+        };
+        assert_eq!(plan(&[], None, Some(3)).selected(eval_set).unwrap(), vec![0, 1, 2]);
+        assert_eq!(plan(&[], Some("5-7, 2"), None).selected(eval_set).unwrap(), vec![2, 5, 6, 7]);
+        let koala = plan(&["koala"], None, None).selected(eval_set).unwrap();
+        assert!(!koala.is_empty() && koala.iter().all(|&i| eval_set.rows()[i].dataset == "koala"));
+        assert_eq!(plan(&["koala"], None, Some(2)).selected(eval_set).unwrap(), koala[..2]);
+        assert!(plan(&["reddit"], None, None)
+            .selected(eval_set)
+            .unwrap_err()
+            .to_string()
+            .contains("koala"));
+        assert!(plan(&[], Some("800-805"), None).selected(eval_set).is_err());
+        assert!(plan(&[], Some("9-3"), None).selected(eval_set).is_err());
+        assert!(plan(&[], Some("x"), None).selected(eval_set).is_err());
     }
 
     #[test]

@@ -452,3 +452,28 @@ fn a_judge_that_cannot_load_is_refused_before_any_answer_is_generated() {
     assert!(stderr.contains("judge.gguf") && stderr.contains("cannot be loaded"), "{stderr}");
     assert_eq!(stored_answers(&out), 0, "answers were generated before the judge was checked");
 }
+
+#[test]
+fn a_subset_by_dataset_and_position_is_what_the_run_covers() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("subset");
+    let output = herd(&dir.path().join("cache"))
+        .args(["run", "--dataset", "koala", "--instructions", "0-400", "--limit", "3"])
+        .args(["--max-new-tokens", "4", "--judge-model", "bench-noop", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let rows = read_model_outputs(out.join(GENERATOR).join("model_outputs.json")).unwrap();
+    let eval_set = EvalSet::embedded();
+    let expected: Vec<&str> = eval_set
+        .rows()
+        .iter()
+        .take(401)
+        .filter(|r| r.dataset == "koala")
+        .take(3)
+        .map(|r| r.instruction.as_str())
+        .collect();
+    let got: Vec<&str> = rows.iter().map(|r| r.instruction.as_str()).collect();
+    assert_eq!(got, expected);
+}

@@ -43,12 +43,22 @@ impl RunPlan {
         eval_set: &EvalSet,
     ) -> Self {
         let n = limit.unwrap_or(eval_set.len()).min(eval_set.len());
+        Self::on_indices(run_id, generators, judge, (0..n).collect())
+    }
+
+    /// Every generator on the eval-set instructions at `indices` (a subset, in order).
+    pub fn on_indices(
+        run_id: &str,
+        generators: Vec<GeneratorSpec>,
+        judge: JudgeSpec,
+        indices: Vec<usize>,
+    ) -> Self {
         let generators = generators
             .into_iter()
             .map(|spec| PlannedGenerator {
                 name: spec.name.clone(),
                 spec: Some(spec),
-                indices: (0..n).collect(),
+                indices: indices.clone(),
             })
             .collect();
         Self { run_id: run_id.to_string(), judge, generators, baseline: None }

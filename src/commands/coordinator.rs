@@ -186,6 +186,8 @@ fn print_config(args: &Args) -> anyhow::Result<()> {
     config.insert("generators".into(), serde_json::to_value(generators)?);
     config.insert("judge".into(), serde_json::to_value(&plan.judge)?);
     config.insert("limit".into(), args.plan.limit.into());
+    config.insert("datasets".into(), args.plan.datasets.clone().into());
+    config.insert("instructions".into(), args.plan.instructions.clone().into());
     config.insert("out".into(), args.out.as_ref().map(|o| o.display().to_string()).into());
     config.insert("on_dead_letter".into(), args.on_dead_letter.clone().into());
     effective_config::print(config)
