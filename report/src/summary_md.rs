@@ -92,6 +92,29 @@ fn figures(md: &mut String, report: &Report) {
          (LC: `length_controlled_v1`). Throughput: this run's generation phase. ⚠: see \
          the caveats below.\n\n",
     );
+    judge_cost(md, report);
+}
+
+/// What a served judge charged (its verdicts' `price_per_example`), when it has a price.
+fn judge_cost(md: &mut String, report: &Report) {
+    let priced: Vec<f64> = report
+        .generators
+        .iter()
+        .flat_map(|g| g.annotations.iter())
+        .filter_map(|a| a.price_per_example)
+        .filter(|p| p.is_finite())
+        .collect();
+    if priced.is_empty() {
+        return;
+    }
+    let total: f64 = priced.iter().sum();
+    let _ = writeln!(
+        md,
+        "Judge cost: ${total:.2} for {} verdicts (${:.4} each on average, from the API's \
+         token counts at the judge's price).\n",
+        priced.len(),
+        total / priced.len() as f64
+    );
 }
 
 fn ratio(a: f64, b: f64) -> f64 {

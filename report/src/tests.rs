@@ -245,6 +245,17 @@ fn summary_md_carries_the_figures_the_paired_difference_and_links_to_each_exampl
     }
     // Full files: no small-sample caveat.
     assert!(!summary.contains("small sample"));
+    // The oracle's annotator was paid per verdict: the judge's cost is their sum.
+    let prices: Vec<f64> = report
+        .generators
+        .iter()
+        .flat_map(|g| &g.annotations)
+        .filter_map(|a| a.price_per_example)
+        .collect();
+    let total: f64 = prices.iter().sum();
+    assert!(total > 1.0 && prices.len() > 1500, "two oracle files with prices: {total}");
+    let line = format!("Judge cost: ${total:.2} for {} verdicts", prices.len());
+    assert!(summary.contains(&line), "{summary}");
 }
 
 #[test]
