@@ -43,9 +43,9 @@ def wait_ready(base, proc, seconds=180):
         if proc.poll() is not None:
             raise SystemExit(f"server exited: {proc.returncode}")
         try:
-            with urllib.request.urlopen(base + "/models", timeout=2) as r:
-                if r.status == 200:
-                    return
+            # Ready means answering: herd serve lists its model while it still loads (503).
+            chat(base, "Hi", 1)
+            return
         except Exception:
             pass
         time.sleep(0.5)
@@ -69,8 +69,11 @@ def start(kind, model, threads, concurrency):
 
 
 def chat(base, instruction, max_tokens):
+    # llama-cpp-python's server applies a repeat penalty of 1.1 unless told otherwise; 1.0
+    # keeps both servers on the model's own distribution (herd ignores the field).
     body = json.dumps({"model": NAME, "messages": [{"role": "user", "content": instruction}],
-                       "max_tokens": max_tokens, "temperature": 0, "top_p": 1}).encode()
+                       "max_tokens": max_tokens, "temperature": 0, "top_p": 1,
+                       "repeat_penalty": 1.0}).encode()
     req = urllib.request.Request(base + "/chat/completions", data=body,
                                  headers={"content-type": "application/json"})
     started = time.perf_counter()
@@ -144,8 +147,12 @@ def main():
                 cells[kind].append(got[kind])
             ratios.append(got["herd"]["tok_s"] / got["llama.cpp"]["tok_s"])
             if agreement is None:
-                same = sum(a == b for a, b in zip(got["herd"]["texts"], got["llama.cpp"]["texts"]))
-                agreement = (same, len(instructions))
+                pairs = list(zip(got["herd"]["texts"], got["llama.cpp"]["texts"]))
+                agreement = (sum(a == b for a, b in pairs), len(instructions))
+                for a, b in pairs:
+                    if a != b:
+                        print(f"first differing answers:\n  herd:      {a!r}\n  llama.cpp: {b!r}", file=sys.stderr)
+                        break
         med = lambda kind, key: statistics.median(c[key] for c in cells[kind])
         rows.append((concurrency, med("herd", "req_s"), med("herd", "tok_s"), med("herd", "p50_s"),
                      med("llama.cpp", "req_s"), med("llama.cpp", "tok_s"), med("llama.cpp", "p50_s"),
