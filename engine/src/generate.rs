@@ -20,6 +20,7 @@ use crate::error::{EngineError, Result};
 use crate::kv_cache::SequenceCache;
 use crate::llama::Llama;
 use crate::model::Model;
+use crate::scoring::log_normalizer;
 use crate::token_codec::TokenCodec;
 use crate::transformer::Transformer;
 
@@ -157,6 +158,13 @@ pub trait GenerationEvents {
 
     /// A request was refused on arrival ([`Model::check_request`]'s error).
     fn refused(&mut self, _id: usize, _error: EngineError) {}
+
+    /// Whether [`GeneratedToken::settled_text`] is read. Without stop strings the text is
+    /// decoded as tokens come only for callers that say so (a server that streams); the
+    /// others get the output's text at the end.
+    fn streams_text(&self) -> bool {
+        false
+    }
 }
 
 /// Scheduling limits of [`Model::generate`].
@@ -286,6 +294,7 @@ impl Model {
         let mut waiting: VecDeque<GenerationRequest> = VecDeque::new();
         let mut active: Vec<ActiveSequence> = Vec::with_capacity(max_batch);
         let mut exhausted = false;
+        let track_text = events.streams_text();
 
         loop {
             while active.len() < max_batch {
@@ -323,7 +332,7 @@ impl Model {
                 stats.sequences += 1;
                 stats.prompt_tokens += request.prompt_tokens.len();
                 let mut seq = ActiveSequence {
-                    text: IncrementalText::new(&request.stop),
+                    text: IncrementalText::new(&request.stop, track_text),
                     random: SplitMix64(request.sampling.seed),
                     request,
                     cache,
@@ -528,9 +537,7 @@ impl ActiveSequence {
 /// The log-softmax value of `token` in `logits`, and the `k` most likely tokens with theirs
 /// (in f64, so near-tied candidates are not rounded together).
 fn token_logprob(logits: &[f32], token: u32, k: usize) -> TokenLogprob {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f64 = logits.iter().map(|&l| ((l - max) as f64).exp()).sum();
-    let log_z = max as f64 + sum.ln();
+    let (_, log_z) = log_normalizer(logits);
     let logprob = |t: u32| (logits[t as usize] as f64 - log_z) as f32;
     let mut ids: Vec<u32> = (0..logits.len() as u32).collect();
     let by_rank =
@@ -612,19 +619,25 @@ struct IncrementalText {
     read_offset: usize,
     stops: Vec<String>,
     longest_stop: usize,
+    /// Decode even without stop strings (the caller streams the text).
+    track: bool,
 }
 
 impl IncrementalText {
-    fn new(stops: &[String]) -> Self {
+    fn new(stops: &[String], track: bool) -> Self {
         let stops: Vec<String> = stops.iter().filter(|s| !s.is_empty()).cloned().collect();
         let longest_stop = stops.iter().map(|s| s.len()).max().unwrap_or(0);
-        Self { text: String::new(), prefix_offset: 0, read_offset: 0, stops, longest_stop }
+        let text = String::new();
+        Self { text, prefix_offset: 0, read_offset: 0, stops, longest_stop, track }
     }
 
     /// Takes in the newest token of `tokens`; returns the byte offset in `text` from which
     /// a stop string could newly appear.
     fn push(&mut self, tokenizer: &TokenCodec, tokens: &[u32]) -> Result<usize> {
         let before = self.text.len();
+        if self.stops.is_empty() && !self.track {
+            return Ok(before);
+        }
         let prefix = tokenizer.decode(&tokens[self.prefix_offset..self.read_offset])?;
         let window = tokenizer.decode(&tokens[self.prefix_offset..])?;
         if window.len() > prefix.len()

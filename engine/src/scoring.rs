@@ -163,7 +163,7 @@ impl Model {
 
 /// The argmax and log-sum-exp of a logit row (in f64, so the probabilities of near-tied
 /// candidates are not rounded together).
-fn log_normalizer(logits: &[f32]) -> (u32, f64) {
+pub(crate) fn log_normalizer(logits: &[f32]) -> (u32, f64) {
     let (mut top, mut max) = (0usize, f32::NEG_INFINITY);
     for (i, &l) in logits.iter().enumerate() {
         if l > max {

@@ -53,6 +53,10 @@ struct Recorder {
 }
 
 impl GenerationEvents for Recorder {
+    fn streams_text(&self) -> bool {
+        true
+    }
+
     fn token(&mut self, token: &GeneratedToken<'_>) -> bool {
         self.settled.entry(token.id).or_default().push(token.settled_text.to_string());
         self.streamed_tokens.entry(token.id).or_default().push(token.token);

@@ -119,6 +119,10 @@ struct Router {
 }
 
 impl GenerationEvents for Router {
+    fn streams_text(&self) -> bool {
+        true
+    }
+
     fn token(&mut self, token: &GeneratedToken<'_>) -> bool {
         let mut routes = lock(&self.routes);
         let Some(route) = routes.get_mut(&token.id) else { return false };
