@@ -16,10 +16,26 @@ use rayon::prelude::*;
 
 use crate::error::Result;
 
+/// How a layer's attention departs from plain causal softmax attention.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Rules {
+    /// A query sees at most this many positions, itself included (a sliding window).
+    pub window: Option<usize>,
+    /// Scores pass through `cap · tanh(s / cap)` before the softmax.
+    pub softcap: Option<f32>,
+}
+
+impl Rules {
+    /// The first of the positions `0..end` a query at position `end - 1` may see.
+    fn first_visible(self, end: usize) -> usize {
+        self.window.map_or(0, |w| end.saturating_sub(w))
+    }
+}
+
 /// Causal attention of `t` new queries (`[t, heads, d]`, pre-scaled) over a cache
 /// (`[kv_heads, len, d]` each, the new positions last): query `i` sees keys
-/// `0..=len - t + i`. `mask` is [`causal_mask`] for `t > 1` off the CPU; on the CPU (f32)
-/// it is not needed.
+/// `0..=len - t + i` (the last `rules.window` of them, with a window). `mask` is
+/// [`causal_mask`] for `t > 1` off the CPU; on the CPU (f32) it is not needed.
 pub fn attend(
     q: &Tensor,
     k: &Tensor,
@@ -27,13 +43,14 @@ pub fn attend(
     num_heads: usize,
     num_kv_heads: usize,
     mask: Option<&Tensor>,
+    rules: Rules,
 ) -> Result<Tensor> {
     debug_assert_eq!(q.dim(1)?, num_heads);
     if decode_kernel_applies(q) {
         let rows = |t: &Tensor| if rows_are_contiguous(t) { Ok(t.clone()) } else { t.contiguous() };
-        return prefill_attention_cpu(q, &rows(k)?, &rows(v)?, num_kv_heads);
+        return prefill_attention_cpu(q, &rows(k)?, &rows(v)?, num_kv_heads, rules);
     }
-    attend_with_tensor_ops(q, k, v, num_heads, num_kv_heads, mask)
+    attend_with_tensor_ops(q, k, v, num_heads, num_kv_heads, mask, rules)
 }
 
 /// [`attend`] as matmuls and a softmax (any device and dtype). Query heads sharing a KV
@@ -45,6 +62,7 @@ pub(crate) fn attend_with_tensor_ops(
     num_heads: usize,
     num_kv_heads: usize,
     mask: Option<&Tensor>,
+    rules: Rules,
 ) -> Result<Tensor> {
     let (t, h, d) = q.dims3()?;
     debug_assert_eq!(h, num_heads);
@@ -57,11 +75,25 @@ pub(crate) fn attend_with_tensor_ops(
         d,
     ))?;
     let scores = q.matmul(&k.t()?)?;
+    let scores = match rules.softcap {
+        Some(cap) => ((scores / cap as f64)?.tanh()? * cap as f64)?,
+        None => scores,
+    };
+    let windowed;
+    let mask = match rules.window {
+        Some(window) => {
+            windowed = windowed_causal_mask(t, len, window, scores.dtype(), scores.device())?;
+            Some(&windowed)
+        }
+        None if t > 1 => mask,
+        None => None,
+    };
     let scores = match mask {
-        Some(mask) if t > 1 => scores
-            .reshape((kvh, group, t, len))?
-            .broadcast_add(mask)?
-            .reshape((kvh, group * t, len))?,
+        Some(mask) => scores.reshape((kvh, group, t, len))?.broadcast_add(mask)?.reshape((
+            kvh,
+            group * t,
+            len,
+        ))?,
         _ => scores,
     };
     let probs = candle_nn::ops::softmax_last_dim(&scores)?;
@@ -87,6 +119,7 @@ fn prefill_attention_cpu(
     k: &Tensor,
     v: &Tensor,
     num_kv_heads: usize,
+    rules: Rules,
 ) -> Result<Tensor> {
     let (t, h, d) = q.dims3()?;
     let len = k.dim(1)?;
@@ -118,15 +151,17 @@ fn prefill_attention_cpu(
     out.par_chunks_mut(h * d).enumerate().for_each_init(
         || vec![0f32; 2 * group * len],
         |scratch, (i, out_row)| {
-            let visible = (first + i + 1) * d;
+            let end = first + i + 1;
+            let seen = rules.first_visible(end) * d..end * d;
             for g in 0..num_kv_heads {
                 let q_group = &q_data[(i * h + g * group) * d..][..group * d];
                 let out_group = &mut out_row[g * group * d..][..group * d];
                 attend_one_group(
                     q_group,
-                    &k_heads[g][..visible],
-                    &v_heads[g][..visible],
+                    &k_heads[g][seen.clone()],
+                    &v_heads[g][seen.clone()],
                     d,
+                    rules.softcap,
                     scratch,
                     out_group,
                 );
@@ -139,9 +174,25 @@ fn prefill_attention_cpu(
 
 /// `[t, len]`: 0 where query `i` (at position `len - t + i`) may look, -inf after it.
 pub fn causal_mask(t: usize, len: usize, dtype: DType, device: &Device) -> Result<Tensor> {
+    windowed_causal_mask(t, len, usize::MAX, dtype, device)
+}
+
+/// [`causal_mask`] that also hides what lies `window` or more positions back.
+fn windowed_causal_mask(
+    t: usize,
+    len: usize,
+    window: usize,
+    dtype: DType,
+    device: &Device,
+) -> Result<Tensor> {
     let first = len - t;
+    let rules = Rules { window: Some(window), softcap: None };
     let mask: Vec<f32> = (0..t)
-        .flat_map(|i| (0..len).map(move |j| if j > first + i { f32::NEG_INFINITY } else { 0.0 }))
+        .flat_map(|i| {
+            let end = first + i + 1;
+            let start = rules.first_visible(end);
+            (0..len).map(move |j| if j < start || j >= end { f32::NEG_INFINITY } else { 0.0 })
+        })
         .collect();
     Ok(Tensor::from_vec(mask, (t, len), device)?.to_dtype(dtype)?)
 }
@@ -158,6 +209,7 @@ pub fn decode_attention_cpu(
     q: &Tensor,
     kv: &[(Tensor, Tensor)],
     num_kv_heads: usize,
+    rules: Rules,
 ) -> Result<Tensor> {
     let (n, h, d) = q.dims3()?;
     let group = h / num_kv_heads;
@@ -183,6 +235,7 @@ pub fn decode_attention_cpu(
             };
             let (k_all, v_all) = (k_cpu.as_slice::<f32>()?, v_cpu.as_slice::<f32>()?);
             let mut scores = vec![0f32; 2 * group * len];
+            let seen = rules.first_visible(len) * d..len * d;
             for g in 0..num_kv_heads {
                 let (k_head, v_head) = (
                     head_rows(k_all, k_layout, g, len * d),
@@ -190,7 +243,15 @@ pub fn decode_attention_cpu(
                 );
                 let q_group = &q_data[(s * h + g * group) * d..][..group * d];
                 let out_group = &mut out_seq[g * group * d..][..group * d];
-                attend_one_group(q_group, k_head, v_head, d, &mut scores, out_group);
+                attend_one_group(
+                    q_group,
+                    &k_head[seen.clone()],
+                    &v_head[seen.clone()],
+                    d,
+                    rules.softcap,
+                    &mut scores,
+                    out_group,
+                );
             }
             Ok(())
         },
@@ -209,13 +270,14 @@ fn head_rows<'a>(
     &all[layout.start_offset() + g * layout.stride()[0]..][..values]
 }
 
-/// The query heads of one KV head: scores, softmax, weighted sum of values.
-/// `scratch` holds `2 · group · len` values (scores and probabilities).
+/// The query heads of one KV head: scores (soft-capped if `softcap`), softmax, weighted
+/// sum of values. `scratch` holds `2 · group · len` values (scores and probabilities).
 fn attend_one_group(
     q: &[f32],
     k: &[f32],
     v: &[f32],
     d: usize,
+    softcap: Option<f32>,
     scratch: &mut [f32],
     out: &mut [f32],
 ) {
@@ -226,11 +288,20 @@ fn attend_one_group(
             && std::arch::is_x86_feature_detected!("fma")
         {
             // SAFETY: the CPU has the features the function is compiled for; d is whole vectors.
-            unsafe { attend_one_group_avx2(q, k, v, d, scratch, out) };
+            unsafe { attend_one_group_avx2(q, k, v, d, softcap, scratch, out) };
             return;
         }
     }
-    attend_one_group_portable(q, k, v, d, scratch, out);
+    attend_one_group_portable(q, k, v, d, softcap, scratch, out);
+}
+
+/// `cap · tanh(s / cap)` over the scores.
+fn cap_scores(scores: &mut [f32], softcap: Option<f32>) {
+    if let Some(cap) = softcap {
+        for s in scores {
+            *s = cap * (*s / cap).tanh();
+        }
+    }
 }
 
 /// [`attend_one_group_portable`] with explicit vectors: the compiler does not vectorize the
@@ -242,6 +313,7 @@ unsafe fn attend_one_group_avx2(
     k: &[f32],
     v: &[f32],
     d: usize,
+    softcap: Option<f32>,
     scratch: &mut [f32],
     out: &mut [f32],
 ) {
@@ -283,6 +355,7 @@ unsafe fn attend_one_group_avx2(
                 _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
         }
     }
+    cap_scores(scores, softcap);
     for j in 0..group {
         crate::cpu_kernels::softmax_prefix(
             &scores[j * len..(j + 1) * len],
@@ -314,6 +387,7 @@ fn attend_one_group_portable(
     k: &[f32],
     v: &[f32],
     d: usize,
+    softcap: Option<f32>,
     scores: &mut [f32],
     out: &mut [f32],
 ) {
@@ -324,6 +398,7 @@ fn attend_one_group_portable(
             scores[j * len + p] = dot(&q[j * d..(j + 1) * d], k_row);
         }
     }
+    cap_scores(&mut scores[..group * len], softcap);
     for j in 0..group {
         let row = &mut scores[j * len..(j + 1) * len];
         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -380,11 +455,19 @@ mod tests {
             // A view into a larger buffer, as the cache hands out.
             let k = Tensor::randn(0f32, 1.0, (kvh, len + 8, d), &dev)?.narrow(1, 0, len)?;
             let v = Tensor::randn(0f32, 1.0, (kvh, len + 8, d), &dev)?.narrow(1, 0, len)?;
-            expected.push(attend_with_tensor_ops(&q.narrow(0, s, 1)?, &k, &v, h, kvh, None)?);
+            expected.push(attend_with_tensor_ops(
+                &q.narrow(0, s, 1)?,
+                &k,
+                &v,
+                h,
+                kvh,
+                None,
+                Rules::default(),
+            )?);
             kv.push((k, v));
         }
         let expected = Tensor::cat(&expected, 0)?;
-        let got = decode_attention_cpu(&q, &kv, kvh)?;
+        let got = decode_attention_cpu(&q, &kv, kvh, Rules::default())?;
         let diff = (got - expected)?.abs()?.max_all()?.to_scalar::<f32>()?;
         assert!(diff < 1e-5, "max diff {diff}");
         Ok(())
@@ -398,10 +481,46 @@ mod tests {
         let k = Tensor::randn(0f32, 1.0, (kvh, len + 4, d), &dev)?.narrow(1, 0, len)?;
         let v = Tensor::randn(0f32, 1.0, (kvh, len + 4, d), &dev)?.narrow(1, 0, len)?;
         let mask = causal_mask(t, len, DType::F32, &dev)?;
-        let expected = attend_with_tensor_ops(&q, &k, &v, h, kvh, Some(&mask))?;
-        let got = attend(&q, &k, &v, h, kvh, Some(&mask))?;
+        let expected = attend_with_tensor_ops(&q, &k, &v, h, kvh, Some(&mask), Rules::default())?;
+        let got = attend(&q, &k, &v, h, kvh, Some(&mask), Rules::default())?;
         let diff = (got - expected)?.abs()?.max_all()?.to_scalar::<f32>()?;
         assert!(diff < 1e-5, "max diff {diff}");
+        Ok(())
+    }
+
+    /// Sliding windows and soft-capping: the CPU kernels (prefill and decode) against the
+    /// tensor-op path, which applies them as a mask and a tanh over the scores.
+    #[test]
+    fn windows_and_softcaps_match_tensor_ops() -> Result<()> {
+        let dev = Device::Cpu;
+        let (h, kvh, d, t, len) = (4, 2, 16, 9, 21);
+        let q = (Tensor::randn(0f32, 1.0, (t, h, d), &dev)? * 2.0)?;
+        let k = Tensor::randn(0f32, 1.0, (kvh, len, d), &dev)?;
+        let v = Tensor::randn(0f32, 1.0, (kvh, len, d), &dev)?;
+        for rules in [
+            Rules { window: Some(4), softcap: None },
+            Rules { window: None, softcap: Some(3.0) },
+            Rules { window: Some(1), softcap: Some(5.0) },
+            Rules { window: Some(64), softcap: None },
+        ] {
+            let mask = causal_mask(t, len, DType::F32, &dev)?;
+            let expected = attend_with_tensor_ops(&q, &k, &v, h, kvh, Some(&mask), rules)?;
+            let got = attend(&q, &k, &v, h, kvh, None, rules)?;
+            let diff = (&got - &expected)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(diff < 1e-5, "{rules:?}: prefill max diff {diff}");
+            let last = decode_attention_cpu(
+                &q.narrow(0, t - 1, 1)?,
+                &[(k.clone(), v.clone())],
+                kvh,
+                rules,
+            )?;
+            let diff =
+                (last - expected.narrow(0, t - 1, 1)?)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(diff < 1e-5, "{rules:?}: decode max diff {diff}");
+            let plain = attend(&q, &k, &v, h, kvh, None, Rules::default())?;
+            let moved = (got - plain)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert_eq!(moved > 1e-3, rules.window != Some(64), "{rules:?} changes the output");
+        }
         Ok(())
     }
 
@@ -417,7 +536,7 @@ mod tests {
         let bits = |t: &Tensor| -> Result<Vec<u32>> {
             Ok(t.flatten_all()?.to_vec1::<f32>()?.into_iter().map(f32::to_bits).collect())
         };
-        let whole = attend(&q, &k, &v, h, kvh, None)?;
+        let whole = attend(&q, &k, &v, h, kvh, None, Rules::default())?;
         for cuts in [vec![1, 28], vec![13, 16], vec![5, 5, 5, 14], vec![28, 1]] {
             let mut start = 0;
             let mut parts = Vec::new();
@@ -430,12 +549,14 @@ mod tests {
                     h,
                     kvh,
                     None,
+                    Rules::default(),
                 )?);
                 start = end;
             }
             assert_eq!(bits(&Tensor::cat(&parts, 0)?)?, bits(&whole)?, "chunks {cuts:?}");
         }
-        let last = decode_attention_cpu(&q.narrow(0, len - 1, 1)?, &[(k, v)], kvh)?;
+        let last =
+            decode_attention_cpu(&q.narrow(0, len - 1, 1)?, &[(k, v)], kvh, Rules::default())?;
         assert_eq!(bits(&last)?, bits(&whole.narrow(0, len - 1, 1)?)?);
         Ok(())
     }

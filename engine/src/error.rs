@@ -21,8 +21,17 @@ pub enum EngineError {
     #[error("model folder {dir}: no tokenizer.json")]
     MissingTokenizer { dir: PathBuf },
 
-    #[error("model {path}: unsupported architecture {architecture:?} (supported: llama, qwen2)")]
+    #[error(
+        "model {path}: unsupported architecture {architecture:?} (supported: {})",
+        crate::config::Architecture::SUPPORTED
+    )]
     UnsupportedArchitecture { path: PathBuf, architecture: String },
+
+    #[error(
+        "model {path}: {family} needs {what}, which the paged path (GPUs, tensor parallelism) \
+         does not have yet; run this model on the CPU without --tensor-parallel"
+    )]
+    NotOnPagedPath { path: PathBuf, family: String, what: String },
 
     #[error("model {path}: not a readable GGUF file: {reason}")]
     BadGguf { path: PathBuf, reason: String },

@@ -6,7 +6,7 @@
 //! building blocks, public for its benchmarks and GPU checks (`engine/examples`,
 //! `bench/gpu`) and for device management ([`placement`]).
 
-mod attention;
+pub mod attention;
 mod config;
 #[cfg(feature = "cuda")]
 mod cuda;

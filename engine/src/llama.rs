@@ -1,4 +1,7 @@
-//! The Llama decoder (also Qwen2: the same blocks with Q/K/V biases), one struct per block.
+//! The decoder of every family herd runs: Llama blocks, with each family's particulars
+//! ([`Particulars`](crate::config::Particulars)) switched on where its config asks: Q/K/V
+//! biases (Qwen2), Q/K norms (Qwen3, Gemma 3), sandwich norms, GELU, scaled embeddings and
+//! soft-capping (Gemma), sliding-window layers with their own rotary base (Gemma 3).
 //!
 //! A forward pass takes a *packed* batch: the new tokens of several sequences laid end to
 //! end (`[tokens, hidden]`, no padding), each sequence with its own positions and cache.
@@ -14,7 +17,7 @@ use candle_core::{DType, Device, Tensor, D};
 use std::sync::Arc;
 
 use crate::attention;
-use crate::config::ModelConfig;
+use crate::config::{Activation, ModelConfig};
 use crate::cpu_kernels;
 use crate::error::Result;
 use crate::kv_cache::ContiguousCache;
@@ -64,6 +67,11 @@ impl RotaryEmbedding {
         Self { inv_freqs: config.rope_inv_freqs() }
     }
 
+    /// The windowed layers' rotation, where the family gives them their own (Gemma 3).
+    pub fn local(config: &ModelConfig) -> Option<Self> {
+        config.local_rope_inv_freqs().map(|inv_freqs| Self { inv_freqs })
+    }
+
     /// The inverse frequencies as an f32 tensor (the paged path rotates inside its kernel).
     pub fn inv_freq_tensor(&self, device: &Device) -> Result<Tensor> {
         let f: Vec<f32> = self.inv_freqs.iter().map(|&f| f as f32).collect();
@@ -109,6 +117,8 @@ struct PassContext<'a> {
     batch: &'a PackedBatch,
     cos: Tensor,
     sin: Tensor,
+    /// cos and sin of the windowed layers' own rotation, if they have one.
+    local: Option<(Tensor, Tensor)>,
     /// Causal mask per span of more than one token (the same in every layer).
     masks: Vec<Option<Tensor>>,
 }
@@ -121,6 +131,36 @@ pub struct Attention {
     pub num_heads: usize,
     pub num_kv_heads: usize,
     pub head_dim: usize,
+    /// RMS norms over each head's queries and keys, before rotation (Qwen3, Gemma 3).
+    pub q_norm: Option<RmsNorm>,
+    pub k_norm: Option<RmsNorm>,
+    /// Scores are `scale · q·k`.
+    pub scale: f64,
+    pub rules: attention::Rules,
+    /// Rotated with the windowed layers' own frequencies ([`RotaryEmbedding::local`]).
+    pub local_rope: bool,
+}
+
+/// Rotary embedding of `x` (`[1, tokens, heads, d]`) in the half layout, over the first
+/// `2 · cos.dim(1)` dimensions of each head (all of them unless the rotation is partial).
+fn rotate(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let d = x.dim(3)?;
+    let rotated = 2 * cos.dim(1)?;
+    if rotated == d {
+        return Ok(candle_nn::rotary_emb::rope_thd(&x.contiguous()?, cos, sin)?);
+    }
+    let turned =
+        candle_nn::rotary_emb::rope_thd(&x.narrow(3, 0, rotated)?.contiguous()?, cos, sin)?;
+    Ok(Tensor::cat(&[turned, x.narrow(3, rotated, d - rotated)?], 3)?)
+}
+
+/// `x` (`[..., heads · d]` rows) normed per head of `d` values.
+fn norm_heads(norm: &RmsNorm, x: &Tensor, d: usize) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let heads = dims[dims.len() - 1] / d;
+    let mut split = dims[..dims.len() - 1].to_vec();
+    split.extend([heads, d]);
+    norm.forward(&x.contiguous()?.reshape(split)?)?.reshape(dims).map_err(Into::into)
 }
 
 impl Attention {
@@ -134,13 +174,22 @@ impl Attention {
         let tokens = x.dim(0)?;
         let (h, kvh, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let qkv = self.qkv.forward(x)?;
-        let q = qkv.narrow(1, 0, h * d)?.reshape((1, tokens, h, d))?;
-        let k = qkv.narrow(1, h * d, kvh * d)?.reshape((1, tokens, kvh, d))?;
+        let mut q = qkv.narrow(1, 0, h * d)?;
+        let mut k = qkv.narrow(1, h * d, kvh * d)?;
+        if let (Some(q_norm), Some(k_norm)) = (&self.q_norm, &self.k_norm) {
+            q = norm_heads(q_norm, &q, d)?;
+            k = norm_heads(k_norm, &k, d)?;
+        }
+        let q = q.reshape((1, tokens, h, d))?;
+        let k = k.reshape((1, tokens, kvh, d))?;
         let v = qkv.narrow(1, (h + kvh) * d, kvh * d)?.reshape((tokens, kvh, d))?;
-        let q = candle_nn::rotary_emb::rope_thd(&q.contiguous()?, &ctx.cos, &ctx.sin)?;
-        let q = (q.squeeze(0)? * (1.0 / (d as f64).sqrt()))?;
-        let k =
-            candle_nn::rotary_emb::rope_thd(&k.contiguous()?, &ctx.cos, &ctx.sin)?.squeeze(0)?;
+        let (cos, sin) = match (&ctx.local, self.local_rope) {
+            (Some((cos, sin)), true) => (cos, sin),
+            _ => (&ctx.cos, &ctx.sin),
+        };
+        let q = rotate(&q, cos, sin)?;
+        let q = (q.squeeze(0)? * self.scale)?;
+        let k = rotate(&k, cos, sin)?.squeeze(0)?;
         let v = v.contiguous()?;
 
         // Single-token spans go through the batched decode kernel, longer ones through
@@ -165,16 +214,22 @@ impl Attention {
                     h,
                     kvh,
                     mask,
+                    self.rules,
                 )?));
             }
         }
         let singles = if single_rows.is_empty() {
             None
         } else if single_rows.len() == tokens {
-            Some(attention::decode_attention_cpu(&q, &single_kv, kvh)?)
+            Some(attention::decode_attention_cpu(&q, &single_kv, kvh, self.rules)?)
         } else {
             let rows = Tensor::new(single_rows.as_slice(), q.device())?;
-            Some(attention::decode_attention_cpu(&q.index_select(&rows, 0)?, &single_kv, kvh)?)
+            Some(attention::decode_attention_cpu(
+                &q.index_select(&rows, 0)?,
+                &single_kv,
+                kvh,
+                self.rules,
+            )?)
         };
         let attended = match singles {
             Some(all) if single_rows.len() == tokens => all,
@@ -210,9 +265,23 @@ impl Attention {
         let layout = self.layout();
         let dev = x.device();
         let qkv = time("qkv projection", dev, || self.qkv.forward(x))?;
-        let q_scale = (1.0 / (self.head_dim as f64).sqrt()) as f32;
+        let qkv = match (&self.q_norm, &self.k_norm) {
+            (Some(q_norm), Some(k_norm)) => time("q/k norms", dev, || {
+                let (h, kvh, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
+                let q = norm_heads(q_norm, &qkv.narrow(1, 0, h * d)?, d)?;
+                let k = norm_heads(k_norm, &qkv.narrow(1, h * d, kvh * d)?, d)?;
+                let v = qkv.narrow(1, (h + kvh) * d, kvh * d)?;
+                Ok(Tensor::cat(&[q, k, v], 1)?)
+            })?,
+            _ => qkv,
+        };
+        let q_scale = self.scale as f32;
+        let inv_freq = match (&ctx.inv_freq_local, self.local_rope) {
+            (Some(local), true) => local,
+            _ => &ctx.inv_freq,
+        };
         let qkv = time("rotary", dev, || {
-            Ok(qkv.apply_op3_no_bwd(&ctx.positions, &ctx.inv_freq, &RopeQkv { layout, q_scale })?)
+            Ok(qkv.apply_op3_no_bwd(&ctx.positions, inv_freq, &RopeQkv { layout, q_scale })?)
         })?;
         time("store keys/values", dev, || {
             Ok(cache.inplace_op3(
@@ -257,6 +326,7 @@ struct PagedContext<'a> {
     positions: Tensor,
     slots: Tensor,
     inv_freq: Tensor,
+    inv_freq_local: Option<Tensor>,
     decode_meta: Tensor,
     span_tables: Vec<Tensor>,
     layout: HeadLayout,
@@ -268,11 +338,22 @@ pub struct Mlp {
     pub gate_up: Linear,
     pub down: Linear,
     pub intermediate_size: usize,
+    pub activation: Activation,
 }
 
 impl Mlp {
+    /// `gelu_tanh(gate) · up` (GeGLU).
+    fn geglu(&self, gate_up: &Tensor) -> Result<Tensor> {
+        let gate = gate_up.narrow(1, 0, self.intermediate_size)?;
+        let up = gate_up.narrow(1, self.intermediate_size, self.intermediate_size)?;
+        Ok((gate.gelu()? * up)?)
+    }
+
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let gate_up = self.gate_up.forward(x)?;
+        if self.activation == Activation::GeluTanh {
+            return self.down.forward(&self.geglu(&gate_up)?);
+        }
         if let Some(hidden) = cpu_kernels::swiglu(&gate_up, self.intermediate_size)? {
             return self.down.forward(&hidden);
         }
@@ -285,6 +366,10 @@ impl Mlp {
     fn forward_paged(&self, x: &Tensor, layout: HeadLayout) -> Result<Tensor> {
         let dev = x.device();
         let gate_up = time("gate/up projection", dev, || self.gate_up.forward(x))?;
+        if self.activation == Activation::GeluTanh {
+            let hidden = time("geglu", dev, || self.geglu(&gate_up))?;
+            return time("down projection", dev, || self.down.forward(&hidden));
+        }
         if paged_ops::on_gpu(&gate_up) {
             let hidden = time("swiglu", dev, || {
                 Ok(gate_up.apply_op1_no_bwd(&SwiGluGpu {
@@ -305,10 +390,24 @@ impl Mlp {
 
 #[derive(Debug, Clone)]
 pub struct DecoderBlock {
-    pub input_norm: RmsNorm,
+    /// Before attention.
+    pub attention_norm: RmsNorm,
     pub attention: Attention,
-    pub post_attention_norm: RmsNorm,
+    /// On the attention's output, before the residual add (Gemma's sandwich norms).
+    pub attention_output_norm: Option<RmsNorm>,
+    /// Before the MLP.
+    pub mlp_norm: RmsNorm,
     pub mlp: Mlp,
+    /// On the MLP's output, before the residual add (Gemma).
+    pub mlp_output_norm: Option<RmsNorm>,
+}
+
+/// `norm(x)` where there is a norm, else `x`.
+fn maybe_norm(norm: &Option<RmsNorm>, x: Tensor) -> Result<Tensor> {
+    match norm {
+        Some(norm) => norm.forward(&x),
+        None => Ok(x),
+    }
 }
 
 impl DecoderBlock {
@@ -319,18 +418,22 @@ impl DecoderBlock {
         ctx: &PassContext,
         caches: &mut [&mut ContiguousCache],
     ) -> Result<Tensor> {
-        let x = (x + self.attention.forward(&self.input_norm.forward(x)?, layer, ctx, caches)?)?;
-        let x = (&x + self.mlp.forward(&self.post_attention_norm.forward(&x)?)?)?;
-        Ok(x)
+        let attended =
+            self.attention.forward(&self.attention_norm.forward(x)?, layer, ctx, caches)?;
+        let x = (x + maybe_norm(&self.attention_output_norm, attended)?)?;
+        let mlp = self.mlp.forward(&self.mlp_norm.forward(&x)?)?;
+        Ok((&x + maybe_norm(&self.mlp_output_norm, mlp)?)?)
     }
 
     fn forward_paged(&self, x: &Tensor, cache: &Tensor, ctx: &PagedContext) -> Result<Tensor> {
         let dev = x.device();
-        let normed = time("norms", dev, || self.input_norm.forward(x))?;
+        let normed = time("norms", dev, || self.attention_norm.forward(x))?;
         let attended = self.attention.forward_paged(&normed, cache, ctx)?;
+        let attended = time("norms", dev, || maybe_norm(&self.attention_output_norm, attended))?;
         let x = time("residual adds", dev, || Ok((x + attended)?))?;
-        let normed = time("norms", dev, || self.post_attention_norm.forward(&x))?;
+        let normed = time("norms", dev, || self.mlp_norm.forward(&x))?;
         let mlp = self.mlp.forward_paged(&normed, ctx.layout)?;
+        let mlp = time("norms", dev, || maybe_norm(&self.mlp_output_norm, mlp))?;
         time("residual adds", dev, || Ok((&x + mlp)?))
     }
 }
@@ -343,6 +446,8 @@ pub struct Llama {
     pub norm: RmsNorm,
     pub lm_head: Linear,
     pub rotary: RotaryEmbedding,
+    /// The windowed layers' own rotation (Gemma 3), if any.
+    pub rotary_local: Option<RotaryEmbedding>,
     pub dtype: DType,
     pub device: Device,
 }
@@ -394,18 +499,44 @@ impl Llama {
                 None
             });
         }
-        let ctx = PassContext { batch: &batch, cos, sin, masks };
+        let local = match &self.rotary_local {
+            Some(rotary) => Some(rotary.tables(&batch.positions, self.dtype, &self.device)?),
+            None => None,
+        };
+        let ctx = PassContext { batch: &batch, cos, sin, local, masks };
 
         let ids = Tensor::new(flat.as_slice(), &self.device)?;
-        let mut x = self.embedding.forward(&ids)?.to_dtype(self.dtype)?;
+        let mut x = self.embed(&ids)?;
         for (layer, block) in self.blocks.iter().enumerate() {
             x = block.forward(&x, layer, &ctx, caches)?;
         }
         // Only the last position of each sequence needs the (large) vocabulary projection.
         let last: Vec<u32> = batch.spans.iter().map(|&(start, t)| (start + t - 1) as u32).collect();
         let last = x.index_select(&Tensor::new(last.as_slice(), &self.device)?, 0)?;
-        let logits = self.lm_head.forward(&self.norm.forward(&last)?)?;
-        Ok(logits.to_dtype(DType::F32)?)
+        self.logits(&last)
+    }
+
+    /// Token embeddings in the compute dtype, scaled where the family scales them.
+    fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+        let x = self.embedding.forward(ids)?.to_dtype(self.dtype)?;
+        match self.config.particulars.embedding_scale {
+            // Gemma rounds the factor to the compute dtype before multiplying.
+            Some(scale) => {
+                let factor = Tensor::new(&[scale as f32], x.device())?.to_dtype(self.dtype)?;
+                Ok(x.broadcast_mul(&factor)?)
+            }
+            None => Ok(x),
+        }
+    }
+
+    /// f32 logits of the final hidden states `last` (`[rows, hidden]`), soft-capped where the
+    /// family caps them.
+    fn logits(&self, last: &Tensor) -> Result<Tensor> {
+        let logits = self.lm_head.forward(&self.norm.forward(last)?)?.to_dtype(DType::F32)?;
+        match self.config.particulars.final_softcap {
+            Some(cap) => Ok(((logits / cap)?.tanh()? * cap)?),
+            None => Ok(logits),
+        }
     }
 
     /// [`Llama::forward`] over the paged cache: `batch` says which tokens go where; returns
@@ -419,6 +550,10 @@ impl Llama {
             positions: Tensor::new(batch.positions.as_slice(), dev)?,
             slots: Tensor::new(batch.slots.as_slice(), dev)?,
             inv_freq: self.rotary.inv_freq_tensor(dev)?,
+            inv_freq_local: match &self.rotary_local {
+                Some(rotary) => Some(rotary.inv_freq_tensor(dev)?),
+                None => None,
+            },
             decode_meta: if batch.decode_rows > 0 {
                 Tensor::from_slice(&batch.decode_meta, (batch.decode_rows, batch.meta_stride), dev)?
             } else {
@@ -434,15 +569,13 @@ impl Llama {
         let ids = Tensor::new(batch.tokens.as_slice(), dev)?;
         // Every host-to-device copy of the pass goes out before its first kernel.
         let last_rows = Tensor::new(batch.last_rows.as_slice(), dev)?;
-        let mut x =
-            time("embedding", dev, || Ok(self.embedding.forward(&ids)?.to_dtype(self.dtype)?))?;
+        let mut x = time("embedding", dev, || self.embed(&ids))?;
         for (block, layer_cache) in self.blocks.iter().zip(&cache.layers) {
             x = block.forward_paged(&x, layer_cache, &ctx)?;
         }
         time("lm head", dev, || {
             let last = x.index_select(&last_rows, 0)?;
-            let logits = self.lm_head.forward(&self.norm.forward(&last)?)?;
-            Ok(logits.to_dtype(DType::F32)?)
+            self.logits(&last)
         })
     }
 

@@ -13,7 +13,7 @@ use crate::prompt::{ChatMessage, ChatTemplate};
 use crate::source::{safetensors_files, ModelSource};
 use crate::tensor_parallel::{check_degree, Shard};
 use crate::token_codec::TokenCodec;
-use crate::transformer::{check_fits, RankLoader, Transformer};
+use crate::transformer::{check_fits, check_paged_support, RankLoader, Transformer};
 use crate::weights::{read_gguf_header, WeightFormat, WeightReader};
 
 /// How to load a model.
@@ -70,6 +70,7 @@ impl Model {
             ModelSource::HuggingFaceFolder(dir) => open_hf_folder(dir)?,
         };
         if placement.paged() {
+            check_paged_support(&config, path)?;
             check_degree(&config, placement.tensor_parallel, path)?;
             check_gpu_shape(&config, placement, path)?;
             check_fits(&config, placement, path)?;
@@ -98,6 +99,7 @@ impl Model {
         };
         let path = source.path().to_path_buf();
         let transformer = if placement.paged() {
+            check_paged_support(&config, &path)?;
             check_degree(&config, placement.tensor_parallel, &path)?;
             check_gpu_shape(&config, placement, &path)?;
             check_fits(&config, placement, &path)?;

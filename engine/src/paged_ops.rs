@@ -462,7 +462,7 @@ pub fn prefill_attention_with(
 ) -> Result<Tensor> {
     if matches!(q.device(), Device::Cpu) {
         // On the CPU, each query row sees only its own prefix: no mask needed.
-        return attention::attend(q, k, v, layout.heads, layout.kv_heads, None);
+        return attention::attend(q, k, v, layout.heads, layout.kv_heads, None, Default::default());
     }
     if kernel == PrefillKernel::Fused {
         return Ok(q.apply_op3_no_bwd(
@@ -604,8 +604,15 @@ mod tests {
             let table = Tensor::new(table.as_slice(), &dev)?;
             let kv = cache.apply_op2_no_bwd(&table, &GatherKv { layout, block_size: bs, len })?;
             let q = qkv.i((row..row + 1, 0..layout.heads))?;
-            let expected =
-                attention::attend(&q, &kv.i(0)?, &kv.i(1)?, layout.heads, layout.kv_heads, None)?;
+            let expected = attention::attend(
+                &q,
+                &kv.i(0)?,
+                &kv.i(1)?,
+                layout.heads,
+                layout.kv_heads,
+                None,
+                Default::default(),
+            )?;
             let diff = (got.i(row..row + 1)? - expected)?.abs()?.max_all()?.to_scalar::<f32>()?;
             assert!(diff < 1e-5, "row {row}: max diff {diff}");
         }

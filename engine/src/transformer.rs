@@ -37,7 +37,7 @@ pub struct Transformer {
 
 #[derive(Debug)]
 enum Kind {
-    Contiguous(Llama),
+    Contiguous(Box<Llama>),
     Paged(Paged),
 }
 
@@ -64,7 +64,7 @@ struct Rank {
 impl Transformer {
     /// The CPU path: per-sequence contiguous caches.
     pub(crate) fn contiguous(llama: Llama) -> Self {
-        Self { config: llama.config.clone(), kind: Kind::Contiguous(llama) }
+        Self { config: llama.config.clone(), kind: Kind::Contiguous(Box::new(llama)) }
     }
 
     /// The paged path on `placement`, each rank built by `load`.
@@ -87,7 +87,7 @@ impl Transformer {
             let device = open_device(placement.device)?;
             let llama = load(None, dtype, device.clone())?;
             let free = kv_budget(&device, placement)?;
-            (PendingRanks::Local(llama), free)
+            (PendingRanks::Local(Box::new(llama)), free)
         } else {
             let threads = RankThreads::start(placement, load)?;
             let free = threads.kv_budgets.iter().copied().min().flatten();
@@ -120,7 +120,7 @@ impl Transformer {
                     dtype,
                     &llama.device,
                 )?;
-                Ranks::Local(Box::new(Rank { llama, cache }))
+                Ranks::Local(Box::new(Rank { llama: *llama, cache }))
             }
             PendingRanks::Threads(mut threads) => {
                 threads.allocate(blocks, config, kv_heads, dtype)?;
@@ -256,7 +256,7 @@ fn kv_budget(device: &Device, placement: &Placement) -> Result<Option<usize>> {
 }
 
 enum PendingRanks {
-    Local(Llama),
+    Local(Box<Llama>),
     Threads(RankThreads),
 }
 
@@ -506,6 +506,29 @@ pub fn weight_bytes_per_rank(config: &ModelConfig, degree: usize, dtype: DType) 
     let mlp = 3 * c.hidden_size * c.intermediate_size;
     let replicated = c.vocab_size * c.hidden_size * if c.tie_word_embeddings { 1 } else { 2 };
     (c.num_layers * (attention + mlp) / degree + replicated) * dtype.size_in_bytes()
+}
+
+/// Fails when the model needs something the paged path (GPU kernels, tensor parallelism)
+/// does not do yet, naming the family and what.
+pub fn check_paged_support(config: &ModelConfig, path: &Path) -> Result<()> {
+    let p = &config.particulars;
+    let missing = if p.attention_softcap.is_some() {
+        Some("soft-capped attention scores".to_string())
+    } else if let Some(w) = p.layer_windows.iter().flatten().min() {
+        Some(format!("sliding-window attention (a window of {w} positions)"))
+    } else {
+        p.partial_rotary_dims.map(|dims| {
+            format!("rotary embeddings over {dims} of {} head dimensions", config.head_dim)
+        })
+    };
+    match missing {
+        Some(what) => Err(EngineError::NotOnPagedPath {
+            path: path.into(),
+            family: config.architecture.as_str().into(),
+            what,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Fails before loading when the weights cannot fit on each rank's GPU.

@@ -15,6 +15,7 @@ use candle_core::quantized::{gguf_file, GgmlDType, QStorage, QTensor};
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 
+use crate::attention;
 use crate::config::{Architecture, ModelConfig, RopeScaling};
 use crate::error::{EngineError, Result};
 use crate::linear::Linear;
@@ -71,6 +72,8 @@ pub(crate) struct WeightReader {
     pack: bool,
     /// GGUF Llama files store Q/K rows interleaved for llama.cpp's rotary layout.
     unpermute_qk: bool,
+    /// The family, for its tensor names.
+    architecture: Option<Architecture>,
     dtype: DType,
     device: Device,
 }
@@ -124,6 +127,7 @@ impl WeightReader {
             dense,
             pack: format != WeightFormat::Dense,
             unpermute_qk: config.architecture == Architecture::Llama,
+            architecture: Some(config.architecture),
             dtype: DType::F32,
             device: Device::Cpu,
         })
@@ -144,6 +148,7 @@ impl WeightReader {
             dense: true,
             pack: false,
             unpermute_qk: false,
+            architecture: None,
             dtype: DType::F32,
             device: Device::Cpu,
         })
@@ -174,7 +179,9 @@ impl WeightReader {
 
     fn contains(&self, hf_name: &str) -> bool {
         match &self.source {
-            Source::Gguf { content, .. } => content.tensor_infos.contains_key(&gguf_name(hf_name)),
+            Source::Gguf { content, .. } => {
+                content.tensor_infos.contains_key(&gguf_name(hf_name, self.architecture))
+            }
             Source::Safetensors(st) => st.get(hf_name).is_ok(),
         }
     }
@@ -183,7 +190,7 @@ impl WeightReader {
     fn raw(&mut self, hf_name: &str) -> Result<RawWeight> {
         match &mut self.source {
             Source::Gguf { file, content } => {
-                let name = gguf_name(hf_name);
+                let name = gguf_name(hf_name, self.architecture);
                 let q = content.tensor(file, &name, &Device::Cpu).map_err(|e| {
                     EngineError::BadWeights {
                         path: self.path.clone(),
@@ -210,6 +217,58 @@ impl WeightReader {
             RawWeight::Quantized(q) => q.dequantize(&Device::Cpu)?,
         };
         Ok(t.to_dtype(self.dtype)?.to_device(&self.device)?)
+    }
+
+    /// An RMS norm's weight, with the family's offset added (Gemma's `1 + w`).
+    fn norm(&mut self, hf_name: &str, len: usize, config: &ModelConfig) -> Result<RmsNorm> {
+        let weight = self.vector(hf_name, len)?;
+        let offset = config.particulars.norm_weight_offset;
+        let weight = if offset != 0.0 { (weight + offset)? } else { weight };
+        Ok(RmsNorm { weight, eps: config.rms_norm_eps as f32 })
+    }
+
+    /// Projections stored fused in one tensor (Phi-3's `qkv_proj`, `gate_up_proj`): the
+    /// sections' row counts and the rows of each this rank keeps.
+    fn fused_linear(
+        &mut self,
+        name: &str,
+        sections: &[(usize, Range<usize>)],
+        in_features: usize,
+        keep_cols: Range<usize>,
+    ) -> Result<Linear> {
+        let total: usize = sections.iter().map(|(rows, _)| rows).sum();
+        if keep_cols == (0..in_features) && sections.iter().all(|(rows, keep)| *keep == (0..*rows))
+        {
+            return self.stacked_linear(
+                &[Part::whole(name, total, None)],
+                in_features,
+                false,
+                keep_cols,
+            );
+        }
+        let weight_name = format!("{name}.weight");
+        let whole = self.raw(&weight_name)?;
+        if whole.dims() != [total, in_features] {
+            return Err(self.bad(
+                &weight_name,
+                format!("shape {:?}, expected [{total}, {in_features}]", whole.dims()),
+            ));
+        }
+        let whole = whole.into_dense()?;
+        let mut kept = Vec::with_capacity(sections.len());
+        let mut offset = 0;
+        for (rows, keep) in sections {
+            kept.push(
+                whole
+                    .narrow(0, offset + keep.start, keep.len())?
+                    .narrow(1, keep_cols.start, keep_cols.len())?
+                    .to_dtype(self.dtype)?
+                    .contiguous()?
+                    .to_device(&self.device)?,
+            );
+            offset += rows;
+        }
+        Linear::dense(&Tensor::cat(&kept, 0)?, None)
     }
 
     fn vector(&mut self, hf_name: &str, len: usize) -> Result<Tensor> {
@@ -379,47 +438,91 @@ impl WeightReader {
         let keep = |total: usize| shard.map_or(0..total, |s| s.range(total));
         let (heads, kv_heads, units) = (keep(h), keep(kvh), keep(inter));
         let scaled = |r: &Range<usize>| r.start * d..r.end * d;
-        let eps = c.rms_norm_eps as f32;
         let embedding = self.embedding(c)?;
+        let gemma = c.architecture.is_gemma();
+        let fused = c.architecture.fused_projections();
+        if fused && c.qkv_bias {
+            return Err(
+                self.bad("qkv_proj.bias", "biases on fused Q/K/V projections are not supported")
+            );
+        }
         let mut blocks = Vec::with_capacity(c.num_layers);
         for i in 0..c.num_layers {
             let p = format!("model.layers.{i}");
-            let (q_name, k_name, v_name) = (
-                format!("{p}.self_attn.q_proj"),
-                format!("{p}.self_attn.k_proj"),
-                format!("{p}.self_attn.v_proj"),
-            );
-            let qkv = self.stacked_linear(
-                &[
-                    Part { name: &q_name, out: h * d, rope_heads: Some(h), keep: scaled(&heads) },
-                    Part {
-                        name: &k_name,
-                        out: kvh * d,
-                        rope_heads: Some(kvh),
-                        keep: scaled(&kv_heads),
-                    },
-                    Part { name: &v_name, out: kvh * d, rope_heads: None, keep: scaled(&kv_heads) },
-                ],
-                hidden,
-                c.qkv_bias,
-                0..hidden,
-            )?;
+            let qkv = if fused {
+                self.fused_linear(
+                    &format!("{p}.self_attn.qkv_proj"),
+                    &[
+                        (h * d, scaled(&heads)),
+                        (kvh * d, scaled(&kv_heads)),
+                        (kvh * d, scaled(&kv_heads)),
+                    ],
+                    hidden,
+                    0..hidden,
+                )?
+            } else {
+                let (q_name, k_name, v_name) = (
+                    format!("{p}.self_attn.q_proj"),
+                    format!("{p}.self_attn.k_proj"),
+                    format!("{p}.self_attn.v_proj"),
+                );
+                self.stacked_linear(
+                    &[
+                        Part {
+                            name: &q_name,
+                            out: h * d,
+                            rope_heads: Some(h),
+                            keep: scaled(&heads),
+                        },
+                        Part {
+                            name: &k_name,
+                            out: kvh * d,
+                            rope_heads: Some(kvh),
+                            keep: scaled(&kv_heads),
+                        },
+                        Part {
+                            name: &v_name,
+                            out: kvh * d,
+                            rope_heads: None,
+                            keep: scaled(&kv_heads),
+                        },
+                    ],
+                    hidden,
+                    c.qkv_bias,
+                    0..hidden,
+                )?
+            };
             let o = self.stacked_linear(
                 &[Part::whole(&format!("{p}.self_attn.o_proj"), hidden, None)],
                 h * d,
                 false,
                 scaled(&heads),
             )?;
-            let (gate_name, up_name) = (format!("{p}.mlp.gate_proj"), format!("{p}.mlp.up_proj"));
-            let gate_up = self.stacked_linear(
-                &[
-                    Part { name: &gate_name, out: inter, rope_heads: None, keep: units.clone() },
-                    Part { name: &up_name, out: inter, rope_heads: None, keep: units.clone() },
-                ],
-                hidden,
-                false,
-                0..hidden,
-            )?;
+            let gate_up = if fused {
+                self.fused_linear(
+                    &format!("{p}.mlp.gate_up_proj"),
+                    &[(inter, units.clone()), (inter, units.clone())],
+                    hidden,
+                    0..hidden,
+                )?
+            } else {
+                let (gate_name, up_name) =
+                    (format!("{p}.mlp.gate_proj"), format!("{p}.mlp.up_proj"));
+                self.stacked_linear(
+                    &[
+                        Part {
+                            name: &gate_name,
+                            out: inter,
+                            rope_heads: None,
+                            keep: units.clone(),
+                        },
+                        Part { name: &up_name, out: inter, rope_heads: None, keep: units.clone() },
+                    ],
+                    hidden,
+                    false,
+                    0..hidden,
+                )?
+            };
             let down = self.stacked_linear(
                 &[Part::whole(&format!("{p}.mlp.down_proj"), hidden, None)],
                 inter,
@@ -432,26 +535,62 @@ impl WeightReader {
                 }
                 None => (o, down),
             };
+            let (q_norm, k_norm) = if c.particulars.qk_norm {
+                (
+                    Some(self.norm(&format!("{p}.self_attn.q_norm.weight"), d, c)?),
+                    Some(self.norm(&format!("{p}.self_attn.k_norm.weight"), d, c)?),
+                )
+            } else {
+                (None, None)
+            };
+            let window = c.particulars.layer_windows[i];
+            // Gemma names its four norms by place; Llama's post-attention norm is the MLP's.
+            let mlp_norm_name = if gemma {
+                format!("{p}.pre_feedforward_layernorm.weight")
+            } else {
+                format!("{p}.post_attention_layernorm.weight")
+            };
+            let (attention_output_norm, mlp_output_norm) = if c.particulars.sandwich_norms {
+                (
+                    Some(self.norm(&format!("{p}.post_attention_layernorm.weight"), hidden, c)?),
+                    Some(self.norm(
+                        &format!("{p}.post_feedforward_layernorm.weight"),
+                        hidden,
+                        c,
+                    )?),
+                )
+            } else {
+                (None, None)
+            };
             blocks.push(DecoderBlock {
-                input_norm: RmsNorm {
-                    weight: self.vector(&format!("{p}.input_layernorm.weight"), hidden)?,
-                    eps,
-                },
+                attention_norm: self.norm(&format!("{p}.input_layernorm.weight"), hidden, c)?,
                 attention: Attention {
                     qkv,
                     o,
                     num_heads: heads.len(),
                     num_kv_heads: kv_heads.len(),
                     head_dim: d,
+                    q_norm,
+                    k_norm,
+                    scale: c.particulars.attention_scale,
+                    rules: attention::Rules {
+                        window,
+                        softcap: c.particulars.attention_softcap.map(|cap| cap as f32),
+                    },
+                    local_rope: window.is_some() && c.particulars.local_rope.is_some(),
                 },
-                post_attention_norm: RmsNorm {
-                    weight: self.vector(&format!("{p}.post_attention_layernorm.weight"), hidden)?,
-                    eps,
+                attention_output_norm,
+                mlp_norm: self.norm(&mlp_norm_name, hidden, c)?,
+                mlp: Mlp {
+                    gate_up,
+                    down,
+                    intermediate_size: units.len(),
+                    activation: c.particulars.activation,
                 },
-                mlp: Mlp { gate_up, down, intermediate_size: units.len() },
+                mlp_output_norm,
             });
         }
-        let norm = RmsNorm { weight: self.vector("model.norm.weight", hidden)?, eps };
+        let norm = self.norm("model.norm.weight", hidden, c)?;
         let lm_head = if c.tie_word_embeddings || !self.contains("lm_head.weight") {
             match &embedding {
                 Embedding::Dense(w) => Linear::dense(w, None)?,
@@ -468,6 +607,7 @@ impl WeightReader {
         };
         Ok(Llama {
             rotary: RotaryEmbedding::new(c),
+            rotary_local: RotaryEmbedding::local(c),
             config,
             embedding,
             blocks,
@@ -562,7 +702,10 @@ fn concat_quantized_rows(raws: &[RawWeight]) -> Result<QTensor> {
 }
 
 /// llama.cpp's tensor names for the Hugging Face ones.
-fn gguf_name(hf_name: &str) -> String {
+/// llama.cpp's name of a tensor asked for by its Hugging Face name (`architecture`: the
+/// family, where names differ by family).
+fn gguf_name(hf_name: &str, architecture: Option<Architecture>) -> String {
+    let gemma = architecture.is_some_and(Architecture::is_gemma);
     let top = match hf_name {
         "model.embed_tokens.weight" => Some("token_embd.weight"),
         "model.norm.weight" => Some("output_norm.weight"),
@@ -583,8 +726,15 @@ fn gguf_name(hf_name: &str) -> String {
         "mlp.gate_proj" => "ffn_gate",
         "mlp.up_proj" => "ffn_up",
         "mlp.down_proj" => "ffn_down",
+        "self_attn.qkv_proj" => "attn_qkv",
+        "self_attn.q_norm" => "attn_q_norm",
+        "self_attn.k_norm" => "attn_k_norm",
+        "mlp.gate_up_proj" => "ffn_up",
         "input_layernorm" => "attn_norm",
+        "post_attention_layernorm" if gemma => "post_attention_norm",
         "post_attention_layernorm" => "ffn_norm",
+        "pre_feedforward_layernorm" => "ffn_norm",
+        "post_feedforward_layernorm" => "post_ffw_norm",
         other => other,
     };
     format!("blk.{layer}.{module}.{suffix}")
@@ -596,14 +746,17 @@ mod tests {
 
     #[test]
     fn hugging_face_names_map_to_llama_cpp_names() {
-        assert_eq!(gguf_name("model.layers.12.self_attn.k_proj.weight"), "blk.12.attn_k.weight");
-        assert_eq!(gguf_name("model.layers.0.self_attn.q_proj.bias"), "blk.0.attn_q.bias");
         assert_eq!(
-            gguf_name("model.layers.3.post_attention_layernorm.weight"),
+            gguf_name("model.layers.12.self_attn.k_proj.weight", None),
+            "blk.12.attn_k.weight"
+        );
+        assert_eq!(gguf_name("model.layers.0.self_attn.q_proj.bias", None), "blk.0.attn_q.bias");
+        assert_eq!(
+            gguf_name("model.layers.3.post_attention_layernorm.weight", None),
             "blk.3.ffn_norm.weight"
         );
-        assert_eq!(gguf_name("model.embed_tokens.weight"), "token_embd.weight");
-        assert_eq!(gguf_name("lm_head.weight"), "output.weight");
+        assert_eq!(gguf_name("model.embed_tokens.weight", None), "token_embd.weight");
+        assert_eq!(gguf_name("lm_head.weight", None), "output.weight");
     }
 
     #[test]
