@@ -264,6 +264,10 @@ class Vocab:
         detok = self.detokenize(ids, special)
         if detok == text.encode("utf-8"):
             case["detok_is_text"] = True
+        elif detok == b" " + text.encode("utf-8"):
+            # SentencePiece's space prefix (tokenizer.ggml.add_space_prefix).
+            case["detok_is_text"] = False
+            case["detok_is_space_and_text"] = True
         else:
             case["detok_is_text"] = False
             case["detok_hex"] = detok.hex()
@@ -418,6 +422,8 @@ def main():
     parser.add_argument("--more-vocabularies", action="store_true",
                         help="write the fixtures of the vocabularies added after the first three")
     parser.add_argument("--gemma3", type=Path, default=cache / "gemma-3-270m-q4_k_m.gguf")
+    parser.add_argument("--only", action="append", metavar="LABEL",
+                        help="with --more-vocabularies, write only this vocabulary's fixture (repeatable)")
     parser.add_argument("--unicode-table", action="store_true",
                         help=f"only write {UNICODE_TABLE.relative_to(REPO)} (needs unicodedata2==15.1.0)")
     args = parser.parse_args()
@@ -521,6 +527,8 @@ def write_more_vocabularies(llama_cpp, args, generator, eval_set, common_cases):
         sources["gemma3"] = (tmp / GEMMA3_VOCAB, f"vocabs/{GEMMA3_VOCAB}.gz", {})
 
         for label, (path, gguf, overrides) in sources.items():
+            if args.only and label not in args.only:
+                continue
             vocab = Vocab(llama_cpp, path)
             cases = common_cases(vocab, label, outputs_inline=False)
             if label == "gemma3":
