@@ -25,8 +25,10 @@ pub(crate) struct PieceIndex {
     bytes: Vec<u8>,
     /// End of each id's text in `bytes` (its start is the previous id's end).
     ends: Vec<u32>,
-    /// id + 1 per slot, 0 when empty; a power of two at least twice the vocabulary.
-    slots: Vec<u32>,
+    /// Per slot, the entry's hash in the high half and id + 1 in the low half (0 when
+    /// empty), so that most misses never touch the texts; a power of two at least twice
+    /// the vocabulary.
+    slots: Vec<u64>,
 }
 
 impl PieceIndex {
@@ -41,22 +43,9 @@ impl PieceIndex {
         }
         let mut index = Self { bytes, ends, slots: vec![0; (2 * n).next_power_of_two().max(2)] };
         for id in 0..n as u32 {
-            let mask = index.slots.len() - 1;
             let text = index.text(id);
-            let mut slot = hash(text) as usize & mask;
-            loop {
-                match index.slots[slot] {
-                    0 => {
-                        index.slots[slot] = id + 1;
-                        break;
-                    }
-                    other if index.text(other - 1) == text => {
-                        index.slots[slot] = id + 1;
-                        break;
-                    }
-                    _ => slot = (slot + 1) & mask,
-                }
-            }
+            let (slot, _) = index.find(text);
+            index.slots[slot] = tagged(hash(text), id);
         }
         index
     }
@@ -67,17 +56,31 @@ impl PieceIndex {
         &self.bytes[start..end]
     }
 
-    pub fn get(&self, text: &[u8]) -> Option<u32> {
+    /// The slot holding `text`, or the empty slot where it would go; and its id.
+    fn find(&self, text: &[u8]) -> (usize, Option<u32>) {
         let mask = self.slots.len() - 1;
-        let mut slot = hash(text) as usize & mask;
+        let h = hash(text);
+        let mut slot = h as usize & mask;
         loop {
-            match self.slots[slot] {
-                0 => return None,
-                id if self.text(id - 1) == text => return Some(id - 1),
-                _ => slot = (slot + 1) & mask,
+            let entry = self.slots[slot];
+            if entry == 0 {
+                return (slot, None);
             }
+            let id = (entry as u32).wrapping_sub(1);
+            if entry >> 32 == h >> 32 && self.text(id) == text {
+                return (slot, Some(id));
+            }
+            slot = (slot + 1) & mask;
         }
     }
+
+    pub fn get(&self, text: &[u8]) -> Option<u32> {
+        self.find(text).1
+    }
+}
+
+fn tagged(hash: u64, id: u32) -> u64 {
+    (hash & 0xFFFF_FFFF_0000_0000) | (id as u64 + 1)
 }
 
 /// FxHash-style: eight bytes at a time, then SplitMix64's finalizer.
