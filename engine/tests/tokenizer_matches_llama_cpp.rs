@@ -633,10 +633,9 @@ fn qwen2_matches_llama_cpp() {
 #[test]
 fn deepseek_r1_qwen_is_qwen2() {
     let mut content = fixture_vocabulary("qwen2.json.gz");
-    content.metadata.insert(
-        "tokenizer.ggml.pre".into(),
-        gguf_file::Value::String("deepseek-r1-qwen".into()),
-    );
+    content
+        .metadata
+        .insert("tokenizer.ggml.pre".into(), gguf_file::Value::String("deepseek-r1-qwen".into()));
     let distill = tokenizer_from_gguf(&content).unwrap();
     let reference = qwen2();
     for case in reference.cases("awkward") {
@@ -821,9 +820,7 @@ fn a_hugging_face_folder_gives_the_same_tokenizer() {
 #[test]
 fn an_unknown_pre_tokenizer_is_refused_by_name() {
     let mut content = read_gguf_file(&default_model_path());
-    content
-        .metadata
-        .insert("tokenizer.ggml.pre".into(), gguf_file::Value::String("viking".into()));
+    content.metadata.insert("tokenizer.ggml.pre".into(), gguf_file::Value::String("viking".into()));
     let error = tokenizer_from_gguf(&content).unwrap_err();
     match &error {
         TokenizerError::UnsupportedPreTokenizer { pre } => assert_eq!(pre, "viking"),
@@ -836,9 +833,7 @@ fn an_unknown_pre_tokenizer_is_refused_by_name() {
 #[test]
 fn an_unknown_tokenizer_model_is_refused_by_name() {
     let mut content = read_gguf_file(&default_model_path());
-    content
-        .metadata
-        .insert("tokenizer.ggml.model".into(), gguf_file::Value::String("bert".into()));
+    content.metadata.insert("tokenizer.ggml.model".into(), gguf_file::Value::String("bert".into()));
     let error = tokenizer_from_gguf(&content).unwrap_err();
     assert!(
         matches!(&error, TokenizerError::UnsupportedModel { model } if model == "bert"),

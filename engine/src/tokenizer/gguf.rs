@@ -92,9 +92,8 @@ pub fn tokenizer_from_gguf(content: &Content) -> Result<HerdTokenizer, Tokenizer
     let pad = special_id("tokenizer.ggml.padding_token_id", None)?;
     let add_bos = meta.optional_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(defaults.add_bos);
     let add_eos = meta.optional_bool("tokenizer.ggml.add_eos_token")?.unwrap_or(false);
-    let add_space_prefix = meta
-        .optional_bool("tokenizer.ggml.add_space_prefix")?
-        .unwrap_or(defaults.add_space_prefix);
+    let add_space_prefix =
+        meta.optional_bool("tokenizer.ggml.add_space_prefix")?.unwrap_or(defaults.add_space_prefix);
 
     // End of generation, as llama.cpp counts it: the metadata's ids plus well-known
     // spellings, which llama.cpp also turns into control tokens.
@@ -142,16 +141,11 @@ pub fn tokenizer_from_gguf(content: &Content) -> Result<HerdTokenizer, Tokenizer
             (TextEncoder::ByteLevel(bpe), Some(inner), pieces)
         }
         None => {
-            let spm = SentencePiece::new(
-                &token_texts,
-                scores(&meta, n)?,
-                unknown,
-                add_space_prefix,
-            )?;
+            let spm =
+                SentencePiece::new(&token_texts, scores(&meta, n)?, unknown, add_space_prefix)?;
             // The vocabulary-only `tokenizers` tokenizer is built when asked for.
-            let pieces = pieces(&token_texts, &kinds, |text| {
-                text.replace(SPACE_MARK, " ").into_bytes()
-            });
+            let pieces =
+                pieces(&token_texts, &kinds, |text| text.replace(SPACE_MARK, " ").into_bytes());
             (TextEncoder::SentencePiece(spm), None, pieces)
         }
     };

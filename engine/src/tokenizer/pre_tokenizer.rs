@@ -83,13 +83,8 @@ pub const DEEPSEEK_LLM_REGEXES: &[&str] = &[
 
 /// DeepSeek Coder's splits: newlines alone, letter runs and punctuation runs with an
 /// optional leading space, CJK runs, every number character alone.
-pub const DEEPSEEK_CODER_REGEXES: &[&str] = &[
-    "[\r\n]",
-    r"\s?\p{L}+",
-    r"\s?\p{P}+",
-    "[一-龥ࠀ-一가-\u{D7FF}]+",
-    r"\p{N}",
-];
+pub const DEEPSEEK_CODER_REGEXES: &[&str] =
+    &["[\r\n]", r"\s?\p{L}+", r"\s?\p{P}+", "[一-龥ࠀ-一가-\u{D7FF}]+", r"\p{N}"];
 
 /// Tekken's split (Mistral Nemo), in llama.cpp's spelling: upper/lower case are "a letter
 /// that is not a-z" / "not A-Z" (see `regex_split`).
@@ -133,7 +128,9 @@ pub(crate) enum Matcher {
     Gpt2,
     Gpt2SingleDigits,
     /// Llama 3's regex with numbers in groups of up to `max_digits`.
-    Llama3 { max_digits: usize },
+    Llama3 {
+        max_digits: usize,
+    },
 }
 
 impl PreTokenizerFamily {

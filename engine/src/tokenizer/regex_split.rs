@@ -90,8 +90,8 @@ impl RegexSplitter {
         let mut views: [Option<ViewText>; 2] = [None, None];
         let mut pieces = vec![(0, n)];
         for step in self.steps.iter() {
-            let view = views[step.view as usize]
-                .get_or_insert_with(|| ViewText::new(text, step.view));
+            let view =
+                views[step.view as usize].get_or_insert_with(|| ViewText::new(text, step.view));
             let mut next = Vec::with_capacity(pieces.len());
             for (start, end) in pieces {
                 let (from, to) = (view.offsets[start], view.offsets[end]);

@@ -305,8 +305,14 @@ mod tests {
     #[test]
     fn the_pair_making_the_best_scored_entry_merges_first() {
         // 256 "a", 257 "b", 258 "c", 259 "ab", 260 "bc", 261 "abc".
-        let (texts, scores) =
-            vocab(&[("a", -1.0), ("b", -1.0), ("c", -1.0), ("ab", -3.0), ("bc", -2.0), ("abc", -5.0)]);
+        let (texts, scores) = vocab(&[
+            ("a", -1.0),
+            ("b", -1.0),
+            ("c", -1.0),
+            ("ab", -3.0),
+            ("bc", -2.0),
+            ("abc", -5.0),
+        ]);
         let spm = SentencePiece::new(&texts, scores, None, false).unwrap();
         // "bc" outscores "ab"; then "a" + "bc" is "abc".
         assert_eq!(encode(&spm, "abc"), [261]);
@@ -316,7 +322,8 @@ mod tests {
 
     #[test]
     fn spaces_become_the_space_mark_with_a_prefix_when_asked() {
-        let (texts, scores) = vocab(&[("▁", -1.0), ("h", -1.0), ("i", -1.0), ("▁hi", -1.5), ("▁h", -2.0)]);
+        let (texts, scores) =
+            vocab(&[("▁", -1.0), ("h", -1.0), ("i", -1.0), ("▁hi", -1.5), ("▁h", -2.0)]);
         let with_prefix = SentencePiece::new(&texts, scores.clone(), None, true).unwrap();
         assert_eq!(encode(&with_prefix, "hi hi"), [259, 259]);
         let without = SentencePiece::new(&texts, scores, None, false).unwrap();
