@@ -138,7 +138,7 @@ pub fn tokenizer_from_gguf(content: &Content) -> Result<HerdTokenizer, Tokenizer
         Some(family) => {
             let (bpe, inner) = byte_level_bpe(&meta, family, &token_texts, &special_tokens)?;
             let pieces = pieces(&token_texts, &kinds, |text| BYTE_LEVEL.decode_token_text(text));
-            (TextEncoder::ByteLevel(bpe), Some(inner), pieces)
+            (TextEncoder::ByteLevel(Box::new(bpe)), Some(inner), pieces)
         }
         None => {
             let spm =
@@ -146,7 +146,7 @@ pub fn tokenizer_from_gguf(content: &Content) -> Result<HerdTokenizer, Tokenizer
             // The vocabulary-only `tokenizers` tokenizer is built when asked for.
             let pieces =
                 pieces(&token_texts, &kinds, |text| text.replace(SPACE_MARK, " ").into_bytes());
-            (TextEncoder::SentencePiece(spm), None, pieces)
+            (TextEncoder::SentencePiece(Box::new(spm)), None, pieces)
         }
     };
 

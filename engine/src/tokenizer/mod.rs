@@ -109,9 +109,9 @@ pub enum TokenizerError {
 #[derive(Debug, Clone)]
 pub(crate) enum TextEncoder {
     /// Byte-level BPE over llama.cpp's word splits (GGUF `gpt2` vocabularies).
-    ByteLevel(ByteLevelBpe),
+    ByteLevel(Box<ByteLevelBpe>),
     /// llama.cpp's SentencePiece merging (GGUF `llama` vocabularies).
-    SentencePiece(SentencePiece),
+    SentencePiece(Box<SentencePiece>),
     /// The `tokenizers` tokenizer itself (Hugging Face folders).
     HuggingFace,
 }
