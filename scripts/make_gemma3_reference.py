@@ -46,6 +46,10 @@ N_PROMPTS = 60
 N_GENERATED = 64
 N_TOP5 = 5
 THREADS = 2
+BUILD_NOTE = (
+    "the default native build (GGML_NATIVE=ON) on an AMX host puts the weights in AMX buffers "
+    "and crashes in decode; the AVX2 build is what GGML_NATIVE gives on an AVX2 machine"
+)
 
 
 def sha256_file(path):
@@ -159,6 +163,7 @@ def main():
         },
         "settings": {
             "backend": "CPU, llama.cpp built for AVX2 (GGML_NATIVE=OFF, GGML_AVX/AVX2/FMA/F16C/BMI2=ON)",
+            "build_note": BUILD_NOTE,
             "n_threads": THREADS,
             "n_threads_batch": THREADS,
             "n_ctx": llm.n_ctx(),
