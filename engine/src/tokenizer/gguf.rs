@@ -1,4 +1,5 @@
-//! Building the tokenizer from GGUF metadata (`tokenizer.ggml.*`).
+//! Building the tokenizer from GGUF metadata (`tokenizer.ggml.*`), as llama.cpp's
+//! `llama_vocab::impl::load` does.
 
 use std::collections::HashSet;
 
@@ -9,23 +10,48 @@ use tokenizers::{AddedToken, Tokenizer};
 
 use super::bpe::ByteLevelBpe;
 use super::byte_level::BYTE_LEVEL;
+use super::sentencepiece::{SentencePiece, SPACE_MARK};
 use super::special::SpecialToken;
+use super::word_split::WordSplitter;
 use super::{
-    ids_named, HerdTokenizer, PreTokenizerFamily, TokenKind, TokenizerError, TokenizerParts,
-    END_OF_GENERATION_NAMES, FIM_CONTROL_NAMES, FIM_STOP_NAMES,
+    ids_named, HerdTokenizer, PreTokenizerFamily, TextEncoder, TokenKind, TokenizerError,
+    TokenizerParts, END_OF_GENERATION_NAMES, FIM_CONTROL_NAMES, FIM_STOP_NAMES,
 };
 
 /// The tokenizer described by a GGUF file's metadata, identical to the one llama.cpp
 /// builds from it. Supported: `tokenizer.ggml.model = gpt2` (byte-level BPE) with the
-/// `tokenizer.ggml.pre` values of [`PreTokenizerFamily::from_gguf_pre`].
+/// `tokenizer.ggml.pre` values of [`PreTokenizerFamily::from_gguf_pre`], and
+/// `tokenizer.ggml.model = llama` (SentencePiece).
 pub fn tokenizer_from_gguf(content: &Content) -> Result<HerdTokenizer, TokenizerError> {
     let meta = Metadata(content);
     let model = meta.string("tokenizer.ggml.model")?;
-    if model != "gpt2" {
-        return Err(TokenizerError::UnsupportedModel { model: model.to_string() });
-    }
     let pre = meta.optional_string("tokenizer.ggml.pre")?.unwrap_or("");
-    let family = PreTokenizerFamily::from_gguf_pre(pre)?;
+    // llama.cpp's defaults per model (and pre-tokenizer), before the metadata's keys.
+    let (family, defaults) = match model {
+        "gpt2" => {
+            let family = PreTokenizerFamily::from_gguf_pre(pre)?;
+            let bos = if family == PreTokenizerFamily::ChatGlm4 { None } else { Some(11) };
+            let defaults = Defaults {
+                bos,
+                eos: Some(11),
+                unknown: None,
+                add_bos: family.adds_bos_by_default(),
+                add_space_prefix: false,
+            };
+            (Some(family), defaults)
+        }
+        "llama" => (
+            None,
+            Defaults {
+                bos: Some(1),
+                eos: Some(2),
+                unknown: Some(0),
+                add_bos: true,
+                add_space_prefix: true,
+            },
+        ),
+        other => return Err(TokenizerError::UnsupportedModel { model: other.to_string() }),
+    };
 
     let token_texts: Vec<String> = meta
         .strings("tokenizer.ggml.tokens")?
@@ -55,15 +81,19 @@ pub fn tokenizer_from_gguf(content: &Content) -> Result<HerdTokenizer, Tokenizer
         }
     };
 
-    let special_id = |key: &str| -> Result<Option<u32>, TokenizerError> {
-        Ok(meta.optional_u32(key)?.filter(|&id| (id as usize) < n))
+    // A key's id when it is inside the vocabulary, else llama.cpp's default (when that is).
+    let special_id = |key: &str, default: Option<u32>| -> Result<Option<u32>, TokenizerError> {
+        let inside = |id: &u32| (*id as usize) < n;
+        Ok(meta.optional_u32(key)?.filter(inside).or(default.filter(inside)))
     };
-    let bos = special_id("tokenizer.ggml.bos_token_id")?;
-    let eos = special_id("tokenizer.ggml.eos_token_id")?;
-    let pad = special_id("tokenizer.ggml.padding_token_id")?;
-    let add_bos =
-        meta.optional_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(family.adds_bos_by_default());
+    let bos = special_id("tokenizer.ggml.bos_token_id", defaults.bos)?;
+    let eos = special_id("tokenizer.ggml.eos_token_id", defaults.eos)?;
+    let unknown = special_id("tokenizer.ggml.unknown_token_id", defaults.unknown)?;
+    let pad = special_id("tokenizer.ggml.padding_token_id", None)?;
+    let add_bos = meta.optional_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(defaults.add_bos);
     let add_eos = meta.optional_bool("tokenizer.ggml.add_eos_token")?.unwrap_or(false);
+    let add_space_prefix =
+        meta.optional_bool("tokenizer.ggml.add_space_prefix")?.unwrap_or(defaults.add_space_prefix);
 
     // End of generation, as llama.cpp counts it: the metadata's ids plus well-known
     // spellings, which llama.cpp also turns into control tokens.
@@ -75,7 +105,7 @@ pub fn tokenizer_from_gguf(content: &Content) -> Result<HerdTokenizer, Tokenizer
         "tokenizer.ggml.fim_rep_token_id",
         "tokenizer.ggml.fim_sep_token_id",
     ] {
-        end_of_generation.extend(special_id(key)?);
+        end_of_generation.extend(special_id(key, None)?);
     }
     let named_stops = ids_named(&token_texts, END_OF_GENERATION_NAMES);
     let named_fim_stops = ids_named(&token_texts, FIM_STOP_NAMES);
@@ -88,21 +118,6 @@ pub fn tokenizer_from_gguf(content: &Content) -> Result<HerdTokenizer, Tokenizer
     }
     end_of_generation.extend(named_stops);
     end_of_generation.extend(named_fim_stops);
-
-    let merges = parse_merges(meta.strings("tokenizer.ggml.merges")?)?;
-    let fast = ByteLevelBpe::new(family, &token_texts, &merges);
-    let vocab: Vocab = token_texts.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
-    let bpe = BPE::builder()
-        .vocab_and_merges(vocab, merges)
-        .ignore_merges(family.ignore_merges())
-        .build()
-        .map_err(|e| TokenizerError::Build {
-            what: "BPE model from tokenizer.ggml.tokens/merges".into(),
-            message: e.to_string(),
-        })?;
-    let mut inner = Tokenizer::new(bpe);
-    inner.with_pre_tokenizer(Some(family.pre_tokenizer()?));
-    inner.with_decoder(Some(ByteLevelDecoder::default()));
 
     let special_tokens: Vec<SpecialToken> = kinds
         .iter()
@@ -118,6 +133,117 @@ pub fn tokenizer_from_gguf(content: &Content) -> Result<HerdTokenizer, Tokenizer
             rstrip: false,
         })
         .collect();
+
+    let (encoder, inner, normal_pieces) = match family {
+        Some(family) => {
+            let (bpe, inner) = byte_level_bpe(&meta, family, &token_texts, &special_tokens)?;
+            let pieces = pieces(&token_texts, &kinds, |text| BYTE_LEVEL.decode_token_text(text));
+            (TextEncoder::ByteLevel(Box::new(bpe)), Some(inner), pieces)
+        }
+        None => {
+            let spm =
+                SentencePiece::new(&token_texts, scores(&meta, n)?, unknown, add_space_prefix)?;
+            // The vocabulary-only `tokenizers` tokenizer is built when asked for.
+            let pieces =
+                pieces(&token_texts, &kinds, |text| text.replace(SPACE_MARK, " ").into_bytes());
+            (TextEncoder::SentencePiece(Box::new(spm)), None, pieces)
+        }
+    };
+
+    HerdTokenizer::from_parts(TokenizerParts {
+        encoder,
+        inner,
+        token_texts,
+        kinds,
+        normal_pieces,
+        special_tokens,
+        bos,
+        eos,
+        pad,
+        add_bos,
+        add_eos,
+        end_of_generation,
+        chat_template: meta.optional_string("tokenizer.chat_template")?.map(str::to_string),
+        source: format!("gguf {model}/{pre}"),
+    })
+}
+
+/// llama.cpp's defaults for a vocabulary type, which the metadata's keys override.
+struct Defaults {
+    bos: Option<u32>,
+    eos: Option<u32>,
+    unknown: Option<u32>,
+    add_bos: bool,
+    add_space_prefix: bool,
+}
+
+/// The bytes of normal tokens (`normal` reads a vocabulary text) and byte tokens.
+fn pieces(
+    token_texts: &[String],
+    kinds: &[TokenKind],
+    normal: impl Fn(&str) -> Vec<u8>,
+) -> Vec<Vec<u8>> {
+    token_texts
+        .iter()
+        .zip(kinds)
+        .map(|(text, kind)| match kind {
+            TokenKind::Normal => normal(text),
+            TokenKind::Byte => byte_token_value(text).into_iter().collect(),
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
+/// `tokenizer.ggml.scores` (floats or integers), 0 for every token when absent.
+fn scores(meta: &Metadata<'_>, n: usize) -> Result<Vec<f32>, TokenizerError> {
+    let key = "tokenizer.ggml.scores";
+    let Some(values) = meta.optional_array(key)? else {
+        return Ok(vec![0.0; n]);
+    };
+    if values.len() < n {
+        return Err(TokenizerError::BadKey {
+            key: key.into(),
+            message: format!("{} scores for {n} tokens", values.len()),
+        });
+    }
+    values[..n]
+        .iter()
+        .map(|v| match v {
+            Value::F32(x) => Some(*x),
+            Value::I32(x) => Some(*x as f32),
+            _ => None,
+        })
+        .collect::<Option<Vec<f32>>>()
+        .ok_or_else(|| TokenizerError::BadKey {
+            key: key.into(),
+            message: "not an array of f32 or i32".into(),
+        })
+}
+
+/// herd's byte-level BPE and the `tokenizers` tokenizer of the same vocabulary (the
+/// exportable `tokenizer.json`).
+fn byte_level_bpe(
+    meta: &Metadata<'_>,
+    family: PreTokenizerFamily,
+    token_texts: &[String],
+    special_tokens: &[SpecialToken],
+) -> Result<(ByteLevelBpe, Tokenizer), TokenizerError> {
+    let merges = parse_merges(meta.strings("tokenizer.ggml.merges")?)?;
+    let fast =
+        ByteLevelBpe::new(WordSplitter::new(family)?, family.ignore_merges(), token_texts, &merges);
+    let vocab: Vocab = token_texts.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .ignore_merges(family.ignore_merges())
+        .build()
+        .map_err(|e| TokenizerError::Build {
+            what: "BPE model from tokenizer.ggml.tokens/merges".into(),
+            message: e.to_string(),
+        })?;
+    let mut inner = Tokenizer::new(bpe);
+    inner.with_pre_tokenizer(Some(family.pre_tokenizer()?));
+    inner.with_decoder(Some(ByteLevelDecoder::default()));
+
     // Registered so that `hf_tokenizer()` is a complete tokenizer.json; the inner
     // tokenizer itself treats them as text (they are cut out before it sees the text).
     let registration_error = |e: tokenizers::Error| TokenizerError::Build {
@@ -141,33 +267,7 @@ pub fn tokenizer_from_gguf(content: &Content) -> Result<HerdTokenizer, Tokenizer
         )
         .map_err(registration_error)?;
     inner.set_encode_special_tokens(true);
-
-    let normal_pieces = token_texts
-        .iter()
-        .zip(&kinds)
-        .map(|(text, kind)| match kind {
-            TokenKind::Normal => BYTE_LEVEL.decode_token_text(text),
-            TokenKind::Byte => byte_token_value(text).into_iter().collect(),
-            _ => Vec::new(),
-        })
-        .collect();
-
-    HerdTokenizer::from_parts(TokenizerParts {
-        inner,
-        fast: Some(fast),
-        token_texts,
-        kinds,
-        normal_pieces,
-        special_tokens,
-        bos,
-        eos,
-        pad,
-        add_bos,
-        add_eos,
-        end_of_generation,
-        chat_template: meta.optional_string("tokenizer.chat_template")?.map(str::to_string),
-        source: format!("gguf {model}/{pre}"),
-    })
+    Ok((fast, inner))
 }
 
 /// `<0xAB>` → 0xAB.

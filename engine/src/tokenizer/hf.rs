@@ -10,8 +10,8 @@ use tokenizers::Tokenizer;
 use super::byte_level::BYTE_LEVEL;
 use super::special::SpecialToken;
 use super::{
-    ids_named, HerdTokenizer, TokenKind, TokenizerError, TokenizerParts, END_OF_GENERATION_NAMES,
-    FIM_CONTROL_NAMES, FIM_STOP_NAMES,
+    ids_named, HerdTokenizer, TextEncoder, TokenKind, TokenizerError, TokenizerParts,
+    END_OF_GENERATION_NAMES, FIM_CONTROL_NAMES, FIM_STOP_NAMES,
 };
 
 impl HerdTokenizer {
@@ -127,8 +127,8 @@ impl HerdTokenizer {
             .collect();
         inner.set_encode_special_tokens(true);
         HerdTokenizer::from_parts(TokenizerParts {
-            inner,
-            fast: None,
+            encoder: TextEncoder::HuggingFace,
+            inner: Some(inner),
             token_texts,
             kinds,
             normal_pieces,

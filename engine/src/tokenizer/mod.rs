@@ -3,20 +3,27 @@
 //! One type, [`HerdTokenizer`], is built either from a GGUF file's metadata
 //! ([`tokenizer_from_gguf`]) or from a Hugging Face folder
 //! ([`HerdTokenizer::from_hf_dir`]). Encoding follows llama.cpp: special tokens are cut
-//! out of the text first (`special`), then each remaining piece is split into words and
-//! byte-level BPE merges them. For GGUF vocabularies the words come from hand-written
-//! matchers of llama.cpp's regexes (`word_split`, Unicode 15.1 like llama.cpp) and the
-//! merges from `bpe`; a `tokenizers::Tokenizer` with the same regexes is kept as the
-//! exportable `tokenizer.json` and is what Hugging Face folders encode with. Decoding
-//! works on bytes: every token has the byte string llama.cpp's `token_to_piece` gives
-//! it, and [`StreamDecoder`] turns a stream of tokens into text without ever splitting
-//! a multi-byte character.
+//! out of the text first (`special`), then each remaining piece is encoded by one of
+//! the encoders of [`TextEncoder`]:
+//! - byte-level BPE (GGUF `gpt2` vocabularies): the piece is split into words — by
+//!   hand-written matchers of llama.cpp's regexes (`word_split`, Unicode 15.1 like
+//!   llama.cpp) or, for the families llama.cpp runs through its regex engine, by the
+//!   same regexes on the same views of the text (`regex_split`) — and `bpe` merges them;
+//! - SentencePiece (GGUF `llama` vocabularies: Llama 2, Mistral, Gemma): llama.cpp's
+//!   score-ordered merging of the whole piece (`sentencepiece`);
+//! - for Hugging Face folders, the `tokenizers` crate with the same regexes.
+//!
+//! Decoding works on bytes: every token has the byte string llama.cpp's `token_to_piece`
+//! gives it, and [`StreamDecoder`] turns a stream of tokens into text without ever
+//! splitting a multi-byte character.
 
 mod bpe;
 mod byte_level;
 mod gguf;
 mod hf;
 mod pre_tokenizer;
+mod regex_split;
+mod sentencepiece;
 mod special;
 mod stream;
 mod unicode_15_1;
@@ -24,14 +31,17 @@ mod word_split;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 pub use gguf::tokenizer_from_gguf;
 pub use pre_tokenizer::{
-    with_llama_cpp_unicode, PreTokenizerFamily, GPT2_REGEX, LLAMA3_REGEX, SINGLE_DIGIT_REGEX,
+    with_llama_cpp_unicode, PreTokenizerFamily, DEEPSEEK_CODER_REGEXES, DEEPSEEK_LLM_REGEXES,
+    GPT2_REGEX, GPT4O_REGEX, LLAMA3_REGEX, QWEN2_REGEX, SINGLE_DIGIT_REGEX, TEKKEN_REGEX,
 };
 pub use stream::StreamDecoder;
 
 use bpe::ByteLevelBpe;
+use sentencepiece::SentencePiece;
 use special::{Fragment, SpecialToken, SpecialTokenSplitter};
 
 /// What a vocabulary entry is, as GGUF's `tokenizer.ggml.token_type` says.
@@ -75,7 +85,10 @@ pub enum TokenizerError {
     MissingKey { key: String },
     #[error("GGUF metadata `{key}`: {message}")]
     BadKey { key: String, message: String },
-    #[error("tokenizer.ggml.model `{model}` is not supported: only `gpt2` (byte-level BPE) is")]
+    #[error(
+        "tokenizer.ggml.model `{model}` is not supported: only `gpt2` (byte-level BPE) and \
+         `llama` (SentencePiece) are"
+    )]
     UnsupportedModel { model: String },
     #[error(
         "tokenizer.ggml.pre `{pre}` is not supported; supported: {}",
@@ -92,12 +105,24 @@ pub enum TokenizerError {
     Encode { text_len: usize, message: String },
 }
 
+/// What turns text free of special tokens into ids.
+#[derive(Debug, Clone)]
+pub(crate) enum TextEncoder {
+    /// Byte-level BPE over llama.cpp's word splits (GGUF `gpt2` vocabularies).
+    ByteLevel(Box<ByteLevelBpe>),
+    /// llama.cpp's SentencePiece merging (GGUF `llama` vocabularies).
+    SentencePiece(Box<SentencePiece>),
+    /// The `tokenizers` tokenizer itself (Hugging Face folders).
+    HuggingFace,
+}
+
 /// Everything the two constructors gather before the tokenizer is assembled.
 pub(crate) struct TokenizerParts {
-    /// Turns text without special tokens into ids; its own added tokens are not used.
-    pub inner: tokenizers::Tokenizer,
-    /// A faster encoder of the same ids, when the pre-tokenizer is one of llama.cpp's.
-    pub fast: Option<ByteLevelBpe>,
+    pub encoder: TextEncoder,
+    /// The same vocabulary as a `tokenizers` tokenizer (its own added tokens are not
+    /// used); `None` builds a vocabulary-only one on first use (see
+    /// [`HerdTokenizer::hf_tokenizer`]).
+    pub inner: Option<tokenizers::Tokenizer>,
     /// Vocabulary text of every id.
     pub token_texts: Vec<String>,
     pub kinds: Vec<TokenKind>,
@@ -118,8 +143,8 @@ pub(crate) struct TokenizerParts {
 /// its `llama_token_to_piece`, for GGUF and Hugging Face models alike.
 #[derive(Debug, Clone)]
 pub struct HerdTokenizer {
-    inner: tokenizers::Tokenizer,
-    fast: Option<ByteLevelBpe>,
+    encoder: TextEncoder,
+    inner: OnceLock<tokenizers::Tokenizer>,
     special: SpecialTokenSplitter,
     token_texts: Vec<String>,
     kinds: Vec<TokenKind>,
@@ -184,9 +209,18 @@ impl HerdTokenizer {
         let mut end_of_generation = parts.end_of_generation;
         end_of_generation.sort_unstable();
         end_of_generation.dedup();
+        let inner = OnceLock::new();
+        if let Some(tokenizer) = parts.inner {
+            inner.set(tokenizer).expect("a new cell is empty");
+        } else if matches!(parts.encoder, TextEncoder::HuggingFace) {
+            return Err(TokenizerError::Build {
+                what: parts.source,
+                message: "encoding through `tokenizers` needs its tokenizer".into(),
+            });
+        }
         Ok(Self {
-            inner: parts.inner,
-            fast: parts.fast,
+            encoder: parts.encoder,
+            inner,
             special: SpecialTokenSplitter::new(parts.special_tokens),
             token_texts: parts.token_texts,
             kinds: parts.kinds,
@@ -218,19 +252,31 @@ impl HerdTokenizer {
         if add_special && self.add_bos {
             ids.extend(self.bos);
         }
+        // SentencePiece: text that starts the input or follows a special token gets the
+        // space prefix (llama.cpp's `is_prev_special`).
+        let mut after_special = true;
         for fragment in self.special.split(text, parse_special) {
-            match fragment {
-                Fragment::Token(id) => ids.push(id),
-                Fragment::Text(piece) if self.fast.is_some() => {
-                    self.fast.as_ref().expect("checked").encode(piece, &mut ids)
+            let piece = match fragment {
+                Fragment::Token(id) => {
+                    ids.push(id);
+                    after_special = true;
+                    continue;
                 }
-                Fragment::Text(piece) => {
-                    let encoding = self.inner.encode_fast(piece, false).map_err(|e| {
+                Fragment::Text(piece) => piece,
+            };
+            match &self.encoder {
+                TextEncoder::ByteLevel(bpe) => bpe.encode(piece, &mut ids),
+                TextEncoder::SentencePiece(spm) => {
+                    spm.encode(piece, spm.adds_space_prefix() && after_special, &mut ids)
+                }
+                TextEncoder::HuggingFace => {
+                    let encoding = self.hf_tokenizer().encode_fast(piece, false).map_err(|e| {
                         TokenizerError::Encode { text_len: text.len(), message: e.to_string() }
                     })?;
                     ids.extend_from_slice(encoding.get_ids());
                 }
             }
+            after_special = false;
         }
         if add_special && self.add_eos {
             ids.extend(self.eos);
@@ -341,11 +387,34 @@ impl HerdTokenizer {
         &self.source
     }
 
-    /// The `tokenizers` tokenizer that encodes text free of special tokens; its
-    /// `to_string(..)` is a `tokenizer.json` for this vocabulary.
+    /// This vocabulary as a `tokenizers` tokenizer. For byte-level BPE vocabularies it
+    /// encodes text free of special tokens as [`Self::encode`] does and its
+    /// `to_string(..)` is a `tokenizer.json`; for SentencePiece vocabularies it is built
+    /// on first use and only maps vocabulary entries to ids (`token_to_id`,
+    /// `id_to_token`): it is not an encoder of the text.
     pub fn hf_tokenizer(&self) -> &tokenizers::Tokenizer {
-        &self.inner
+        self.inner.get_or_init(|| vocabulary_only(&self.token_texts))
     }
+
+    /// The id of a vocabulary entry written as its text (`▁the`, `Ġthe`, `<eos>`).
+    pub fn token_id(&self, text: &str) -> Option<u32> {
+        match &self.encoder {
+            TextEncoder::SentencePiece(spm) => spm.piece_id(text),
+            _ => self.special_token_id(text).or_else(|| self.hf_tokenizer().token_to_id(text)),
+        }
+    }
+}
+
+/// A word-level `tokenizers` tokenizer over `token_texts`: it knows the vocabulary and
+/// nothing of how text is encoded.
+fn vocabulary_only(token_texts: &[String]) -> tokenizers::Tokenizer {
+    let vocab: tokenizers::models::bpe::Vocab =
+        token_texts.iter().enumerate().map(|(id, text)| (text.clone(), id as u32)).collect();
+    let model = tokenizers::models::wordlevel::WordLevel::builder()
+        .vocab(vocab)
+        .build()
+        .expect("a word-level model over an in-memory vocabulary");
+    tokenizers::Tokenizer::new(model)
 }
 
 /// Names llama.cpp treats as end of generation whatever the metadata says (its list

@@ -59,7 +59,46 @@ pub fn with_llama_cpp_unicode(regex: &str) -> String {
         .replace(r"\p{N}", &format!(r"[\p{{N}}&&[^{NUMBERS_NEW_IN_UNICODE_16}]]"))
 }
 
-/// The families of `tokenizer.ggml.pre` values this crate reproduces.
+/// Qwen2's split: Llama 3's with every number character alone.
+pub const QWEN2_REGEX: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// DeepSeek LLM's splits (llama.cpp's list): newlines alone, Latin/Greek/Cyrillic/...
+/// letter runs and ASCII/full-width punctuation runs with an optional leading space,
+/// trailing whitespace, CJK runs, number runs.
+pub const DEEPSEEK_LLM_REGEXES: &[&str] = &[
+    "[\r\n]",
+    concat!(
+        "\\s?[A-Za-zµÀ-ÖØ-öø-ƺƼ-ƿǄ-ʓʕ-ʯͰ-ͳͶͷͻ-ͽͿΆΈ-ΊΌΎ-ΡΣ-ϵϷ-ҁҊ-ԯԱ-ՖႠ-ჅᎠ-Ᏽᏸ-ᏽᲐ-",
+        "ᲺᲽ-Ჿᴀ-ᴫᵫ-ᵷᵹ-ᶚḀ-ἕἘ-Ἕἠ-ὅὈ-Ὅὐ-ὗὙὛὝὟ-\u{1F7D}ᾀ-ᾴᾶ-ᾼ\u{1FBE}ῂ-ῄῆ-ῌῐ-\u{1FD3}",
+        "ῖ-\u{1FDB}ῠ-Ῥῲ-ῴῶ-ῼℂℇℊ-ℓℕℙ-ℝℤ\u{2126}ℨ\u{212A}-ℭℯ-ℴℹℼ-ℿⅅ-ⅉⅎↃↄⰀ-ⱻⱾ-ⳤⳫ-ⳮ",
+        "ⳲⳳꙀ-ꙭꚀ-ꚛꜢ-ꝯꝱ-ꞇꞋ-ꞎꭰ-ꮿﬀ-ﬆﬓ-ﬗＡ-Ｚａ-ｚ\u{10400}-\u{1044F}\u{104B0}-\u{104D3}",
+        "\u{104D8}-\u{104FB}\u{10C80}-\u{10CB2}\u{10CC0}-\u{10CF2}\u{118A0}-\u{118DF}",
+        "\u{1E900}-\u{1E943}]+",
+    ),
+    "\\s?[!-/:-~！-／：-～‘-‟\u{3000}-。]+",
+    "\\s+$",
+    "[一-龥ࠀ-一가-\u{D7FF}]+",
+    "\\p{N}+",
+];
+
+/// DeepSeek Coder's splits: newlines alone, letter runs and punctuation runs with an
+/// optional leading space, CJK runs, every number character alone.
+pub const DEEPSEEK_CODER_REGEXES: &[&str] =
+    &["[\r\n]", r"\s?\p{L}+", r"\s?\p{P}+", "[一-龥ࠀ-一가-\u{D7FF}]+", r"\p{N}"];
+
+/// Tekken's split (Mistral Nemo), in llama.cpp's spelling: upper/lower case are "a letter
+/// that is not a-z" / "not A-Z" (see `regex_split`).
+pub const TEKKEN_REGEX: &str = r"[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))*((?=[\p{L}])([^A-Z]))+|[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))+((?=[\p{L}])([^A-Z]))*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// GPT-4o's split (o200k), in llama.cpp's spelling: Tekken's words with an optional
+/// contraction, numbers in groups of up to three.
+pub const GPT4O_REGEX: &str = r"[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))*((?=[\p{L}])([^A-Z]))+(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))+((?=[\p{L}])([^A-Z]))*(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// The families of `tokenizer.ggml.pre` values this crate reproduces: one per branch
+/// of llama.cpp's `llama_vocab::impl::load` (a regex list and its flags).
+///
+/// llama.cpp's `clean_spaces` flag is not kept: it only affects `llama_detokenize`,
+/// and herd decodes as llama.cpp's `token_to_piece` does, piece by piece.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PreTokenizerFamily {
     /// GPT-2's regex alone.
@@ -68,41 +107,88 @@ pub enum PreTokenizerFamily {
     Gpt2SingleDigits,
     /// Llama 3's regex; whole words found in the vocabulary skip the merges.
     Llama3,
+    /// Llama 3's regex with single digits (Qwen2/2.5/3, DeepSeek-R1 distills of Qwen).
+    Qwen2,
+    /// Llama 3's regex, merges always applied, no BOS unless the file names one (GLM-4).
+    ChatGlm4,
+    /// DeepSeek LLM's regex list.
+    DeepSeekLlm,
+    /// DeepSeek Coder's regex list.
+    DeepSeekCoder,
+    /// Mistral's Tekken (Nemo); whole words in the vocabulary skip the merges.
+    Tekken,
+    /// GPT-4o's o200k split (also Llama 4's).
+    Gpt4o,
+}
+
+/// How `word_split` cuts words for a family, when it has a hand-written matcher (the
+/// families llama.cpp itself matches by hand); the others go through `regex_split`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Matcher {
+    Gpt2,
+    Gpt2SingleDigits,
+    /// Llama 3's regex with numbers in groups of up to `max_digits`.
+    Llama3 {
+        max_digits: usize,
+    },
 }
 
 impl PreTokenizerFamily {
-    /// The family llama.cpp assigns to a `tokenizer.ggml.pre` value, for the values
-    /// whose only effect in llama.cpp is the choice of regex (plus the defaults below).
+    /// The family llama.cpp assigns to a `tokenizer.ggml.pre` value.
     pub fn from_gguf_pre(pre: &str) -> Result<Self, TokenizerError> {
         match pre {
             "gpt-2" | "phi-2" | "mpt" | "olmo" => Ok(Self::Gpt2),
             "smollm" | "starcoder" | "refact" => Ok(Self::Gpt2SingleDigits),
             "llama3" | "llama-v3" | "llama-bpe" => Ok(Self::Llama3),
+            "qwen2" | "deepseek-r1-qwen" => Ok(Self::Qwen2),
+            "chatglm-bpe" => Ok(Self::ChatGlm4),
+            "deepseek-llm" => Ok(Self::DeepSeekLlm),
+            "deepseek-coder" => Ok(Self::DeepSeekCoder),
+            "tekken" => Ok(Self::Tekken),
+            "gpt-4o" | "llama4" => Ok(Self::Gpt4o),
             other => Err(TokenizerError::UnsupportedPreTokenizer { pre: other.to_string() }),
         }
     }
 
     /// The `tokenizer.ggml.pre` values accepted, for error messages.
-    pub const SUPPORTED: &'static str =
-        "gpt-2, phi-2, mpt, olmo, smollm, starcoder, refact, llama3, llama-v3, llama-bpe";
+    pub const SUPPORTED: &'static str = "gpt-2, phi-2, mpt, olmo, smollm, starcoder, refact, \
+        llama3, llama-v3, llama-bpe, qwen2, deepseek-r1-qwen, chatglm-bpe, deepseek-llm, \
+        deepseek-coder, tekken, gpt-4o, llama4";
 
+    /// llama.cpp's regexes for this family, applied one after the other.
     pub fn regexes(self) -> &'static [&'static str] {
         match self {
             Self::Gpt2 => &[GPT2_REGEX],
             Self::Gpt2SingleDigits => &[SINGLE_DIGIT_REGEX, GPT2_REGEX],
-            Self::Llama3 => &[LLAMA3_REGEX],
+            Self::Llama3 | Self::ChatGlm4 => &[LLAMA3_REGEX],
+            Self::Qwen2 => &[QWEN2_REGEX],
+            Self::DeepSeekLlm => DEEPSEEK_LLM_REGEXES,
+            Self::DeepSeekCoder => DEEPSEEK_CODER_REGEXES,
+            Self::Tekken => &[TEKKEN_REGEX],
+            Self::Gpt4o => &[GPT4O_REGEX],
+        }
+    }
+
+    /// The hand-written matcher of this family's regexes, where llama.cpp has one.
+    pub(crate) fn matcher(self) -> Option<Matcher> {
+        match self {
+            Self::Gpt2 => Some(Matcher::Gpt2),
+            Self::Gpt2SingleDigits => Some(Matcher::Gpt2SingleDigits),
+            Self::Llama3 | Self::ChatGlm4 => Some(Matcher::Llama3 { max_digits: 3 }),
+            Self::Qwen2 => Some(Matcher::Llama3 { max_digits: 1 }),
+            Self::DeepSeekLlm | Self::DeepSeekCoder | Self::Tekken | Self::Gpt4o => None,
         }
     }
 
     /// llama.cpp's `ignore_merges`: a pre-token that is itself in the vocabulary is
     /// emitted as that one token, whatever the merges would have built.
     pub fn ignore_merges(self) -> bool {
-        matches!(self, Self::Llama3)
+        matches!(self, Self::Llama3 | Self::Tekken)
     }
 
     /// Whether llama.cpp adds BOS when the GGUF has no `tokenizer.ggml.add_bos_token`.
     pub fn adds_bos_by_default(self) -> bool {
-        matches!(self, Self::Llama3)
+        matches!(self, Self::Llama3 | Self::Tekken)
     }
 
     pub fn pre_tokenizer(self) -> Result<PreTokenizerWrapper, TokenizerError> {

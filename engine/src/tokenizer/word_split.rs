@@ -1,10 +1,38 @@
-//! llama.cpp's pre-tokenizer regexes as hand-written matchers: the same words as
-//! `pre_tokenizer`'s regexes (the tests compare them), several times faster, and
+//! Cutting text into the words byte-level BPE merges within. For the regexes llama.cpp
+//! matches by hand (GPT-2's, Llama 3's, Qwen2's), hand-written matchers: the same words
+//! as `pre_tokenizer`'s regexes (the tests compare them), several times faster, and
 //! classifying characters with llama.cpp's Unicode version (15.1) rather than the
-//! regex engine's.
+//! regex engine's. The other families go through `regex_split`, as llama.cpp's go
+//! through its regex engine.
 
+use super::pre_tokenizer::Matcher;
+use super::regex_split::RegexSplitter;
 use super::unicode_15_1::{LETTERS, NUMBERS};
-use super::PreTokenizerFamily;
+use super::{PreTokenizerFamily, TokenizerError};
+
+/// How a family's words are found.
+#[derive(Debug, Clone)]
+pub(crate) enum WordSplitter {
+    Matcher(Matcher),
+    Regexes(RegexSplitter),
+}
+
+impl WordSplitter {
+    pub fn new(family: PreTokenizerFamily) -> Result<Self, TokenizerError> {
+        Ok(match family.matcher() {
+            Some(matcher) => Self::Matcher(matcher),
+            None => Self::Regexes(RegexSplitter::new(family.regexes())?),
+        })
+    }
+
+    /// Byte ranges of the words of `text`, in order, covering all of it.
+    pub fn split(&self, text: &str, words: &mut Vec<(usize, usize)>) {
+        match self {
+            Self::Matcher(matcher) => split_words(*matcher, text, words),
+            Self::Regexes(regexes) => regexes.split(text, words),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Class {
@@ -78,13 +106,13 @@ impl Chars {
 }
 
 /// Byte ranges of the words of `text`, in order, covering all of it.
-pub(crate) fn split_words(family: PreTokenizerFamily, text: &str, words: &mut Vec<(usize, usize)>) {
+fn split_words(matcher: Matcher, text: &str, words: &mut Vec<(usize, usize)>) {
     let chars = Chars::new(text);
     let n = chars.chars.len();
     let mut char_words = Vec::new();
-    match family {
-        PreTokenizerFamily::Gpt2 => gpt2(&chars, 0, n, &mut char_words),
-        PreTokenizerFamily::Gpt2SingleDigits => {
+    match matcher {
+        Matcher::Gpt2 => gpt2(&chars, 0, n, &mut char_words),
+        Matcher::Gpt2SingleDigits => {
             // Every number character alone, then GPT-2's split of the stretches between.
             let mut start = 0;
             for i in 0..n {
@@ -96,7 +124,7 @@ pub(crate) fn split_words(family: PreTokenizerFamily, text: &str, words: &mut Ve
             }
             gpt2(&chars, start, n, &mut char_words);
         }
-        PreTokenizerFamily::Llama3 => llama3(&chars, n, &mut char_words),
+        Matcher::Llama3 { max_digits } => llama3(&chars, n, max_digits, &mut char_words),
     }
     words.extend(char_words.into_iter().map(|(a, b)| (chars.offsets[a], chars.offsets[b])));
 }
@@ -145,8 +173,9 @@ fn whitespace(chars: &Chars, i: usize, end: usize) -> usize {
 }
 
 /// `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|
-/// ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+` over the chars `0..end`.
-fn llama3(chars: &Chars, end: usize, words: &mut Vec<(usize, usize)>) {
+/// ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+` over the chars `0..end`, with
+/// `{1,max_digits}` for the numbers (Qwen2's is `\p{N}`).
+fn llama3(chars: &Chars, end: usize, max_digits: usize, words: &mut Vec<(usize, usize)>) {
     let c = &chars.chars;
     let lower = |i: usize| c[i].to_ascii_lowercase();
     let is_newline = |i: usize| c[i] == '\r' || c[i] == '\n';
@@ -165,7 +194,7 @@ fn llama3(chars: &Chars, end: usize, words: &mut Vec<(usize, usize)>) {
         {
             chars.run(i + 1, end, Class::Letter)
         } else if class == Class::Number {
-            chars.run(i, end.min(i + 3), Class::Number)
+            chars.run(i, end.min(i + max_digits), Class::Number)
         } else if chars.class(i + usize::from(c[i] == ' '), end) == Some(Class::Other) {
             let mut j = chars.run(i + usize::from(c[i] == ' '), end, Class::Other);
             while j < end && is_newline(j) {
@@ -190,7 +219,7 @@ mod tests {
 
     fn words(family: PreTokenizerFamily, text: &str) -> Vec<&str> {
         let mut ranges = Vec::new();
-        split_words(family, text, &mut ranges);
+        WordSplitter::new(family).unwrap().split(text, &mut ranges);
         ranges.iter().map(|&(a, b)| &text[a..b]).collect()
     }
 
@@ -225,6 +254,14 @@ mod tests {
         );
     }
 
+    #[test]
+    fn qwen2_words_keep_every_digit_alone() {
+        assert_eq!(
+            words(PreTokenizerFamily::Qwen2, "We'LL pay 12345!\n"),
+            ["We", "'LL", " pay", " ", "1", "2", "3", "4", "5", "!\n"]
+        );
+    }
+
     /// The matchers and `pre_tokenizer`'s regexes cut the same words.
     #[test]
     fn the_matchers_agree_with_the_regexes() {
@@ -235,6 +272,8 @@ mod tests {
             PreTokenizerFamily::Gpt2,
             PreTokenizerFamily::Gpt2SingleDigits,
             PreTokenizerFamily::Llama3,
+            PreTokenizerFamily::Qwen2,
+            PreTokenizerFamily::ChatGlm4,
         ] {
             let mut pre = PreTokenizedString::from(text);
             family.pre_tokenizer().unwrap().pre_tokenize(&mut pre).unwrap();
