@@ -202,16 +202,26 @@ pub fn temp_dir(name: &str) -> std::path::PathBuf {
 /// SmolLM2-135M-Instruct's Q4_1 GGUF in the model cache (`$HERD_MODEL_CACHE`, else
 /// `~/.cache/herd/models`). The engine fetches nothing: the file must be there.
 pub fn smollm2_gguf() -> PathBuf {
+    cached_model("SmolLM2-135M-Instruct.Q4_1.gguf", "scripts/fetch-default-model.sh")
+}
+
+/// Gemma 3 270M (base), Q4_K_M GGUF, in the model cache.
+#[allow(dead_code)]
+pub fn gemma3_gguf() -> PathBuf {
+    cached_model("gemma-3-270m-q4_k_m.gguf", "scripts/fetch-gemma3-270m.sh")
+}
+
+fn cached_model(file: &str, fetch: &str) -> PathBuf {
     let cache = std::env::var_os("HERD_MODEL_CACHE")
         .filter(|d| !d.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/herd/models")
         });
-    let path = cache.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let path = cache.join(file);
     assert!(
         path.is_file(),
-        "{} is missing: run scripts/fetch-default-model.sh (HERD_MODEL_CACHE moves the cache)",
+        "{} is missing: run {fetch} (HERD_MODEL_CACHE moves the cache)",
         path.display()
     );
     path
