@@ -2,7 +2,8 @@
 //! prints the table; bench/cpu/README.md).
 //!
 //! `prepare` writes the workloads as token ids, so both engines read exactly the same
-//! prompts: the first N eval-set instructions in the model's chat template (generation),
+//! prompts: the first N eval-set instructions in the model's chat template, or as bare text with
+//! BOS for a model without one (generation),
 //! ~900-token chat prompts (prefill), and the judge's prompts (alpaca_eval's ranking prompt
 //! filled with eval-set rows, the reference output as both answers, in the judge model's chat
 //! template; logprob mode adds the answer prefix).
@@ -101,6 +102,16 @@ fn main() {
     }
 }
 
+/// The messages in the model's chat template; for a model without one (a base model), their
+/// texts one after the other, BOS first.
+fn prompt(model: &Model, messages: &[ChatMessage]) -> Vec<u32> {
+    if model.tokenizer.chat_template().is_some() {
+        return model.chat_prompt(messages).expect("the chat template renders");
+    }
+    let text: Vec<&str> = messages.iter().map(|m| m.content.as_str()).collect();
+    model.encode(&text.join("\n\n"), true).expect("the text encodes")
+}
+
 fn prepare(model: &Model, args: &[String]) {
     let out = flag(args, "--out").expect("--out FILE");
     let eval_set: Vec<Value> = serde_json::from_str(include_str!("../../data/eval_set.json"))
@@ -111,7 +122,7 @@ fn prepare(model: &Model, args: &[String]) {
 
     let gen: Vec<Vec<u32>> = (0..number(args, "--gen-prompts", 48))
         .map(|i| {
-            model.chat_prompt(&[ChatMessage::new("user", text(i, "instruction"))]).expect("prompt")
+            prompt(model, &[ChatMessage::new("user", text(i, "instruction"))])
         })
         .collect();
 
@@ -126,8 +137,7 @@ fn prepare(model: &Model, args: &[String]) {
             joined.push_str(&text(next, "instruction"));
             joined.push('\n');
             next += 1;
-            tokens =
-                model.chat_prompt(&[ChatMessage::new("user", joined.as_str())]).expect("prompt");
+            tokens = prompt(model, &[ChatMessage::new("user", joined.as_str())]);
         }
         tokens.truncate(prefill_len);
         prefill.push(tokens);
@@ -150,7 +160,7 @@ fn prepare(model: &Model, args: &[String]) {
         .map(|i| {
             let reference = text(i, "output");
             let messages = judge_messages(&text(i, "instruction"), &reference, &reference);
-            model.chat_prompt(&messages).expect("judge prompt renders")
+            prompt(model, &messages)
         })
         .collect();
     let judge_logprob: Vec<Vec<u32>> =
