@@ -139,8 +139,12 @@ impl PreTokenizerFamily {
         match pre {
             "gpt-2" | "phi-2" | "mpt" | "olmo" => Ok(Self::Gpt2),
             "smollm" | "starcoder" | "refact" => Ok(Self::Gpt2SingleDigits),
-            "llama3" | "llama-v3" | "llama-bpe" => Ok(Self::Llama3),
-            "qwen2" | "deepseek-r1-qwen" => Ok(Self::Qwen2),
+            "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "lfm2" => {
+                Ok(Self::Llama3)
+            }
+            // StableLM 2 and Megrez: the same regex, flags and defaults (llama.cpp's
+            // `clean_spaces` differs, which herd does not use).
+            "qwen2" | "deepseek-r1-qwen" | "stablelm2" | "megrez" => Ok(Self::Qwen2),
             "chatglm-bpe" => Ok(Self::ChatGlm4),
             "deepseek-llm" => Ok(Self::DeepSeekLlm),
             "deepseek-coder" => Ok(Self::DeepSeekCoder),
@@ -152,8 +156,8 @@ impl PreTokenizerFamily {
 
     /// The `tokenizer.ggml.pre` values accepted, for error messages.
     pub const SUPPORTED: &'static str = "gpt-2, phi-2, mpt, olmo, smollm, starcoder, refact, \
-        llama3, llama-v3, llama-bpe, qwen2, deepseek-r1-qwen, chatglm-bpe, deepseek-llm, \
-        deepseek-coder, tekken, gpt-4o, llama4";
+        llama3, llama-v3, llama-bpe, falcon3, falcon-h1, pixtral, lfm2, qwen2, deepseek-r1-qwen, \
+        stablelm2, megrez, chatglm-bpe, deepseek-llm, deepseek-coder, tekken, gpt-4o, llama4";
 
     /// llama.cpp's regexes for this family, applied one after the other.
     pub fn regexes(self) -> &'static [&'static str] {
@@ -222,6 +226,18 @@ mod tests {
             .into_iter()
             .map(|(piece, _, _)| piece.to_string())
             .collect()
+    }
+
+    #[test]
+    fn every_value_listed_as_supported_is_and_others_are_refused() {
+        for pre in PreTokenizerFamily::SUPPORTED.split(", ") {
+            assert!(PreTokenizerFamily::from_gguf_pre(pre).is_ok(), "{pre:?}");
+        }
+        assert_eq!(
+            PreTokenizerFamily::from_gguf_pre("stablelm2").unwrap(),
+            PreTokenizerFamily::Qwen2
+        );
+        assert!(PreTokenizerFamily::from_gguf_pre("jina-v2-de").is_err());
     }
 
     #[test]
