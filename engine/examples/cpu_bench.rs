@@ -121,9 +121,7 @@ fn prepare(model: &Model, args: &[String]) {
     };
 
     let gen: Vec<Vec<u32>> = (0..number(args, "--gen-prompts", 48))
-        .map(|i| {
-            prompt(model, &[ChatMessage::new("user", text(i, "instruction"))])
-        })
+        .map(|i| prompt(model, &[ChatMessage::new("user", text(i, "instruction"))]))
         .collect();
 
     // ~prefill_len-token prompts: consecutive instructions, chat-formatted, cut to length.

@@ -189,9 +189,7 @@ impl TokenCodec {
     /// The id of a token written as its vocabulary text (`<|im_end|>`, `1`).
     pub fn token_id(&self, token: &str) -> Option<u32> {
         match &self.inner {
-            Inner::LlamaCpp(t) => {
-                t.special_token_id(token).or_else(|| t.hf_tokenizer().token_to_id(token))
-            }
+            Inner::LlamaCpp(t) => t.token_id(token),
             Inner::HuggingFace(t) => t.token_to_id(token),
         }
     }

@@ -151,7 +151,7 @@ fn dense_greedy_tokens_equal_transformers_except_at_its_near_ties() {
     assert!(found.whole >= 50, "only {} instructions agree on every token", found.whole);
 }
 
-/// The first step's top-5 logits: dense herd within 2e-3 of transformers for every prompt;
+/// The first step's top-5 logits: dense herd within 1e-3 of transformers for every prompt;
 /// herd's quantised kernels no further from those exact values than llama.cpp's kernels.
 #[test]
 fn quantised_logits_are_as_close_to_the_exact_model_as_llama_cpps() {
@@ -168,7 +168,7 @@ fn quantised_logits_are_as_close_to_the_exact_model_as_llama_cpps() {
         }
     }
     eprintln!("dense herd against transformers, first-step top-5 logits: largest |diff| {worst}");
-    assert!(worst < 2e-3, "dense logits differ from transformers' by up to {worst}");
+XX
 
     let quantised = load(WeightFormat::Auto).next_token_logits(&prompts, &options).unwrap();
     let (mut herd_error, mut llama_cpp_error, mut n) = (0f32, 0f32, 0);
