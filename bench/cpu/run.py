@@ -113,6 +113,9 @@ def main():
     ap.add_argument("--workloads", default="single,batched,prefill,judge-logprob")
     ap.add_argument("--model", default=None, help="a GGUF file (default: herd's default model)")
     ap.add_argument("--json", default=None, help="also write every run's result here")
+    ap.add_argument("--extra-bufts", action="store_true",
+                    help="let llama.cpp repack its weights (extra buffer types: AVX2 interleaved Q4_K, AMX); "
+                         "its fastest setting where the build does not crash")
     ap.add_argument("--no-build", action="store_true", help="use target/release/examples/cpu_bench as it is")
     args = ap.parse_args()
     names = [w.strip() for w in args.workloads.split(",") if w.strip()]
@@ -132,8 +135,8 @@ def main():
     prepare = [HERD, "prepare", "--out", prompts, "--gen-prompts", str(max(args.gen_prompts, args.single_prompts)),
                "--judge-prompts", str(args.judge_prompts), "--prefill-prompts", str(args.prefill_prompts),
                "--prefill-len", str(args.prefill_len)]
-    if args.model:
-        prepare[1:1] = ["--model", args.model]
+    if args.model:  # cpu_bench reads its subcommand first, flags after it
+        prepare[2:2] = ["--model", args.model]
     subprocess.run(prepare, check=True)
     meta = json.load(open(prompts))
 
@@ -141,8 +144,10 @@ def main():
     for rep in range(args.reps):
         for n in names:
             herd, llama = side_commands(n, args, prompts)
+            if args.extra_bufts:
+                llama.append("--extra-bufts")
             if args.model:
-                herd[1:1] = ["--model", args.model]
+                herd[2:2] = ["--model", args.model]
                 llama += ["--model", args.model]
             order = [("herd", herd), ("llama.cpp", llama)]
             if rep % 2 == 1:
