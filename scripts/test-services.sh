@@ -135,7 +135,9 @@ fi
 
 # --- The official OpenAI Python client: tests/serve.rs drives herd serve with it.
 echo "== test services: openai (Python client)"
-if ! python3 -c "import openai" 2>/dev/null; then
+# Checked from / : in the repository root, the herd-openai crate's folder `openai/` would
+# import as an empty namespace package and pass for the client.
+if ! (cd / && python3 -c "import openai; openai.OpenAI") 2>/dev/null; then
   PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q --disable-pip-version-check openai==3.63.0
 fi
 

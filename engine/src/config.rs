@@ -355,7 +355,7 @@ impl ModelConfig {
             partial_rotary_dims,
             norm_weight_offset: if gemma { 1.0 } else { 0.0 },
         };
-        let cfg = ModelConfig {
+        let mut cfg = ModelConfig {
             architecture,
             vocab_size: raw.vocab_size,
             hidden_size: raw.hidden_size,
@@ -372,6 +372,7 @@ impl ModelConfig {
             qkv_bias: architecture == Architecture::Qwen2 || raw.attention_bias.unwrap_or(false),
             particulars,
         };
+        cfg.drop_windows_wider_than_the_context();
         cfg.validate().map_err(|e| bad(e.to_string()))?;
         Ok(cfg)
     }
@@ -495,7 +496,7 @@ impl ModelConfig {
             partial_rotary_dims,
             norm_weight_offset: 0.0,
         };
-        let cfg = ModelConfig {
+        let mut cfg = ModelConfig {
             architecture,
             vocab_size,
             hidden_size,
@@ -513,8 +514,20 @@ impl ModelConfig {
                 || content.tensor_infos.contains_key("blk.0.attn_qkv.bias"),
             particulars,
         };
+        cfg.drop_windows_wider_than_the_context();
         cfg.validate().map_err(|e| bad(e.to_string()))?;
         Ok(cfg)
+    }
+
+    /// A window at least as wide as the context never hides anything (Phi-3.5's 262,144,
+    /// Qwen2's 131,072): such layers attend globally, and the paged path can take them.
+    fn drop_windows_wider_than_the_context(&mut self) {
+        let context = self.max_position_embeddings;
+        for window in &mut self.particulars.layer_windows {
+            if window.is_some_and(|w| w >= context) {
+                *window = None;
+            }
+        }
     }
 
     fn validate(&self) -> std::result::Result<(), InvalidConfig> {
@@ -698,4 +711,67 @@ struct HfRopeScaling {
     low_freq_factor: Option<f64>,
     high_freq_factor: Option<f64>,
     original_max_position_embeddings: Option<f64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(json: serde_json::Value) -> Result<ModelConfig> {
+        let dir = std::env::temp_dir().join(format!(
+            "herd-config-{}-{}",
+            std::process::id(),
+            json["model_type"].as_str().unwrap_or("none")
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config.json");
+        std::fs::write(&path, json.to_string()).unwrap();
+        ModelConfig::from_hf_config(&path)
+    }
+
+    fn shape(model_type: &str, extra: serde_json::Value) -> serde_json::Value {
+        let mut json = serde_json::json!({
+            "model_type": model_type, "vocab_size": 32, "hidden_size": 64,
+            "intermediate_size": 128, "num_hidden_layers": 6, "num_attention_heads": 4,
+            "num_key_value_heads": 2, "max_position_embeddings": 4096,
+        });
+        json.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        json
+    }
+
+    #[test]
+    fn windows_follow_each_familys_rule_and_vanish_when_wider_than_the_context() {
+        let windows = |c: &ModelConfig| c.particulars.layer_windows.clone();
+        let gemma3 =
+            config(shape("gemma3_text", serde_json::json!({"sliding_window": 512}))).unwrap();
+        assert_eq!(windows(&gemma3), [Some(512), Some(512), Some(512), Some(512), Some(512), None]);
+        let gemma2 = config(shape("gemma2", serde_json::json!({"sliding_window": 512}))).unwrap();
+        assert_eq!(windows(&gemma2), [Some(512), None, Some(512), None, Some(512), None]);
+        let qwen2 = config(shape(
+            "qwen2",
+            serde_json::json!({"sliding_window": 1024, "use_sliding_window": false}),
+        ))
+        .unwrap();
+        assert!(!qwen2.particulars.has_sliding_window());
+        // Phi-3.5-mini's window of 262,144 over a 4,096 context hides nothing.
+        let phi3 = config(shape("phi3", serde_json::json!({"sliding_window": 262144}))).unwrap();
+        assert!(!phi3.particulars.has_sliding_window());
+        let mistral =
+            config(shape("mistral", serde_json::json!({"sliding_window": 4095}))).unwrap();
+        assert_eq!(windows(&mistral), vec![Some(4095); 6]);
+    }
+
+    #[test]
+    fn a_multimodal_checkpoint_and_an_unknown_family_are_refused_by_name() {
+        let err = config(shape("gemma3", serde_json::json!({"text_config": {}}))).unwrap_err();
+        assert!(err.to_string().contains("gemma3_text"), "{err}");
+        let err = config(shape("gpt_neox", serde_json::json!({}))).unwrap_err();
+        assert!(err.to_string().contains("gpt_neox") && err.to_string().contains("qwen3"), "{err}");
+        let err = config(shape(
+            "llama",
+            serde_json::json!({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}),
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("yarn"), "{err}");
+    }
 }
